@@ -1,0 +1,4 @@
+//! Evaluation: image and distribution metrics, and the exact-posterior check.
+
+pub mod metrics;
+pub mod posterior_check;

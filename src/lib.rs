@@ -1,0 +1,23 @@
+//! EPS Studio: photo restoration by exact posterior sampling.
+//!
+//! For a measurement `y = A x0 + η` and a noised state `x_t`, the posterior `p(x0 | x_t, y)` is the
+//! prior denoised at a closed-form pivot `μ*` under anisotropic noise `Σ*` (Theorem 1 of "Exact
+//! Posterior Score Estimation for Solving Linear Inverse Problems", arXiv 2606.17048). A denoiser
+//! trained on pivots gives the exact posterior score, so the backbone's own sampler runs unchanged.
+//!
+//! Modules, from the math outwards:
+//! - [`inverse`]: linear operators (mask, average-pool super-resolution, circular blur), their
+//!   adjoints, pseudo-inverses and the structured pivot solve.
+//! - [`sampler`]: the EDM schedule, Euler/Heun, EPS and the training-free baselines (DPS, DDNM+,
+//!   ΠGDM, DiffPIR) on one shared denoiser trait.
+//! - [`prior`]: a Gaussian-mixture prior whose posterior is known exactly, to prove the samplers.
+//! - [`eval`]: metrics (PSNR, SSIM, MMD², CRPS) and the exact-posterior check.
+
+pub mod error;
+pub mod eval;
+pub mod inverse;
+pub mod noise;
+pub mod prior;
+pub mod sampler;
+
+pub use error::{Error, Result};
