@@ -83,7 +83,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Builds an [`Error::InvalidParameter`].
-    pub fn invalid(name: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn invalid(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::InvalidParameter {
             name,
             value: value.to_string(),

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Prove the samplers on a Gaussian-mixture prior whose posterior is known exactly: prints
-    /// operator × method × NFE × MMD² to exact samples × mean error × seconds.
+    /// operator × method × NFE × MMD² to exact samples × mean error × variance ratio × seconds.
     CheckPosterior(CheckArgs),
 }
 
@@ -76,8 +76,14 @@ fn check_posterior(args: &CheckArgs) -> anyhow::Result<()> {
     );
     let report = run_check(&cfg, &mut |row| {
         eprintln!(
-            "  {:<28} {:<26} NFE {:>4}  MMD² {:>10.2e}  mean err {:.4}  {:.2} s",
-            row.operator, row.method, row.nfe, row.mmd2, row.mean_error, row.seconds
+            "  {:<28} {:<26} NFE {:>4}  MMD² {:>10.2e}  mean err {:.4}  var ratio {:.3}  {:.2} s",
+            row.operator,
+            row.method,
+            row.nfe,
+            row.mmd2,
+            row.mean_error,
+            row.variance_ratio,
+            row.seconds
         );
     })
     .context("the exact-posterior check failed")?;

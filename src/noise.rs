@@ -31,7 +31,12 @@ impl SeededNoise {
     }
 
     /// Standard normal noise of shape `[batch, c, h, w]`, each image from its own stream.
-    pub fn normal(&mut self, chw: (usize, usize, usize), dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn normal(
+        &mut self,
+        chw: (usize, usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let (c, h, w) = chw;
         let per = c * h * w;
         let mut data = Vec::with_capacity(per * self.rngs.len());
@@ -71,7 +76,10 @@ mod tests {
         let batch = SeededNoise::new(&[3, 7]).normal((1, 2, 3), DType::F32, &dev)?;
         let second = batch.narrow(0, 1, 1)?;
         let diff = (alone - second)?.abs()?.sum_all()?.to_scalar::<f32>()?;
-        assert!(diff == 0.0, "same seed must give the same noise, diff {diff}");
+        assert!(
+            diff == 0.0,
+            "same seed must give the same noise, diff {diff}"
+        );
         Ok(())
     }
 }

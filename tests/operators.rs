@@ -11,7 +11,8 @@ use eps_studio::inverse::{
     AvgPoolSr, Blur, CgOperator, CgSettings, Kernel, LinearOperator, Mask, Problem, dense,
 };
 
-const SIZES: [(usize, usize, usize, usize); 4] = [(1, 1, 8, 8), (2, 3, 7, 9), (3, 1, 12, 10), (1, 2, 16, 16)];
+const SIZES: [(usize, usize, usize, usize); 4] =
+    [(1, 1, 8, 8), (2, 3, 7, 9), (3, 1, 12, 10), (1, 2, 16, 16)];
 
 #[test]
 fn adjoint_identity_holds_for_every_operator_and_size() {
@@ -39,12 +40,20 @@ fn pseudo_inverse_satisfies_a_pinv_a_equals_a() {
             let ax = op.forward(&x).unwrap();
             let a_pinv_ax = op.forward(&op.pinv(&ax).unwrap()).unwrap();
             let err = max_abs_diff(&ax, &a_pinv_ax);
-            assert!(err <= 1e-8 * max_abs(&ax).max(1.0), "{} on {dims:?}: |A A⁺ A x − A x| = {err}", op.name());
+            assert!(
+                err <= 1e-8 * max_abs(&ax).max(1.0),
+                "{} on {dims:?}: |A A⁺ A x − A x| = {err}",
+                op.name()
+            );
             // And A⁺ A A⁺ = A⁺ (the other Penrose identity).
             let z = random_measurement(&**op, dims, 70 + k as u64);
             let p = op.pinv(&z).unwrap();
             let ppp = op.pinv(&op.forward(&p).unwrap()).unwrap();
-            assert!(max_abs_diff(&p, &ppp) <= 1e-8 * max_abs(&p).max(1.0), "{}: A⁺AA⁺ ≠ A⁺", op.name());
+            assert!(
+                max_abs_diff(&p, &ppp) <= 1e-8 * max_abs(&p).max(1.0),
+                "{}: A⁺AA⁺ ≠ A⁺",
+                op.name()
+            );
         }
     }
 }
@@ -56,7 +65,11 @@ fn dense_adjoint_is_the_transpose() {
         let a = dense::forward_matrix(&*op, chw).unwrap();
         let at = dense::adjoint_matrix(&*op, chw).unwrap();
         let err = (a.transpose() - at).amax();
-        assert!(err < 1e-12, "{}: dense Aᵀ differs from transpose by {err}", op.name());
+        assert!(
+            err < 1e-12,
+            "{}: dense Aᵀ differs from transpose by {err}",
+            op.name()
+        );
     }
 }
 
@@ -85,23 +98,43 @@ fn direct_circular_convolution(x: &[f64], h: usize, w: usize, k: &Kernel) -> Vec
 #[test]
 fn blur_is_circular_convolution_with_centred_kernel() {
     let (h, w) = (7, 9);
-    for kernel in [lopsided_kernel(), Kernel::motion(5.0, 45.0).unwrap(), Kernel::gaussian(0.8, 3).unwrap()] {
+    for kernel in [
+        lopsided_kernel(),
+        Kernel::motion(5.0, 45.0).unwrap(),
+        Kernel::gaussian(0.8, 3).unwrap(),
+    ] {
         let op = Blur::new(kernel.clone(), h, w).unwrap();
         let x = randn((1, 1, h, w), 3);
         let got = to_vec(&op.forward(&x).unwrap());
         let want = direct_circular_convolution(&to_vec(&x), h, w, &kernel);
-        let err = got.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        assert!(err < 1e-12, "FFT blur differs from direct convolution by {err}");
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err < 1e-12,
+            "FFT blur differs from direct convolution by {err}"
+        );
     }
 }
 
 #[test]
 fn delta_kernel_is_identity_and_shifted_delta_shifts() {
     let x = randn((1, 1, 6, 6), 4);
-    let id = Blur::new(Kernel::from_values(3, 3, vec![0., 0., 0., 0., 1., 0., 0., 0., 0.]).unwrap(), 6, 6).unwrap();
+    let id = Blur::new(
+        Kernel::from_values(3, 3, vec![0., 0., 0., 0., 1., 0., 0., 0., 0.]).unwrap(),
+        6,
+        6,
+    )
+    .unwrap();
     assert!(max_abs_diff(&id.forward(&x).unwrap(), &x) < 1e-12);
     // Weight at row 1, col 2 of a 3×3 kernel (one right of centre) moves content one column right.
-    let shift = Blur::new(Kernel::from_values(3, 3, vec![0., 0., 0., 0., 0., 1., 0., 0., 0.]).unwrap(), 6, 6).unwrap();
+    let shift = Blur::new(
+        Kernel::from_values(3, 3, vec![0., 0., 0., 0., 0., 1., 0., 0., 0.]).unwrap(),
+        6,
+        6,
+    )
+    .unwrap();
     let y = to_vec(&shift.forward(&x).unwrap());
     let xv = to_vec(&x);
     for i in 0..6 {
@@ -113,7 +146,10 @@ fn delta_kernel_is_identity_and_shifted_delta_shifts() {
 
 #[test]
 fn average_pool_takes_block_means_and_pinv_upsamples() {
-    let x = Tensor::arange(0f64, 16.0, &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+    let x = Tensor::arange(0f64, 16.0, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 4, 4))
+        .unwrap();
     let op = AvgPoolSr::new(2).unwrap();
     let y = to_vec(&op.forward(&x).unwrap());
     // Blocks of [[0,1],[4,5]] etc.
@@ -127,7 +163,7 @@ fn mask_measurement_is_zero_off_the_mask() {
     let mask = random_mask((1, 1, 6, 6), 0.5, 3);
     let m = to_vec(mask.tensor());
     let y = randn((1, 3, 6, 6), 9);
-    let problem = Problem::new(Arc::new(mask), y, 0.05, (3, 6, 6)).unwrap();
+    let problem = Problem::new(Arc::new(mask), &y, 0.05, (3, 6, 6)).unwrap();
     let stored = to_vec(problem.y());
     for (i, v) in stored.iter().enumerate() {
         if m[i % 36] == 0.0 {
@@ -155,7 +191,11 @@ fn conjugate_gradients_match_the_closed_form() {
             let exact = op.prox(&z, &y, p, q).unwrap();
             let cg = eps_studio::inverse::cg::prox_cg(&*op, &z, &y, p, q, None, &settings).unwrap();
             let err = max_abs_diff(&exact, &cg);
-            assert!(err < 1e-6 * max_abs(&exact).max(1.0), "{} p={p} q={q}: CG differs by {err}", op.name());
+            assert!(
+                err < 1e-6 * max_abs(&exact).max(1.0),
+                "{} p={p} q={q}: CG differs by {err}",
+                op.name()
+            );
         }
     }
     // The wrapper (no closed form) warm-starts from its previous solution and still agrees.
@@ -169,18 +209,25 @@ fn conjugate_gradients_match_the_closed_form() {
         assert!(max_abs_diff(&a, &b) < 1e-6 * max_abs(&b).max(1.0));
     }
     assert!(!wrapped.is_structured());
-    assert!(wrapped.prox(&z, &y, 0.0, 1.0).is_err(), "σ_y = 0 must be refused without a closed form");
+    assert!(
+        wrapped.prox(&z, &y, 0.0, 1.0).is_err(),
+        "σ_y = 0 must be refused without a closed form"
+    );
 }
 
 #[test]
 fn simulated_measurements_are_seeded_and_have_the_requested_noise() {
-    let op: Arc<dyn LinearOperator> = Arc::new(Blur::new(Kernel::gaussian(1.0, 5).unwrap(), 64, 64).unwrap());
+    let op: Arc<dyn LinearOperator> =
+        Arc::new(Blur::new(Kernel::gaussian(1.0, 5).unwrap(), 64, 64).unwrap());
     let x0 = randn((1, 3, 64, 64), 1).affine(0.3, 0.0).unwrap();
     let a = Problem::simulate(Arc::clone(&op), &x0, 0.05, 42).unwrap();
     let b = Problem::simulate(Arc::clone(&op), &x0, 0.05, 42).unwrap();
     let c = Problem::simulate(Arc::clone(&op), &x0, 0.05, 43).unwrap();
     assert_eq!(to_vec(a.y()), to_vec(b.y()), "same seed, same measurement");
-    assert!(max_abs_diff(a.y(), c.y()) > 1e-3, "different seeds, different noise");
+    assert!(
+        max_abs_diff(a.y(), c.y()) > 1e-3,
+        "different seeds, different noise"
+    );
     // Residual RMS of the clean image is σ_y within sampling error (12288 values: ±2%).
     let rms = a.residual_rms(&x0).unwrap()[0];
     assert!((rms - 0.05).abs() < 0.002, "residual RMS {rms} vs σ_y 0.05");
@@ -201,8 +248,13 @@ fn kernel_from_an_image_file_is_normalised() {
     let black = dir.path().join("black.png");
     image::GrayImage::new(3, 3).save(&black).unwrap();
     let err = Kernel::from_image_file(&black).unwrap_err().to_string();
-    assert!(err.contains("black.png") && err.contains("positive weight"), "{err}");
-    let missing = Kernel::from_image_file(&dir.path().join("nope.png")).unwrap_err().to_string();
+    assert!(
+        err.contains("black.png") && err.contains("positive weight"),
+        "{err}"
+    );
+    let missing = Kernel::from_image_file(&dir.path().join("nope.png"))
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("nope.png"), "{missing}");
 }
 

@@ -17,7 +17,12 @@ pub fn psnr(x: &[f64], reference: &[f64]) -> Result<f64> {
     if x.len() != reference.len() || x.is_empty() {
         return Err(Error::shape("PSNR", reference.len(), x.len()));
     }
-    let mse = x.iter().zip(reference).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / x.len() as f64;
+    let mse = x
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        / x.len() as f64;
     Ok(-10.0 * mse.log10())
 }
 
@@ -33,13 +38,23 @@ pub fn ssim(x: &[f64], reference: &[f64], chw: (usize, usize, usize)) -> Result<
     const WIN: usize = 11;
     let (c, h, w) = chw;
     if x.len() != c * h * w || reference.len() != x.len() {
-        return Err(Error::shape("SSIM", c * h * w, format!("{} and {}", x.len(), reference.len())));
+        return Err(Error::shape(
+            "SSIM",
+            c * h * w,
+            format!("{} and {}", x.len(), reference.len()),
+        ));
     }
     if h < WIN || w < WIN {
-        return Err(Error::invalid("SSIM image size", format!("{h}×{w}"), "SSIM needs images of at least 11×11"));
+        return Err(Error::invalid(
+            "SSIM image size",
+            format!("{h}×{w}"),
+            "SSIM needs images of at least 11×11",
+        ));
     }
     let g: Vec<f64> = {
-        let raw: Vec<f64> = (0..WIN).map(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+        let raw: Vec<f64> = (0..WIN)
+            .map(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+            .collect();
         let s: f64 = raw.iter().sum();
         raw.into_iter().map(|v| v / s).collect()
     };
@@ -65,14 +80,21 @@ pub fn ssim(x: &[f64], reference: &[f64], chw: (usize, usize, usize)) -> Result<
     for ch in 0..c {
         let a = &x[ch * h * w..(ch + 1) * h * w];
         let b = &reference[ch * h * w..(ch + 1) * h * w];
-        let prod = |f: fn(f64, f64) -> f64| -> Vec<f64> { a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect() };
+        let prod = |f: fn(f64, f64) -> f64| -> Vec<f64> {
+            a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect()
+        };
         let (mu_a, mu_b) = (filter(a), filter(b));
-        let (aa, bb, ab) = (filter(&prod(|p, _| p * p)), filter(&prod(|_, q| q * q)), filter(&prod(|p, q| p * q)));
+        let (aa, bb, ab) = (
+            filter(&prod(|p, _| p * p)),
+            filter(&prod(|_, q| q * q)),
+            filter(&prod(|p, q| p * q)),
+        );
         let mut acc = 0.0;
         for i in 0..oh * ow {
             let (ma, mb) = (mu_a[i], mu_b[i]);
             let (va, vb, cov) = (aa[i] - ma * ma, bb[i] - mb * mb, ab[i] - ma * mb);
-            acc += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            acc += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va + vb + c2));
         }
         total += acc / (oh * ow) as f64;
     }
@@ -92,17 +114,29 @@ fn per_image(
     let (b, c, h, w) = dims4(x, "metric input")?;
     let (rb, rc, rh, rw) = dims4(reference, "metric reference")?;
     if (rc, rh, rw) != (c, h, w) || (rb != b && rb != 1) {
-        return Err(Error::shape("metric reference", format!("[{b} or 1, {c}, {h}, {w}]"), format!("[{rb}, {rc}, {rh}, {rw}]")));
+        return Err(Error::shape(
+            "metric reference",
+            format!("[{b} or 1, {c}, {h}, {w}]"),
+            format!("[{rb}, {rc}, {rh}, {rw}]"),
+        ));
     }
     let to_unit = |t: &Tensor| -> Result<Vec<f64>> {
-        Ok(columns_from_batch(t)?.as_slice().iter().map(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)).collect())
+        Ok(columns_from_batch(t)?
+            .as_slice()
+            .iter()
+            .map(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0))
+            .collect())
     };
     let (xs, rs) = (to_unit(x)?, to_unit(reference)?);
     let n = c * h * w;
     (0..b)
         .map(|i| {
             let ri = if rb == 1 { 0 } else { i };
-            metric(&xs[i * n..(i + 1) * n], &rs[ri * n..(ri + 1) * n], (c, h, w))
+            metric(
+                &xs[i * n..(i + 1) * n],
+                &rs[ri * n..(ri + 1) * n],
+                (c, h, w),
+            )
         })
         .collect()
 }
@@ -125,17 +159,27 @@ fn squared_distances(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
 pub fn median_bandwidth(x: &DMatrix<f64>, y: &DMatrix<f64>) -> f64 {
     let thin = |m: &DMatrix<f64>| -> DMatrix<f64> {
         let stride = m.ncols().div_ceil(1000).max(1);
-        let cols: Vec<_> = (0..m.ncols()).step_by(stride).map(|j| m.column(j).into_owned()).collect();
+        let cols: Vec<_> = (0..m.ncols())
+            .step_by(stride)
+            .map(|j| m.column(j).into_owned())
+            .collect();
         DMatrix::from_columns(&cols)
     };
     let pooled = {
         let (a, b) = (thin(x), thin(y));
-        let cols: Vec<_> = a.column_iter().chain(b.column_iter()).map(|c| c.into_owned()).collect();
+        let cols: Vec<_> = a
+            .column_iter()
+            .chain(b.column_iter())
+            .map(nalgebra::Matrix::into_owned)
+            .collect();
         DMatrix::from_columns(&cols)
     };
     let d2 = squared_distances(&pooled, &pooled);
     let n = pooled.ncols();
-    let mut upper: Vec<f64> = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).map(|(i, j)| d2[(i, j)]).collect();
+    let mut upper: Vec<f64> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .map(|(i, j)| d2[(i, j)])
+        .collect();
     if upper.is_empty() {
         return 1.0;
     }
@@ -157,7 +201,11 @@ pub fn mmd2_unbiased_with_bandwidth(x: &DMatrix<f64>, y: &DMatrix<f64>, ell: f64
     }
     let (n, m) = (x.ncols(), y.ncols());
     if n < 2 || m < 2 {
-        return Err(Error::invalid("MMD sample size", format!("{n} and {m}"), "need at least 2 points per set"));
+        return Err(Error::invalid(
+            "MMD sample size",
+            format!("{n} and {m}"),
+            "need at least 2 points per set",
+        ));
     }
     if !(ell > 0.0 && ell.is_finite()) {
         return Err(Error::invalid("MMD bandwidth", ell, "must be positive"));
@@ -198,7 +246,11 @@ pub fn crps(samples: &DMatrix<f64>, truth: &[f64], form: CrpsForm) -> Result<f64
         return Err(Error::shape("CRPS truth", d, truth.len()));
     }
     if m == 0 || (form == CrpsForm::Fair && m < 2) {
-        return Err(Error::invalid("CRPS ensemble size", m, "the fair CRPS needs at least 2 samples"));
+        return Err(Error::invalid(
+            "CRPS ensemble size",
+            m,
+            "the fair CRPS needs at least 2 samples",
+        ));
     }
     let spread_scale = match form {
         CrpsForm::Fair => 1.0 / (2.0 * (m * (m - 1)) as f64),
@@ -213,7 +265,12 @@ pub fn crps(samples: &DMatrix<f64>, truth: &[f64], form: CrpsForm) -> Result<f64
         let skill = row.iter().map(|v| (v - z).abs()).sum::<f64>() / m as f64;
         row.sort_by(f64::total_cmp);
         // Σ_{i,j}|x_i − x_j| = 2 Σ_k x_(k) (2k − M + 1) over the sorted ensemble (0-based k).
-        let spread: f64 = 2.0 * row.iter().enumerate().map(|(k, v)| v * (2.0 * k as f64 - m as f64 + 1.0)).sum::<f64>();
+        let spread: f64 = 2.0
+            * row
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v * (2.0 * k as f64 - m as f64 + 1.0))
+                .sum::<f64>();
         total += skill - spread_scale * spread;
     }
     Ok(total / d as f64)

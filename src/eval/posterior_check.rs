@@ -16,7 +16,9 @@ use crate::inverse::dense::{columns_from_batch, forward_matrix};
 use crate::inverse::{AvgPoolSr, Blur, Kernel, LinearOperator, Mask, Problem};
 use crate::noise::consecutive_seeds;
 use crate::prior::{GaussianMixture, GmmPosteriorOracle};
-use crate::sampler::{self, Denoisers, EpsConfig, Method, PosteriorDenoiser, Solver, Task, ignore_progress};
+use crate::sampler::{
+    self, Denoisers, DpsConfig, EpsConfig, Method, PosteriorDenoiser, Solver, Task, ignore_progress,
+};
 use crate::{Error, Result};
 
 /// The operators the check covers.
@@ -48,15 +50,24 @@ impl CheckOperator {
         Ok(match self {
             Self::RandomMask => {
                 let mut rng = StdRng::seed_from_u64(seed ^ 0x6d61_736b);
-                let m: Vec<f32> = (0..h * w).map(|_| if rng.random::<f64>() < 0.6 { 0.0 } else { 1.0 }).collect();
-                Arc::new(Mask::new(&Tensor::from_vec(m, (1, 1, h, w), &Device::Cpu)?)?)
+                let m: Vec<f32> = (0..h * w)
+                    .map(|_| if rng.random::<f64>() < 0.6 { 0.0 } else { 1.0 })
+                    .collect();
+                Arc::new(Mask::new(&Tensor::from_vec(
+                    m,
+                    (1, 1, h, w),
+                    &Device::Cpu,
+                )?)?)
             }
             Self::SuperResolution2 => Arc::new(AvgPoolSr::new(2)?),
             Self::GaussianBlur => {
                 // 5×5 where it fits, else 3×3 (4×4 images).
                 let size = if h.min(w) >= 5 { 5 } else { 3 };
                 let kernel = Kernel::gaussian(1.0, size)?;
-                Arc::new(Blur::new(kernel, h, w)?.with_label(format!("Gaussian blur σ=1 ({size}×{size})")))
+                Arc::new(
+                    Blur::new(kernel, h, w)?
+                        .with_label(format!("Gaussian blur σ=1 ({size}×{size})")),
+                )
             }
         })
     }
@@ -120,7 +131,11 @@ impl CheckMethod {
 
 /// EPS Euler at 20 steps, Heun at 20 and 40 steps (39 and 79 NFE), DPM-Solver++(2M) at 20 and
 /// 40 steps, the 1-call mean, the zero-shot control and the baselines.
-pub fn default_methods(task: Task) -> Vec<CheckMethod> {
+///
+/// DPS appears twice: with its documented ζ′ (tuned for 3×64×64 images) and with ζ′ scaled by
+/// `√(dim/12288)`. The gradient of the unsquared residual norm has unit length spread over all
+/// `dim` pixels, so the documented values take steps ~14× larger per pixel on a 64-pixel image.
+pub fn default_methods(task: Task, dim: usize) -> Vec<CheckMethod> {
     let heun = EpsConfig {
         solver: Solver::Heun,
         ..EpsConfig::default()
@@ -144,7 +159,16 @@ pub fn default_methods(task: Task) -> Vec<CheckMethod> {
         CheckMethod::Sampler(Method::PosteriorMean(Default::default())),
         CheckMethod::ZeroShotPivot(heun),
     ];
-    v.extend(Method::baselines(task).into_iter().map(CheckMethod::Sampler));
+    v.extend(
+        Method::baselines(task)
+            .into_iter()
+            .map(CheckMethod::Sampler),
+    );
+    let documented = DpsConfig::for_task(task);
+    v.push(CheckMethod::Sampler(Method::Dps(DpsConfig {
+        zeta: documented.zeta * (dim as f64 / 12288.0).sqrt(),
+        ..documented
+    })));
     v
 }
 
@@ -162,6 +186,9 @@ pub struct CheckRow {
     pub mmd2: f64,
     /// RMS difference between the sample mean (all runs pooled) and the exact posterior mean.
     pub mean_error: f64,
+    /// Median over pixels of the sample variance divided by the exact posterior variance
+    /// (1 for an exact sampler; above 1 over-dispersed, below under-dispersed).
+    pub variance_ratio: f64,
     /// Wall-clock seconds per run (all samples of one run).
     pub seconds: f64,
 }
@@ -188,20 +215,36 @@ impl OperatorCheck {
     /// Builds the prior, draws a ground truth, simulates `y` and samples the exact posterior.
     pub fn new(kind: CheckOperator, cfg: &CheckConfig) -> Result<Self> {
         if cfg.samples < 2 {
-            return Err(Error::invalid("samples", cfg.samples, "the check needs at least 2 samples per method"));
+            return Err(Error::invalid(
+                "samples",
+                cfg.samples,
+                "the check needs at least 2 samples per method",
+            ));
         }
         if cfg.runs == 0 {
-            return Err(Error::invalid("runs", cfg.runs, "the check needs at least one run"));
+            return Err(Error::invalid(
+                "runs",
+                cfg.runs,
+                "the check needs at least one run",
+            ));
         }
-        let prior = Arc::new(GaussianMixture::synthetic(cfg.chw, cfg.components, cfg.seed)?);
+        let prior = Arc::new(GaussianMixture::synthetic(
+            cfg.chw,
+            cfg.components,
+            cfg.seed,
+        )?);
         let like = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
         let x0 = prior.sample_tensor(1, cfg.seed.wrapping_add(1), &like)?;
         let op = kind.build(cfg.chw, cfg.seed)?;
-        let problem = Problem::simulate(Arc::clone(&op), &x0, cfg.sigma_y, cfg.seed.wrapping_add(2))?;
+        let problem =
+            Problem::simulate(Arc::clone(&op), &x0, cfg.sigma_y, cfg.seed.wrapping_add(2))?;
         let a = forward_matrix(&*op, cfg.chw)?;
-        let y = DVector::from_column_slice(columns_from_batch(&problem.y().to_dtype(DType::F64)?)?.as_slice());
+        let y = DVector::from_column_slice(
+            columns_from_batch(&problem.y().to_dtype(DType::F64)?)?.as_slice(),
+        );
         let posterior = prior.posterior(&a, &y, cfg.sigma_y)?;
-        let exact_set = |j: u64| posterior.sample(cfg.samples, cfg.seed.wrapping_add(100).wrapping_add(j));
+        let exact_set =
+            |j: u64| posterior.sample(cfg.samples, cfg.seed.wrapping_add(100).wrapping_add(j));
         let references: Vec<_> = (0..cfg.runs as u64).map(exact_set).collect();
         let floor_pairs = (0..cfg.runs as u64)
             .map(|r| {
@@ -225,7 +268,8 @@ impl OperatorCheck {
     /// sets of the same size (the unbiased MMD² has mean zero between equal distributions, so
     /// its spread is the scale a correct sampler's MMD² is measured against).
     pub fn floor(&self) -> f64 {
-        (self.floor_pairs.iter().map(|v| v * v).sum::<f64>() / self.floor_pairs.len().max(1) as f64).sqrt()
+        (self.floor_pairs.iter().map(|v| v * v).sum::<f64>() / self.floor_pairs.len().max(1) as f64)
+            .sqrt()
     }
 
     /// The exact posterior mean.
@@ -239,16 +283,24 @@ impl OperatorCheck {
     }
 
     /// Like [`Self::run`], with EPS methods given `posterior` instead of the exact oracle.
-    pub fn run_with(&self, method: &CheckMethod, posterior: Option<&dyn PosteriorDenoiser>) -> Result<CheckRow> {
+    pub fn run_with(
+        &self,
+        method: &CheckMethod,
+        posterior: Option<&dyn PosteriorDenoiser>,
+    ) -> Result<CheckRow> {
         let oracle = GmmPosteriorOracle::new(Arc::clone(&self.prior), &self.problem)?;
         let posterior = posterior.unwrap_or(&oracle);
         let zero_shot = ZeroShot(Arc::clone(&self.prior));
         let mut mmd_sum = 0.0;
         let mut mean_sum = DVector::zeros(self.prior.dim());
+        let mut var_sum = DVector::zeros(self.prior.dim());
         let mut seconds = 0.0;
         let mut nfe = 0;
         for (r, reference) in self.references.iter().enumerate() {
-            let base = self.seed.wrapping_mul(1_000_003).wrapping_add(7 + (r * self.samples) as u64);
+            let base = self
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(7 + (r * self.samples) as u64);
             let seeds = consecutive_seeds(base, self.samples);
             let started = Instant::now();
             let out = match method {
@@ -259,27 +311,57 @@ impl OperatorCheck {
                     };
                     sampler::sample(m, denoisers, &self.problem, &seeds, &mut ignore_progress)?
                 }
-                CheckMethod::ZeroShotPivot(cfg) => {
-                    sampler::eps::sample(&zero_shot, &self.problem, &seeds, cfg, &mut ignore_progress)?
-                }
+                CheckMethod::ZeroShotPivot(cfg) => sampler::eps::sample(
+                    &zero_shot,
+                    &self.problem,
+                    &seeds,
+                    cfg,
+                    &mut ignore_progress,
+                )?,
             };
             seconds += started.elapsed().as_secs_f64();
             nfe = out.nfe;
             let samples = columns_from_batch(&out.samples)?;
             mean_sum += samples.column_mean();
+            var_sum += pixel_variance(&samples);
             mmd_sum += mmd2_unbiased(&samples, reference)?;
         }
         let runs = self.references.len() as f64;
         let mean = mean_sum / runs;
+        let exact_var = self
+            .references
+            .iter()
+            .map(pixel_variance)
+            .fold(DVector::zeros(self.prior.dim()), |a, v| a + v);
+        let mut ratios: Vec<f64> = var_sum
+            .iter()
+            .zip(exact_var.iter())
+            .map(|(s, e)| s / e)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let variance_ratio = ratios[ratios.len() / 2];
         Ok(CheckRow {
             operator: self.problem.operator().name(),
             method: method.name(),
             nfe,
             mmd2: mmd_sum / runs,
-            mean_error: ((mean - self.exact_mean()).norm_squared() / self.prior.dim() as f64).sqrt(),
+            mean_error: ((mean - self.exact_mean()).norm_squared() / self.prior.dim() as f64)
+                .sqrt(),
+            variance_ratio,
             seconds: seconds / runs,
         })
     }
+}
+
+/// Per-pixel sample variance of the columns of `samples` (`d × n`).
+fn pixel_variance(samples: &DMatrix<f64>) -> DVector<f64> {
+    let n = samples.ncols() as f64;
+    let mean = samples.column_mean();
+    let mut v = DVector::zeros(samples.nrows());
+    for col in samples.column_iter() {
+        v += (col - &mean).map(|x| x * x);
+    }
+    v / (n - 1.0)
 }
 
 /// EPS fed the unconditional denoiser at the pivot (ignores Σ*'s anisotropy).
@@ -302,15 +384,17 @@ impl CheckReport {
     /// A markdown table, with the floor and the 1.5× acceptance threshold per operator.
     pub fn to_markdown(&self) -> String {
         let mut s = String::from(
-            "| operator | method | NFE | MMD² to exact | ≤ 1.5× floor | mean error (RMS) | seconds |\n|---|---|---:|---:|:---:|---:|---:|\n",
+            "| operator | method | NFE | MMD² to exact | ≤ 1.5× floor | mean error (RMS) | variance ratio | seconds |\n|---|---|---:|---:|:---:|---:|---:|---:|\n",
         );
         for (op, floor, rows) in &self.operators {
-            s.push_str(&format!("| {op} | exact vs exact (floor, RMS) | – | {floor:.2e} | – | – | – |\n"));
+            s.push_str(&format!(
+                "| {op} | exact vs exact (floor, RMS) | – | {floor:.2e} | – | – | 1 | – |\n"
+            ));
             for r in rows {
                 let ok = if r.mmd2 <= 1.5 * floor { "yes" } else { "no" };
                 s.push_str(&format!(
-                    "| {op} | {} | {} | {:.2e} | {ok} | {:.4} | {:.2} |\n",
-                    r.method, r.nfe, r.mmd2, r.mean_error, r.seconds
+                    "| {op} | {} | {} | {:.2e} | {ok} | {:.4} | {:.3} | {:.2} |\n",
+                    r.method, r.nfe, r.mmd2, r.mean_error, r.variance_ratio, r.seconds
                 ));
             }
         }
@@ -323,7 +407,10 @@ pub fn run_check(cfg: &CheckConfig, on_row: &mut dyn FnMut(&CheckRow)) -> Result
     let mut operators = Vec::new();
     for &kind in &cfg.operators {
         let check = OperatorCheck::new(kind, cfg)?;
-        let methods = cfg.methods.clone().unwrap_or_else(|| default_methods(kind.task()));
+        let methods = cfg
+            .methods
+            .clone()
+            .unwrap_or_else(|| default_methods(kind.task(), cfg.chw.0 * cfg.chw.1 * cfg.chw.2));
         let mut rows = Vec::new();
         for m in &methods {
             let row = check.run(m)?;

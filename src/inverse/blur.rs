@@ -9,7 +9,10 @@ use rustfft::num_complex::Complex64;
 
 use super::fft::Fft2;
 use super::kernel::Kernel;
-use super::{Dims4, LinearOperator, OperatorKind, check_prox_weights, dims4, from_host_f64, prox_gains, to_host_f64};
+use super::{
+    Dims4, LinearOperator, OperatorKind, check_prox_weights, dims4, from_host_f64, prox_gains,
+    to_host_f64,
+};
 use crate::{Error, Result};
 
 /// Circular blur of `h × w` images with a fixed kernel.
@@ -84,13 +87,22 @@ impl Blur {
         let d = dims4(x, context)?;
         let (h, w) = self.image_size();
         if (d.2, d.3) != (h, w) {
-            return Err(Error::shape(context, format!("{h}×{w} image"), format!("{}×{}", d.2, d.3)));
+            return Err(Error::shape(
+                context,
+                format!("{h}×{w} image"),
+                format!("{}×{}", d.2, d.3),
+            ));
         }
         Ok(d)
     }
 
     /// Applies a per-frequency multiplier to every plane of `x`.
-    fn filter(&self, x: &Tensor, context: &str, gain: &(dyn Fn(usize) -> Complex64 + Sync)) -> Result<Tensor> {
+    fn filter(
+        &self,
+        x: &Tensor,
+        context: &str,
+        gain: &(dyn Fn(usize) -> Complex64 + Sync),
+    ) -> Result<Tensor> {
         let dims = self.check(x, context)?;
         let plane = dims.2 * dims.3;
         let mut host = to_host_f64(x)?;
@@ -117,7 +129,11 @@ impl LinearOperator for Blur {
     fn measurement_dims(&self, image: Dims4) -> Result<Dims4> {
         let (h, w) = self.image_size();
         if (image.2, image.3) != (h, w) {
-            return Err(Error::shape("blur input", format!("{h}×{w} image"), format!("{}×{}", image.2, image.3)));
+            return Err(Error::shape(
+                "blur input",
+                format!("{h}×{w} image"),
+                format!("{}×{}", image.2, image.3),
+            ));
         }
         Ok(image)
     }
@@ -135,7 +151,11 @@ impl LinearOperator for Blur {
     }
 
     fn spectral(&self, x: &Tensor, f: &dyn Fn(f64) -> f64) -> Result<Tensor> {
-        let gains: Vec<Complex64> = self.gram.iter().map(|&e| Complex64::new(f(e), 0.0)).collect();
+        let gains: Vec<Complex64> = self
+            .gram
+            .iter()
+            .map(|&e| Complex64::new(f(e), 0.0))
+            .collect();
         self.filter(x, "blur f(AᵀA) x", &|i| gains[i])
     }
 

@@ -53,7 +53,10 @@ pub fn conjugate_gradient(
     let mut rr = batch_dot(&r, &r)?;
     let relative = |rr: &Tensor| -> Result<f64> {
         let v = to_vec(rr)?;
-        Ok(v.iter().zip(&bb).map(|(&r, &b)| if b > 0.0 { (r / b).sqrt() } else { r.sqrt() }).fold(0.0, f64::max))
+        Ok(v.iter()
+            .zip(&bb)
+            .map(|(&r, &b)| if b > 0.0 { (r / b).sqrt() } else { r.sqrt() })
+            .fold(0.0, f64::max))
     };
     let mut rel = relative(&rr)?;
     let mut iterations = 0;
@@ -90,7 +93,11 @@ fn to_vec(t: &Tensor) -> Result<Vec<f64>> {
 fn safe_div(num: &Tensor, den: &Tensor) -> Result<Tensor> {
     let n = to_vec(num)?;
     let d = to_vec(den)?;
-    let q: Vec<f64> = n.iter().zip(&d).map(|(&a, &b)| if b > 0.0 { a / b } else { 0.0 }).collect();
+    let q: Vec<f64> = n
+        .iter()
+        .zip(&d)
+        .map(|(&a, &b)| if b > 0.0 { a / b } else { 0.0 })
+        .collect();
     let b = q.len();
     super::from_host_f64(q, (b, 1, 1, 1), num)
 }

@@ -7,7 +7,10 @@ use super::{LinearOperator, dims4};
 use crate::Result;
 
 /// Columns `A e_j` for every basis image `e_j` of shape `[1, c, h, w]`: an `m × d` matrix.
-pub fn forward_matrix<O: LinearOperator + ?Sized>(op: &O, chw: (usize, usize, usize)) -> Result<DMatrix<f64>> {
+pub fn forward_matrix<O: LinearOperator + ?Sized>(
+    op: &O,
+    chw: (usize, usize, usize),
+) -> Result<DMatrix<f64>> {
     let (c, h, w) = chw;
     let d = c * h * w;
     let basis = Tensor::eye(d, DType::F64, &Device::Cpu)?.reshape((d, c, h, w))?;
@@ -16,7 +19,10 @@ pub fn forward_matrix<O: LinearOperator + ?Sized>(op: &O, chw: (usize, usize, us
 }
 
 /// Columns `Aᵀ e_i` for every basis measurement of shape `[1, m_c, m_h, m_w]`: a `d × m` matrix.
-pub fn adjoint_matrix<O: LinearOperator + ?Sized>(op: &O, chw: (usize, usize, usize)) -> Result<DMatrix<f64>> {
+pub fn adjoint_matrix<O: LinearOperator + ?Sized>(
+    op: &O,
+    chw: (usize, usize, usize),
+) -> Result<DMatrix<f64>> {
     let (_, mc, mh, mw) = op.measurement_dims((1, chw.0, chw.1, chw.2))?;
     let m = mc * mh * mw;
     let basis = Tensor::eye(m, DType::F64, &Device::Cpu)?.reshape((m, mc, mh, mw))?;
@@ -33,7 +39,11 @@ pub fn columns_from_batch(x: &Tensor) -> Result<DMatrix<f64>> {
 }
 
 /// The inverse of [`columns_from_batch`]: column `n` becomes image `n` of `[N, c, h, w]`.
-pub fn batch_from_columns(m: &DMatrix<f64>, chw: (usize, usize, usize), like: &Tensor) -> Result<Tensor> {
+pub fn batch_from_columns(
+    m: &DMatrix<f64>,
+    chw: (usize, usize, usize),
+    like: &Tensor,
+) -> Result<Tensor> {
     let (c, h, w) = chw;
     super::from_host_f64(m.as_slice().to_vec(), (m.ncols(), c, h, w), like)
 }

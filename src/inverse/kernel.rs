@@ -20,13 +20,19 @@ impl Kernel {
     /// A kernel from raw values (row-major `h × w`), normalised to sum to one.
     pub fn from_values(h: usize, w: usize, data: Vec<f64>) -> Result<Self> {
         if h == 0 || w == 0 {
-            return Err(Error::invalid("kernel size", format!("{h}×{w}"), "a kernel needs at least one pixel"));
+            return Err(Error::invalid(
+                "kernel size",
+                format!("{h}×{w}"),
+                "a kernel needs at least one pixel",
+            ));
         }
         if data.len() != h * w {
             return Err(Error::shape("kernel values", h * w, data.len()));
         }
         if data.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { what: "blur kernel".into() });
+            return Err(Error::NonFinite {
+                what: "blur kernel".into(),
+            });
         }
         if data.iter().any(|&v| v < 0.0) {
             return Err(Error::invalid(
@@ -37,7 +43,11 @@ impl Kernel {
         }
         let sum: f64 = data.iter().sum();
         if sum <= 0.0 {
-            return Err(Error::invalid("blur kernel", "all zero", "a blur kernel needs some positive weight"));
+            return Err(Error::invalid(
+                "blur kernel",
+                "all zero",
+                "a blur kernel needs some positive weight",
+            ));
         }
         Ok(Self {
             h,
@@ -49,10 +59,18 @@ impl Kernel {
     /// An isotropic Gaussian with standard deviation `sigma` pixels on an odd `size × size` grid.
     pub fn gaussian(sigma: f64, size: usize) -> Result<Self> {
         if !(sigma > 0.0 && sigma.is_finite()) {
-            return Err(Error::invalid("Gaussian σ", sigma, "must be a positive number of pixels"));
+            return Err(Error::invalid(
+                "Gaussian σ",
+                sigma,
+                "must be a positive number of pixels",
+            ));
         }
-        if size % 2 == 0 {
-            return Err(Error::invalid("Gaussian kernel size", size, "must be odd so the kernel has a centre pixel"));
+        if size.is_multiple_of(2) {
+            return Err(Error::invalid(
+                "Gaussian kernel size",
+                size,
+                "must be odd so the kernel has a centre pixel",
+            ));
         }
         let c = (size / 2) as f64;
         let mut data = Vec::with_capacity(size * size);
@@ -76,14 +94,22 @@ impl Kernel {
     /// holds it.
     pub fn motion(length: f64, angle_deg: f64) -> Result<Self> {
         if !(length >= 1.0 && length.is_finite()) {
-            return Err(Error::invalid("motion length", length, "must be at least 1 pixel"));
+            return Err(Error::invalid(
+                "motion length",
+                length,
+                "must be at least 1 pixel",
+            ));
         }
         if !angle_deg.is_finite() {
-            return Err(Error::invalid("motion angle", angle_deg, "must be a finite number of degrees"));
+            return Err(Error::invalid(
+                "motion angle",
+                angle_deg,
+                "must be a finite number of degrees",
+            ));
         }
         let size = {
             let s = length.ceil() as usize;
-            if s % 2 == 0 { s + 1 } else { s }
+            if s.is_multiple_of(2) { s + 1 } else { s }
         };
         let c = (size / 2) as f64;
         let theta = angle_deg.to_radians();
@@ -92,7 +118,11 @@ impl Kernel {
         // Dense samples along the segment, splatted bilinearly: an anti-aliased line of even weight.
         let n = (length * 16.0).ceil() as usize + 1;
         for i in 0..n {
-            let t = if n == 1 { 0.0 } else { (i as f64 / (n - 1) as f64 - 0.5) * (length - 1.0) };
+            let t = if n == 1 {
+                0.0
+            } else {
+                (i as f64 / (n - 1) as f64 - 0.5) * (length - 1.0)
+            };
             let (x, y) = (c + t * dx, c + t * dy);
             let (x0, y0) = (x.floor(), y.floor());
             let (fx, fy) = (x - x0, y - y0);
@@ -179,10 +209,16 @@ mod tests {
         assert_eq!(h.height(), 9);
         // Horizontal: all weight on the middle row.
         let middle: f64 = h.values()[4 * 9..5 * 9].iter().sum();
-        assert!((middle - 1.0).abs() < 1e-9, "horizontal line mass on middle row {middle}");
+        assert!(
+            (middle - 1.0).abs() < 1e-9,
+            "horizontal line mass on middle row {middle}"
+        );
         let v = Kernel::motion(9.0, 90.0)?;
         let column: f64 = (0..9).map(|r| v.values()[r * 9 + 4]).sum();
-        assert!((column - 1.0).abs() < 1e-6, "vertical line mass on middle column {column}");
+        assert!(
+            (column - 1.0).abs() < 1e-6,
+            "vertical line mass on middle column {column}"
+        );
         Ok(())
     }
 

@@ -21,7 +21,9 @@ impl Mask {
         let dims = dims4(mask, "mask")?;
         let values = super::to_host_f64(mask)?;
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { what: "mask".into() });
+            return Err(Error::NonFinite {
+                what: "mask".into(),
+            });
         }
         if let Some(bad) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
             return Err(Error::invalid(
@@ -53,7 +55,11 @@ impl Mask {
         let d = dims4(like, context)?;
         check_batch(context, self.dims.0, d.0)?;
         if self.dims.1 != 1 && self.dims.1 != d.1 {
-            return Err(Error::shape(context, format!("{} channels (or 1)", self.dims.1), d.1));
+            return Err(Error::shape(
+                context,
+                format!("{} channels (or 1)", self.dims.1),
+                d.1,
+            ));
         }
         if (self.dims.2, self.dims.3) != (d.2, d.3) {
             return Err(Error::shape(
@@ -68,7 +74,10 @@ impl Mask {
 
 impl LinearOperator for Mask {
     fn name(&self) -> String {
-        format!("mask ({:.0}% hidden)", 100.0 * (1.0 - self.observed_fraction))
+        format!(
+            "mask ({:.0}% hidden)",
+            100.0 * (1.0 - self.observed_fraction)
+        )
     }
 
     fn kind(&self) -> OperatorKind {

@@ -112,7 +112,11 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// The regularised inverse `(AᵀA + εI)⁻¹ Aᵀ y` (Wiener filter for blur; DDNM+ uses it).
     fn regularized_inverse(&self, y: &Tensor, eps: f64) -> Result<Tensor> {
         if !(eps > 0.0 && eps.is_finite()) {
-            return Err(Error::invalid("ε", eps, "the regularisation must be positive"));
+            return Err(Error::invalid(
+                "ε",
+                eps,
+                "the regularisation must be positive",
+            ));
         }
         self.prox(&self.adjoint(y)?.zeros_like()?, y, eps, 1.0)
     }
@@ -141,13 +145,21 @@ pub fn prox_gains(e: f64, p: f64, q: f64) -> (f64, f64) {
         return (1.0, 0.0);
     }
     let den = p + q * e;
-    if den > 0.0 { (p / den, q / den) } else { (1.0, 0.0) }
+    if den > 0.0 {
+        (p / den, q / den)
+    } else {
+        (1.0, 0.0)
+    }
 }
 
 pub(crate) fn check_prox_weights(p: f64, q: f64) -> Result<()> {
     for (name, v) in [("p", p), ("q", q)] {
         if !(v >= 0.0 && v.is_finite()) {
-            return Err(Error::invalid(name, v, "proximal weights must be finite and ≥ 0"));
+            return Err(Error::invalid(
+                name,
+                v,
+                "proximal weights must be finite and ≥ 0",
+            ));
         }
     }
     Ok(())
@@ -166,17 +178,26 @@ pub fn dims4(x: &Tensor, context: &str) -> Result<Dims4> {
 
 /// Fails with [`Error::NonFinite`] when `x` holds a NaN or an infinity.
 pub fn ensure_finite(x: &Tensor, what: &str) -> Result<()> {
-    let s = x.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let s = x
+        .abs()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?;
     if s.is_finite() {
         Ok(())
     } else {
-        Err(Error::NonFinite { what: what.to_owned() })
+        Err(Error::NonFinite {
+            what: what.to_owned(),
+        })
     }
 }
 
 /// Per-image inner product `⟨a, b⟩` over `C, H, W`, shaped `[B, 1, 1, 1]` for broadcasting.
 pub fn batch_dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(a.broadcast_mul(b)?.sum_keepdim(3)?.sum_keepdim(2)?.sum_keepdim(1)?)
+    Ok(a.broadcast_mul(b)?
+        .sum_keepdim(3)?
+        .sum_keepdim(2)?
+        .sum_keepdim(1)?)
 }
 
 /// Checks that an image batch of `image` dims is compatible with a per-image parameter of batch
@@ -185,13 +206,19 @@ pub(crate) fn check_batch(context: &str, own: usize, image: usize) -> Result<()>
     if own == image || own == 1 {
         Ok(())
     } else {
-        Err(Error::shape(context, format!("batch {own} (or 1)"), format!("batch {image}")))
+        Err(Error::shape(
+            context,
+            format!("batch {own} (or 1)"),
+            format!("batch {image}"),
+        ))
     }
 }
 
 /// Copies a tensor to the host as `f64`, contiguous in `[B, C, H, W]` order.
 pub(crate) fn to_host_f64(x: &Tensor) -> Result<Vec<f64>> {
-    Ok(x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+    Ok(x.to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
 }
 
 /// Builds a tensor shaped `dims` from host `f64` data, on the device and with the dtype of `like`.

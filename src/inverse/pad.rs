@@ -48,7 +48,11 @@ fn reflect_index(i: isize, n: usize) -> usize {
 pub fn reflect_pad(x: &Tensor, pad: Padding) -> Result<Tensor> {
     let (_, _, h, w) = dims4(x, "reflect padding")?;
     if h == 0 || w == 0 {
-        return Err(Error::invalid("image size", format!("{h}×{w}"), "cannot pad an empty image"));
+        return Err(Error::invalid(
+            "image size",
+            format!("{h}×{w}"),
+            "cannot pad an empty image",
+        ));
     }
     let rows: Vec<u32> = (0..h + pad.top + pad.bottom)
         .map(|i| reflect_index(i as isize - pad.top as isize, h) as u32)
@@ -65,11 +69,17 @@ pub fn reflect_pad(x: &Tensor, pad: Padding) -> Result<Tensor> {
 pub fn crop(x: &Tensor, pad: Padding) -> Result<Tensor> {
     let (_, _, h, w) = dims4(x, "crop")?;
     if pad.top + pad.bottom >= h || pad.left + pad.right >= w {
-        return Err(Error::shape("crop", format!("more than {:?}", pad), format!("{h}×{w}")));
+        return Err(Error::shape(
+            "crop",
+            format!("more than {pad:?}"),
+            format!("{h}×{w}"),
+        ));
     }
-    Ok(x
-        .narrow(2, pad.top, h - pad.top - pad.bottom)?
-        .narrow(3, pad.left, w - pad.left - pad.right)?)
+    Ok(x.narrow(2, pad.top, h - pad.top - pad.bottom)?.narrow(
+        3,
+        pad.left,
+        w - pad.left - pad.right,
+    )?)
 }
 
 /// Padding (bottom/right) that makes `h × w` divisible by `multiple`.
@@ -101,7 +111,10 @@ mod tests {
                 right: 2,
             },
         )?;
-        assert_eq!(p.flatten_all()?.to_vec1::<f32>()?, vec![2., 1., 0., 1., 2., 3., 2., 1.]);
+        assert_eq!(
+            p.flatten_all()?.to_vec1::<f32>()?,
+            vec![2., 1., 0., 1., 2., 3., 2., 1.]
+        );
         let back = crop(
             &p,
             Padding {
@@ -117,9 +130,10 @@ mod tests {
 
     #[test]
     fn wide_padding_reflects_repeatedly() {
-        // numpy.pad([0,1,2], 5, mode="reflect") == [1,2,1,0,1,2,1,0,1,2,1,0,1]
+        // Mirror about the first and last pixel, again and again: the period is 0,1,2,1.
+        // numpy.pad([0,1,2], 5, mode="reflect") == [1,0,1,2,1, 0,1,2, 1,0,1,2,1]
         let got: Vec<usize> = (-5..8).map(|i| reflect_index(i, 3)).collect();
-        assert_eq!(got, vec![1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1]);
+        assert_eq!(got, vec![1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1]);
     }
 
     #[test]

@@ -33,10 +33,18 @@ impl Interpolant {
     /// Fails unless `α > 0` and `β ≥ 0`, both finite.
     pub fn validate(&self) -> Result<()> {
         if !(self.alpha > 0.0 && self.alpha.is_finite()) {
-            return Err(Error::invalid("α", self.alpha, "the signal scale must be positive and finite"));
+            return Err(Error::invalid(
+                "α",
+                self.alpha,
+                "the signal scale must be positive and finite",
+            ));
         }
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
-            return Err(Error::invalid("β (σ)", self.beta, "the noise level must be finite and ≥ 0"));
+            return Err(Error::invalid(
+                "β (σ)",
+                self.beta,
+                "the noise level must be finite and ≥ 0",
+            ));
         }
         Ok(())
     }

@@ -25,16 +25,20 @@ impl Problem {
     /// every sample) or one measurement per sample.
     pub fn new(
         operator: Arc<dyn LinearOperator>,
-        y: Tensor,
+        y: &Tensor,
         sigma_y: f64,
         image_chw: (usize, usize, usize),
     ) -> Result<Self> {
         validate_sigma_y(sigma_y)?;
         let (c, h, w) = image_chw;
         if c == 0 || h == 0 || w == 0 {
-            return Err(Error::invalid("image size", format!("{c}×{h}×{w}"), "the image is empty"));
+            return Err(Error::invalid(
+                "image size",
+                format!("{c}×{h}×{w}"),
+                "the image is empty",
+            ));
         }
-        let yd = dims4(&y, "measurement y")?;
+        let yd = dims4(y, "measurement y")?;
         let expected = operator.measurement_dims((yd.0, c, h, w))?;
         if yd != expected {
             return Err(Error::shape(
@@ -43,8 +47,8 @@ impl Problem {
                 format!("{yd:?}"),
             ));
         }
-        ensure_finite(&y, "measurement y")?;
-        let y = operator.restrict_measurement(&y)?;
+        ensure_finite(y, "measurement y")?;
+        let y = operator.restrict_measurement(y)?;
         let observation = operator.observation(&y)?;
         Ok(Self {
             operator,
@@ -56,15 +60,22 @@ impl Problem {
     }
 
     /// Simulates `y = A x0 + σ_y η` with one seeded noise stream per image of `x0`.
-    pub fn simulate(operator: Arc<dyn LinearOperator>, x0: &Tensor, sigma_y: f64, seed: u64) -> Result<Self> {
+    pub fn simulate(
+        operator: Arc<dyn LinearOperator>,
+        x0: &Tensor,
+        sigma_y: f64,
+        seed: u64,
+    ) -> Result<Self> {
         validate_sigma_y(sigma_y)?;
         let (b, c, h, w) = dims4(x0, "clean image x0")?;
         ensure_finite(x0, "clean image x0")?;
         let clean = operator.forward(x0)?;
-        let seeds: Vec<u64> = (0..b as u64).map(|i| seed.wrapping_mul(0x9E37_79B9).wrapping_add(i)).collect();
+        let seeds: Vec<u64> = (0..b as u64)
+            .map(|i| seed.wrapping_mul(0x9E37_79B9).wrapping_add(i))
+            .collect();
         let noise = SeededNoise::new(&seeds).normal_like(&clean)?;
         let y = (clean + noise.affine(sigma_y, 0.0)?)?;
-        Self::new(operator, y, sigma_y, (c, h, w))
+        Self::new(operator, &y, sigma_y, (c, h, w))
     }
 
     /// The operator `A`.
@@ -116,7 +127,11 @@ impl Problem {
     pub fn check_image(&self, x: &Tensor, context: &str) -> Result<Dims4> {
         let d = dims4(x, context)?;
         if (d.1, d.2, d.3) != self.image_chw {
-            return Err(Error::shape(context, format!("{:?}", self.image_chw), format!("{:?}", (d.1, d.2, d.3))));
+            return Err(Error::shape(
+                context,
+                format!("{:?}", self.image_chw),
+                format!("{:?}", (d.1, d.2, d.3)),
+            ));
         }
         super::check_batch(context, self.measurement_batch(), d.0)?;
         Ok(d)

@@ -18,7 +18,11 @@ impl AvgPoolSr {
     /// Down-sampling by `factor` (≥ 1; the app offers 2, 4 and 8).
     pub fn new(factor: usize) -> Result<Self> {
         if factor == 0 {
-            return Err(Error::invalid("super-resolution factor", factor, "must be at least 1"));
+            return Err(Error::invalid(
+                "super-resolution factor",
+                factor,
+                "must be at least 1",
+            ));
         }
         Ok(Self { factor })
     }
@@ -71,7 +75,8 @@ impl LinearOperator for AvgPoolSr {
     fn adjoint(&self, y: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = dims4(y, "super-resolution Aᵀ y")?;
         let s = self.factor;
-        Ok(y.upsample_nearest2d(h * s, w * s)?.affine(1.0 / (s * s) as f64, 0.0)?)
+        Ok(y.upsample_nearest2d(h * s, w * s)?
+            .affine(1.0 / (s * s) as f64, 0.0)?)
     }
 
     fn is_structured(&self) -> bool {

@@ -55,20 +55,34 @@ impl GaussianMixture {
         let d = chw.0 * chw.1 * chw.2;
         let k = weights.len();
         if k == 0 || means.len() != k || covs.len() != k {
-            return Err(Error::shape("mixture components", k, format!("{} means, {} covariances", means.len(), covs.len())));
+            return Err(Error::shape(
+                "mixture components",
+                k,
+                format!("{} means, {} covariances", means.len(), covs.len()),
+            ));
         }
-        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0 {
-            return Err(Error::invalid("mixture weights", format!("{weights:?}"), "must be ≥ 0 with a positive sum"));
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+            || weights.iter().sum::<f64>() <= 0.0
+        {
+            return Err(Error::invalid(
+                "mixture weights",
+                format!("{weights:?}"),
+                "must be ≥ 0 with a positive sum",
+            ));
         }
         for (m, c) in means.iter().zip(&covs) {
             if m.len() != d || c.nrows() != d || c.ncols() != d {
-                return Err(Error::shape("mixture component", d, format!("mean {} cov {}×{}", m.len(), c.nrows(), c.ncols())));
+                return Err(Error::shape(
+                    "mixture component",
+                    d,
+                    format!("mean {} cov {}×{}", m.len(), c.nrows(), c.ncols()),
+                ));
             }
         }
         let total: f64 = weights.iter().sum();
         Ok(Self {
             chw,
-            weights: weights.iter().map(|w| w / total).collect(),
+            weights: weights.into_iter().map(|w| w / total).collect(),
             means,
             covs,
         })
@@ -95,7 +109,9 @@ impl GaussianMixture {
             means.push(DVector::from_iterator(
                 d,
                 coords.iter().map(|&(ch, y, x)| {
-                    let wave = (std::f64::consts::TAU * (fy * y / h as f64 + fx * x / w as f64 + phase)).sin();
+                    let wave = (std::f64::consts::TAU
+                        * (fy * y / h as f64 + fx * x / w as f64 + phase))
+                        .sin();
                     level + 0.35 * wave - 0.1 * ch
                 }),
             ));
@@ -174,7 +190,13 @@ impl GaussianMixture {
         let mut chols = Vec::with_capacity(kk);
         for k in 0..kk {
             let chol = cholesky(&self.covs[k] + s, "prior covariance plus noise covariance")?;
-            let logdet: f64 = 2.0 * chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum::<f64>();
+            let logdet: f64 = 2.0
+                * chol
+                    .l_dirty()
+                    .diagonal()
+                    .iter()
+                    .map(|v| v.ln())
+                    .sum::<f64>();
             let mut diff = u.clone();
             for mut col in diff.column_iter_mut() {
                 col -= &self.means[k];
@@ -215,13 +237,22 @@ impl GaussianMixture {
     }
 
     /// The denoiser under Gaussian noise of covariance `s`: `E[x0 | u]` for each column of `u`.
-    pub fn denoise_with_covariance(&self, u: &DMatrix<f64>, s: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+    pub fn denoise_with_covariance(
+        &self,
+        u: &DMatrix<f64>,
+        s: &DMatrix<f64>,
+    ) -> Result<DMatrix<f64>> {
         Ok(self.posterior_parts(u, s)?.mean)
     }
 
     /// The isotropic denoiser and `J v` (per column), `J = Cov[x0 | u]/σ²` (symmetric), where
     /// `Cov[x0 | u] = Σ_k r_k (P_k + μ_k μ_kᵀ) − D Dᵀ` and `P_k = C_k − C_k (C_k + σ²I)⁻¹ C_k`.
-    pub fn denoise_jvp(&self, u: &DMatrix<f64>, sigma: f64, v: &DMatrix<f64>) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
+    pub fn denoise_jvp(
+        &self,
+        u: &DMatrix<f64>,
+        sigma: f64,
+        v: &DMatrix<f64>,
+    ) -> Result<(DMatrix<f64>, DMatrix<f64>)> {
         let d = self.dim();
         let s = DMatrix::identity(d, d) * (sigma * sigma);
         let parts = self.posterior_parts(u, &s)?;
@@ -254,7 +285,11 @@ impl GaussianMixture {
     pub fn posterior(&self, a: &DMatrix<f64>, y: &DVector<f64>, sigma_y: f64) -> Result<Self> {
         let m = a.nrows();
         if a.ncols() != self.dim() || y.len() != m {
-            return Err(Error::shape("exact posterior", format!("A {m}×{}", self.dim()), format!("A {}×{}, y {}", a.nrows(), a.ncols(), y.len())));
+            return Err(Error::shape(
+                "exact posterior",
+                format!("A {m}×{}", self.dim()),
+                format!("A {}×{}, y {}", a.nrows(), a.ncols(), y.len()),
+            ));
         }
         let mut logw = Vec::new();
         let mut means = Vec::new();
@@ -265,7 +300,13 @@ impl GaussianMixture {
             let chol = cholesky(s, "the measurement covariance A C Aᵀ + σ_y² I")?;
             let resid = y - a * &self.means[k];
             let sol = chol.solve(&resid);
-            let logdet: f64 = 2.0 * chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum::<f64>();
+            let logdet: f64 = 2.0
+                * chol
+                    .l_dirty()
+                    .diagonal()
+                    .iter()
+                    .map(|v| v.ln())
+                    .sum::<f64>();
             logw.push(self.weights[k].ln() - 0.5 * resid.dot(&sol) - 0.5 * logdet);
             means.push(&self.means[k] + &ca * sol);
             // C − C Aᵀ S⁻¹ A C, symmetrised against round-off.
@@ -302,7 +343,8 @@ impl Denoiser for GaussianMixture {
     ) -> Result<(Tensor, Tensor)> {
         let u = columns_from_batch(x)?;
         let d = self.dim();
-        let mean = self.denoise_with_covariance(&u, &(DMatrix::identity(d, d) * (sigma * sigma)))?;
+        let mean =
+            self.denoise_with_covariance(&u, &(DMatrix::identity(d, d) * (sigma * sigma)))?;
         let x0 = batch_from_columns(&mean, self.chw, x)?;
         let v = columns_from_batch(&cotangent(&x0)?)?;
         // J is symmetric for isotropic noise, so Jᵀv = J v.
@@ -325,10 +367,18 @@ impl GmmPosteriorOracle {
     /// The oracle for `problem`'s operator and σ_y (σ_y must be positive).
     pub fn new(prior: Arc<GaussianMixture>, problem: &Problem) -> Result<Self> {
         if problem.sigma_y() <= 0.0 {
-            return Err(Error::invalid("σ_y", problem.sigma_y(), "the dense oracle needs σ_y > 0"));
+            return Err(Error::invalid(
+                "σ_y",
+                problem.sigma_y(),
+                "the dense oracle needs σ_y > 0",
+            ));
         }
         if problem.image_chw() != prior.chw() {
-            return Err(Error::shape("oracle", format!("{:?}", prior.chw()), format!("{:?}", problem.image_chw())));
+            return Err(Error::shape(
+                "oracle",
+                format!("{:?}", prior.chw()),
+                format!("{:?}", problem.image_chw()),
+            ));
         }
         let a = forward_matrix(problem.operator(), prior.chw())?;
         Ok(Self {
@@ -341,7 +391,8 @@ impl GmmPosteriorOracle {
     /// `Σ*(σ)` as a dense matrix.
     pub fn sigma_star(&self, sigma: f64) -> Result<DMatrix<f64>> {
         let d = self.gram.nrows();
-        let precision = DMatrix::identity(d, d) / (sigma * sigma) + &self.gram / (self.sigma_y * self.sigma_y);
+        let precision =
+            DMatrix::identity(d, d) / (sigma * sigma) + &self.gram / (self.sigma_y * self.sigma_y);
         precision
             .try_inverse()
             .ok_or_else(|| Error::Unsupported("Σ* precision is singular".into()))
@@ -352,7 +403,9 @@ impl PosteriorDenoiser for GmmPosteriorOracle {
     fn denoise(&self, mu: &Tensor, _problem: &Problem, sigma: f64) -> Result<Tensor> {
         dims4(mu, "oracle μ*")?;
         let u = columns_from_batch(mu)?;
-        let out = self.prior.denoise_with_covariance(&u, &self.sigma_star(sigma)?)?;
+        let out = self
+            .prior
+            .denoise_with_covariance(&u, &self.sigma_star(sigma)?)?;
         batch_from_columns(&out, self.prior.chw(), mu)
     }
 }

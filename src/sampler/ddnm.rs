@@ -3,7 +3,10 @@
 //! noise dominates, fading as σ drops below σ_y), then a DDIM step with η. Blur uses the Wiener
 //! inverse `(AᵀA + εI)⁻¹Aᵀ` in place of `A⁺`.
 
-use super::{Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, ddim_step, report, start, validate_unit};
+use super::{
+    Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, ddim_step, report, start,
+    validate_unit,
+};
 use crate::inverse::{OperatorKind, Problem};
 use crate::{Error, Result};
 
@@ -42,9 +45,17 @@ pub fn sample(
 ) -> Result<SampleOutput> {
     validate_unit("DDNM η", cfg.eta)?;
     if !(cfg.wiener_eps > 0.0 && cfg.wiener_eps.is_finite()) {
-        return Err(Error::invalid("DDNM Wiener ε", cfg.wiener_eps, "must be positive"));
+        return Err(Error::invalid(
+            "DDNM Wiener ε",
+            cfg.wiener_eps,
+            "must be positive",
+        ));
     }
-    let super::Start { mut noise, sigmas, mut x } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let super::Start {
+        mut noise,
+        sigmas,
+        mut x,
+    } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
     let op = problem.operator();
     let s2y = problem.sigma_y().powi(2);
     for i in 0..cfg.steps {
@@ -53,7 +64,9 @@ pub fn sample(
         let r = problem.residual(&x0)?.neg()?;
         let correction = match op.kind() {
             OperatorKind::Mask | OperatorKind::SuperResolution => op.pinv(&r)?,
-            OperatorKind::Blur | OperatorKind::Other => op.regularized_inverse(&r, cfg.wiener_eps)?,
+            OperatorKind::Blur | OperatorKind::Other => {
+                op.regularized_inverse(&r, cfg.wiener_eps)?
+            }
         };
         let gain = sigma * sigma / (sigma * sigma + s2y);
         let x0c = (&x0 + correction.affine(gain, 0.0)?)?;

@@ -2,7 +2,10 @@
 //! `x̂0 = (AᵀA + ρI)⁻¹(Aᵀy + ρ x0)` with `ρ = λ σ_y²/σ²`, then re-noise with
 //! `x_next = x̂0 + σ_next(√(1−ζ) ε̂ + √ζ z)`, `ε̂ = (x − x̂0)/σ`.
 
-use super::{Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, Task, ddim_step, report, start, validate_unit};
+use super::{
+    Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, Task, ddim_step, report, start,
+    validate_unit,
+};
 use crate::inverse::Problem;
 use crate::{Error, Result};
 
@@ -43,7 +46,11 @@ pub fn sample(
     if !(cfg.lambda > 0.0 && cfg.lambda.is_finite()) {
         return Err(Error::invalid("DiffPIR λ", cfg.lambda, "must be positive"));
     }
-    let super::Start { mut noise, sigmas, mut x } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let super::Start {
+        mut noise,
+        sigmas,
+        mut x,
+    } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
     let op = problem.operator();
     let s2y = problem.sigma_y().powi(2);
     // ddim_step's η: √(1−η²) = √(1−ζ) and η = √ζ.

@@ -46,7 +46,11 @@ pub fn sample(
     mut observer: Observer<'_>,
 ) -> Result<SampleOutput> {
     if !(cfg.zeta >= 0.0 && cfg.zeta.is_finite()) {
-        return Err(Error::invalid("DPS ζ′", cfg.zeta, "the guidance scale must be finite and ≥ 0"));
+        return Err(Error::invalid(
+            "DPS ζ′",
+            cfg.zeta,
+            "the guidance scale must be finite and ≥ 0",
+        ));
     }
     let super::Start { sigmas, mut x, .. } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
     let op = problem.operator();

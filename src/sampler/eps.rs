@@ -4,7 +4,9 @@
 
 use candle_core::Tensor;
 
-use super::{EdmSchedule, Observer, PosteriorDenoiser, SampleOutput, Solver, StepInfo, report, start};
+use super::{
+    EdmSchedule, Observer, PosteriorDenoiser, SampleOutput, Solver, StepInfo, report, start,
+};
 use crate::Result;
 use crate::inverse::{Interpolant, Problem};
 
@@ -59,7 +61,12 @@ impl Default for PosteriorMeanConfig {
     }
 }
 
-fn posterior_x0(d: &dyn PosteriorDenoiser, problem: &Problem, x: &Tensor, sigma: f64) -> Result<Tensor> {
+fn posterior_x0(
+    d: &dyn PosteriorDenoiser,
+    problem: &Problem,
+    x: &Tensor,
+    sigma: f64,
+) -> Result<Tensor> {
     let mu = problem.pivot(x, Interpolant::edm(sigma))?;
     d.denoise(&mu, problem, sigma)
 }

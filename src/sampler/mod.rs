@@ -148,7 +148,10 @@ impl Task {
 
     /// Whether the task is an inpainting task.
     pub fn is_inpainting(self) -> bool {
-        matches!(self, Self::RandomInpaint | Self::BoxInpaint | Self::BrushInpaint)
+        matches!(
+            self,
+            Self::RandomInpaint | Self::BoxInpaint | Self::BrushInpaint
+        )
     }
 }
 
@@ -175,7 +178,7 @@ impl Method {
         match self {
             Self::Eps(c) => format!("EPS {}", c.solver_name()),
             Self::PosteriorMean(_) => "EPS mean".into(),
-            Self::Dps(_) => "DPS".into(),
+            Self::Dps(c) => format!("DPS ζ′={:.3}", c.zeta),
             Self::Ddnm(_) => "DDNM+".into(),
             Self::Pigdm(_) => "ΠGDM".into(),
             Self::Diffpir(_) => "DiffPIR".into(),
@@ -215,18 +218,55 @@ pub fn sample(
     seeds: &[u64],
     observer: Observer<'_>,
 ) -> Result<SampleOutput> {
-    let missing = |what: &str| Error::Unsupported(format!("{} needs the {what} denoiser, which is not loaded", method.name()));
+    let missing = |what: &str| {
+        Error::Unsupported(format!(
+            "{} needs the {what} denoiser, which is not loaded",
+            method.name()
+        ))
+    };
     match method {
-        Method::Eps(cfg) => eps::sample(denoisers.posterior.ok_or_else(|| missing("EPS"))?, problem, seeds, cfg, observer),
-        Method::PosteriorMean(cfg) => {
-            eps::posterior_mean(denoisers.posterior.ok_or_else(|| missing("EPS"))?, problem, seeds, cfg, observer)
-        }
-        Method::Dps(cfg) => dps::sample(denoisers.prior.ok_or_else(|| missing("unconditional"))?, problem, seeds, cfg, observer),
-        Method::Ddnm(cfg) => ddnm::sample(denoisers.prior.ok_or_else(|| missing("unconditional"))?, problem, seeds, cfg, observer),
-        Method::Pigdm(cfg) => pigdm::sample(denoisers.prior.ok_or_else(|| missing("unconditional"))?, problem, seeds, cfg, observer),
-        Method::Diffpir(cfg) => {
-            diffpir::sample(denoisers.prior.ok_or_else(|| missing("unconditional"))?, problem, seeds, cfg, observer)
-        }
+        Method::Eps(cfg) => eps::sample(
+            denoisers.posterior.ok_or_else(|| missing("EPS"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
+        Method::PosteriorMean(cfg) => eps::posterior_mean(
+            denoisers.posterior.ok_or_else(|| missing("EPS"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
+        Method::Dps(cfg) => dps::sample(
+            denoisers.prior.ok_or_else(|| missing("unconditional"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
+        Method::Ddnm(cfg) => ddnm::sample(
+            denoisers.prior.ok_or_else(|| missing("unconditional"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
+        Method::Pigdm(cfg) => pigdm::sample(
+            denoisers.prior.ok_or_else(|| missing("unconditional"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
+        Method::Diffpir(cfg) => diffpir::sample(
+            denoisers.prior.ok_or_else(|| missing("unconditional"))?,
+            problem,
+            seeds,
+            cfg,
+            observer,
+        ),
     }
 }
 
@@ -237,13 +277,22 @@ pub(crate) struct Start {
     pub x: Tensor,
 }
 
-pub(crate) fn start(problem: &Problem, seeds: &[u64], schedule: &EdmSchedule, steps: usize) -> Result<Start> {
+pub(crate) fn start(
+    problem: &Problem,
+    seeds: &[u64],
+    schedule: &EdmSchedule,
+    steps: usize,
+) -> Result<Start> {
     if seeds.is_empty() {
         return Err(Error::invalid("samples", 0, "ask for at least one sample"));
     }
     let mb = problem.measurement_batch();
     if mb != 1 && mb != seeds.len() {
-        return Err(Error::shape("seeds", format!("1 or {mb} (the measurement batch)"), seeds.len()));
+        return Err(Error::shape(
+            "seeds",
+            format!("1 or {mb} (the measurement batch)"),
+            seeds.len(),
+        ));
     }
     let sigmas = schedule.sigmas(steps)?;
     let mut noise = SeededNoise::new(seeds);
@@ -256,7 +305,10 @@ pub(crate) fn start(problem: &Problem, seeds: &[u64], schedule: &EdmSchedule, st
 /// Reports a step and turns a cancel request into [`Error::Cancelled`]; also rejects a
 /// non-finite estimate, so a diverging run stops with a clear error instead of a black image.
 pub(crate) fn report(observer: &mut Observer<'_>, info: &StepInfo<'_>) -> Result<()> {
-    ensure_finite(info.x0_hat, &format!("the estimate at step {} (σ = {:.4})", info.step, info.sigma))?;
+    ensure_finite(
+        info.x0_hat,
+        &format!("the estimate at step {} (σ = {:.4})", info.step, info.sigma),
+    )?;
     match observer(info) {
         Flow::Continue => Ok(()),
         Flow::Cancel => Err(Error::Cancelled),

@@ -7,7 +7,10 @@
 
 use candle_core::Tensor;
 
-use super::{Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, ddim_step, report, start, validate_unit};
+use super::{
+    Denoiser, EdmSchedule, Observer, SampleOutput, StepInfo, ddim_step, report, start,
+    validate_unit,
+};
 use crate::Result;
 use crate::inverse::Problem;
 
@@ -42,7 +45,11 @@ pub fn sample(
     mut observer: Observer<'_>,
 ) -> Result<SampleOutput> {
     validate_unit("ΠGDM η", cfg.eta)?;
-    let super::Start { mut noise, sigmas, mut x } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let super::Start {
+        mut noise,
+        sigmas,
+        mut x,
+    } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
     let op = problem.operator();
     let s2y = problem.sigma_y().powi(2);
     for i in 0..cfg.steps {

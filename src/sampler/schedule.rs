@@ -28,9 +28,14 @@ impl EdmSchedule {
     /// The `steps + 1` noise levels `σ_0 > … > σ_{N−1} > σ_N = 0`.
     pub fn sigmas(&self, steps: usize) -> Result<Vec<f64>> {
         if steps == 0 {
-            return Err(Error::invalid("steps", steps, "a sampler needs at least one step"));
+            return Err(Error::invalid(
+                "steps",
+                steps,
+                "a sampler needs at least one step",
+            ));
         }
-        if !(self.sigma_max > self.sigma_min && self.sigma_min > 0.0 && self.sigma_max.is_finite()) {
+        if !(self.sigma_max > self.sigma_min && self.sigma_min > 0.0 && self.sigma_max.is_finite())
+        {
             return Err(Error::invalid(
                 "schedule",
                 format!("σmax {} σmin {}", self.sigma_max, self.sigma_min),
@@ -40,10 +45,17 @@ impl EdmSchedule {
         if !(self.rho > 0.0 && self.rho.is_finite()) {
             return Err(Error::invalid("ρ", self.rho, "must be positive"));
         }
-        let (a, b) = (self.sigma_max.powf(1.0 / self.rho), self.sigma_min.powf(1.0 / self.rho));
+        let (a, b) = (
+            self.sigma_max.powf(1.0 / self.rho),
+            self.sigma_min.powf(1.0 / self.rho),
+        );
         let mut s: Vec<f64> = (0..steps)
             .map(|i| {
-                let t = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+                let t = if steps == 1 {
+                    0.0
+                } else {
+                    i as f64 / (steps - 1) as f64
+                };
                 (a + t * (b - a)).powf(self.rho)
             })
             .collect();
