@@ -270,3 +270,79 @@ fn operators_work_in_single_precision_too() {
     }
     let _ = Mask::new(&Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap()).unwrap();
 }
+
+/// A camera blurs without wrap-around. Deblurring a photo with the circular model directly mixes
+/// its left and right edges; reflect-padding first (and cropping after) keeps the borders right.
+#[test]
+fn reflect_padding_removes_wrap_around_at_the_borders() {
+    use eps_studio::inverse::pad::{Padding, crop, reflect_pad};
+    let (h, w) = (32, 32);
+    // A horizontal ramp: left edge −0.8, right edge +0.8, nothing periodic about it.
+    let ramp: Vec<f64> = (0..h * w)
+        .map(|i| -0.8 + 1.6 * (i % w) as f64 / (w - 1) as f64)
+        .collect();
+    let x = Tensor::from_vec(ramp, (1, 1, h, w), &Device::Cpu).unwrap();
+    let kernel = Kernel::gaussian(1.5, 9).unwrap();
+    let pad = Padding::uniform(8);
+    let padded_op = Blur::new(kernel.clone(), h + 16, w + 16).unwrap();
+    let y = crop(
+        &padded_op.forward(&reflect_pad(&x, pad).unwrap()).unwrap(),
+        pad,
+    )
+    .unwrap();
+
+    let direct = Blur::new(kernel, h, w)
+        .unwrap()
+        .regularized_inverse(&y, 1e-3)
+        .unwrap();
+    let padded = crop(
+        &padded_op
+            .regularized_inverse(&reflect_pad(&y, pad).unwrap(), 1e-3)
+            .unwrap(),
+        pad,
+    )
+    .unwrap();
+    let border_error = |r: &Tensor| {
+        let (r, x) = (to_vec(r), to_vec(&x));
+        (0..h * w)
+            .filter(|i| i % w < 3 || i % w >= w - 3)
+            .map(|i| (r[i] - x[i]).abs())
+            .fold(0.0, f64::max)
+    };
+    let (e_direct, e_padded) = (border_error(&direct), border_error(&padded));
+    assert!(
+        e_direct > 0.2,
+        "the circular model should wrap around here ({e_direct})"
+    );
+    assert!(
+        e_padded < e_direct / 5.0,
+        "padding: border error {e_padded} vs {e_direct} without"
+    );
+}
+
+/// Crops and other views are not contiguous in memory; every operator accepts them.
+#[test]
+fn operators_accept_non_contiguous_views() {
+    let dims = (2, 3, 8, 8);
+    let wide = randn((2, 3, 8, 11), 3);
+    let view = wide.narrow(3, 2, 8).unwrap();
+    assert!(!view.is_contiguous());
+    let copy = view.contiguous().unwrap();
+    let transposed = randn((2, 3, 8, 8), 4).transpose(2, 3).unwrap();
+    for op in operators_for(dims) {
+        let y = random_measurement(&*op, dims, 5);
+        for (a, b) in [
+            (op.forward(&view).unwrap(), op.forward(&copy).unwrap()),
+            (
+                op.prox(&view, &y, 0.1, 1.0).unwrap(),
+                op.prox(&copy, &y, 0.1, 1.0).unwrap(),
+            ),
+            (
+                op.forward(&transposed).unwrap(),
+                op.forward(&transposed.contiguous().unwrap()).unwrap(),
+            ),
+        ] {
+            assert!(max_abs_diff(&a, &b) < 1e-12, "{}", op.name());
+        }
+    }
+}

@@ -62,7 +62,10 @@ pub fn reflect_pad(x: &Tensor, pad: Padding) -> Result<Tensor> {
         .collect();
     let rows = Tensor::new(rows.as_slice(), x.device())?;
     let cols = Tensor::new(cols.as_slice(), x.device())?;
-    Ok(x.index_select(&rows, 2)?.index_select(&cols, 3)?)
+    // index_select needs contiguous input; crops and other views are not.
+    Ok(x.contiguous()?
+        .index_select(&rows, 2)?
+        .index_select(&cols, 3)?)
 }
 
 /// Removes `pad` from the borders of `x` (the inverse of [`reflect_pad`]).
@@ -75,11 +78,10 @@ pub fn crop(x: &Tensor, pad: Padding) -> Result<Tensor> {
             format!("{h}×{w}"),
         ));
     }
-    Ok(x.narrow(2, pad.top, h - pad.top - pad.bottom)?.narrow(
-        3,
-        pad.left,
-        w - pad.left - pad.right,
-    )?)
+    let rows = x.narrow(2, pad.top, h - pad.top - pad.bottom)?;
+    Ok(rows
+        .narrow(3, pad.left, w - pad.left - pad.right)?
+        .contiguous()?)
 }
 
 /// Padding (bottom/right) that makes `h × w` divisible by `multiple`.
