@@ -11,13 +11,20 @@
 //! - [`sampler`]: the EDM schedule, Euler/Heun, EPS and the training-free baselines (DPS, DDNM+,
 //!   ΠGDM, DiffPIR) on one shared denoiser trait.
 //! - [`prior`]: a Gaussian-mixture prior whose posterior is known exactly, to prove the samplers.
+//! - [`denoiser`]: the U-Net denoiser (unconditional prior and EPS posterior roles) and its
+//!   weight files.
+//! - [`train`]: data packing, the two training stages, checkpoints.
 //! - [`eval`]: metrics (PSNR, SSIM, MMD², CRPS) and the exact-posterior check.
 
+pub mod cli;
+pub mod denoiser;
 pub mod error;
 pub mod eval;
+pub mod fsutil;
 pub mod inverse;
 pub mod noise;
 pub mod prior;
 pub mod sampler;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
 //! Evaluation: image and distribution metrics, and the exact-posterior check.
 
+pub mod bench;
 pub mod metrics;
 pub mod posterior_check;
+pub mod restoration;

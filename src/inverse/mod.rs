@@ -14,10 +14,12 @@ pub mod dense;
 pub mod fft;
 pub mod kernel;
 pub mod mask;
+pub mod masks;
 pub mod pad;
 pub mod pivot;
 pub mod problem;
 pub mod superres;
+pub mod tasks;
 
 use candle_core::Tensor;
 
@@ -30,6 +32,7 @@ pub use mask::Mask;
 pub use pivot::Interpolant;
 pub use problem::Problem;
 pub use superres::AvgPoolSr;
+pub use tasks::TaskSpec;
 
 /// Eigenvalues of `AᵀA` at or below this are treated as exactly zero (the null space) where a
 /// division by them would otherwise happen (σ_y = 0, pseudo-inverse).

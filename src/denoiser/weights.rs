@@ -1,0 +1,264 @@
+//! Weight files: safetensors with the architecture in the metadata, validated on load (every name,
+//! shape and dtype), written atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::config::UNetConfig;
+use super::unet::EdmDenoiser;
+use crate::{Error, Result};
+
+const KEY_FORMAT: &str = "eps_studio.format";
+const KEY_KIND: &str = "eps_studio.kind";
+const KEY_CONFIG: &str = "eps_studio.config";
+const FORMAT: &str = "1";
+
+/// What a weight file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// The unconditional prior denoiser `D(x, σ)`.
+    Prior,
+    /// The EPS posterior denoiser `D_θ(μ*, obs, σ)`.
+    Eps,
+}
+
+impl ModelKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Prior => "prior",
+            Self::Eps => "eps",
+        }
+    }
+}
+
+/// A network's weights with its architecture and free-form notes (training step, data, …).
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    /// Prior or EPS.
+    pub kind: ModelKind,
+    /// The architecture.
+    pub config: UNetConfig,
+    /// Parameters by name.
+    pub tensors: HashMap<String, Tensor>,
+    /// Extra metadata stored with the weights.
+    pub notes: BTreeMap<String, String>,
+}
+
+/// Parameter names and shapes of the network `cfg` describes.
+pub fn expected_shapes(cfg: &UNetConfig) -> Result<BTreeMap<String, Vec<usize>>> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    EdmDenoiser::new(vb, cfg)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Unsupported("parameter map lock poisoned".into()))?;
+    Ok(data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect())
+}
+
+impl ModelFile {
+    /// Reads and validates a weight file.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = crate::fsutil::read(path)?;
+        Self::from_bytes(&bytes, device).map_err(|e| match e {
+            Error::Io { .. } => e,
+            other => Error::InvalidParameter {
+                name: "weight file",
+                value: path.display().to_string(),
+                reason: format!("{other}; re-export it or use the weights shipped in assets/"),
+            },
+        })
+    }
+
+    /// Parses and validates a weight file held in memory.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
+        let corrupt =
+            |why: String| Error::Unsupported(format!("not a valid EPS Studio weight file: {why}"));
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        match meta.get(KEY_FORMAT).map(String::as_str) {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "format version {other}, expected {FORMAT}"
+                )));
+            }
+            None => {
+                return Err(corrupt(
+                    "no eps_studio metadata (is this another program's safetensors file?)".into(),
+                ));
+            }
+        }
+        let kind = match meta.get(KEY_KIND).map(String::as_str) {
+            Some("prior") => ModelKind::Prior,
+            Some("eps") => ModelKind::Eps,
+            other => return Err(corrupt(format!("unknown model kind {other:?}"))),
+        };
+        let config: UNetConfig =
+            serde_json::from_str(meta.get(KEY_CONFIG).map_or("", String::as_str))
+                .map_err(|e| corrupt(format!("bad architecture description: {e}")))?;
+        config.validate()?;
+        if (kind == ModelKind::Eps) != (config.cond_channels > 0) {
+            return Err(corrupt(format!(
+                "kind {} disagrees with {} conditioning channels",
+                kind.as_str(),
+                config.cond_channels
+            )));
+        }
+        let raw = candle_core::safetensors::load_buffer(bytes, device)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let tensors = validate(&config, raw)?;
+        let notes = meta
+            .into_iter()
+            .filter(|(k, _)| ![KEY_FORMAT, KEY_KIND, KEY_CONFIG].contains(&k.as_str()))
+            .collect();
+        Ok(Self {
+            kind,
+            config,
+            tensors,
+            notes,
+        })
+    }
+
+    /// Serialises to safetensors bytes with the architecture in the metadata.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut meta: HashMap<String, String> = self.notes.clone().into_iter().collect();
+        meta.insert(KEY_FORMAT.into(), FORMAT.into());
+        meta.insert(KEY_KIND.into(), self.kind.as_str().into());
+        meta.insert(
+            KEY_CONFIG.into(),
+            serde_json::to_string(&self.config).map_err(|e| Error::Unsupported(e.to_string()))?,
+        );
+        let cpu: BTreeMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        safetensors::serialize(cpu.iter(), Some(meta))
+            .map_err(|e| Error::Unsupported(format!("cannot serialise weights: {e}")))
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Builds the network on `device`.
+    pub fn build(&self, device: &Device) -> Result<EdmDenoiser> {
+        let ts = self
+            .tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        EdmDenoiser::new(
+            VarBuilder::from_tensors(ts, DType::F32, device),
+            &self.config,
+        )
+    }
+
+    /// The EPS network initialised from an unconditional one: identical weights, and the input
+    /// convolution widened with zero weights for the observation channels, so at step 0 the EPS
+    /// network computes exactly the prior denoiser at μ* (eps-method.md §4).
+    pub fn widen_to_eps(&self) -> Result<Self> {
+        if self.kind != ModelKind::Prior {
+            return Err(Error::Unsupported(
+                "only an unconditional network can be widened to EPS".into(),
+            ));
+        }
+        let config = self.config.with_condition();
+        let mut tensors = self.tensors.clone();
+        let w = tensors
+            .get("input.weight")
+            .ok_or_else(|| Error::Unsupported("weights lack input.weight".into()))?;
+        let (out, cin, kh, kw) = w.dims4()?;
+        let r2 = config.unshuffle * config.unshuffle;
+        let extra = Tensor::zeros(
+            (out, config.cond_channels * r2, kh, kw),
+            w.dtype(),
+            w.device(),
+        )?;
+        let widened = Tensor::cat(&[w, &extra], 1)?;
+        debug_assert_eq!(cin + config.cond_channels * r2, widened.dim(1)?);
+        tensors.insert("input.weight".into(), widened);
+        let mut notes = self.notes.clone();
+        notes.insert(
+            "eps_studio.initialised_from".into(),
+            "unconditional prior network".into(),
+        );
+        Ok(Self {
+            kind: ModelKind::Eps,
+            config,
+            tensors,
+            notes,
+        })
+    }
+
+    /// Total number of parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.tensors.values().map(Tensor::elem_count).sum()
+    }
+}
+
+/// Checks names, shapes and dtypes against the architecture; returns the tensors in f32.
+fn validate(cfg: &UNetConfig, raw: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let expected = expected_shapes(cfg)?;
+    let mut problems = Vec::new();
+    for (name, shape) in &expected {
+        match raw.get(name) {
+            None => problems.push(format!("missing {name}")),
+            Some(t) if t.dims() != shape.as_slice() => {
+                problems.push(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                ));
+            }
+            Some(t)
+                if !matches!(
+                    t.dtype(),
+                    DType::F32 | DType::F16 | DType::BF16 | DType::F64
+                ) =>
+            {
+                problems.push(format!(
+                    "{name} has dtype {:?}, expected a float type",
+                    t.dtype()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in raw.keys().filter(|n| !expected.contains_key(*n)) {
+        problems.push(format!("unexpected {name}"));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        let shown = problems
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        let more = problems.len().saturating_sub(5);
+        return Err(Error::Unsupported(format!(
+            "weights do not match the architecture: {shown}{}",
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    raw.into_iter()
+        .map(|(k, v)| {
+            let v = v.to_dtype(DType::F32)?;
+            crate::inverse::ensure_finite(&v, &format!("weight {k}"))?;
+            Ok((k, v))
+        })
+        .collect()
+}

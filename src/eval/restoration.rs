@@ -1,0 +1,318 @@
+//! The restoration benchmark (`eps-studio eval`): validation crops × tasks × methods, scored with
+//! PSNR, SSIM, pixel MMD² and pixel CRPS (eps-method.md §7). Every method sees the same images,
+//! the same operators, the same measurement noise and the same sampler seeds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use nalgebra::DMatrix;
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+
+use super::metrics::{CrpsForm, crps, mmd2_unbiased, psnr_batch, ssim_batch};
+use crate::inverse::dense::columns_from_batch;
+use crate::inverse::{LinearOperator, Mask, OperatorKind, Problem, TaskSpec};
+use crate::noise::SeededNoise;
+use crate::sampler::{
+    self, DdnmConfig, Denoisers, DiffpirConfig, DpsConfig, EpsConfig, Method, PigdmConfig,
+    ignore_progress,
+};
+use crate::{Error, Result};
+
+/// Which methods a benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodChoice {
+    /// EPS with the default sampler (20 NFE).
+    Eps,
+    /// EPS one-call posterior mean.
+    EpsMean,
+    /// DPS with its documented NFE and ζ′.
+    Dps,
+    /// ΠGDM.
+    Pigdm,
+    /// DDNM+.
+    Ddnm,
+    /// DiffPIR.
+    Diffpir,
+}
+
+impl MethodChoice {
+    /// All methods, EPS first.
+    pub const ALL: [Self; 6] = [
+        Self::Eps,
+        Self::EpsMean,
+        Self::Dps,
+        Self::Pigdm,
+        Self::Ddnm,
+        Self::Diffpir,
+    ];
+
+    /// The sampler method with its documented defaults for `task`.
+    pub fn method(self, task: &TaskSpec) -> Method {
+        let t = task.sampler_task();
+        match self {
+            Self::Eps => Method::Eps(EpsConfig::default()),
+            Self::EpsMean => Method::PosteriorMean(Default::default()),
+            Self::Dps => Method::Dps(DpsConfig::for_task(t)),
+            Self::Pigdm => Method::Pigdm(PigdmConfig::default()),
+            Self::Ddnm => Method::Ddnm(DdnmConfig::default()),
+            Self::Diffpir => Method::Diffpir(DiffpirConfig::for_task(t)),
+        }
+    }
+
+    /// Parses `eps`, `eps-mean`, `dps`, `pigdm`, `ddnm`, `diffpir`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "eps" => Self::Eps,
+            "eps-mean" => Self::EpsMean,
+            "dps" => Self::Dps,
+            "pigdm" => Self::Pigdm,
+            "ddnm" => Self::Ddnm,
+            "diffpir" => Self::Diffpir,
+            _ => return None,
+        })
+    }
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Image side (crops are `size × size`).
+    pub size: usize,
+    /// Posterior samples per image.
+    pub samples: usize,
+    /// Measurement noise σ_y.
+    pub sigma_y: f64,
+    /// Seed of operators, noise and samplers.
+    pub seed: u64,
+    /// Tasks, by name.
+    pub tasks: Vec<(String, TaskSpec)>,
+    /// Methods.
+    pub methods: Vec<MethodChoice>,
+    /// Images per sampler call (each with all its samples).
+    pub images_per_batch: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            size: 64,
+            samples: 4,
+            sigma_y: 0.05,
+            seed: 0,
+            tasks: TaskSpec::evaluation_suite()
+                .into_iter()
+                .map(|(n, t)| (n.to_owned(), t))
+                .collect(),
+            methods: MethodChoice::ALL.to_vec(),
+            images_per_batch: 8,
+        }
+    }
+}
+
+/// One table row.
+#[derive(Debug, Clone)]
+pub struct EvalRow {
+    /// Task name.
+    pub task: String,
+    /// Method name.
+    pub method: String,
+    /// Network evaluations per sample.
+    pub nfe: usize,
+    /// Mean PSNR (dB) of the samples against the ground truth.
+    pub psnr: f64,
+    /// Mean SSIM of the samples.
+    pub ssim: f64,
+    /// Unbiased MMD² between all samples and the ground-truth images, in pixel space.
+    pub mmd: f64,
+    /// Fair CRPS per pixel (on [0, 1]), averaged over pixels and images.
+    pub crps: f64,
+    /// Wall-clock seconds per sample.
+    pub secs_per_sample: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// The measured problem of one image: its operator and measurement.
+struct Case {
+    op: Arc<dyn LinearOperator>,
+    y: Tensor,
+}
+
+/// A batch of images with all their samples: one problem whose measurement holds each image's
+/// `y` repeated `samples` times (masks likewise, per sample).
+fn batched_problem(
+    cases: &[Case],
+    samples: usize,
+    chw: (usize, usize, usize),
+    sigma_y: f64,
+) -> Result<Problem> {
+    let rep = |t: &Tensor| -> Result<Tensor> {
+        let (_, c, h, w) = t.dims4()?;
+        Ok(t.broadcast_as((samples, c, h, w))?.contiguous()?)
+    };
+    let ys = cases
+        .iter()
+        .map(|c| rep(&c.y))
+        .collect::<Result<Vec<_>>>()?;
+    let y = Tensor::cat(&ys, 0)?;
+    let op: Arc<dyn LinearOperator> = if cases[0].op.kind() == OperatorKind::Mask {
+        // Per-image masks: read each mask back through A applied to ones.
+        let ones = Tensor::ones((1, 1, chw.1, chw.2), DType::F32, &Device::Cpu)?;
+        let masks = cases
+            .iter()
+            .map(|c| rep(&c.op.forward(&ones)?))
+            .collect::<Result<Vec<_>>>()?;
+        Arc::new(Mask::new(&Tensor::cat(&masks, 0)?)?)
+    } else {
+        Arc::clone(&cases[0].op)
+    };
+    Problem::new(op, &y, sigma_y, chw)
+}
+
+/// Runs the benchmark on ground-truth images `truth` (`[N, 3, size, size]` in [-1, 1]).
+pub fn evaluate(
+    cfg: &EvalConfig,
+    truth: &Tensor,
+    denoisers: Denoisers<'_>,
+    on_row: &mut dyn FnMut(&EvalRow),
+) -> Result<Vec<EvalRow>> {
+    let (n, c, h, w) = truth.dims4()?;
+    if n == 0 || cfg.samples < 2 {
+        return Err(Error::invalid(
+            "evaluation size",
+            format!("{n} images × {} samples", cfg.samples),
+            "need images and at least 2 samples (CRPS, MMD)",
+        ));
+    }
+    let mut rows = Vec::new();
+    for (t_index, (task_name, task)) in cfg.tasks.iter().enumerate() {
+        // Operators and measurements: the same for every method.
+        let mut rng = StdRng::seed_from_u64(
+            cfg.seed ^ (t_index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+        );
+        let mut cases = Vec::with_capacity(n);
+        for i in 0..n {
+            let op = task.operator(h, w, &mut rng)?;
+            let x0 = truth.narrow(0, i, 1)?;
+            let clean = op.forward(&x0)?;
+            let noise = SeededNoise::new(&[cfg
+                .seed
+                .wrapping_mul(7919)
+                .wrapping_add((t_index * n + i) as u64)])
+            .normal_like(&clean)?;
+            let y = op.restrict_measurement(&(clean + noise.affine(cfg.sigma_y, 0.0)?)?)?;
+            cases.push(Case { op, y });
+        }
+        for choice in &cfg.methods {
+            let method = choice.method(task);
+            let started = Instant::now();
+            let mut all = Vec::with_capacity(n);
+            let mut nfe = 0;
+            for start in (0..n).step_by(cfg.images_per_batch.max(1)) {
+                let end = (start + cfg.images_per_batch.max(1)).min(n);
+                let problem =
+                    batched_problem(&cases[start..end], cfg.samples, (c, h, w), cfg.sigma_y)?;
+                let seeds: Vec<u64> = (start * cfg.samples..end * cfg.samples)
+                    .map(|k| cfg.seed.wrapping_mul(1_000_003).wrapping_add(k as u64))
+                    .collect();
+                let out =
+                    sampler::sample(&method, denoisers, &problem, &seeds, &mut ignore_progress)?;
+                nfe = out.nfe;
+                all.push(out.samples.clamp(-1.0, 1.0)?);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let samples = Tensor::cat(&all, 0)?;
+            let row = score(
+                task_name,
+                &method.name(),
+                nfe,
+                &samples,
+                truth,
+                cfg.samples,
+                secs,
+            )?;
+            on_row(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Scores `samples` (`[N·S, C, H, W]`, image-major) against `truth` (`[N, C, H, W]`).
+fn score(
+    task: &str,
+    method: &str,
+    nfe: usize,
+    samples: &Tensor,
+    truth: &Tensor,
+    s: usize,
+    secs: f64,
+) -> Result<EvalRow> {
+    let n = truth.dim(0)?;
+    let per = |i: usize| samples.narrow(0, i * s, s);
+    let (mut p, mut q, mut cr) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let xi = per(i)?;
+        let ti = truth.narrow(0, i, 1)?;
+        p += psnr_batch(&xi, &ti)?.iter().sum::<f64>() / s as f64;
+        q += ssim_batch(&xi, &ti)?.iter().sum::<f64>() / s as f64;
+        let unit = |t: &Tensor| -> Result<DMatrix<f64>> {
+            Ok(columns_from_batch(t)?.map(|v| (v + 1.0) / 2.0))
+        };
+        let truth_col = unit(&ti)?;
+        cr += crps(&unit(&xi)?, truth_col.as_slice(), CrpsForm::Fair)?;
+    }
+    let unit = |t: &Tensor| -> Result<DMatrix<f64>> {
+        Ok(columns_from_batch(t)?.map(|v| (v + 1.0) / 2.0))
+    };
+    let mmd = mmd2_unbiased(&unit(samples)?, &unit(truth)?)?;
+    Ok(EvalRow {
+        task: task.to_owned(),
+        method: method.to_owned(),
+        nfe,
+        psnr: p / n as f64,
+        ssim: q / n as f64,
+        mmd,
+        crps: cr / n as f64,
+        secs_per_sample: secs / (n * s) as f64,
+        images: n,
+    })
+}
+
+/// A markdown table of `rows`, grouped by task, best PSNR and CRPS per task in bold.
+pub fn to_markdown(rows: &[EvalRow]) -> String {
+    let mut s = String::from(
+        "| task | method | NFE | PSNR ↑ | SSIM ↑ | MMD² pix ↓ | CRPS pix ↓ | s / sample |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut tasks: Vec<&str> = Vec::new();
+    for r in rows {
+        if !tasks.contains(&r.task.as_str()) {
+            tasks.push(&r.task);
+        }
+    }
+    for t in tasks {
+        let group: Vec<&EvalRow> = rows.iter().filter(|r| r.task == t).collect();
+        let best_psnr = group
+            .iter()
+            .map(|r| r.psnr)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let best_crps = group.iter().map(|r| r.crps).fold(f64::INFINITY, f64::min);
+        for r in group {
+            let b = |v: String, best: bool| if best { format!("**{v}**") } else { v };
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.3} | {:.2e} | {} | {:.3} |\n",
+                r.task,
+                r.method,
+                r.nfe,
+                b(format!("{:.2}", r.psnr), r.psnr == best_psnr),
+                r.ssim,
+                r.mmd,
+                b(format!("{:.4}", r.crps), r.crps == best_crps),
+                r.secs_per_sample
+            ));
+        }
+    }
+    s
+}

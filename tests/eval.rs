@@ -1,0 +1,102 @@
+//! The restoration benchmark and the speed measurements, on tiny random networks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use common::*;
+use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
+use eps_studio::eval::bench::{model_size, step_costs};
+use eps_studio::eval::restoration::{EvalConfig, MethodChoice, evaluate, to_markdown};
+use eps_studio::inverse::{Problem, TaskSpec};
+use eps_studio::sampler::{Denoiser, Denoisers, PosteriorDenoiser};
+
+fn net(cfg: &UNetConfig) -> Network {
+    let vm = VarMap::new();
+    Network::new(
+        EdmDenoiser::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), cfg).unwrap(),
+    )
+}
+
+#[test]
+fn benchmark_scores_every_task_and_method_reproducibly() {
+    let prior = net(&UNetConfig::tiny());
+    let eps = net(&UNetConfig::tiny().with_condition());
+    let denoisers = Denoisers {
+        prior: Some(&prior as &dyn Denoiser),
+        posterior: Some(&eps as &dyn PosteriorDenoiser),
+    };
+    let truth = randn((2, 3, 16, 16), 1)
+        .affine(0.3, 0.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let cfg = EvalConfig {
+        size: 16,
+        samples: 2,
+        images_per_batch: 2,
+        tasks: vec![
+            ("box".into(), TaskSpec::BoxInpaint),
+            ("sr".into(), TaskSpec::SuperResolution { factor: 4 }),
+            (
+                "motion".into(),
+                TaskSpec::MotionDeblur {
+                    length: 5.0,
+                    angle: 30.0,
+                },
+            ),
+        ],
+        ..EvalConfig::default()
+    };
+    let rows = evaluate(&cfg, &truth, denoisers, &mut |_| {}).unwrap();
+    assert_eq!(rows.len(), 2 * MethodChoice::ALL.len());
+    let nfe: Vec<usize> = rows.iter().take(6).map(|r| r.nfe).collect();
+    assert_eq!(nfe, vec![20, 1, 250, 100, 100, 100]);
+    for r in &rows {
+        assert!(
+            r.psnr.is_finite() && r.ssim.is_finite() && r.crps.is_finite() && r.mmd.is_finite(),
+            "{r:?}"
+        );
+        assert_eq!(r.images, 2);
+    }
+    let again = evaluate(&cfg, &truth, denoisers, &mut |_| {}).unwrap();
+    for (a, b) in rows.iter().zip(&again) {
+        assert_eq!(
+            (a.psnr, a.crps),
+            (b.psnr, b.crps),
+            "{} {} not reproducible",
+            a.task,
+            a.method
+        );
+    }
+    let md = to_markdown(&rows);
+    assert_eq!(md.lines().count(), 2 + rows.len());
+    assert_eq!(
+        md.matches("**").count(),
+        2 * 2 * 3,
+        "one best PSNR and one best CRPS per task"
+    );
+}
+
+#[test]
+fn step_costs_are_reported_against_the_bare_step() {
+    let prior = net(&UNetConfig::tiny());
+    let eps = net(&UNetConfig::tiny().with_condition());
+    let x0 = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    let op = TaskSpec::GaussianDeblur { sigma: 1.0 }
+        .operator(16, 16, &mut rng)
+        .unwrap();
+    let problem = Problem::simulate(Arc::clone(&op), &x0, 0.05, 1).unwrap();
+    let rows = step_costs(&prior, &eps, &problem, 2, "t").unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].ratio, Some(1.0));
+    assert!(rows.iter().all(|r| r.secs > 0.0));
+    let (params, flops) = model_size(&UNetConfig::default(), 256).unwrap();
+    assert!((3_000_000..4_000_000).contains(&params), "{params}");
+    // Pixel-unshuffle ×4 puts ~5 GFLOP at 256×256; a wrong count would be far off.
+    assert!((4e9..6e9).contains(&(flops as f64)), "{flops}");
+}
