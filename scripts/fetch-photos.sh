@@ -60,17 +60,6 @@ for name in Bamboo Foggy-Trees God-Rays Green-Maple Lichen-Branches Mountain Pea
   copy "$f" "enlightenment__$name"
 done
 
-cat > "$out/CREDITS" <<'CREDITS'
-Photographs from Debian packages, used to train EPS Studio's denoiser:
-- enlightenment__*: enlightenment-data (BSD-2-Clause), Enlightenment project.
-- lomiri__*: lomiri-wallpapers-16.04 / lomiri-wallpapers-20.04, each photographer named in the file
-  name ("NAME_by_AUTHOR"); licences per file (CC-BY-4.0, CC-BY-SA-4.0, CC-BY-SA-3.0, CC0), see
-  /usr/share/doc/lomiri-wallpapers-*/copyright in those packages.
-- plasma__*: plasma-workspace-wallpapers (LGPL-3 / GPL-2+), KDE.
-- mate__*: mate-backgrounds (GPL-2+), MATE desktop.
-CREDITS
-for p in lomiri-wallpapers-16.04 lomiri-wallpapers-20.04; do
-  c="$root/$p/usr/share/doc/$p/copyright"
-  [ -f "$c" ] && { echo; echo "== $p copyright =="; cat "$c"; } >> "$out/CREDITS"
-done
+"$(dirname "$0")/credits.sh" "$out" "$root" > "$tmp/CREDITS"
+mv "$tmp/CREDITS" "$out/CREDITS"
 echo "$(ls "$out" | grep -vc CREDITS) photos in $out"
