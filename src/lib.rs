@@ -15,7 +15,12 @@
 //!   weight files.
 //! - [`train`]: data packing, the two training stages, checkpoints.
 //! - [`eval`]: metrics (PSNR, SSIM, MMD², CRPS) and the exact-posterior check.
+//! - [`photo`]: photo files in and out (orientation, 16-bit, alpha, EXIF kept).
+//! - [`restore`]: whole-photo restoration on crops and tiles, shared by the app and the CLI.
+//! - [`worker`]: the sampler thread and its plain-data protocol.
+//! - [`app`] and [`ui`]: the desktop app (eframe/egui).
 
+pub mod app;
 pub mod cli;
 pub mod denoiser;
 pub mod error;
@@ -23,8 +28,13 @@ pub mod eval;
 pub mod fsutil;
 pub mod inverse;
 pub mod noise;
+pub mod photo;
 pub mod prior;
+pub mod restore;
 pub mod sampler;
 pub mod train;
+pub mod ui;
+pub mod worker;
 
+pub use app::{AppOptions, EpsApp};
 pub use error::{Error, Result};

@@ -89,3 +89,139 @@ fn bad_arguments_fail_with_a_message() {
             && String::from_utf8_lossy(&out.stderr).contains("at least 2 samples")
     );
 }
+
+fn sample_photo(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/samples")
+        .join(name)
+}
+
+/// A mask with a filled box, written as PNG.
+fn box_mask(path: &std::path::Path, w: u32, h: u32, x0: u32, y0: u32, x1: u32, y1: u32) {
+    let img = image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([if (x0..x1).contains(&x) && (y0..y1).contains(&y) { 255 } else { 0 }])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mask = dir.path().join("mask.png");
+    box_mask(&mask, 384, 240, 150, 90, 200, 130);
+    let out = dir.path().join("out");
+    let run = eps_studio()
+        .args(["restore", "--input"])
+        .arg(sample_photo("ladybird.jpg"))
+        .arg("--mask")
+        .arg(&mask)
+        .args(["--samples", "2", "--steps", "6", "--format", "png", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("| sample | seed | residual RMS"), "{stdout}");
+    let input = eps_studio::photo::load(&sample_photo("ladybird.jpg")).unwrap();
+    for name in ["ladybird.sample-0.png", "ladybird.sample-1.png", "ladybird.mean.png", "ladybird.std.png"] {
+        assert!(out.join(name).exists(), "missing {name}; got {stdout}");
+    }
+    let s = eps_studio::photo::load(&out.join("ladybird.sample-0.png")).unwrap();
+    let mut changed = 0;
+    for y in 0..240 {
+        for x in 0..384 {
+            let i = (y * 384 + x) * 3;
+            let inside = (150..200).contains(&x) && (90..130).contains(&y);
+            let same = (0..3).all(|c| {
+                eps_studio::photo::to_u8(s.rgb.data[i + c]) == eps_studio::photo::to_u8(input.rgb.data[i + c])
+            });
+            if !inside {
+                assert!(same, "pixel ({x}, {y}) outside the mask changed");
+            } else if !same {
+                changed += 1;
+            }
+        }
+    }
+    assert!(changed > 1000, "the hole is filled ({changed} pixels changed)");
+    // A second run never replaces the first run's files.
+    let again = eps_studio()
+        .args(["restore", "--input"])
+        .arg(sample_photo("ladybird.jpg"))
+        .arg("--mask")
+        .arg(&mask)
+        .args(["--samples", "1", "--method", "eps-mean", "--format", "png", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(out.join("ladybird.sample-0-2.png").exists());
+}
+
+#[test]
+fn restore_super_resolves_and_deblurs_in_simulate_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--sr", "2"), ("--blur", "gaussian:1.5")] {
+        let out = dir.path().join(flag.trim_start_matches('-'));
+        let run = eps_studio()
+            .args(["restore", "--simulate", "--input"])
+            .arg(sample_photo("cups.jpg"))
+            .args([flag, value, "--samples", "1", "--steps", "5", "--work-side", "128", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{flag}: {}", String::from_utf8_lossy(&run.stderr));
+        let psnr: f64 = stdout
+            .lines()
+            .find(|l| l.starts_with("| 1 |"))
+            .and_then(|l| l.split('|').nth(4))
+            .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
+            .unwrap_or_else(|| panic!("no PSNR in {stdout}"));
+        assert!(psnr > 20.0, "{flag}: PSNR {psnr} dB is too low\n{stdout}");
+        let sample = eps_studio::photo::load(&out.join("cups.sample-0.jpg")).unwrap();
+        assert_eq!((sample.width(), sample.height()), (384, 240), "{flag}");
+    }
+}
+
+#[test]
+fn restore_rejects_bad_input_with_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(sample_photo("ladybird.jpg")).unwrap();
+    let truncated = dir.path().join("truncated.jpg");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 4]).unwrap();
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let small_mask = dir.path().join("small.png");
+    box_mask(&small_mask, 100, 80, 10, 10, 20, 20);
+    let zero = dir.path().join("zero.png");
+    // A PNG header claiming 0×0 pixels.
+    let mut png = Vec::new();
+    png.extend_from_slice(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x00\x00\x00\x00\x00\x08\x02\x00\x00\x00");
+    png.extend_from_slice(&[0, 0, 0, 0]);
+    std::fs::write(&zero, &png).unwrap();
+    let out = dir.path().join("out");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (vec!["--input".into(), truncated.into(), "--sr".into(), "2".into()], "truncated"),
+        (vec!["--input".into(), empty.into(), "--sr".into(), "2".into()], "empty"),
+        (vec!["--input".into(), zero.into(), "--sr".into(), "2".into()], "image"),
+        (
+            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--mask".into(), small_mask.into()],
+            "the mask must have the same size",
+        ),
+        (
+            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--sr".into(), "3".into()],
+            "use 2, 4 or 8",
+        ),
+        (
+            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--blur".into(), "box:3".into()],
+            "gaussian:SIGMA",
+        ),
+    ];
+    for (args, expect) in cases {
+        let run = eps_studio().arg("restore").args(&args).arg("--out").arg(&out).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(expect), "{args:?}: expected '{expect}' in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    }
+}

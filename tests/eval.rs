@@ -94,8 +94,12 @@ fn step_costs_are_reported_against_the_bare_step() {
         .unwrap();
     let problem = Problem::simulate(Arc::clone(&op), &x0, 0.05, 1).unwrap();
     let rows = step_costs(&prior, &eps, &problem, 2, "t").unwrap();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 7);
     assert_eq!(rows[0].ratio, Some(1.0));
+    // The last row is the pivot overhead: EPS step over the EPS network's own step.
+    let overhead = rows[6].ratio.unwrap();
+    assert!(overhead.is_finite() && overhead > 0.0, "{overhead}");
+    assert!((rows[6].secs - rows[1].secs).abs() < 1e-12);
     assert!(rows.iter().all(|r| r.secs > 0.0));
     let (params, flops) = model_size(&UNetConfig::default(), 256).unwrap();
     assert!((3_000_000..4_000_000).contains(&params), "{params}");

@@ -58,7 +58,7 @@ fn run(
 ) -> (ModelFile, Vec<StepLog>) {
     let logs = RefCell::new(Vec::new());
     let file = train(cfg, &photos(), dir, init, &Device::Cpu, &mut |l| {
-        logs.borrow_mut().push(*l)
+        logs.borrow_mut().push(*l);
     })
     .unwrap();
     (file, logs.into_inner())

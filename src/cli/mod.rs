@@ -5,14 +5,21 @@ pub mod bench;
 pub mod check;
 pub mod data;
 pub mod eval;
+pub mod restore;
 pub mod train;
 
 use clap::{Parser, Subcommand};
 
-/// EPS Studio: restore photographs by exact posterior sampling.
+/// EPS Studio: restore photographs by exact posterior sampling. Without a subcommand it opens
+/// the desktop app (optionally with a photo).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A photo to open in the app.
+    pub photo: Option<std::path::PathBuf>,
+    /// Folder with prior.safetensors and eps.safetensors (default: the shipped assets/).
+    #[arg(long)]
+    pub weights: Option<std::path::PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -33,6 +40,9 @@ pub enum Command {
     /// Benchmark EPS against the baselines on validation crops: PSNR, SSIM, pixel MMD², pixel CRPS,
     /// NFE and seconds, as a markdown table.
     Eval(eval::EvalArgs),
+    /// Restore one photo without the window: inpaint with a mask, deblur or super-resolve; writes
+    /// the samples, their mean and an uncertainty map, and prints each sample's residual.
+    Restore(restore::RestoreArgs),
     /// Measure speed: one forward pass, per-step cost of EPS/DPS/ΠGDM relative to a bare denoiser
     /// step (ratios from one run), and a full 20-NFE restoration.
     Bench(bench::BenchArgs),
@@ -46,10 +56,43 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(Command::Train(args)) => train::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Bench(args)) => bench::run(args),
-        None => {
-            use clap::CommandFactory as _;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Restore(args)) => restore::run(args),
+        None => run_app(cli.photo.clone(), cli.weights.clone()),
     }
+}
+
+/// Opens the desktop window.
+pub fn run_app(photo: Option<std::path::PathBuf>, weights: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let has_display = ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    if cfg!(target_os = "linux") && !has_display {
+        anyhow::bail!(
+            "no display found (neither DISPLAY nor WAYLAND_DISPLAY is set), so the window cannot open. \
+             Run it inside a desktop session, or restore from the terminal with \
+             `eps-studio restore --input photo.jpg --mask mask.png --out results/`"
+        );
+    }
+    let options = eframe::NativeOptions {
+        viewport: eframe::egui::ViewportBuilder::default()
+            .with_title("EPS Studio")
+            .with_inner_size([1280.0, 800.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "eps-studio",
+        options,
+        Box::new(move |cc| {
+            Ok(Box::new(crate::app::EpsApp::new(
+                cc,
+                crate::app::AppOptions {
+                    open: photo,
+                    weights,
+                    ..Default::default()
+                },
+            )))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the window could not start: {e}"))
 }

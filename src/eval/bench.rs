@@ -82,6 +82,12 @@ pub fn step_costs(
         euler(&x, &(x0 + g)?).map(drop)
     };
     let mut pivot_only = || -> Result<()> { problem.pivot(&x, Interpolant::edm(sigma)).map(drop) };
+    // The EPS network's own step without the pivot: isolates the pivot's overhead from the
+    // three extra input channels of the EPS architecture.
+    let mut eps_net = || -> Result<()> {
+        let x0 = PosteriorDenoiser::denoise(eps, &x, problem, sigma)?;
+        euler(&x, &x0).map(drop)
+    };
     // Warm up every path once (allocations, thread pools).
     for f in [
         &mut bare as &mut dyn FnMut() -> Result<()>,
@@ -89,16 +95,18 @@ pub fn step_costs(
         &mut dps,
         &mut pigdm,
         &mut pivot_only,
+        &mut eps_net,
     ] {
         f()?;
     }
-    let mut t = vec![Vec::new(); 5];
+    let mut t = vec![Vec::new(); 6];
     for _ in 0..repeats.max(1) {
         t[0].push(time(&mut bare)?);
         t[1].push(time(&mut eps_step)?);
         t[2].push(time(&mut dps)?);
         t[3].push(time(&mut pigdm)?);
         t[4].push(time(&mut pivot_only)?);
+        t[5].push(time(&mut eps_net)?);
     }
     let m: Vec<f64> = t.into_iter().map(median).collect();
     let row = |what: &str, i: usize| BenchRow {
@@ -112,6 +120,12 @@ pub fn step_costs(
         row("DPS step", 2),
         row("ΠGDM step", 3),
         row("pivot μ* alone", 4),
+        row("EPS network step without the pivot", 5),
+        BenchRow {
+            what: format!("{label}: EPS step ÷ EPS network step (pivot overhead)"),
+            secs: m[1],
+            ratio: Some(m[1] / m[5]),
+        },
     ])
 }
 

@@ -21,7 +21,7 @@ use crate::sampler::{
 use crate::{Error, Result};
 
 /// Which methods a benchmark runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MethodChoice {
     /// EPS with the default sampler (20 NFE).
     Eps,
@@ -58,6 +58,28 @@ impl MethodChoice {
             Self::Pigdm => Method::Pigdm(PigdmConfig::default()),
             Self::Ddnm => Method::Ddnm(DdnmConfig::default()),
             Self::Diffpir => Method::Diffpir(DiffpirConfig::for_task(t)),
+        }
+    }
+
+    /// The name shown to users.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Eps => "EPS (exact posterior)",
+            Self::EpsMean => "EPS posterior mean (1 NFE)",
+            Self::Dps => "DPS",
+            Self::Pigdm => "ΠGDM",
+            Self::Ddnm => "DDNM+",
+            Self::Diffpir => "DiffPIR",
+        }
+    }
+
+    /// The documented number of sampler steps (0 for the one-call mean).
+    pub fn default_steps(self) -> usize {
+        match self {
+            Self::Eps => 20,
+            Self::EpsMean => 0,
+            Self::Dps => 250,
+            Self::Pigdm | Self::Ddnm | Self::Diffpir => 100,
         }
     }
 

@@ -1,0 +1,759 @@
+//! What happens between frames: opening photos, starting and cancelling jobs, draining the
+//! worker's updates, autosave, saving results.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+
+use super::{
+    DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Results, Running, SampleView,
+    SaveChoice, Shown, ViewMode,
+};
+use crate::eval::restoration::MethodChoice;
+use crate::photo::{self, Photo, RgbImage, SaveFormat, SaveImage};
+use crate::restore::{self, Degradation, resize};
+use crate::worker::{Command, Job, JobKind, Update};
+
+/// Photos with a longer side than this get the "downscale or keep" question.
+pub const LARGE_SIDE: usize = 6000;
+
+/// Debounce of the instant preview after an edit.
+const PREVIEW_DELAY: Duration = Duration::from_millis(300);
+
+/// Updates handled per frame at most, so a burst never stalls the UI.
+const UPDATES_PER_FRAME: usize = 16;
+
+/// An `egui` image at display scale.
+pub fn color_image(img: &RgbImage, max_side: usize) -> (egui::ColorImage, f32) {
+    let scale = (max_side as f32 / img.width.max(img.height) as f32).min(1.0);
+    let small;
+    let src = if scale < 1.0 {
+        let w = ((img.width as f32 * scale).round() as usize).max(1);
+        let h = ((img.height as f32 * scale).round() as usize).max(1);
+        small = resize::area(img, w, h);
+        &small
+    } else {
+        img
+    };
+    (
+        egui::ColorImage::from_rgb([src.width, src.height], &src.to_rgb8()),
+        scale,
+    )
+}
+
+/// A texture of `img` for display.
+pub fn shown(ctx: &egui::Context, name: &str, img: &RgbImage) -> Shown {
+    let (ci, _) = color_image(img, DISPLAY_MAX_SIDE);
+    Shown {
+        texture: ctx.load_texture(name, ci, egui::TextureOptions::LINEAR),
+        width: img.width,
+        height: img.height,
+    }
+}
+
+impl EpsApp {
+    /// Opens a photo file, reporting problems in the window.
+    pub fn open_path(&mut self, path: &Path) {
+        match photo::load(path) {
+            Ok(p) => {
+                self.settings.last_folder = path.parent().map(Path::to_path_buf);
+                if p.width().max(p.height()) > LARGE_SIDE {
+                    self.large_photo = Some(LargePhoto { photo: p });
+                } else {
+                    self.set_photo(p);
+                }
+            }
+            Err(e) => self.error(format!("Could not open the photo: {e}")),
+        }
+    }
+
+    /// Opens a photo given as bytes (drag and drop without a path).
+    pub fn open_bytes(&mut self, bytes: &[u8], name: &str) {
+        match photo::decode(bytes, Path::new(name)) {
+            Ok(p) => self.set_photo(p),
+            Err(e) => self.error(format!("Could not open the dropped file: {e}")),
+        }
+    }
+
+    /// Makes `photo` the document, with an empty mask.
+    pub fn set_photo(&mut self, photo: Photo) {
+        self.cancel();
+        self.mask = Some(MaskLayer::new(photo.width(), photo.height()));
+        self.photo_texture = Some(shown(&self.ctx, "photo", &photo.rgb));
+        self.photo = Some(photo);
+        self.results = None;
+        self.preview = None;
+        self.measurement = None;
+        self.measurement_texture = None;
+        self.truth_texture = None;
+        self.mask_texture = None;
+        self.view.fit_pending = true;
+        self.mode = ViewMode::Result;
+        self.mask_edited = false;
+        self.seen_revision = 0;
+        self.schedule_autosave();
+    }
+
+    /// Answers the large-photo question: downscale to `LARGE_SIDE / 2` or keep full size.
+    pub fn resolve_large_photo(&mut self, downscale: bool) {
+        let Some(LargePhoto { mut photo }) = self.large_photo.take() else {
+            return;
+        };
+        if downscale {
+            let target = LARGE_SIDE / 2;
+            let s = target as f32 / photo.width().max(photo.height()) as f32;
+            let (w, h) = (
+                ((photo.width() as f32 * s).round() as usize).max(1),
+                ((photo.height() as f32 * s).round() as usize).max(1),
+            );
+            photo.rgb = resize::area(&photo.rgb, w, h);
+            photo.alpha = None;
+            self.info(format!("Working on a {w}×{h} copy; the original file is untouched."));
+        }
+        self.set_photo(photo);
+    }
+
+    pub(super) fn handle_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        if let Some(file) = dropped.first() {
+            let path = file.path().to_path_buf();
+            if path.exists() {
+                self.open_path(&path);
+            } else {
+                match file.bytes() {
+                    Ok(bytes) => self.open_bytes(&bytes, &path.display().to_string()),
+                    Err(e) => self.error(format!("Could not read the dropped file: {e}")),
+                }
+            }
+        }
+    }
+
+    /// A key for everything the measurement depends on.
+    fn problem_key(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let s = &self.settings;
+        format!(
+            "{:?}{:?}{}{}{}{}{}{}",
+            s.operator, s.blur_kind, s.blur_sigma, s.motion_length, s.motion_angle, s.sr_factor, s.simulate, s.sigma_y
+        )
+        .hash(&mut h);
+        if s.simulate {
+            s.seed.hash(&mut h);
+            if s.operator == OperatorChoice::Inpaint {
+                self.mask.as_ref().map(|m| m.revision).hash(&mut h);
+            }
+        }
+        if let Some(p) = &self.photo {
+            (p.width(), p.height(), p.path.clone()).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The measurement `y` for the current settings and the truth in simulate mode.
+    pub fn measurement(&mut self) -> Option<(Arc<RgbImage>, Option<Arc<RgbImage>>)> {
+        let key = self.problem_key();
+        if let Some((k, y, t)) = &self.measurement
+            && *k == key
+        {
+            return Some((Arc::clone(y), t.clone()));
+        }
+        let photo = self.photo.as_ref()?;
+        let fill = self.mask.as_ref().map(|m| m.fill().to_vec()).unwrap_or_default();
+        let (y, truth) = if self.settings.simulate {
+            let d = self.settings.degradation(&fill);
+            match restore::simulate(&photo.rgb, &d, self.settings.sigma_y, self.settings.seed) {
+                Ok(s) => (Arc::new(s.y), Some(Arc::new(s.truth))),
+                Err(e) => {
+                    self.error(format!("Cannot simulate this degradation: {e}"));
+                    return None;
+                }
+            }
+        } else {
+            (Arc::new(photo.rgb.clone()), None)
+        };
+        self.measurement = Some((key, Arc::clone(&y), truth.clone()));
+        Some((y, truth))
+    }
+
+    /// The texture of the measurement.
+    pub fn measurement_shown(&mut self) -> Option<&Shown> {
+        let key = self.problem_key();
+        if self.measurement_texture.as_ref().is_none_or(|(k, _)| *k != key) {
+            let (y, truth) = self.measurement()?;
+            self.measurement_texture = Some((key, shown(&self.ctx, "measurement", &y)));
+            self.truth_texture = truth.map(|t| (key, shown(&self.ctx, "truth", &t)));
+        }
+        self.measurement_texture.as_ref().map(|(_, s)| s)
+    }
+
+    /// The texture of the clean photo in simulate mode.
+    pub fn truth_shown(&mut self) -> Option<&Shown> {
+        self.measurement_shown()?;
+        self.truth_texture.as_ref().map(|(_, s)| s)
+    }
+
+    /// The photo texture.
+    pub fn photo_shown(&self) -> Option<&Shown> {
+        self.photo_texture.as_ref()
+    }
+
+    /// The mask overlay texture (red, translucent), refreshed when the mask changed.
+    pub fn mask_shown(&mut self) -> Option<&Shown> {
+        let mask = self.mask.as_ref()?;
+        if self.mask_texture.as_ref().is_none_or(|(r, _)| *r != mask.revision) {
+            let (w, h) = (mask.width, mask.height);
+            let scale = (DISPLAY_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
+            let (dw, dh) = (
+                ((w as f32 * scale).round() as usize).max(1),
+                ((h as f32 * scale).round() as usize).max(1),
+            );
+            let fill = mask.fill();
+            let mut pixels = vec![egui::Color32::TRANSPARENT; dw * dh];
+            for (i, px) in pixels.iter_mut().enumerate() {
+                let (x, y) = (i % dw, i / dw);
+                let (sx, sy) = ((x * w / dw).min(w - 1), (y * h / dh).min(h - 1));
+                if fill[sy * w + sx] {
+                    *px = egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120);
+                }
+            }
+            let image = egui::ColorImage::new([dw, dh], pixels);
+            let shown = Shown {
+                texture: self.ctx.load_texture("mask", image, egui::TextureOptions::NEAREST),
+                width: w,
+                height: h,
+            };
+            self.mask_texture = Some((mask.revision, shown));
+        }
+        self.mask_texture.as_ref().map(|(_, s)| s)
+    }
+
+    /// The degradation for the current settings, or a message saying what is missing.
+    pub fn degradation(&self) -> Result<Degradation, String> {
+        let photo = self.photo.as_ref().ok_or("Open a photo first (File > Open, Ctrl+O, or drop it on the window).")?;
+        let fill = match (&self.settings.operator, &self.mask) {
+            (OperatorChoice::Inpaint, Some(m)) => {
+                if m.is_empty() {
+                    return Err("Paint over what should go first (brush B, rectangle R).".into());
+                }
+                m.fill().to_vec()
+            }
+            _ => Vec::new(),
+        };
+        let _ = photo;
+        Ok(self.settings.degradation(&fill))
+    }
+
+    /// Starts a restoration (`JobKind::Restore`) or draws more samples (`JobKind::Resample`).
+    pub fn start(&mut self, kind: JobKind) {
+        if !self.models_ready {
+            self.error(format!("The networks are not ready: {}", self.models_status));
+            return;
+        }
+        let degradation = match self.degradation() {
+            Ok(d) => d,
+            Err(msg) => {
+                self.error(msg);
+                return;
+            }
+        };
+        let Some((y, _)) = self.measurement() else {
+            return;
+        };
+        let n = self.settings.samples.max(1);
+        let first = match kind {
+            JobKind::Resample => self.next_seed,
+            _ => self.settings.seed,
+        };
+        self.next_seed = first + n as u64;
+        let method = if kind == JobKind::Preview {
+            MethodChoice::EpsMean
+        } else {
+            self.settings.method
+        };
+        let seeds = if kind == JobKind::Preview {
+            vec![self.settings.seed]
+        } else {
+            crate::noise::consecutive_seeds(first, n)
+        };
+        self.send_job(kind, y, degradation, method, seeds);
+    }
+
+    fn send_job(
+        &mut self,
+        kind: JobKind,
+        y: Arc<RgbImage>,
+        degradation: Degradation,
+        method: MethodChoice,
+        seeds: Vec<u64>,
+    ) {
+        self.cancel();
+        let settings = self.settings.restore_settings(method);
+        let (out_w, out_h) = degradation.output_size(y.width, y.height);
+        // The picture forming starts from what is known: the photo for inpainting, the
+        // measurement stretched to the output size otherwise.
+        let start = resize::bilinear(&y, out_w, out_h);
+        let (canvas, scale) = color_image(&start, DISPLAY_MAX_SIDE);
+        let id = self.worker.next_id();
+        let degradation = Arc::new(degradation);
+        self.running = Some(Running {
+            id,
+            kind,
+            region: 0,
+            regions: 1,
+            step: 0,
+            n_steps: 1,
+            step_secs: 0.0,
+            started: Instant::now(),
+            y: Arc::clone(&y),
+            degradation: Arc::clone(&degradation),
+            sigma_y: settings.sigma_y,
+            method: settings.sampler_method(&degradation).name(),
+            canvas,
+            texture: None,
+            scale,
+        });
+        if kind != JobKind::Preview {
+            self.mode = ViewMode::Result;
+            self.worst_frame_ms_sampling = 0.0;
+        }
+        self.worker.send(Command::Run(Job {
+            id,
+            kind,
+            y,
+            degradation,
+            settings,
+            seeds,
+        }));
+    }
+
+    /// Cancels the running job; it stops within one step.
+    pub fn cancel(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.worker.cancel_upto(r.id);
+        }
+    }
+
+    pub(super) fn drain_updates(&mut self, ctx: &egui::Context) {
+        for _ in 0..UPDATES_PER_FRAME {
+            let Some(update) = self.worker.try_recv() else {
+                break;
+            };
+            self.apply(ctx, update);
+        }
+    }
+
+    fn apply(&mut self, ctx: &egui::Context, update: Update) {
+        let current = self.running.as_ref().map(|r| r.id);
+        match update {
+            Update::ModelsLoaded { folder, backend } => {
+                self.models_ready = true;
+                self.models_status = format!("networks from {folder}");
+                self.backend = backend;
+            }
+            Update::ModelsFailed(msg) => {
+                self.models_ready = false;
+                self.models_status = "networks missing".into();
+                self.error(format!(
+                    "Could not load the networks: {msg}. The app keeps working for opening and masking photos; restoring needs the weights."
+                ));
+            }
+            Update::Started { .. } | Update::Cancelled { .. } => {}
+            Update::Step {
+                id,
+                region,
+                regions,
+                step,
+                n_steps,
+                rect,
+                preview,
+                step_secs,
+            } if Some(id) == current => {
+                if let Some(r) = self.running.as_mut() {
+                    r.region = region;
+                    r.regions = regions;
+                    r.step = step;
+                    r.n_steps = n_steps;
+                    r.step_secs = if r.step_secs == 0.0 {
+                        step_secs
+                    } else {
+                        0.7 * r.step_secs + 0.3 * step_secs
+                    };
+                    paste_scaled(&mut r.canvas, r.scale, rect, &preview);
+                    let image = r.canvas.clone();
+                    match &mut r.texture {
+                        Some(t) => t.set(image, egui::TextureOptions::LINEAR),
+                        None => r.texture = Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR)),
+                    }
+                }
+            }
+            Update::Finished { id, restoration } if Some(id) == current => {
+                if let Some(r) = self.running.take() {
+                    self.finish(ctx, r, restoration);
+                }
+            }
+            Update::Failed { id, message } if Some(id) == current => {
+                self.running = None;
+                self.error(format!("Restoration failed: {message}"));
+            }
+            // Updates of jobs that were cancelled or replaced.
+            Update::Step { .. } | Update::Finished { .. } | Update::Failed { .. } => {}
+        }
+    }
+
+    fn finish(&mut self, ctx: &egui::Context, run: Running, restoration: restore::Restoration) {
+        if run.kind == JobKind::Preview {
+            if let Some(s) = restoration.samples.first() {
+                self.preview = Some(shown(ctx, "preview", s));
+            }
+            return;
+        }
+        let truth = self.measurement.as_ref().and_then(|(_, _, t)| t.clone());
+        let new: Vec<SampleView> = restoration
+            .samples
+            .into_iter()
+            .zip(restoration.residuals)
+            .zip(restoration.seeds)
+            .map(|((image, residual), seed)| SampleView {
+                psnr: truth.as_ref().map(|t| crate::cli::restore::psnr01(&image, t)),
+                texture: Some(shown(ctx, &format!("sample-{seed}"), &image).texture),
+                seed,
+                image,
+                residual,
+            })
+            .collect();
+        let append = run.kind == JobKind::Resample
+            && self.results.as_ref().is_some_and(|r| {
+                Arc::ptr_eq(&r.y, &run.y) && r.degradation == run.degradation
+            });
+        if append {
+            if let Some(r) = self.results.as_mut() {
+                r.selected = r.samples.len();
+                r.samples.extend(new);
+                r.seconds = restoration.seconds;
+            }
+        } else {
+            self.results = Some(Results {
+                y: run.y,
+                degradation: run.degradation,
+                sigma_y: run.sigma_y,
+                method: run.method,
+                nfe: restoration.nfe,
+                samples: new,
+                selected: 0,
+                mean: None,
+                std: None,
+                mean_psnr: None,
+                mean_texture: None,
+                std_texture: None,
+                residual_texture: None,
+                seconds: restoration.seconds,
+            });
+        }
+        self.preview = None;
+        self.mask_edited = false;
+        self.refresh_statistics(ctx, truth.as_deref());
+    }
+
+    fn refresh_statistics(&mut self, ctx: &egui::Context, truth: Option<&RgbImage>) {
+        let Some(r) = self.results.as_mut() else {
+            return;
+        };
+        let images: Vec<RgbImage> = r.samples.iter().map(|s| s.image.clone()).collect();
+        if let Some((mean, std)) = restore::mean_and_std(&images) {
+            let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
+            let heat = restore::heat::image(&std, mean.width, mean.height, full);
+            r.mean_psnr = truth.map(|t| crate::cli::restore::psnr01(&mean, t));
+            r.mean_texture = Some(shown(ctx, "mean", &mean));
+            r.std_texture = Some(shown(ctx, "uncertainty", &heat));
+            r.mean = Some(mean);
+            r.std = Some(std);
+        }
+        r.residual_texture = None;
+    }
+
+    /// The residual heat map of the chosen sample (scaled so 3σ_y is full scale).
+    pub fn residual_shown(&mut self) -> Option<&Shown> {
+        let r = self.results.as_mut()?;
+        let sel = r.selected.min(r.samples.len().checked_sub(1)?);
+        if r.residual_texture.as_ref().is_none_or(|(s, _)| *s != sel) {
+            let res = &r.samples[sel].residual;
+            let heat = restore::heat::image(&res.map, res.width, res.height, (3.0 * r.sigma_y as f32).max(1e-3));
+            r.residual_texture = Some((sel, shown(&self.ctx, "residual", &heat)));
+        }
+        r.residual_texture.as_ref().map(|(_, s)| s)
+    }
+
+    pub(super) fn tick(&mut self, ctx: &egui::Context) {
+        let now = Instant::now();
+        // Mask edits and problem changes schedule the instant preview.
+        let revision = self.mask.as_ref().map_or(0, |m| m.revision);
+        let key = self.problem_key();
+        if revision != self.seen_revision || key != self.settings_key {
+            let problem_changed = key != self.settings_key && self.settings_key != 0;
+            if revision != self.seen_revision && self.has_results() {
+                self.mask_edited = true;
+            }
+            self.seen_revision = revision;
+            self.settings_key = key;
+            if problem_changed && self.operator_changed_output() {
+                self.results = None;
+            }
+            self.preview = None;
+            if self.settings.live_preview && self.photo.is_some() {
+                self.preview_due = Some(now + PREVIEW_DELAY);
+            }
+            self.schedule_autosave();
+        }
+        let painting = self.stroke_last.is_some() || self.rect_start.is_some();
+        if let Some(due) = self.preview_due {
+            if now >= due && !painting {
+                self.preview_due = None;
+                if !self.is_restoring() && self.models_ready && self.degradation().is_ok() {
+                    self.start(JobKind::Preview);
+                }
+            } else {
+                ctx.request_repaint_after(due.saturating_duration_since(now));
+            }
+        }
+        if let Some(due) = self.autosave_due {
+            if now >= due && !painting {
+                self.autosave_due = None;
+                self.write_autosave();
+            } else {
+                ctx.request_repaint_after(due.saturating_duration_since(now).max(Duration::from_millis(50)));
+            }
+        }
+    }
+
+    fn operator_changed_output(&self) -> bool {
+        match (&self.results, self.output_size()) {
+            (Some(r), Some((w, h))) => r
+                .samples
+                .first()
+                .is_some_and(|s| (s.image.width, s.image.height) != (w, h)),
+            _ => false,
+        }
+    }
+
+    /// Writes the autosave now.
+    pub fn write_autosave(&mut self) {
+        let (Some(a), Some(photo), Some(mask)) = (&self.autosave, &self.photo, &self.mask) else {
+            return;
+        };
+        let Some(path) = &photo.path else {
+            return;
+        };
+        if let Err(e) = a.save(path, mask) {
+            let msg = format!("Autosave failed ({e}); your work is still open — save the mask with File > Export mask.");
+            self.error(msg);
+        }
+    }
+
+    /// Records a mask edit start (undo step).
+    pub fn begin_edit(&mut self) {
+        if let Some(m) = self.mask.as_mut() {
+            m.checkpoint();
+        }
+    }
+
+    /// Marks the stroke state (the canvas calls this).
+    pub fn set_stroke(&mut self, last: Option<egui::Pos2>, rect_start: Option<egui::Pos2>) {
+        self.stroke_last = last;
+        self.rect_start = rect_start;
+    }
+
+    /// The stroke state.
+    pub fn stroke(&self) -> (Option<egui::Pos2>, Option<egui::Pos2>) {
+        (self.stroke_last, self.rect_start)
+    }
+
+    /// The image shown as "result": the chosen sample, or the forming one.
+    pub fn chosen(&self) -> Option<&SampleView> {
+        let r = self.results.as_ref()?;
+        r.samples.get(r.selected)
+    }
+
+    /// The save format for a result.
+    pub fn save_format(&self) -> SaveFormat {
+        let q = self.settings.jpeg_quality;
+        match (self.settings.save_format, &self.photo) {
+            (SaveChoice::Png, _) => SaveFormat::Png,
+            (SaveChoice::Jpeg, _) => SaveFormat::Jpeg { quality: q },
+            (SaveChoice::SameAsInput, Some(p)) => SaveFormat::same_as(p, q),
+            (SaveChoice::SameAsInput, None) => SaveFormat::Png,
+        }
+    }
+
+    /// Where a result is saved by default: next to the photo (or in the last folder), under a
+    /// new name.
+    pub fn default_save_path(&self, suffix: &str, format: SaveFormat) -> PathBuf {
+        let photo_path = self.photo.as_ref().and_then(|p| p.path.clone());
+        let dir = photo_path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| self.settings.last_folder.clone())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let stem = photo::stem_of(photo_path.as_deref());
+        photo::free_path(&dir, &format!("{stem}.{suffix}"), format.extension())
+    }
+
+    /// Saves the chosen sample to `path` (never over the original photo).
+    pub fn save_result_to(&mut self, path: &Path) -> bool {
+        let Some(photo) = &self.photo else {
+            return false;
+        };
+        let Some(sample) = self.chosen() else {
+            self.error("Nothing to save yet: run Restore first.");
+            return false;
+        };
+        if photo.path.as_deref() == Some(path) {
+            self.error("That is the original photo; EPS Studio never overwrites it. Choose another name.");
+            return false;
+        }
+        let format = match SaveFormat::from_path(path, self.settings.jpeg_quality) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(format!("Cannot save: {e}"));
+                return false;
+            }
+        };
+        let meta = if (sample.image.width, sample.image.height) == (photo.width(), photo.height()) {
+            photo.clone()
+        } else {
+            Photo {
+                alpha: None,
+                ..photo.clone()
+            }
+        };
+        // The save dialog already asked about replacing an existing file.
+        match photo::save(&SaveImage::like(&sample.image, &meta), path, format, true) {
+            Ok(()) => {
+                self.settings.last_folder = path.parent().map(Path::to_path_buf);
+                self.info(format!("Saved {}", path.display()));
+                true
+            }
+            Err(e) => {
+                self.error(format!("Could not save: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Saves the chosen sample under a new name next to the photo.
+    pub fn quick_save(&mut self) -> Option<PathBuf> {
+        let path = self.default_save_path("restored", self.save_format());
+        self.save_result_to(&path).then_some(path)
+    }
+
+    /// Saves every sample, the mean and the uncertainty map into a new folder next to the photo.
+    pub fn save_all(&mut self) -> Option<PathBuf> {
+        let photo = self.photo.clone()?;
+        let Some(results) = &self.results else {
+            self.error("Nothing to save yet: run Restore first.");
+            return None;
+        };
+        let format = self.save_format();
+        let base = self.default_save_path("samples", format);
+        let dir = base.with_extension("");
+        let dir = if dir.exists() {
+            photo::free_path(dir.parent().unwrap_or(Path::new(".")), &dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), "d")
+        } else {
+            dir
+        };
+        let stem = photo::stem_of(photo.path.as_deref());
+        let result = (|| -> crate::Result<()> {
+            let meta_for = |img: &RgbImage| {
+                if (img.width, img.height) == (photo.width(), photo.height()) {
+                    photo.clone()
+                } else {
+                    Photo {
+                        alpha: None,
+                        ..photo.clone()
+                    }
+                }
+            };
+            for s in &results.samples {
+                let m = meta_for(&s.image);
+                let p = dir.join(format!("{stem}.sample-{}.{}", s.seed, format.extension()));
+                photo::save(&SaveImage::like(&s.image, &m), &p, format, false)?;
+            }
+            if let (Some(mean), Some(std)) = (&results.mean, &results.std) {
+                let m = meta_for(mean);
+                photo::save(&SaveImage::like(mean, &m), &dir.join(format!("{stem}.mean.{}", format.extension())), format, false)?;
+                let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
+                let heat = restore::heat::image(std, mean.width, mean.height, full);
+                photo::save(&SaveImage::plain(&heat), &dir.join(format!("{stem}.uncertainty.png")), SaveFormat::Png, false)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.info(format!("Saved {} samples, the mean and the uncertainty map in {}", results.samples.len(), dir.display()));
+                Some(dir)
+            }
+            Err(e) => {
+                self.error(format!("Could not save everything: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Writes the mask as a PNG (white = fill).
+    pub fn export_mask(&mut self, path: &Path) -> bool {
+        let Some(m) = &self.mask else {
+            return false;
+        };
+        let result = photo::mask_png(m.fill(), m.width, m.height)
+            .and_then(|png| crate::fsutil::write_atomic(path, &png));
+        match result {
+            Ok(()) => {
+                self.info(format!("Mask saved to {}", path.display()));
+                true
+            }
+            Err(e) => {
+                self.error(format!("Could not save the mask: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Reads a mask PNG of the photo's size (white = fill); one undo step.
+    pub fn import_mask(&mut self, path: &Path) -> bool {
+        let Some(m) = &mut self.mask else {
+            self.error("Open a photo before importing a mask.");
+            return false;
+        };
+        match photo::load_mask(path, m.width, m.height) {
+            Ok(fill) => {
+                m.replace(fill);
+                self.settings.operator = OperatorChoice::Inpaint;
+                true
+            }
+            Err(e) => {
+                self.error(format!("Could not use that mask: {e}"));
+                false
+            }
+        }
+    }
+}
+
+/// Pastes `patch` (covering `rect` in output pixels) into a display-scale canvas.
+fn paste_scaled(canvas: &mut egui::ColorImage, scale: f32, rect: restore::Rect, patch: &RgbImage) {
+    let [cw, ch] = canvas.size;
+    let x0 = (rect.x as f32 * scale).floor() as usize;
+    let y0 = (rect.y as f32 * scale).floor() as usize;
+    let x1 = ((rect.right() as f32 * scale).ceil() as usize).min(cw);
+    let y1 = ((rect.bottom() as f32 * scale).ceil() as usize).min(ch);
+    for y in y0..y1 {
+        let sy = (((y as f32 + 0.5) / scale) as usize).clamp(rect.y, rect.bottom() - 1) - rect.y;
+        for x in x0..x1 {
+            let sx = (((x as f32 + 0.5) / scale) as usize).clamp(rect.x, rect.right() - 1) - rect.x;
+            let p = patch.pixel(sx, sy);
+            canvas.pixels[y * cw + x] =
+                egui::Color32::from_rgb(photo::to_u8(p[0]), photo::to_u8(p[1]), photo::to_u8(p[2]));
+        }
+    }
+}

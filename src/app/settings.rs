@@ -1,0 +1,143 @@
+//! What the app remembers between runs (eframe persistence).
+
+use std::path::PathBuf;
+
+use crate::eval::restoration::MethodChoice;
+use crate::restore::{BlurSpec, Degradation, Settings};
+
+/// The kind of problem being solved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OperatorChoice {
+    /// Paint what should go.
+    Inpaint,
+    /// Undo a blur.
+    Deblur,
+    /// Enlarge a small photo.
+    SuperRes,
+}
+
+/// The blur family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BlurKind {
+    /// Gaussian (out of focus).
+    Gaussian,
+    /// Linear motion (camera shake).
+    Motion,
+}
+
+/// How results are saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SaveChoice {
+    /// The input's format.
+    SameAsInput,
+    /// PNG.
+    Png,
+    /// JPEG at the chosen quality.
+    Jpeg,
+}
+
+/// Every user setting.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AppSettings {
+    /// Problem kind.
+    pub operator: OperatorChoice,
+    /// Blur family.
+    pub blur_kind: BlurKind,
+    /// Gaussian σ in pixels.
+    pub blur_sigma: f64,
+    /// Motion length in pixels.
+    pub motion_length: f64,
+    /// Motion angle in degrees.
+    pub motion_angle: f64,
+    /// Super-resolution factor.
+    pub sr_factor: usize,
+    /// Degrade the loaded photo first and compare against it.
+    pub simulate: bool,
+    /// Sampling method.
+    pub method: MethodChoice,
+    /// Sampler steps (NFE for EPS).
+    pub steps: usize,
+    /// Measurement noise σ_y.
+    pub sigma_y: f64,
+    /// First seed.
+    pub seed: u64,
+    /// Samples per restoration.
+    pub samples: usize,
+    /// Longest side the network sees at once.
+    pub work_side: usize,
+    /// Show the instant posterior-mean preview while painting.
+    pub live_preview: bool,
+    /// Brush radius in photo pixels.
+    pub brush_radius: f32,
+    /// Save format.
+    pub save_format: SaveChoice,
+    /// JPEG quality.
+    pub jpeg_quality: u8,
+    /// The folder of the last opened or saved file.
+    pub last_folder: Option<PathBuf>,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        Self {
+            operator: OperatorChoice::Inpaint,
+            blur_kind: BlurKind::Gaussian,
+            blur_sigma: 1.5,
+            motion_length: 11.0,
+            motion_angle: 45.0,
+            sr_factor: 2,
+            simulate: false,
+            method: MethodChoice::Eps,
+            steps: 20,
+            sigma_y: 0.05,
+            seed: 0,
+            samples: 2,
+            work_side: 256,
+            live_preview: true,
+            brush_radius: 12.0,
+            save_format: SaveChoice::SameAsInput,
+            jpeg_quality: 92,
+            last_folder: None,
+        }
+    }
+}
+
+impl AppSettings {
+    /// The blur the settings describe.
+    pub fn blur(&self) -> BlurSpec {
+        match self.blur_kind {
+            BlurKind::Gaussian => BlurSpec::Gaussian {
+                sigma: self.blur_sigma,
+            },
+            BlurKind::Motion => BlurSpec::Motion {
+                length: self.motion_length,
+                angle_deg: self.motion_angle,
+            },
+        }
+    }
+
+    /// The degradation for a photo with the given fill mask (inpainting only).
+    pub fn degradation(&self, fill: &[bool]) -> Degradation {
+        match self.operator {
+            OperatorChoice::Inpaint => Degradation::Inpaint {
+                fill: fill.to_vec(),
+            },
+            OperatorChoice::Deblur => Degradation::Deblur(self.blur()),
+            OperatorChoice::SuperRes => Degradation::SuperRes {
+                factor: self.sr_factor,
+            },
+        }
+    }
+
+    /// Restoration settings for `method`.
+    pub fn restore_settings(&self, method: MethodChoice) -> Settings {
+        Settings {
+            method,
+            steps: (method == self.method && method != MethodChoice::EpsMean)
+                .then_some(self.steps.max(1)),
+            sigma_y: self.sigma_y,
+            work_side: self.work_side,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `eps-studio restore`: restore one photo from the terminal, for batch use and for tests.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::eval::restoration::MethodChoice;
+use crate::noise::consecutive_seeds;
+use crate::photo::{self, SaveFormat, SaveImage};
+use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
+use crate::sampler::Flow;
+
+/// Arguments of `eps-studio restore`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("operator").required(true).args(["mask", "blur", "sr"])))]
+pub struct RestoreArgs {
+    /// The photo (JPEG, PNG, WebP or TIFF).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Inpaint: a mask image of the same size, white where the photo should be filled.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Deblur: gaussian:SIGMA or motion:LENGTH,ANGLE (pixels, degrees).
+    #[arg(long)]
+    pub blur: Option<String>,
+    /// Super-resolution factor (2, 4 or 8): the output is this many times larger.
+    #[arg(long)]
+    pub sr: Option<usize>,
+    /// Degrade the input with the chosen operator first and score the result against it.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Method: eps, eps-mean, dps, pigdm, ddnm or diffpir.
+    #[arg(long, default_value = "eps")]
+    pub method: String,
+    /// Sampler steps (default: the method's own; EPS uses 20).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Posterior samples to draw.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Seed of the first sample (sample i uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Measurement noise σ_y (in [-1, 1] pixel units).
+    #[arg(long, default_value_t = 0.05)]
+    pub sigma_y: f64,
+    /// Longest side the network works on at once.
+    #[arg(long, default_value_t = 256)]
+    pub work_side: usize,
+    /// Folder with prior.safetensors and eps.safetensors (default: the shipped assets/).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Output folder (created if needed; existing files are never replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format: same (as the input), png, jpg, webp or tif.
+    #[arg(long, default_value = "same")]
+    pub format: String,
+    /// JPEG quality.
+    #[arg(long, default_value_t = 92)]
+    pub quality: u8,
+}
+
+/// Runs `eps-studio restore`.
+pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
+    let method = MethodChoice::parse(&args.method).with_context(|| {
+        format!(
+            "unknown method '{}'; use eps, eps-mean, dps, pigdm, ddnm or diffpir",
+            args.method
+        )
+    })?;
+    let input = photo::load(&args.input)?;
+    let degradation = if let Some(mask) = &args.mask {
+        Degradation::Inpaint {
+            fill: photo::load_mask(mask, input.width(), input.height())
+                .with_context(|| format!("reading the mask {}", mask.display()))?,
+        }
+    } else if let Some(blur) = &args.blur {
+        Degradation::Deblur(BlurSpec::parse(blur)?)
+    } else if let Some(factor) = args.sr {
+        Degradation::SuperRes { factor }
+    } else {
+        anyhow::bail!("choose an operator: --mask, --blur or --sr");
+    };
+    let format = match args.format.as_str() {
+        "same" => SaveFormat::same_as(&input, args.quality),
+        other => SaveFormat::from_path(Path::new(&format!("x.{other}")), args.quality)
+            .with_context(|| format!("unknown --format '{other}'"))?,
+    };
+    let settings = Settings {
+        method,
+        steps: args.steps,
+        sigma_y: args.sigma_y,
+        work_side: args.work_side,
+    };
+    let (y, truth) = if args.simulate {
+        let s = restore::simulate(&input.rgb, &degradation, args.sigma_y, args.seed)?;
+        (s.y, Some(s.truth))
+    } else {
+        (input.rgb.clone(), None)
+    };
+
+    let folder = Models::locate(args.weights.as_deref())?;
+    let models = Models::load(&folder, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the networks from {}", folder.display()))?;
+    let seeds = consecutive_seeds(args.seed, args.samples);
+    eprintln!(
+        "{} on {}×{} ({}), {} sample(s), backend CPU",
+        settings.sampler_method(&degradation).name(),
+        y.width,
+        y.height,
+        degradation.label(),
+        seeds.len()
+    );
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {percent:>3}%  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = restore::restore(&models, &y, &degradation, &settings, &seeds, &mut |p| {
+        bar.set_position((p.fraction() * 1000.0) as u64);
+        bar.set_message(format!(
+            "region {}/{} step {}/{}",
+            p.region + 1,
+            p.regions,
+            p.step,
+            p.n_steps
+        ));
+        Flow::Continue
+    })?;
+    bar.finish_and_clear();
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    let stem = photo::stem_of(Some(&args.input));
+    let save = |image: &SaveImage<'_>, name: String, fmt: SaveFormat| -> anyhow::Result<PathBuf> {
+        let path = photo::free_path(&args.out, &name, fmt.extension());
+        photo::save(image, &path, fmt, false)?;
+        Ok(path)
+    };
+    // Alpha and metadata follow the output only when it has the input's size.
+    let meta_source = |img: &photo::RgbImage| -> photo::Photo {
+        if img.width == input.width() && img.height == input.height() {
+            input.clone()
+        } else {
+            photo::Photo {
+                alpha: None,
+                ..input.clone()
+            }
+        }
+    };
+    println!("| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | file |", args.sigma_y);
+    println!("|---|---|---|---|---|");
+    for (i, (s, r)) in result.samples.iter().zip(&result.residuals).enumerate() {
+        let meta = meta_source(s);
+        let path = save(
+            &SaveImage::like(s, &meta),
+            format!("{stem}.sample-{}", result.seeds[i]),
+            format,
+        )?;
+        let psnr = truth
+            .as_ref()
+            .map(|t| psnr01(s, t))
+            .map_or_else(|| "–".to_owned(), |p| format!("{p:.2} dB"));
+        println!(
+            "| {} | {} | {:.4} | {psnr} | {} |",
+            i + 1,
+            result.seeds[i],
+            r.rms,
+            path.display()
+        );
+    }
+    if let Some((mean, std)) = restore::mean_and_std(&result.samples) {
+        let meta = meta_source(&mean);
+        let mean_path = save(&SaveImage::like(&mean, &meta), format!("{stem}.mean"), format)?;
+        let max_std = std.iter().copied().fold(0.0_f32, f32::max);
+        let heat = restore::heat::image(&std, mean.width, mean.height, max_std.max(1e-6));
+        let std_path = save(&SaveImage::plain(&heat), format!("{stem}.std"), SaveFormat::Png)?;
+        let psnr = truth
+            .as_ref()
+            .map(|t| format!(", PSNR {:.2} dB", psnr01(&mean, t)))
+            .unwrap_or_default();
+        println!(
+            "mean: {}{psnr}; uncertainty (std, full scale {max_std:.3}): {}",
+            mean_path.display(),
+            std_path.display()
+        );
+    }
+    if args.simulate {
+        let path = save(&SaveImage::plain(&y), format!("{stem}.measurement"), SaveFormat::Png)?;
+        println!("simulated measurement: {}", path.display());
+    }
+    println!(
+        "{} region(s), {} NFE each, {:.1} s",
+        result.regions, result.nfe, result.seconds
+    );
+    Ok(())
+}
+
+/// PSNR in dB of two `[0, 1]` images of the same size.
+pub fn psnr01(x: &photo::RgbImage, truth: &photo::RgbImage) -> f64 {
+    let n = x.data.len().min(truth.data.len()).max(1);
+    let mse = x
+        .data
+        .iter()
+        .zip(&truth.data)
+        .map(|(a, b)| f64::from(a.clamp(0.0, 1.0) - b.clamp(0.0, 1.0)).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    10.0 * (1.0 / mse.max(1e-12)).log10()
+}

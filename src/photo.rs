@@ -1,0 +1,580 @@
+//! Photos in and out: decoding with EXIF orientation applied, 16-bit / grayscale / alpha handled,
+//! and saving that keeps EXIF, never overwrites silently and writes atomically.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageDecoder as _, ImageEncoder as _, ImageFormat, ImageReader};
+
+use crate::{Error, Result};
+
+/// Photos larger than this (in pixels) are refused with a clear message instead of exhausting
+/// memory (a 100-megapixel photo already needs ~1.2 GB as f32 RGB).
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// An RGB image in `[0, 1]`, interleaved, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width × height × 3` values in `[0, 1]`.
+    pub data: Vec<f32>,
+}
+
+impl RgbImage {
+    /// A black image.
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            data: vec![0.0; width * height * 3],
+        }
+    }
+
+    /// Wraps interleaved data, checking its length.
+    pub fn from_data(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != width * height * 3 {
+            return Err(Error::shape(
+                "RGB image data",
+                width * height * 3,
+                data.len(),
+            ));
+        }
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// The pixel at `(x, y)`.
+    pub fn pixel(&self, x: usize, y: usize) -> [f32; 3] {
+        let i = (y * self.width + x) * 3;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+
+    /// The `w × h` region with top-left corner `(x, y)` (must lie inside the image).
+    pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Self {
+        let mut data = Vec::with_capacity(w * h * 3);
+        for row in y..y + h {
+            let start = (row * self.width + x) * 3;
+            data.extend_from_slice(&self.data[start..start + w * 3]);
+        }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// 8-bit sRGB bytes (RGB, interleaved), rounded.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        self.data.iter().map(|&v| to_u8(v)).collect()
+    }
+}
+
+/// `[0, 1]` to a rounded byte.
+pub fn to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// A decoded photo and what is needed to save a result the way the original was stored.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    /// The colour image with orientation applied.
+    pub rgb: RgbImage,
+    /// Alpha in `[0, 1]` per pixel, when the file had an alpha channel.
+    pub alpha: Option<Vec<f32>>,
+    /// The file it came from, if any.
+    pub path: Option<PathBuf>,
+    /// Its format, if recognised.
+    pub format: Option<ImageFormat>,
+    /// The EXIF block with the orientation tag reset (the pixels are already upright).
+    pub exif: Option<Vec<u8>>,
+    /// The embedded colour profile.
+    pub icc: Option<Vec<u8>>,
+    /// Whether the file stored more than 8 bits per channel.
+    pub high_bit_depth: bool,
+}
+
+impl Photo {
+    /// Wraps an RGB image with no file behind it.
+    pub fn from_rgb(rgb: RgbImage) -> Self {
+        Self {
+            rgb,
+            alpha: None,
+            path: None,
+            format: None,
+            exif: None,
+            icc: None,
+            high_bit_depth: false,
+        }
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.rgb.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.rgb.height
+    }
+}
+
+/// Reads and decodes a photo file.
+pub fn load(path: &Path) -> Result<Photo> {
+    let bytes = crate::fsutil::read(path)?;
+    let mut photo = decode(&bytes, path)?;
+    photo.path = Some(path.to_owned());
+    Ok(photo)
+}
+
+/// Decodes a photo from memory; `name` is used in error messages.
+pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
+    let image_error = |source| Error::Image {
+        path: name.to_owned(),
+        source,
+    };
+    if bytes.is_empty() {
+        return Err(Error::invalid(
+            "image file",
+            name.display(),
+            "the file is empty; choose a JPEG, PNG, WebP or TIFF photo",
+        ));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| Error::Io {
+            path: name.to_owned(),
+            source,
+        })?;
+    let format = reader.format();
+    if format.is_none() {
+        return Err(Error::invalid(
+            "image file",
+            name.display(),
+            "not a recognised image format; EPS Studio reads JPEG, PNG, WebP and TIFF",
+        ));
+    }
+    if format == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        return Err(Error::invalid(
+            "image file",
+            name.display(),
+            "the JPEG is damaged or truncated (its image data ends early); copy the file again from its source",
+        ));
+    }
+    let damaged = |e: image::ImageError| {
+        Error::invalid(
+            "image file",
+            name.display(),
+            format!("the file is damaged or truncated ({e})"),
+        )
+    };
+    let mut decoder = reader.into_decoder().map_err(damaged)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::invalid(
+            "image size",
+            format!("{w}×{h}"),
+            "the image has no pixels",
+        ));
+    }
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(Error::invalid(
+            "image size",
+            format!("{w}×{h}"),
+            format!(
+                "larger than {} megapixels; downscale or crop it first",
+                MAX_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    let orientation = decoder.orientation().map_err(image_error)?;
+    let mut exif = decoder.exif_metadata().ok().flatten();
+    if let Some(chunk) = exif.as_mut() {
+        let _ = image::metadata::Orientation::remove_from_exif_chunk(chunk);
+    }
+    let icc = decoder.icc_profile().ok().flatten();
+    let colour = decoder.color_type();
+    let mut image = DynamicImage::from_decoder(decoder).map_err(damaged)?;
+    image.apply_orientation(orientation);
+    let high_bit_depth = colour.bytes_per_pixel() / colour.channel_count().max(1) > 1;
+    let alpha = colour.has_alpha().then(|| {
+        image
+            .to_rgba32f()
+            .pixels()
+            .map(|p| p.0[3].clamp(0.0, 1.0))
+            .collect()
+    });
+    let rgb = image.to_rgb32f();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let data = rgb.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    Ok(Photo {
+        rgb: RgbImage::from_data(w, h, data)?,
+        alpha,
+        path: None,
+        format,
+        exif,
+        icc,
+        high_bit_depth,
+    })
+}
+
+/// Whether a JPEG lacks its end-of-image marker after the last scan: JPEG decoders fill the
+/// missing part with grey instead of failing, which would silently damage the photo.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let find_last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    match (find_last(0xDA), find_last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi < sos,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// How to encode a saved image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// PNG (16-bit when the original had more than 8 bits).
+    Png,
+    /// JPEG with a quality in 1–100.
+    Jpeg {
+        /// Encoder quality.
+        quality: u8,
+    },
+    /// Lossless WebP.
+    WebP,
+    /// TIFF.
+    Tiff,
+}
+
+impl SaveFormat {
+    /// The format a path's extension asks for.
+    pub fn from_path(path: &Path, jpeg_quality: u8) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        Ok(match ext.as_str() {
+            "png" => Self::Png,
+            "jpg" | "jpeg" => Self::Jpeg {
+                quality: jpeg_quality,
+            },
+            "webp" => Self::WebP,
+            "tif" | "tiff" => Self::Tiff,
+            _ => {
+                return Err(Error::invalid(
+                    "output file name",
+                    path.display(),
+                    "use the extension .png, .jpg, .webp or .tif",
+                ));
+            }
+        })
+    }
+
+    /// The usual extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg { .. } => "jpg",
+            Self::WebP => "webp",
+            Self::Tiff => "tif",
+        }
+    }
+
+    /// The format to save a result of `photo` in "same as input" mode.
+    pub fn same_as(photo: &Photo, jpeg_quality: u8) -> Self {
+        match photo.format {
+            Some(ImageFormat::Jpeg) => Self::Jpeg {
+                quality: jpeg_quality,
+            },
+            Some(ImageFormat::WebP) => Self::WebP,
+            Some(ImageFormat::Tiff) => Self::Tiff,
+            _ => Self::Png,
+        }
+    }
+}
+
+/// What to save: pixels plus the metadata to carry over.
+#[derive(Debug, Clone, Copy)]
+pub struct SaveImage<'a> {
+    /// The colour pixels.
+    pub rgb: &'a RgbImage,
+    /// Alpha to keep (same size), if any.
+    pub alpha: Option<&'a [f32]>,
+    /// EXIF to embed (orientation already reset).
+    pub exif: Option<&'a [u8]>,
+    /// ICC profile to embed.
+    pub icc: Option<&'a [u8]>,
+    /// Write 16 bits per channel where the format allows it.
+    pub high_bit_depth: bool,
+}
+
+impl<'a> SaveImage<'a> {
+    /// Pixels with the metadata of `photo` (its alpha only when the sizes agree).
+    pub fn like(rgb: &'a RgbImage, photo: &'a Photo) -> Self {
+        let alpha = photo
+            .alpha
+            .as_deref()
+            .filter(|a| a.len() == rgb.width * rgb.height);
+        Self {
+            rgb,
+            alpha,
+            exif: photo.exif.as_deref(),
+            icc: photo.icc.as_deref(),
+            high_bit_depth: photo.high_bit_depth,
+        }
+    }
+
+    /// Bare pixels, no metadata.
+    pub fn plain(rgb: &'a RgbImage) -> Self {
+        Self {
+            rgb,
+            alpha: None,
+            exif: None,
+            icc: None,
+            high_bit_depth: false,
+        }
+    }
+}
+
+/// Encodes `image` in `format`.
+pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
+    let (w, h) = (image.rgb.width as u32, image.rgb.height as u32);
+    let wide = image.high_bit_depth && matches!(format, SaveFormat::Png | SaveFormat::Tiff);
+    // JPEG has no alpha; WebP/PNG/TIFF keep it.
+    let with_alpha = image.alpha.is_some() && !matches!(format, SaveFormat::Jpeg { .. });
+    let channels = if with_alpha { 4 } else { 3 };
+    let n = image.rgb.width * image.rgb.height;
+    let mut values = Vec::with_capacity(n * channels);
+    for i in 0..n {
+        values.extend_from_slice(&image.rgb.data[i * 3..i * 3 + 3]);
+        if with_alpha {
+            values.push(image.alpha.map_or(1.0, |a| a[i]));
+        }
+    }
+    let (bytes, colour): (Vec<u8>, image::ExtendedColorType) = if wide {
+        let words: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| ((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes())
+            .collect();
+        let colour = if with_alpha {
+            image::ExtendedColorType::Rgba16
+        } else {
+            image::ExtendedColorType::Rgb16
+        };
+        (words, colour)
+    } else {
+        let colour = if with_alpha {
+            image::ExtendedColorType::Rgba8
+        } else {
+            image::ExtendedColorType::Rgb8
+        };
+        (values.iter().map(|&v| to_u8(v)).collect(), colour)
+    };
+    let mut out = Vec::new();
+    let failed = |e: image::ImageError| Error::invalid("image encoding", format.extension(), e.to_string());
+    match format {
+        SaveFormat::Png => {
+            let mut enc = image::codecs::png::PngEncoder::new(&mut out);
+            add_metadata(&mut enc, image);
+            enc.write_image(&bytes, w, h, colour).map_err(failed)?;
+        }
+        SaveFormat::Jpeg { quality } => {
+            let mut enc =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+            add_metadata(&mut enc, image);
+            enc.write_image(&bytes, w, h, colour).map_err(failed)?;
+        }
+        SaveFormat::WebP => {
+            let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            add_metadata(&mut enc, image);
+            enc.write_image(&bytes, w, h, colour).map_err(failed)?;
+        }
+        SaveFormat::Tiff => {
+            let enc = image::codecs::tiff::TiffEncoder::new(Cursor::new(&mut out));
+            enc.write_image(&bytes, w, h, colour).map_err(failed)?;
+        }
+    }
+    Ok(out)
+}
+
+fn add_metadata(enc: &mut impl image::ImageEncoder, image: &SaveImage<'_>) {
+    // A format that cannot hold the metadata still saves the pixels.
+    if let Some(exif) = image.exif {
+        let _ = enc.set_exif_metadata(exif.to_vec());
+    }
+    if let Some(icc) = image.icc {
+        let _ = enc.set_icc_profile(icc.to_vec());
+    }
+}
+
+/// Saves `image` to `path` atomically. Refuses to replace an existing file unless `overwrite`.
+pub fn save(image: &SaveImage<'_>, path: &Path, format: SaveFormat, overwrite: bool) -> Result<()> {
+    if !overwrite && path.exists() {
+        return Err(Error::invalid(
+            "output file",
+            path.display(),
+            "already exists; choose another name (EPS Studio never replaces a file silently)",
+        ));
+    }
+    let bytes = encode(image, format)?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// `dir/stem.ext`, or `dir/stem-2.ext`, `-3`, … — the first name not taken.
+pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    let first = dir.join(format!("{stem}.{ext}"));
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|i| dir.join(format!("{stem}-{i}.{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+/// The stem of a photo's file name (`"photo"` when it has none).
+pub fn stem_of(path: Option<&Path>) -> String {
+    path.and_then(Path::file_stem)
+        .map_or_else(|| "photo".to_owned(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Reads an inpainting mask image: white (or any bright, opaque pixel) marks what to fill.
+/// Returns `true` for pixels to fill. The mask must be exactly `width × height`.
+pub fn load_mask(path: &Path, width: usize, height: usize) -> Result<Vec<bool>> {
+    let bytes = crate::fsutil::read(path)?;
+    let photo = decode(&bytes, path)?;
+    if photo.width() != width || photo.height() != height {
+        return Err(Error::invalid(
+            "mask size",
+            format!("{}×{}", photo.width(), photo.height()),
+            format!("the photo is {width}×{height}; the mask must have the same size"),
+        ));
+    }
+    Ok(mask_from_photo(&photo))
+}
+
+/// Bright, opaque pixels of an image as a fill mask.
+pub fn mask_from_photo(photo: &Photo) -> Vec<bool> {
+    let n = photo.width() * photo.height();
+    (0..n)
+        .map(|i| {
+            let p = &photo.rgb.data[i * 3..i * 3 + 3];
+            let luma = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+            let opaque = photo.alpha.as_ref().is_none_or(|a| a[i] >= 0.5);
+            opaque && luma >= 0.5
+        })
+        .collect()
+}
+
+/// Encodes a fill mask as a grayscale PNG (white = fill), the format [`load_mask`] reads.
+pub fn mask_png(mask: &[bool], width: usize, height: usize) -> Result<Vec<u8>> {
+    let bytes: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(&bytes, width as u32, height as u32, image::ExtendedColorType::L8)
+        .map_err(|e| Error::invalid("mask encoding", "png", e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_path_skips_taken_names() -> Result<()> {
+        let dir = tempfile_dir("free");
+        std::fs::write(dir.join("a.png"), b"x").map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        assert_eq!(free_path(&dir, "a", "png"), dir.join("a-2.png"));
+        assert_eq!(free_path(&dir, "b", "png"), dir.join("b.png"));
+        Ok(())
+    }
+
+    /// A raw little-endian TIFF/EXIF block holding only Orientation = `value`.
+    fn exif_orientation(value: u8) -> Vec<u8> {
+        let mut e = vec![0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0];
+        e.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0, value, 0, 0, 0]);
+        e.extend([0, 0, 0, 0]);
+        e
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_once_and_kept_on_save() -> Result<()> {
+        // 4 wide, 2 high; the left half dark, the right half bright.
+        let data: Vec<f32> = (0..8)
+            .flat_map(|i| {
+                let v = if i % 4 < 2 { 0.1 } else { 0.9 };
+                [v, v, v]
+            })
+            .collect();
+        let rgb = RgbImage::from_data(4, 2, data)?;
+        let exif = exif_orientation(6); // rotate 90° clockwise to display
+        let image = SaveImage {
+            rgb: &rgb,
+            alpha: None,
+            exif: Some(&exif),
+            icc: None,
+            high_bit_depth: false,
+        };
+        let jpeg = encode(&image, SaveFormat::Jpeg { quality: 100 })?;
+        let photo = decode(&jpeg, Path::new("rotated.jpg"))?;
+        assert_eq!((photo.width(), photo.height()), (2, 4), "orientation applied");
+        // After a clockwise turn the bright right half is at the bottom.
+        assert!(photo.rgb.pixel(0, 0)[0] < 0.5 && photo.rgb.pixel(0, 3)[0] > 0.5);
+        let kept = photo.exif.clone().unwrap_or_default();
+        assert_eq!(
+            image::metadata::Orientation::from_exif_chunk(&kept),
+            Some(image::metadata::Orientation::NoTransforms),
+            "the saved EXIF must not rotate the upright pixels again"
+        );
+        let again = encode(&SaveImage::like(&photo.rgb, &photo), SaveFormat::Png)?;
+        let back = decode(&again, Path::new("saved.png"))?;
+        assert_eq!((back.width(), back.height()), (2, 4));
+        assert!(back.exif.is_some(), "EXIF is carried into the saved file");
+        Ok(())
+    }
+
+    #[test]
+    fn alpha_and_sixteen_bits_survive_a_png_round_trip() -> Result<()> {
+        let rgb = RgbImage::from_data(2, 1, vec![0.25, 0.5, 0.75, 1.0, 0.0, 0.123_45])?;
+        let alpha = [0.5, 1.0];
+        let image = SaveImage {
+            rgb: &rgb,
+            alpha: Some(&alpha),
+            exif: None,
+            icc: None,
+            high_bit_depth: true,
+        };
+        let png = encode(&image, SaveFormat::Png)?;
+        let back = decode(&png, Path::new("a.png"))?;
+        assert!(back.high_bit_depth);
+        let a = back.alpha.clone().unwrap_or_default();
+        assert!((a[0] - 0.5).abs() < 1e-4 && (a[1] - 1.0).abs() < 1e-6);
+        assert!((back.rgb.data[5] - 0.123_45).abs() < 1e-4, "16-bit precision kept");
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_and_empty_files_are_refused() {
+        let rgb = RgbImage::new(64, 64);
+        let jpeg = encode(&SaveImage::plain(&rgb), SaveFormat::Jpeg { quality: 90 })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cut = &jpeg[..jpeg.len() * 2 / 3];
+        let err = decode(cut, Path::new("cut.jpg")).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        assert!(decode(&[], Path::new("empty.png")).is_err());
+        assert!(decode(b"not an image at all", Path::new("x.png")).is_err());
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("eps-photo-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    }
+}

@@ -1,0 +1,580 @@
+//! Restoring a whole photo: the network works on crops around each hole (inpainting) or on
+//! overlapping tiles (deblurring, super-resolution) at its working size, and the results are
+//! pasted back — only filled pixels for inpainting, so every other pixel stays bit-exact.
+//!
+//! Shared by the desktop app's worker and the headless `restore` command. No UI here.
+
+pub mod degrade;
+pub mod heat;
+pub mod models;
+pub mod plan;
+pub mod resize;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::eval::restoration::MethodChoice;
+use crate::inverse::pad::{Padding, crop, reflect_pad};
+use crate::inverse::{AvgPoolSr, Blur, LinearOperator, Mask, Problem, TaskSpec};
+use crate::photo::RgbImage;
+use crate::sampler::{self, Flow, Method, StepInfo};
+use crate::{Error, Result};
+
+pub use degrade::{BlurSpec, Degradation, Simulated, simulate};
+pub use models::Models;
+pub use plan::Rect;
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// The sampling method.
+    pub method: MethodChoice,
+    /// Sampler steps; `None` keeps the method's documented default (EPS: 20).
+    pub steps: Option<usize>,
+    /// Measurement noise σ_y in the network's `[-1, 1]` units.
+    pub sigma_y: f64,
+    /// Longest side the network sees at once: larger holes are worked on downscaled, larger
+    /// photos in tiles of this size.
+    pub work_side: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            method: MethodChoice::Eps,
+            steps: None,
+            sigma_y: 0.05,
+            work_side: 256,
+        }
+    }
+}
+
+impl Settings {
+    /// The sampler method for `degradation`, with the step override applied.
+    pub fn sampler_method(&self, degradation: &Degradation) -> Method {
+        let task = match degradation {
+            Degradation::Inpaint { .. } => TaskSpec::BrushInpaint,
+            Degradation::Deblur(BlurSpec::Gaussian { sigma }) => {
+                TaskSpec::GaussianDeblur { sigma: *sigma }
+            }
+            Degradation::Deblur(BlurSpec::Motion { length, angle_deg }) => TaskSpec::MotionDeblur {
+                length: *length,
+                angle: *angle_deg,
+            },
+            Degradation::SuperRes { factor } => TaskSpec::SuperResolution { factor: *factor },
+        };
+        let mut method = self.method.method(&task);
+        if let Some(s) = self.steps {
+            match &mut method {
+                Method::Eps(c) => c.steps = s,
+                Method::PosteriorMean(_) => {}
+                Method::Dps(c) => c.steps = s,
+                Method::Ddnm(c) => c.steps = s,
+                Method::Pigdm(c) => c.steps = s,
+                Method::Diffpir(c) => c.steps = s,
+            }
+        }
+        method
+    }
+}
+
+/// Progress of a restoration, reported after every sampler step.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    /// Region (crop or tile) being worked on, 0-based.
+    pub region: usize,
+    /// Number of regions.
+    pub regions: usize,
+    /// Step within the region (1-based).
+    pub step: usize,
+    /// Steps per region.
+    pub n_steps: usize,
+    /// Where the preview goes, in output pixels.
+    pub rect: Rect,
+    /// The current estimate of the first sample over `rect`, already composited (inpainting
+    /// keeps the photo's pixels outside the mask).
+    pub preview: &'a RgbImage,
+}
+
+impl Progress<'_> {
+    /// Fraction done over all regions.
+    pub fn fraction(&self) -> f64 {
+        (self.region as f64 + self.step as f64 / self.n_steps.max(1) as f64)
+            / self.regions.max(1) as f64
+    }
+}
+
+/// The measurement residual `A x̂ − y` of one sample, on the measurement's pixel grid.
+#[derive(Debug, Clone)]
+pub struct Residual {
+    /// Grid width.
+    pub width: usize,
+    /// Grid height.
+    pub height: usize,
+    /// Per-pixel residual magnitude (RMS over channels, `[-1, 1]` units); NaN where nothing is
+    /// measured (hidden pixels, or outside the worked regions).
+    pub map: Vec<f32>,
+    /// RMS over measured pixels: a faithful sample sits near σ_y.
+    pub rms: f64,
+}
+
+/// The result of a restoration.
+#[derive(Debug, Clone)]
+pub struct Restoration {
+    /// One image per seed, at output resolution.
+    pub samples: Vec<RgbImage>,
+    /// The residual of each sample.
+    pub residuals: Vec<Residual>,
+    /// The seeds, in sample order.
+    pub seeds: Vec<u64>,
+    /// Network evaluations per region.
+    pub nfe: usize,
+    /// Regions worked on.
+    pub regions: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Per-pixel mean and standard deviation (averaged over channels) of a set of samples.
+pub fn mean_and_std(samples: &[RgbImage]) -> Option<(RgbImage, Vec<f32>)> {
+    let first = samples.first()?;
+    let n = samples.len() as f32;
+    let mut mean = RgbImage::new(first.width, first.height);
+    for s in samples {
+        for (m, v) in mean.data.iter_mut().zip(&s.data) {
+            *m += v / n;
+        }
+    }
+    let mut std = vec![0.0_f32; first.width * first.height];
+    if samples.len() > 1 {
+        for s in samples {
+            for (i, px) in std.iter_mut().enumerate() {
+                for c in 0..3 {
+                    let d = s.data[i * 3 + c] - mean.data[i * 3 + c];
+                    *px += d * d;
+                }
+            }
+        }
+        let denom = 3.0 * (n - 1.0);
+        std.iter_mut().for_each(|v| *v = (*v / denom).sqrt());
+    }
+    Some((mean, std))
+}
+
+/// `[0, 1]` interleaved to a `[1, 3, h, w]` tensor in `[-1, 1]`.
+pub fn to_tensor(x: &RgbImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = (x.width, x.height);
+    let mut planar = vec![0.0_f32; w * h * 3];
+    for i in 0..w * h {
+        for c in 0..3 {
+            planar[c * w * h + i] = x.data[i * 3 + c] * 2.0 - 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(planar, (1, 3, h, w), device)?)
+}
+
+/// Image `b` of a `[B, 3, h, w]` tensor in `[-1, 1]` back to `[0, 1]` interleaved (unclipped).
+pub fn from_tensor(t: &Tensor, b: usize) -> Result<RgbImage> {
+    let (_, c, h, w) = t.dims4()?;
+    if c != 3 {
+        return Err(Error::shape("image channels", 3, c));
+    }
+    let planar = t
+        .narrow(0, b, 1)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut data = vec![0.0_f32; w * h * 3];
+    for i in 0..w * h {
+        for k in 0..3 {
+            data[i * 3 + k] = (planar[k * w * h + i] + 1.0) * 0.5;
+        }
+    }
+    RgbImage::from_data(w, h, data)
+}
+
+/// One region's worth of work: its problem at working scale and how to bring results back.
+struct Job {
+    problem: Problem,
+    /// Output-space rectangle the region covers.
+    out_rect: Rect,
+    /// Measurement-space rectangle (equal to `out_rect` except for super-resolution).
+    y_rect: Rect,
+    /// Padding added around the working image (blur), removed before pasting.
+    pad: Padding,
+}
+
+/// Restores `y` (the photo as measured, `[0, 1]`) under `degradation`, one sample per seed.
+/// `observer` sees every step and may cancel.
+pub fn restore(
+    models: &Models,
+    y: &RgbImage,
+    degradation: &Degradation,
+    settings: &Settings,
+    seeds: &[u64],
+    observer: &mut dyn FnMut(&Progress<'_>) -> Flow,
+) -> Result<Restoration> {
+    let started = Instant::now();
+    validate(y, degradation, settings, seeds)?;
+    let method = settings.sampler_method(degradation);
+    let denoisers = models.denoisers(&method)?;
+    let device = models.device().clone();
+    let (out_w, out_h) = degradation.output_size(y.width, y.height);
+    let regions = regions(y, degradation, settings);
+    let n_regions = regions.len();
+
+    let mut acc: Vec<Accumulator> = seeds
+        .iter()
+        .map(|_| Accumulator::new(out_w, out_h, y.width, y.height))
+        .collect();
+    let mut nfe = 0;
+    for (index, region) in regions.iter().enumerate() {
+        let job = build_job(y, degradation, settings, *region, &device)?;
+        let mut observe = |info: &StepInfo<'_>| -> Flow {
+            // A failed preview must not stop the run; the final result is checked.
+            let Ok(preview) = working_to_output(info.x0_hat, 0, &job)
+                .map(|p| composite_preview(p, y, degradation, &job))
+            else {
+                return Flow::Continue;
+            };
+            observer(&Progress {
+                region: index,
+                regions: n_regions,
+                step: info.step,
+                n_steps: info.n_steps,
+                rect: job.out_rect,
+                preview: &preview,
+            })
+        };
+        let out = sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?;
+        nfe = out.nfe;
+        let residual = job.problem.residual(&out.samples)?;
+        for (b, a) in acc.iter_mut().enumerate() {
+            let patch = working_to_output(&out.samples, b, &job)?;
+            let r = residual_patch(&residual, b, &job)?;
+            a.add(&patch, &r, degradation, &job, settings);
+        }
+    }
+    let mut samples = Vec::with_capacity(seeds.len());
+    let mut residuals = Vec::with_capacity(seeds.len());
+    for a in acc {
+        let (s, r) = a.finish(y, degradation);
+        samples.push(s);
+        residuals.push(r);
+    }
+    Ok(Restoration {
+        samples,
+        residuals,
+        seeds: seeds.to_vec(),
+        nfe,
+        regions: n_regions,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn validate(y: &RgbImage, degradation: &Degradation, settings: &Settings, seeds: &[u64]) -> Result<()> {
+    if y.width == 0 || y.height == 0 {
+        return Err(Error::invalid("image size", format!("{}×{}", y.width, y.height), "the image has no pixels"));
+    }
+    if seeds.is_empty() {
+        return Err(Error::invalid("samples", 0, "ask for at least one sample"));
+    }
+    if settings.work_side < 32 {
+        return Err(Error::invalid("working size", settings.work_side, "use at least 32 pixels"));
+    }
+    if settings.steps == Some(0) {
+        return Err(Error::invalid("steps", 0, "use at least one step"));
+    }
+    if y.data.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: "the photo".into() });
+    }
+    match degradation {
+        Degradation::Inpaint { fill } => {
+            if fill.len() != y.width * y.height {
+                return Err(Error::shape(
+                    "inpainting mask",
+                    format!("{}×{}", y.width, y.height),
+                    format!("{} pixels", fill.len()),
+                ));
+            }
+            if !fill.iter().any(|&f| f) {
+                return Err(Error::invalid(
+                    "mask",
+                    "empty",
+                    "paint over what should be filled first",
+                ));
+            }
+        }
+        Degradation::Deblur(spec) => {
+            let k = spec.kernel()?;
+            if k.height() > y.height || k.width() > y.width {
+                return Err(Error::KernelTooLarge {
+                    kernel_h: k.height(),
+                    kernel_w: k.width(),
+                    image_h: y.height,
+                    image_w: y.width,
+                });
+            }
+        }
+        Degradation::SuperRes { factor } => {
+            if ![2, 4, 8].contains(factor) {
+                return Err(Error::invalid("super-resolution factor", factor, "use 2, 4 or 8"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The regions to work on, in measurement (`y`) coordinates.
+fn regions(y: &RgbImage, degradation: &Degradation, settings: &Settings) -> Vec<Rect> {
+    let side = settings.work_side;
+    match degradation {
+        Degradation::Inpaint { fill } => plan::inpaint_regions(fill, y.width, y.height),
+        Degradation::Deblur(_) => plan::tiles(y.width, y.height, side, side / 8),
+        Degradation::SuperRes { factor } => {
+            let t = (side / factor).max(8);
+            plan::tiles(y.width, y.height, t, (t / 8).max(2))
+        }
+    }
+}
+
+fn build_job(
+    y: &RgbImage,
+    degradation: &Degradation,
+    settings: &Settings,
+    region: Rect,
+    device: &Device,
+) -> Result<Job> {
+    let crop_y = y.crop(region.x, region.y, region.w, region.h);
+    let none = Padding::default();
+    match degradation {
+        Degradation::Inpaint { fill } => {
+            let scale = (settings.work_side as f64 / region.w.max(region.h) as f64).min(1.0);
+            let ww = ((region.w as f64 * scale).round() as usize).max(1);
+            let wh = ((region.h as f64 * scale).round() as usize).max(1);
+            let fill_crop: Vec<bool> = (region.y..region.bottom())
+                .flat_map(|r| fill[r * y.width + region.x..r * y.width + region.right()].iter().copied())
+                .collect();
+            let fill_work = resize::mask_any(&fill_crop, region.w, region.h, ww, wh);
+            let y_work = resize::area(&crop_y, ww, wh);
+            let observed: Vec<f32> = fill_work.iter().map(|&f| if f { 0.0 } else { 1.0 }).collect();
+            let mask = Tensor::from_vec(observed, (1, 1, wh, ww), device)?;
+            let op: Arc<dyn LinearOperator> = Arc::new(Mask::new(&mask)?);
+            let y_t = to_tensor(&y_work, device)?.broadcast_mul(&mask)?;
+            Ok(Job {
+                problem: Problem::new(op, &y_t, settings.sigma_y, (3, wh, ww))?,
+                out_rect: region,
+                y_rect: region,
+                pad: none,
+            })
+        }
+        Degradation::Deblur(spec) => {
+            let k = spec.kernel()?;
+            // Mirror the tile so the circular operator sees no wrap-around edge.
+            let p = k.height().max(k.width());
+            let pad = Padding::uniform(p);
+            let y_t = reflect_pad(&to_tensor(&crop_y, device)?, pad)?;
+            let (ph, pw) = (region.h + 2 * p, region.w + 2 * p);
+            let op: Arc<dyn LinearOperator> = Arc::new(Blur::new(k, ph, pw)?.with_label(spec.label()));
+            Ok(Job {
+                problem: Problem::new(op, &y_t, settings.sigma_y, (3, ph, pw))?,
+                out_rect: region,
+                y_rect: region,
+                pad,
+            })
+        }
+        Degradation::SuperRes { factor } => {
+            let op: Arc<dyn LinearOperator> = Arc::new(AvgPoolSr::new(*factor)?);
+            let y_t = to_tensor(&crop_y, device)?;
+            Ok(Job {
+                problem: Problem::new(op, &y_t, settings.sigma_y, (3, region.h * factor, region.w * factor))?,
+                out_rect: region.scaled(*factor),
+                y_rect: region,
+                pad: none,
+            })
+        }
+    }
+}
+
+/// Sample `b` of a working-scale batch, unpadded and resized to its output rectangle.
+fn working_to_output(x: &Tensor, b: usize, job: &Job) -> Result<RgbImage> {
+    let x = if job.pad == Padding::default() { x.clone() } else { crop(x, job.pad)? };
+    let img = from_tensor(&x, b)?;
+    Ok(resize::bilinear(&img, job.out_rect.w, job.out_rect.h))
+}
+
+/// The preview patch as the user should see it: inpainting keeps the photo outside the mask.
+fn composite_preview(mut patch: RgbImage, y: &RgbImage, degradation: &Degradation, job: &Job) -> RgbImage {
+    if let Degradation::Inpaint { fill } = degradation {
+        let r = job.out_rect;
+        for row in 0..r.h {
+            for col in 0..r.w {
+                let i = (r.y + row) * y.width + r.x + col;
+                if !fill[i] {
+                    let o = (row * r.w + col) * 3;
+                    patch.data[o..o + 3].copy_from_slice(&y.data[i * 3..i * 3 + 3]);
+                }
+            }
+        }
+    }
+    patch
+}
+
+/// Per-pixel residual magnitude of sample `b` over the job's measurement rectangle; for
+/// inpainting it is measured at working scale and resized, hidden pixels are NaN.
+fn residual_patch(residual: &Tensor, b: usize, job: &Job) -> Result<Vec<f32>> {
+    let r = if job.pad == Padding::default() { residual.clone() } else { crop(residual, job.pad)? };
+    let img = from_tensor(&r, b)?; // (r + 1) / 2: undo below
+    let (w, h) = (img.width, img.height);
+    let mut mag: Vec<f32> = (0..w * h)
+        .map(|i| {
+            let s: f32 = (0..3).map(|c| (img.data[i * 3 + c] * 2.0 - 1.0).powi(2)).sum();
+            (s / 3.0).sqrt()
+        })
+        .collect();
+    if (w, h) != (job.y_rect.w, job.y_rect.h) {
+        // Inpainting at reduced scale: nearest lookup onto the photo grid.
+        let (tw, th) = (job.y_rect.w, job.y_rect.h);
+        mag = (0..tw * th)
+            .map(|i| {
+                let (x, y) = (i % tw, i / tw);
+                mag[(y * h / th).min(h - 1) * w + (x * w / tw).min(w - 1)]
+            })
+            .collect();
+    }
+    Ok(mag)
+}
+
+/// Blends region results into full-size images.
+struct Accumulator {
+    out: Vec<f32>,
+    weight: Vec<f32>,
+    out_w: usize,
+    out_h: usize,
+    res_sum: Vec<f32>,
+    res_weight: Vec<f32>,
+    y_w: usize,
+    y_h: usize,
+}
+
+impl Accumulator {
+    fn new(out_w: usize, out_h: usize, y_w: usize, y_h: usize) -> Self {
+        Self {
+            out: vec![0.0; out_w * out_h * 3],
+            weight: vec![0.0; out_w * out_h],
+            out_w,
+            out_h,
+            res_sum: vec![0.0; y_w * y_h],
+            res_weight: vec![0.0; y_w * y_h],
+            y_w,
+            y_h,
+        }
+    }
+
+    fn add(
+        &mut self,
+        patch: &RgbImage,
+        residual: &[f32],
+        degradation: &Degradation,
+        job: &Job,
+        settings: &Settings,
+    ) {
+        let r = job.out_rect;
+        let inpaint = match degradation {
+            Degradation::Inpaint { fill } => Some(fill),
+            _ => None,
+        };
+        let ramp = match degradation {
+            Degradation::Inpaint { .. } => 0,
+            Degradation::Deblur(_) => settings.work_side / 8,
+            Degradation::SuperRes { factor } => ((settings.work_side / factor).max(8) / 8).max(2) * factor,
+        };
+        for row in 0..r.h {
+            for col in 0..r.w {
+                let (x, yy) = (r.x + col, r.y + row);
+                let i = yy * self.out_w + x;
+                let w = match inpaint {
+                    // Only hidden pixels take the sample; regions never overlap.
+                    Some(fill) => {
+                        if fill[i] {
+                            1.0
+                        } else {
+                            continue;
+                        }
+                    }
+                    None => plan::feather(&r, x, yy, ramp, self.out_w, self.out_h),
+                };
+                let o = (row * r.w + col) * 3;
+                for c in 0..3 {
+                    self.out[i * 3 + c] += w * patch.data[o + c];
+                }
+                self.weight[i] += w;
+            }
+        }
+        let q = job.y_rect;
+        let ramp_y = match degradation {
+            Degradation::SuperRes { factor } => ramp / factor,
+            _ => ramp,
+        };
+        for row in 0..q.h {
+            for col in 0..q.w {
+                let (x, yy) = (q.x + col, q.y + row);
+                let i = yy * self.y_w + x;
+                if let Some(fill) = inpaint
+                    && fill[i]
+                {
+                    continue;
+                }
+                let v = residual[row * q.w + col];
+                let w = if inpaint.is_some() {
+                    1.0
+                } else {
+                    plan::feather(&q, x, yy, ramp_y, self.y_w, self.y_h)
+                };
+                self.res_sum[i] += w * v * v;
+                self.res_weight[i] += w;
+            }
+        }
+    }
+
+    fn finish(self, y: &RgbImage, degradation: &Degradation) -> (RgbImage, Residual) {
+        let mut data = self.out;
+        for (i, &w) in self.weight.iter().enumerate() {
+            if w > 0.0 {
+                for c in 0..3 {
+                    data[i * 3 + c] = (data[i * 3 + c] / w).clamp(0.0, 1.0);
+                }
+            } else if matches!(degradation, Degradation::Inpaint { .. }) {
+                // Untouched by any region: the photo itself, bit-exact.
+                data[i * 3..i * 3 + 3].copy_from_slice(&y.data[i * 3..i * 3 + 3]);
+            }
+        }
+        let map: Vec<f32> = self
+            .res_sum
+            .iter()
+            .zip(&self.res_weight)
+            .map(|(&s, &w)| if w > 0.0 { (s / w).sqrt() } else { f32::NAN })
+            .collect();
+        let (sum, n) = map
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((0.0_f64, 0_usize), |(s, n), &v| (s + f64::from(v * v), n + 1));
+        let rms = if n > 0 { (sum / n as f64).sqrt() } else { 0.0 };
+        let image = RgbImage {
+            width: self.out_w,
+            height: self.out_h,
+            data,
+        };
+        (
+            image,
+            Residual {
+                width: self.y_w,
+                height: self.y_h,
+                map,
+                rms,
+            },
+        )
+    }
+}

@@ -1,0 +1,145 @@
+//! Resampling between photo resolution and the network's working resolution.
+
+use crate::photo::RgbImage;
+
+/// Area-average downscale to `w × h` (each output pixel averages the source pixels it covers,
+/// with fractional coverage at the edges), the right filter for shrinking photos.
+pub fn area(src: &RgbImage, w: usize, h: usize) -> RgbImage {
+    if (w, h) == (src.width, src.height) {
+        return src.clone();
+    }
+    let sx = src.width as f64 / w as f64;
+    let sy = src.height as f64 / h as f64;
+    let spans = |n: usize, scale: f64, limit: usize| -> Vec<Vec<(usize, f64)>> {
+        (0..n)
+            .map(|o| {
+                let (a, b) = (o as f64 * scale, (o as f64 + 1.0) * scale);
+                let mut taps = Vec::new();
+                let mut i = a.floor() as usize;
+                while (i as f64) < b && i < limit {
+                    let cover = (b.min(i as f64 + 1.0) - a.max(i as f64)).max(0.0);
+                    if cover > 0.0 {
+                        taps.push((i, cover / scale));
+                    }
+                    i += 1;
+                }
+                taps
+            })
+            .collect()
+    };
+    let xs = spans(w, sx, src.width);
+    let ys = spans(h, sy, src.height);
+    let mut out = RgbImage::new(w, h);
+    for (oy, ytaps) in ys.iter().enumerate() {
+        for (ox, xtaps) in xs.iter().enumerate() {
+            let mut acc = [0.0_f64; 3];
+            for &(iy, wy) in ytaps {
+                for &(ix, wx) in xtaps {
+                    let p = src.pixel(ix, iy);
+                    for (a, v) in acc.iter_mut().zip(p) {
+                        *a += wy * wx * f64::from(v);
+                    }
+                }
+            }
+            let o = (oy * w + ox) * 3;
+            for c in 0..3 {
+                out.data[o + c] = acc[c] as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Bilinear resample to `w × h` (pixel centres aligned), used to bring a working-scale result
+/// back up to photo resolution.
+pub fn bilinear(src: &RgbImage, w: usize, h: usize) -> RgbImage {
+    if (w, h) == (src.width, src.height) {
+        return src.clone();
+    }
+    let coord = |o: usize, n_out: usize, n_in: usize| -> (usize, usize, f32) {
+        let f = ((o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).clamp(0.0, (n_in - 1) as f64);
+        let i = f.floor() as usize;
+        (i, (i + 1).min(n_in - 1), (f - i as f64) as f32)
+    };
+    let mut out = RgbImage::new(w, h);
+    for oy in 0..h {
+        let (y0, y1, fy) = coord(oy, h, src.height);
+        for ox in 0..w {
+            let (x0, x1, fx) = coord(ox, w, src.width);
+            let (a, b, c, d) = (
+                src.pixel(x0, y0),
+                src.pixel(x1, y0),
+                src.pixel(x0, y1),
+                src.pixel(x1, y1),
+            );
+            let o = (oy * w + ox) * 3;
+            for k in 0..3 {
+                let top = a[k] + (b[k] - a[k]) * fx;
+                let bottom = c[k] + (d[k] - c[k]) * fx;
+                out.data[o + k] = top + (bottom - top) * fy;
+            }
+        }
+    }
+    out
+}
+
+/// A fill mask shrunk to `w × h`: a working pixel is filled when any photo pixel it covers is,
+/// so no hidden pixel leaks into the measurement.
+pub fn mask_any(fill: &[bool], width: usize, height: usize, w: usize, h: usize) -> Vec<bool> {
+    if (w, h) == (width, height) {
+        return fill.to_vec();
+    }
+    let mut out = vec![false; w * h];
+    for y in 0..height {
+        let oy = (y * h / height).min(h - 1);
+        for x in 0..width {
+            if fill[y * width + x] {
+                out[oy * w + (x * w / width).min(w - 1)] = true;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn area_averages_blocks_exactly() {
+        let src = RgbImage::from_data(
+            2,
+            2,
+            vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = area(&src, 1, 1);
+        for v in out.data {
+            assert!((v - 0.5).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn bilinear_keeps_constants_and_area_of_bilinear_is_close() {
+        let src = RgbImage::from_data(3, 2, vec![0.25; 18]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(bilinear(&src, 7, 5).data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        let ramp: Vec<f32> = (0..8 * 8 * 3).map(|i| (i / 3 % 8) as f32 / 7.0).collect();
+        let src = RgbImage::from_data(8, 8, ramp).unwrap_or_else(|e| panic!("{e}"));
+        let back = area(&bilinear(&src, 16, 16), 8, 8);
+        let err = back
+            .data
+            .iter()
+            .zip(&src.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0_f32, f32::max);
+        assert!(err < 0.05, "{err}");
+    }
+
+    #[test]
+    fn mask_any_never_loses_a_hole() {
+        let mut fill = vec![false; 10 * 10];
+        fill[55] = true;
+        let m = mask_any(&fill, 10, 10, 3, 3);
+        assert_eq!(m.iter().filter(|&&b| b).count(), 1);
+    }
+}

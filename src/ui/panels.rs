@@ -1,0 +1,250 @@
+//! Side and bottom panels: the problem and method settings, the sample gallery, progress.
+
+use eframe::egui;
+
+use crate::app::{BlurKind, EpsApp, OperatorChoice, SaveChoice, ViewMode};
+use crate::eval::restoration::MethodChoice;
+use crate::worker::JobKind;
+
+/// The problem, the method and the buttons that run them.
+pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
+    ui.heading("Problem");
+    let s = &mut app.settings;
+    ui.horizontal_wrapped(|ui| {
+        ui.selectable_value(&mut s.operator, OperatorChoice::Inpaint, "Inpaint");
+        ui.selectable_value(&mut s.operator, OperatorChoice::Deblur, "Deblur");
+        ui.selectable_value(&mut s.operator, OperatorChoice::SuperRes, "Super-resolution");
+    });
+    match s.operator {
+        OperatorChoice::Inpaint => {
+            ui.label("Paint over what should go: brush (B), eraser (E), rectangle (R); [ and ] change the size.");
+            ui.add(egui::Slider::new(&mut s.brush_radius, 1.0..=300.0).logarithmic(true).text("brush radius"));
+        }
+        OperatorChoice::Deblur => {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut s.blur_kind, BlurKind::Gaussian, "Gaussian");
+                ui.selectable_value(&mut s.blur_kind, BlurKind::Motion, "Motion");
+            });
+            match s.blur_kind {
+                BlurKind::Gaussian => {
+                    ui.add(egui::Slider::new(&mut s.blur_sigma, 0.3..=5.0).text("σ (px)"));
+                }
+                BlurKind::Motion => {
+                    ui.add(egui::Slider::new(&mut s.motion_length, 3.0..=31.0).text("length (px)"));
+                    ui.add(egui::Slider::new(&mut s.motion_angle, 0.0..=180.0).text("angle (°)"));
+                }
+            }
+            kernel_thumbnail(ui, &s.blur());
+        }
+        OperatorChoice::SuperRes => {
+            ui.horizontal(|ui| {
+                for f in [2, 4] {
+                    ui.selectable_value(&mut s.sr_factor, f, format!("×{f}"));
+                }
+            });
+            ui.label("The loaded photo is the small image; the result is larger.");
+        }
+    }
+    ui.checkbox(&mut s.simulate, "Simulate: degrade this photo first")
+        .on_hover_text("Apply the chosen operator and noise to the photo, restore it, and compare with the original (PSNR).");
+
+    ui.separator();
+    ui.heading("Method");
+    let before = s.method;
+    egui::ComboBox::from_label("method")
+        .selected_text(s.method.label())
+        .show_ui(ui, |ui| {
+            for m in MethodChoice::ALL {
+                ui.selectable_value(&mut s.method, m, m.label());
+            }
+        });
+    if s.method != before {
+        s.steps = s.method.default_steps().max(1);
+    }
+    if s.method != MethodChoice::EpsMean {
+        ui.add(egui::Slider::new(&mut s.steps, 1..=1000).logarithmic(true).text("steps (NFE)"));
+    }
+    ui.add(egui::Slider::new(&mut s.sigma_y, 0.0..=0.3).text("σ_y (noise)"));
+    ui.horizontal(|ui| {
+        let l = ui.label("seed");
+        ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+        let l = ui.label("samples");
+        ui.add(egui::DragValue::new(&mut s.samples).range(1..=16)).labelled_by(l.id);
+    });
+    ui.add(egui::Slider::new(&mut s.work_side, 64..=1024).text("working size (px)"))
+        .on_hover_text("Longest side the network sees at once; larger is slower and uses more memory.");
+    ui.checkbox(&mut s.live_preview, "Instant preview while painting");
+
+    ui.separator();
+    let restoring = app.is_restoring();
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(!restoring, egui::Button::new("Restore"))
+            .on_hover_text("Ctrl+Enter")
+            .clicked()
+        {
+            app.start(JobKind::Restore);
+        }
+        if ui
+            .add_enabled(!restoring && app.has_results(), egui::Button::new("Resample"))
+            .on_hover_text("More samples with new seeds (Shift+R)")
+            .clicked()
+        {
+            app.start(JobKind::Resample);
+        }
+        if ui.add_enabled(app.running.is_some(), egui::Button::new("Cancel")).clicked() {
+            app.cancel();
+        }
+    });
+
+    ui.separator();
+    ui.heading("Export");
+    let s = &mut app.settings;
+    ui.horizontal(|ui| {
+        ui.selectable_value(&mut s.save_format, SaveChoice::SameAsInput, "same as input");
+        ui.selectable_value(&mut s.save_format, SaveChoice::Png, "PNG");
+        ui.selectable_value(&mut s.save_format, SaveChoice::Jpeg, "JPEG");
+    });
+    ui.add(egui::Slider::new(&mut s.jpeg_quality, 50..=100).text("JPEG quality"));
+}
+
+fn kernel_thumbnail(ui: &mut egui::Ui, blur: &crate::restore::BlurSpec) {
+    let Ok(k) = blur.kernel() else {
+        return;
+    };
+    let size = 64.0;
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 2.0, egui::Color32::BLACK);
+    let max = k.values().iter().copied().fold(0.0_f64, f64::max).max(1e-12);
+    let cell = size / k.height().max(k.width()) as f32;
+    for r in 0..k.height() {
+        for c in 0..k.width() {
+            let v = (k.values()[r * k.width() + c] / max) as f32;
+            let g = (v.sqrt() * 255.0) as u8;
+            let min = rect.min + egui::vec2(c as f32 * cell, r as f32 * cell);
+            painter.rect_filled(egui::Rect::from_min_size(min, egui::vec2(cell, cell)), 0.0, egui::Color32::from_gray(g));
+        }
+    }
+    ui.label(format!("kernel {}×{}", k.height(), k.width()));
+}
+
+/// The samples, their residuals and the comparison controls.
+pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
+    ui.heading("View");
+    let modes = super::available_modes(app);
+    ui.horizontal_wrapped(|ui| {
+        for (mode, label) in modes {
+            ui.selectable_value(&mut app.mode, mode, label);
+        }
+    });
+    let mut wipe_on = app.wipe.is_some();
+    if ui.checkbox(&mut wipe_on, "A/B wipe (measurement | result)").changed() {
+        app.wipe = wipe_on.then_some(0.5);
+    }
+    if let Some(w) = app.wipe.as_mut() {
+        ui.add(egui::Slider::new(w, 0.0..=1.0).show_value(false).text("wipe"));
+    }
+    ui.label("Hold Tab to see the measurement.");
+
+    let Some(results) = app.results.as_mut() else {
+        ui.separator();
+        ui.label("No samples yet. Restore draws posterior samples; each is a plausible answer.");
+        return;
+    };
+    ui.separator();
+    ui.heading(format!("Samples ({})", results.samples.len()));
+    if app.hide_timings {
+        ui.label(format!("{} · {} NFE", results.method, results.nfe));
+    } else {
+        ui.label(format!("{} · {} NFE · {:.1} s", results.method, results.nfe, results.seconds));
+    }
+    if let Some(p) = results.mean_psnr {
+        ui.label(format!("mean PSNR {p:.2} dB"));
+    }
+    let mut pick = None;
+    for (i, s) in results.samples.iter().enumerate() {
+        let selected = i == results.selected;
+        ui.horizontal(|ui| {
+            if let Some(t) = &s.texture {
+                let size = t.size_vec2();
+                let scale = 64.0 / size.x.max(size.y);
+                let resp = ui.add(
+                    egui::Image::new((t.id(), size * scale)).sense(egui::Sense::click()),
+                );
+                if resp.clicked() {
+                    pick = Some(i);
+                }
+            }
+            ui.vertical(|ui| {
+                let label = format!("{} seed {}", if selected { ">" } else { " " }, s.seed);
+                if ui.selectable_label(selected, label).clicked() {
+                    pick = Some(i);
+                }
+                let ok = s.residual.rms <= 1.5 * results.sigma_y.max(1e-6);
+                let text = format!("residual {:.3} (σ_y {:.3})", s.residual.rms, results.sigma_y);
+                if ok {
+                    ui.label(text);
+                } else {
+                    ui.colored_label(ui.visuals().warn_fg_color, text)
+                        .on_hover_text("Far above σ_y: this sample does not explain the measurement well.");
+                }
+                if let Some(p) = s.psnr {
+                    ui.label(format!("PSNR {p:.2} dB"));
+                }
+            });
+        });
+    }
+    if let Some(i) = pick {
+        results.selected = i;
+        if matches!(app.mode, ViewMode::Mean | ViewMode::Uncertainty) {
+            app.mode = ViewMode::Result;
+        }
+    }
+}
+
+/// Progress of the running job, or the status line.
+pub fn progress_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
+    ui.horizontal(|ui| {
+        if let Some(r) = &app.running {
+            let done = (r.region as f32 + r.step as f32 / r.n_steps.max(1) as f32) / r.regions.max(1) as f32;
+            let remaining_steps = (r.regions - r.region).saturating_sub(1) * r.n_steps + (r.n_steps - r.step.min(r.n_steps));
+            let eta = r.step_secs * remaining_steps as f64;
+            let what = match r.kind {
+                JobKind::Preview => "preview",
+                JobKind::Restore => "restoring",
+                JobKind::Resample => "resampling",
+            };
+            ui.add(
+                egui::ProgressBar::new(done)
+                    .desired_width(260.0)
+                    .text(format!("{what}: step {}/{} · region {}/{}", r.step, r.n_steps, r.region + 1, r.regions)),
+            );
+            ui.label(format!("{:.2} s/step · ETA {:.0} s · {}", r.step_secs, eta, r.method));
+            if ui.button("Cancel").clicked() {
+                app.cancel();
+            }
+        } else if let Some(p) = &app.photo {
+            ui.label(format!(
+                "{}×{} · {}",
+                p.width(),
+                p.height(),
+                p.path
+                    .as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            if let Some(m) = &app.mask {
+                ui.label(format!("mask {} px", m.count()));
+            }
+        } else {
+            ui.label("Open a photo: File > Open (Ctrl+O) or drop it on the window.");
+        }
+        if !app.hide_timings {
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.label(format!("UI {:.1} ms", app.frame_ms));
+            });
+        }
+    });
+}

@@ -1,0 +1,228 @@
+//! The worker's driver loop.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::protocol::{Command, Job, Update};
+use crate::restore::{self, Models};
+use crate::sampler::Flow;
+
+/// Updates waiting for the UI; step previews beyond this are dropped, never blocking the sampler.
+const UPDATE_CAPACITY: usize = 64;
+
+/// Handle to the sampler thread. Dropping it cancels any running job and joins the thread.
+pub struct Worker {
+    commands: Option<Sender<Command>>,
+    updates: Receiver<Update>,
+    cancel_upto: Arc<AtomicU64>,
+    next_id: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("next_id", &self.next_id).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts the thread. `models` are used as given (tests); `None` loads the shipped weights on
+    /// the thread, reporting [`Update::ModelsLoaded`] or [`Update::ModelsFailed`]. `waker` is
+    /// called after every update so the UI repaints.
+    pub fn spawn(
+        models: Option<Models>,
+        weights: Option<PathBuf>,
+        waker: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
+        let (up_tx, up_rx) = crossbeam_channel::bounded::<Update>(UPDATE_CAPACITY);
+        let cancel_upto = Arc::new(AtomicU64::new(0));
+        let cancel = Arc::clone(&cancel_upto);
+        let preloaded = models.is_some();
+        let thread = std::thread::Builder::new()
+            .name("eps-sampler".into())
+            .spawn(move || {
+                let mut state = Loop {
+                    models,
+                    updates: up_tx,
+                    cancel_upto: cancel,
+                    waker: Box::new(waker),
+                };
+                state.main(&cmd_rx);
+            })?;
+        let worker = Self {
+            commands: Some(cmd_tx),
+            updates: up_rx,
+            cancel_upto,
+            next_id: 1,
+            thread: Some(thread),
+        };
+        if !preloaded {
+            worker.send(Command::LoadModels(weights));
+        }
+        Ok(worker)
+    }
+
+    /// Queues a command.
+    pub fn send(&self, command: Command) {
+        if let Some(tx) = &self.commands {
+            // The thread only stops when this handle drops, so a failed send cannot happen
+            // while the UI is alive; nothing to recover if it did.
+            let _ = tx.send(command);
+        }
+    }
+
+    /// A fresh job id.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Cancels every job with an id up to `id` (the running one stops within one step).
+    pub fn cancel_upto(&self, id: u64) {
+        self.cancel_upto.fetch_max(id, Ordering::SeqCst);
+    }
+
+    /// The next update, if any.
+    pub fn try_recv(&self) -> Option<Update> {
+        self.updates.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next update (tests and the CLI).
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<Update> {
+        self.updates.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.cancel_upto.store(u64::MAX, Ordering::SeqCst);
+        self.commands = None;
+        // Unblock a worker waiting to deliver a final update.
+        while self.updates.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Loop {
+    models: Option<Models>,
+    updates: Sender<Update>,
+    cancel_upto: Arc<AtomicU64>,
+    waker: Box<dyn Fn() + Send>,
+}
+
+impl Loop {
+    fn main(&mut self, commands: &Receiver<Command>) {
+        while let Ok(command) = commands.recv() {
+            let alive = match command {
+                Command::LoadModels(folder) => self.load(folder),
+                Command::Run(job) => self.run(job),
+            };
+            if !alive {
+                break;
+            }
+        }
+    }
+
+    /// Delivers an update that must arrive; false when the UI is gone.
+    fn deliver(&self, update: Update) -> bool {
+        let ok = self.updates.send(update).is_ok();
+        (self.waker)();
+        ok
+    }
+
+    fn load(&mut self, folder: Option<PathBuf>) -> bool {
+        let device = candle_core::Device::Cpu;
+        let result = Models::locate(folder.as_deref()).and_then(|dir| Models::load(&dir, &device));
+        match result {
+            Ok(models) => {
+                let folder = models
+                    .folder()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                self.models = Some(models);
+                self.deliver(Update::ModelsLoaded {
+                    folder,
+                    backend: "CPU".into(),
+                })
+            }
+            Err(e) => self.deliver(Update::ModelsFailed(e.to_string())),
+        }
+    }
+
+    fn run(&mut self, job: Job) -> bool {
+        let id = job.id;
+        if id <= self.cancel_upto.load(Ordering::SeqCst) {
+            return self.deliver(Update::Cancelled { id });
+        }
+        let Some(models) = &self.models else {
+            return self.deliver(Update::Failed {
+                id,
+                message: "the networks are not loaded; see the message above about the weights".into(),
+            });
+        };
+        if !self.deliver(Update::Started { id }) {
+            return false;
+        }
+        let updates = self.updates.clone();
+        let cancel = Arc::clone(&self.cancel_upto);
+        let waker = &self.waker;
+        let mut last = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            restore::restore(models, &job.y, &job.degradation, &job.settings, &job.seeds, &mut |p| {
+                let now = Instant::now();
+                let update = Update::Step {
+                    id,
+                    region: p.region,
+                    regions: p.regions,
+                    step: p.step,
+                    n_steps: p.n_steps,
+                    rect: p.rect,
+                    preview: p.preview.clone(),
+                    step_secs: (now - last).as_secs_f64(),
+                };
+                last = now;
+                match updates.try_send(update) {
+                    Ok(()) | Err(TrySendError::Full(_)) => waker(),
+                    Err(TrySendError::Disconnected(_)) => return Flow::Cancel,
+                }
+                if id <= cancel.load(Ordering::SeqCst) {
+                    Flow::Cancel
+                } else {
+                    Flow::Continue
+                }
+            })
+        }));
+        let update = match result {
+            Ok(Ok(restoration)) => Update::Finished { id, restoration },
+            Ok(Err(crate::Error::Cancelled)) => Update::Cancelled { id },
+            Ok(Err(e)) => Update::Failed {
+                id,
+                message: e.to_string(),
+            },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown cause".into());
+                Update::Failed {
+                    id,
+                    message: format!(
+                        "the sampler stopped unexpectedly ({what}); your photo and mask are safe — try again, or lower the working size"
+                    ),
+                }
+            }
+        };
+        self.deliver(update)
+    }
+}
