@@ -279,3 +279,24 @@ fn snapshot_of_a_finished_restoration() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn a_very_large_photo_asks_before_working_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("panorama.png");
+    let wide = RgbImage::from_data(6400, 8, vec![0.5; 6400 * 8 * 3]).unwrap();
+    photo::save(&SaveImage::plain(&wide), &path, SaveFormat::Png, false).unwrap();
+    let mut h = harness(options(dir.path(), None));
+    h.step();
+    h.state_mut().open_path(&path);
+    h.step();
+    assert!(h.state().photo.is_none(), "nothing opens before the choice");
+    assert!(h.state().large_photo.is_some());
+    h.run_steps(3); // a new window is sized in its first frame and shown in the next
+    h.get_by_label("Work on a 3000 px copy").click();
+    h.step();
+    h.step();
+    let p = h.state().photo.as_ref().unwrap();
+    assert_eq!((p.width(), p.height()), (3000, 4));
+    assert!(h.state().large_photo.is_none());
+}
