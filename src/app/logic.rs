@@ -613,6 +613,14 @@ impl EpsApp {
             self.error("That is the original photo; EPS Studio never overwrites it. Choose another name.");
             return false;
         }
+        // A dialog may return a bare name: give it the chosen format's extension.
+        let with_ext;
+        let path = if path.extension().is_none() {
+            with_ext = path.with_extension(self.save_format().extension());
+            with_ext.as_path()
+        } else {
+            path
+        };
         let format = match SaveFormat::from_path(path, self.settings.jpeg_quality) {
             Ok(f) => f,
             Err(e) => {
