@@ -211,7 +211,11 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
     });
     let rgb = image.to_rgb32f();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let data = rgb.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    let data = rgb
+        .into_raw()
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect();
     Ok(Photo {
         rgb: RgbImage::from_data(w, h, data)?,
         alpha,
@@ -226,7 +230,11 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
 /// Whether a JPEG lacks its end-of-image marker after the last scan: JPEG decoders fill the
 /// missing part with grey instead of failing, which would silently damage the photo.
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    let find_last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    let find_last = |marker: u8| {
+        bytes
+            .windows(2)
+            .rposition(|w| w[0] == 0xFF && w[1] == marker)
+    };
     match (find_last(0xDA), find_last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi < sos,
         (Some(_), None) => true,
@@ -375,7 +383,8 @@ pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
         (values.iter().map(|&v| to_u8(v)).collect(), colour)
     };
     let mut out = Vec::new();
-    let failed = |e: image::ImageError| Error::invalid("image encoding", format.extension(), e.to_string());
+    let failed =
+        |e: image::ImageError| Error::invalid("image encoding", format.extension(), e.to_string());
     match format {
         SaveFormat::Png => {
             let mut enc = image::codecs::png::PngEncoder::new(&mut out);
@@ -475,7 +484,12 @@ pub fn mask_png(mask: &[bool], width: usize, height: usize) -> Result<Vec<u8>> {
     let bytes: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&bytes, width as u32, height as u32, image::ExtendedColorType::L8)
+        .write_image(
+            &bytes,
+            width as u32,
+            height as u32,
+            image::ExtendedColorType::L8,
+        )
         .map_err(|e| Error::invalid("mask encoding", "png", e.to_string()))?;
     Ok(out)
 }
@@ -524,7 +538,11 @@ mod tests {
         };
         let jpeg = encode(&image, SaveFormat::Jpeg { quality: 100 })?;
         let photo = decode(&jpeg, Path::new("rotated.jpg"))?;
-        assert_eq!((photo.width(), photo.height()), (2, 4), "orientation applied");
+        assert_eq!(
+            (photo.width(), photo.height()),
+            (2, 4),
+            "orientation applied"
+        );
         // After a clockwise turn the bright right half is at the bottom.
         assert!(photo.rgb.pixel(0, 0)[0] < 0.5 && photo.rgb.pixel(0, 3)[0] > 0.5);
         let kept = photo.exif.clone().unwrap_or_default();
@@ -556,7 +574,10 @@ mod tests {
         assert!(back.high_bit_depth);
         let a = back.alpha.clone().unwrap_or_default();
         assert!((a[0] - 0.5).abs() < 1e-4 && (a[1] - 1.0).abs() < 1e-6);
-        assert!((back.rgb.data[5] - 0.123_45).abs() < 1e-4, "16-bit precision kept");
+        assert!(
+            (back.rgb.data[5] - 0.123_45).abs() < 1e-4,
+            "16-bit precision kept"
+        );
         Ok(())
     }
 
@@ -566,7 +587,10 @@ mod tests {
         let jpeg = encode(&SaveImage::plain(&rgb), SaveFormat::Jpeg { quality: 90 })
             .unwrap_or_else(|e| panic!("{e}"));
         let cut = &jpeg[..jpeg.len() * 2 / 3];
-        let err = decode(cut, Path::new("cut.jpg")).map(|_| ()).unwrap_err().to_string();
+        let err = decode(cut, Path::new("cut.jpg"))
+            .map(|_| ())
+            .expect_err("a truncated JPEG must be refused")
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
         assert!(decode(&[], Path::new("empty.png")).is_err());
         assert!(decode(b"not an image at all", Path::new("x.png")).is_err());

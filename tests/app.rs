@@ -19,9 +19,21 @@ fn test_photo(dir: &Path) -> PathBuf {
     for y in 0..h {
         for x in 0..w {
             let sky = y < h / 2;
-            let r = if sky { 0.4 + 0.2 * x as f32 / w as f32 } else { 0.3 };
-            let g = if sky { 0.6 } else { 0.5 + 0.1 * ((x / 8) % 2) as f32 };
-            let b = if sky { 0.9 - 0.3 * y as f32 / h as f32 } else { 0.2 };
+            let r = if sky {
+                0.4 + 0.2 * x as f32 / w as f32
+            } else {
+                0.3
+            };
+            let g = if sky {
+                0.6
+            } else {
+                0.5 + 0.1 * ((x / 8) % 2) as f32
+            };
+            let b = if sky {
+                0.9 - 0.3 * y as f32 / h as f32
+            } else {
+                0.2
+            };
             data.extend([r, g, b]);
         }
     }
@@ -63,7 +75,10 @@ fn options(dir: &Path, open: Option<PathBuf>) -> AppOptions {
 fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> bool) {
     let start = Instant::now();
     while !done(h.state()) {
-        assert!(start.elapsed() < Duration::from_secs(300), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
         h.step();
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -109,11 +124,17 @@ fn paint_restore_resample_undo_compare_export() {
     let mut h = harness(options(dir.path(), Some(photo_path.clone())));
     h.step();
     h.step();
-    assert!(h.state().photo.is_some(), "the photo opens from the command line");
+    assert!(
+        h.state().photo.is_some(),
+        "the photo opens from the command line"
+    );
 
     // Paint a horizontal stroke across the middle.
     h.state_mut().settings.brush_radius = 4.0;
-    drag(&mut h, &[(20.0, 30.0), (40.0, 31.0), (60.0, 32.0), (75.0, 32.0)]);
+    drag(
+        &mut h,
+        &[(20.0, 30.0), (40.0, 31.0), (60.0, 32.0), (75.0, 32.0)],
+    );
     let painted = h.state().mask.as_ref().unwrap().count();
     assert!(painted > 200, "the stroke paints the mask ({painted} px)");
 
@@ -121,7 +142,9 @@ fn paint_restore_resample_undo_compare_export() {
     h.get_by_label("Restore").click();
     h.step();
     assert!(h.state().running.is_some(), "Restore starts a job");
-    run_until(&mut h, "the restoration", |a| a.running.is_none() && a.has_results());
+    run_until(&mut h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
     let results = h.state().results.as_ref().unwrap();
     assert_eq!(results.samples.len(), 2);
     let fill = h.state().mask.as_ref().unwrap().fill().to_vec();
@@ -136,7 +159,11 @@ fn paint_restore_resample_undo_compare_export() {
                 );
             }
         }
-        assert!(s.residual.rms.is_finite() && s.residual.rms < 0.5, "{}", s.residual.rms);
+        assert!(
+            s.residual.rms.is_finite() && s.residual.rms < 0.5,
+            "{}",
+            s.residual.rms
+        );
     }
     assert_ne!(
         results.samples[0].image, results.samples[1].image,
@@ -153,16 +180,33 @@ fn paint_restore_resample_undo_compare_export() {
     run_until(&mut h, "resampling", |a| {
         a.running.is_none() && a.results.as_ref().is_some_and(|r| r.samples.len() == 4)
     });
-    let seeds: Vec<u64> = h.state().results.as_ref().unwrap().samples.iter().map(|s| s.seed).collect();
+    let seeds: Vec<u64> = h
+        .state()
+        .results
+        .as_ref()
+        .unwrap()
+        .samples
+        .iter()
+        .map(|s| s.seed)
+        .collect();
     assert_eq!(seeds, vec![0, 1, 2, 3]);
-    assert!(h.state().results.as_ref().unwrap().std.is_some(), "uncertainty map exists");
+    assert!(
+        h.state().results.as_ref().unwrap().std.is_some(),
+        "uncertainty map exists"
+    );
 
     // Undo removes the stroke and shows the mask again; redo brings it back.
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
     h.step();
     assert_eq!(h.state().mask.as_ref().unwrap().count(), 0);
-    assert!(h.state().mask_edited, "the mask is visible again after undo");
-    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    assert!(
+        h.state().mask_edited,
+        "the mask is visible again after undo"
+    );
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::Z,
+    );
     h.step();
     assert_eq!(h.state().mask.as_ref().unwrap().count(), painted);
 
@@ -179,12 +223,20 @@ fn paint_restore_resample_undo_compare_export() {
     assert_eq!(saved, dir.path().join("garden.restored.png"));
     let again = h.state_mut().quick_save().unwrap();
     assert_eq!(again, dir.path().join("garden.restored-2.png"));
-    assert_eq!(std::fs::read(&photo_path).unwrap(), original, "the original is untouched");
+    assert_eq!(
+        std::fs::read(&photo_path).unwrap(),
+        original,
+        "the original is untouched"
+    );
     let back = photo::load(&saved).unwrap();
     assert_eq!((back.width(), back.height()), (96, 64));
     let folder = h.state_mut().save_all().unwrap();
     let names = std::fs::read_dir(&folder).unwrap().count();
-    assert_eq!(names, 4 + 2, "four samples, the mean and the uncertainty map");
+    assert_eq!(
+        names,
+        4 + 2,
+        "four samples, the mean and the uncertainty map"
+    );
 }
 
 #[test]
@@ -207,7 +259,10 @@ fn autosave_brings_the_mask_back() {
         app.photo.as_ref().and_then(|p| p.path.clone()),
         Some(photo_path)
     );
-    assert!(app.mask.as_ref().unwrap().count() > 0, "the painted mask is back");
+    assert!(
+        app.mask.as_ref().unwrap().count() > 0,
+        "the painted mask is back"
+    );
 }
 
 #[test]
@@ -225,13 +280,18 @@ fn bad_files_and_missing_weights_give_messages_not_crashes() {
         ..Default::default()
     });
     run_until(&mut h, "the weights error", |a| {
-        a.notices.iter().any(|n| n.error && n.text.contains("Could not load the networks"))
+        a.notices
+            .iter()
+            .any(|n| n.error && n.text.contains("Could not load the networks"))
     });
     h.state_mut().open_path(&truncated);
     h.step();
     assert!(h.state().photo.is_none());
     assert!(
-        h.state().notices.iter().any(|n| n.error && n.text.contains("truncated")),
+        h.state()
+            .notices
+            .iter()
+            .any(|n| n.error && n.text.contains("truncated")),
         "{:?}",
         h.state().notices
     );
@@ -242,7 +302,12 @@ fn bad_files_and_missing_weights_give_messages_not_crashes() {
     h.get_by_label("Restore").click();
     h.step();
     assert!(h.state().running.is_none());
-    assert!(h.state().notices.iter().any(|n| n.text.contains("networks are not ready")));
+    assert!(
+        h.state()
+            .notices
+            .iter()
+            .any(|n| n.text.contains("networks are not ready"))
+    );
 }
 
 #[test]
@@ -255,7 +320,9 @@ fn snapshot_of_a_finished_restoration() {
     h.state_mut().settings.brush_radius = 5.0;
     drag(&mut h, &[(30.0, 20.0), (60.0, 40.0)]);
     h.get_by_label("Restore").click();
-    run_until(&mut h, "the restoration", |a| a.running.is_none() && a.has_results());
+    run_until(&mut h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
     // Hide what changes between runs (timings).
     h.state_mut().hide_timings = true;
     h.state_mut().notices.clear();

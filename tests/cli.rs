@@ -99,7 +99,11 @@ fn sample_photo(name: &str) -> std::path::PathBuf {
 /// A mask with a filled box, written as PNG.
 fn box_mask(path: &std::path::Path, w: u32, h: u32, x0: u32, y0: u32, x1: u32, y1: u32) {
     let img = image::GrayImage::from_fn(w, h, |x, y| {
-        image::Luma([if (x0..x1).contains(&x) && (y0..y1).contains(&y) { 255 } else { 0 }])
+        image::Luma([if (x0..x1).contains(&x) && (y0..y1).contains(&y) {
+            255
+        } else {
+            0
+        }])
     });
     img.save(path).unwrap();
 }
@@ -120,10 +124,22 @@ fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "stderr: {}", String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("| sample | seed | residual RMS"), "{stdout}");
+    assert!(
+        run.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("| sample | seed | residual RMS"),
+        "{stdout}"
+    );
     let input = eps_studio::photo::load(&sample_photo("ladybird.jpg")).unwrap();
-    for name in ["ladybird.sample-0.png", "ladybird.sample-1.png", "ladybird.mean.png", "ladybird.std.png"] {
+    for name in [
+        "ladybird.sample-0.png",
+        "ladybird.sample-1.png",
+        "ladybird.mean.png",
+        "ladybird.std.png",
+    ] {
         assert!(out.join(name).exists(), "missing {name}; got {stdout}");
     }
     let s = eps_studio::photo::load(&out.join("ladybird.sample-0.png")).unwrap();
@@ -133,7 +149,8 @@ fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
             let i = (y * 384 + x) * 3;
             let inside = (150..200).contains(&x) && (90..130).contains(&y);
             let same = (0..3).all(|c| {
-                eps_studio::photo::to_u8(s.rgb.data[i + c]) == eps_studio::photo::to_u8(input.rgb.data[i + c])
+                eps_studio::photo::to_u8(s.rgb.data[i + c])
+                    == eps_studio::photo::to_u8(input.rgb.data[i + c])
             });
             if !inside {
                 assert!(same, "pixel ({x}, {y}) outside the mask changed");
@@ -142,14 +159,25 @@ fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
             }
         }
     }
-    assert!(changed > 1000, "the hole is filled ({changed} pixels changed)");
+    assert!(
+        changed > 1000,
+        "the hole is filled ({changed} pixels changed)"
+    );
     // A second run never replaces the first run's files.
     let again = eps_studio()
         .args(["restore", "--input"])
         .arg(sample_photo("ladybird.jpg"))
         .arg("--mask")
         .arg(&mask)
-        .args(["--samples", "1", "--method", "eps-mean", "--format", "png", "--out"])
+        .args([
+            "--samples",
+            "1",
+            "--method",
+            "eps-mean",
+            "--format",
+            "png",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -165,12 +193,26 @@ fn restore_super_resolves_and_deblurs_in_simulate_mode() {
         let run = eps_studio()
             .args(["restore", "--simulate", "--input"])
             .arg(sample_photo("cups.jpg"))
-            .args([flag, value, "--samples", "1", "--steps", "5", "--work-side", "128", "--out"])
+            .args([
+                flag,
+                value,
+                "--samples",
+                "1",
+                "--steps",
+                "5",
+                "--work-side",
+                "128",
+                "--out",
+            ])
             .arg(&out)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(run.status.success(), "{flag}: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let psnr: f64 = stdout
             .lines()
             .find(|l| l.starts_with("| 1 |"))
@@ -201,27 +243,65 @@ fn restore_rejects_bad_input_with_clear_messages() {
     std::fs::write(&zero, &png).unwrap();
     let out = dir.path().join("out");
     let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
-        (vec!["--input".into(), truncated.into(), "--sr".into(), "2".into()], "truncated"),
-        (vec!["--input".into(), empty.into(), "--sr".into(), "2".into()], "empty"),
-        (vec!["--input".into(), zero.into(), "--sr".into(), "2".into()], "image"),
         (
-            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--mask".into(), small_mask.into()],
+            vec![
+                "--input".into(),
+                truncated.into(),
+                "--sr".into(),
+                "2".into(),
+            ],
+            "truncated",
+        ),
+        (
+            vec!["--input".into(), empty.into(), "--sr".into(), "2".into()],
+            "empty",
+        ),
+        (
+            vec!["--input".into(), zero.into(), "--sr".into(), "2".into()],
+            "image",
+        ),
+        (
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--mask".into(),
+                small_mask.into(),
+            ],
             "the mask must have the same size",
         ),
         (
-            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--sr".into(), "3".into()],
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--sr".into(),
+                "3".into(),
+            ],
             "use 2, 4 or 8",
         ),
         (
-            vec!["--input".into(), sample_photo("ladybird.jpg").into(), "--blur".into(), "box:3".into()],
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--blur".into(),
+                "box:3".into(),
+            ],
             "gaussian:SIGMA",
         ),
     ];
     for (args, expect) in cases {
-        let run = eps_studio().arg("restore").args(&args).arg("--out").arg(&out).output().unwrap();
+        let run = eps_studio()
+            .arg("restore")
+            .args(&args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{args:?} should fail");
-        assert!(stderr.contains(expect), "{args:?}: expected '{expect}' in: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected '{expect}' in: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     }
 }

@@ -211,8 +211,9 @@ impl Autosave {
             photo: photo_path.to_owned(),
             mask: mask_name,
         };
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| crate::Error::Unsupported(format!("cannot write the autosave record: {e}")))?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| {
+            crate::Error::Unsupported(format!("cannot write the autosave record: {e}"))
+        })?;
         crate::fsutil::write_atomic(&self.dir.join("document.json"), &json)
     }
 

@@ -111,7 +111,9 @@ impl EpsApp {
             );
             photo.rgb = resize::area(&photo.rgb, w, h);
             photo.alpha = None;
-            self.info(format!("Working on a {w}×{h} copy; the original file is untouched."));
+            self.info(format!(
+                "Working on a {w}×{h} copy; the original file is untouched."
+            ));
         }
         self.set_photo(photo);
     }
@@ -137,7 +139,14 @@ impl EpsApp {
         let s = &self.settings;
         format!(
             "{:?}{:?}{}{}{}{}{}{}",
-            s.operator, s.blur_kind, s.blur_sigma, s.motion_length, s.motion_angle, s.sr_factor, s.simulate, s.sigma_y
+            s.operator,
+            s.blur_kind,
+            s.blur_sigma,
+            s.motion_length,
+            s.motion_angle,
+            s.sr_factor,
+            s.simulate,
+            s.sigma_y
         )
         .hash(&mut h);
         if s.simulate {
@@ -161,7 +170,11 @@ impl EpsApp {
             return Some((Arc::clone(y), t.clone()));
         }
         let photo = self.photo.as_ref()?;
-        let fill = self.mask.as_ref().map(|m| m.fill().to_vec()).unwrap_or_default();
+        let fill = self
+            .mask
+            .as_ref()
+            .map(|m| m.fill().to_vec())
+            .unwrap_or_default();
         let (y, truth) = if self.settings.simulate {
             let d = self.settings.degradation(&fill);
             match restore::simulate(&photo.rgb, &d, self.settings.sigma_y, self.settings.seed) {
@@ -181,7 +194,11 @@ impl EpsApp {
     /// The texture of the measurement.
     pub fn measurement_shown(&mut self) -> Option<&Shown> {
         let key = self.problem_key();
-        if self.measurement_texture.as_ref().is_none_or(|(k, _)| *k != key) {
+        if self
+            .measurement_texture
+            .as_ref()
+            .is_none_or(|(k, _)| *k != key)
+        {
             let (y, truth) = self.measurement()?;
             self.measurement_texture = Some((key, shown(&self.ctx, "measurement", &y)));
             self.truth_texture = truth.map(|t| (key, shown(&self.ctx, "truth", &t)));
@@ -203,7 +220,11 @@ impl EpsApp {
     /// The mask overlay texture (red, translucent), refreshed when the mask changed.
     pub fn mask_shown(&mut self) -> Option<&Shown> {
         let mask = self.mask.as_ref()?;
-        if self.mask_texture.as_ref().is_none_or(|(r, _)| *r != mask.revision) {
+        if self
+            .mask_texture
+            .as_ref()
+            .is_none_or(|(r, _)| *r != mask.revision)
+        {
             let (w, h) = (mask.width, mask.height);
             let scale = (DISPLAY_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
             let (dw, dh) = (
@@ -221,7 +242,9 @@ impl EpsApp {
             }
             let image = egui::ColorImage::new([dw, dh], pixels);
             let shown = Shown {
-                texture: self.ctx.load_texture("mask", image, egui::TextureOptions::NEAREST),
+                texture: self
+                    .ctx
+                    .load_texture("mask", image, egui::TextureOptions::NEAREST),
                 width: w,
                 height: h,
             };
@@ -232,7 +255,10 @@ impl EpsApp {
 
     /// The degradation for the current settings, or a message saying what is missing.
     pub fn degradation(&self) -> Result<Degradation, String> {
-        let photo = self.photo.as_ref().ok_or("Open a photo first (File > Open, Ctrl+O, or drop it on the window).")?;
+        let photo = self
+            .photo
+            .as_ref()
+            .ok_or("Open a photo first (File > Open, Ctrl+O, or drop it on the window).")?;
         let fill = match (&self.settings.operator, &self.mask) {
             (OperatorChoice::Inpaint, Some(m)) => {
                 if m.is_empty() {
@@ -249,7 +275,10 @@ impl EpsApp {
     /// Starts a restoration (`JobKind::Restore`) or draws more samples (`JobKind::Resample`).
     pub fn start(&mut self, kind: JobKind) {
         if !self.models_ready {
-            self.error(format!("The networks are not ready: {}", self.models_status));
+            self.error(format!(
+                "The networks are not ready: {}",
+                self.models_status
+            ));
             return;
         }
         let degradation = match self.degradation() {
@@ -385,7 +414,10 @@ impl EpsApp {
                     let image = r.canvas.clone();
                     match &mut r.texture {
                         Some(t) => t.set(image, egui::TextureOptions::LINEAR),
-                        None => r.texture = Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR)),
+                        None => {
+                            r.texture =
+                                Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR))
+                        }
                     }
                 }
             }
@@ -417,7 +449,9 @@ impl EpsApp {
             .zip(restoration.residuals)
             .zip(restoration.seeds)
             .map(|((image, residual), seed)| SampleView {
-                psnr: truth.as_ref().map(|t| crate::cli::restore::psnr01(&image, t)),
+                psnr: truth
+                    .as_ref()
+                    .map(|t| crate::cli::restore::psnr01(&image, t)),
                 texture: Some(shown(ctx, &format!("sample-{seed}"), &image).texture),
                 seed,
                 image,
@@ -425,9 +459,10 @@ impl EpsApp {
             })
             .collect();
         let append = run.kind == JobKind::Resample
-            && self.results.as_ref().is_some_and(|r| {
-                Arc::ptr_eq(&r.y, &run.y) && r.degradation == run.degradation
-            });
+            && self
+                .results
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(&r.y, &run.y) && r.degradation == run.degradation);
         if append {
             if let Some(r) = self.results.as_mut() {
                 r.selected = r.samples.len();
@@ -480,7 +515,12 @@ impl EpsApp {
         let sel = r.selected.min(r.samples.len().checked_sub(1)?);
         if r.residual_texture.as_ref().is_none_or(|(s, _)| *s != sel) {
             let res = &r.samples[sel].residual;
-            let heat = restore::heat::image(&res.map, res.width, res.height, (3.0 * r.sigma_y as f32).max(1e-3));
+            let heat = restore::heat::image(
+                &res.map,
+                res.width,
+                res.height,
+                (3.0 * r.sigma_y as f32).max(1e-3),
+            );
             r.residual_texture = Some((sel, shown(&self.ctx, "residual", &heat)));
         }
         r.residual_texture.as_ref().map(|(_, s)| s)
@@ -523,7 +563,10 @@ impl EpsApp {
                 self.autosave_due = None;
                 self.write_autosave();
             } else {
-                ctx.request_repaint_after(due.saturating_duration_since(now).max(Duration::from_millis(50)));
+                ctx.request_repaint_after(
+                    due.saturating_duration_since(now)
+                        .max(Duration::from_millis(50)),
+                );
             }
         }
     }
@@ -547,7 +590,9 @@ impl EpsApp {
             return;
         };
         if let Err(e) = a.save(path, mask) {
-            let msg = format!("Autosave failed ({e}); your work is still open — save the mask with File > Export mask.");
+            let msg = format!(
+                "Autosave failed ({e}); your work is still open — save the mask with File > Export mask."
+            );
             self.error(msg);
         }
     }
@@ -610,7 +655,9 @@ impl EpsApp {
             return false;
         };
         if photo.path.as_deref() == Some(path) {
-            self.error("That is the original photo; EPS Studio never overwrites it. Choose another name.");
+            self.error(
+                "That is the original photo; EPS Studio never overwrites it. Choose another name.",
+            );
             return false;
         }
         // A dialog may return a bare name: give it the chosen format's extension.
@@ -667,7 +714,13 @@ impl EpsApp {
         let base = self.default_save_path("samples", format);
         let dir = base.with_extension("");
         let dir = if dir.exists() {
-            photo::free_path(dir.parent().unwrap_or(Path::new(".")), &dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), "d")
+            photo::free_path(
+                dir.parent().unwrap_or(Path::new(".")),
+                &dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                "d",
+            )
         } else {
             dir
         };
@@ -690,16 +743,30 @@ impl EpsApp {
             }
             if let (Some(mean), Some(std)) = (&results.mean, &results.std) {
                 let m = meta_for(mean);
-                photo::save(&SaveImage::like(mean, &m), &dir.join(format!("{stem}.mean.{}", format.extension())), format, false)?;
+                photo::save(
+                    &SaveImage::like(mean, &m),
+                    &dir.join(format!("{stem}.mean.{}", format.extension())),
+                    format,
+                    false,
+                )?;
                 let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
                 let heat = restore::heat::image(std, mean.width, mean.height, full);
-                photo::save(&SaveImage::plain(&heat), &dir.join(format!("{stem}.uncertainty.png")), SaveFormat::Png, false)?;
+                photo::save(
+                    &SaveImage::plain(&heat),
+                    &dir.join(format!("{stem}.uncertainty.png")),
+                    SaveFormat::Png,
+                    false,
+                )?;
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
-                self.info(format!("Saved {} samples, the mean and the uncertainty map in {}", results.samples.len(), dir.display()));
+                self.info(format!(
+                    "Saved {} samples, the mean and the uncertainty map in {}",
+                    results.samples.len(),
+                    dir.display()
+                ));
                 Some(dir)
             }
             Err(e) => {

@@ -323,7 +323,9 @@ impl EpsApp {
             if let (Some(fill), Some(layer)) = (mask, app.mask.as_mut()) {
                 layer.replace(fill);
             }
-            app.info(format!("Reopened {name} with its mask from your last session."));
+            app.info(format!(
+                "Reopened {name} with its mask from your last session."
+            ));
         }
         app
     }
@@ -356,9 +358,10 @@ impl EpsApp {
     pub fn output_size(&self) -> Option<(usize, usize)> {
         let p = self.photo.as_ref()?;
         Some(match self.settings.operator {
-            OperatorChoice::SuperRes if !self.settings.simulate => {
-                (p.width() * self.settings.sr_factor, p.height() * self.settings.sr_factor)
-            }
+            OperatorChoice::SuperRes if !self.settings.simulate => (
+                p.width() * self.settings.sr_factor,
+                p.height() * self.settings.sr_factor,
+            ),
             OperatorChoice::SuperRes => {
                 let f = self.settings.sr_factor;
                 (p.width() / f * f, p.height() / f * f)

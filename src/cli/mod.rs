@@ -62,7 +62,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// Opens the desktop window.
-pub fn run_app(photo: Option<std::path::PathBuf>, weights: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub fn run_app(
+    photo: Option<std::path::PathBuf>,
+    weights: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let has_display = ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));

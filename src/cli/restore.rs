@@ -151,7 +151,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             }
         }
     };
-    println!("| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | file |", args.sigma_y);
+    println!(
+        "| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | file |",
+        args.sigma_y
+    );
     println!("|---|---|---|---|---|");
     for (i, (s, r)) in result.samples.iter().zip(&result.residuals).enumerate() {
         let meta = meta_source(s);
@@ -174,10 +177,18 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     if let Some((mean, std)) = restore::mean_and_std(&result.samples) {
         let meta = meta_source(&mean);
-        let mean_path = save(&SaveImage::like(&mean, &meta), format!("{stem}.mean"), format)?;
+        let mean_path = save(
+            &SaveImage::like(&mean, &meta),
+            format!("{stem}.mean"),
+            format,
+        )?;
         let max_std = std.iter().copied().fold(0.0_f32, f32::max);
         let heat = restore::heat::image(&std, mean.width, mean.height, max_std.max(1e-6));
-        let std_path = save(&SaveImage::plain(&heat), format!("{stem}.std"), SaveFormat::Png)?;
+        let std_path = save(
+            &SaveImage::plain(&heat),
+            format!("{stem}.std"),
+            SaveFormat::Png,
+        )?;
         let psnr = truth
             .as_ref()
             .map(|t| format!(", PSNR {:.2} dB", psnr01(&mean, t)))
@@ -189,7 +200,11 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         );
     }
     if args.simulate {
-        let path = save(&SaveImage::plain(&y), format!("{stem}.measurement"), SaveFormat::Png)?;
+        let path = save(
+            &SaveImage::plain(&y),
+            format!("{stem}.measurement"),
+            SaveFormat::Png,
+        )?;
         println!("simulated measurement: {}", path.display());
     }
     println!(

@@ -101,7 +101,10 @@ impl Degradation {
         match self {
             Self::Inpaint { fill } => {
                 let n = fill.iter().filter(|&&f| f).count();
-                format!("inpaint {:.1}% of the photo", 100.0 * n as f64 / fill.len().max(1) as f64)
+                format!(
+                    "inpaint {:.1}% of the photo",
+                    100.0 * n as f64 / fill.len().max(1) as f64
+                )
             }
             Self::Deblur(b) => b.label(),
             Self::SuperRes { factor } => format!("super-resolution ×{factor}"),
@@ -172,8 +175,8 @@ pub fn avg_pool(x: &RgbImage, factor: usize) -> Result<RgbImage> {
                 }
             }
             let o = (y * w + xx) * 3;
-            for c in 0..3 {
-                out.data[o + c] = acc[c] * inv;
+            for (dst, a) in out.data[o..o + 3].iter_mut().zip(acc) {
+                *dst = a * inv;
             }
         }
     }
@@ -191,11 +194,20 @@ pub struct Simulated {
 
 /// Degrades a clean photo: `y = A x + σ_y η` with `σ_y` in the network's `[-1, 1]` units
 /// (so `σ_y / 2` in `[0, 1]` units). Hidden pixels of an inpainting mask are set to mid-grey.
-pub fn simulate(x: &RgbImage, degradation: &Degradation, sigma_y: f64, seed: u64) -> Result<Simulated> {
+pub fn simulate(
+    x: &RgbImage,
+    degradation: &Degradation,
+    sigma_y: f64,
+    seed: u64,
+) -> Result<Simulated> {
     let (truth, mut y) = match degradation {
         Degradation::Inpaint { fill } => {
             if fill.len() != x.width * x.height {
-                return Err(Error::shape("inpainting mask", x.width * x.height, fill.len()));
+                return Err(Error::shape(
+                    "inpainting mask",
+                    x.width * x.height,
+                    fill.len(),
+                ));
             }
             (x.clone(), x.clone())
         }
@@ -207,7 +219,10 @@ pub fn simulate(x: &RgbImage, degradation: &Degradation, sigma_y: f64, seed: u64
                 return Err(Error::invalid(
                     "super-resolution factor",
                     f,
-                    format!("the photo {}×{} is smaller than one block", x.width, x.height),
+                    format!(
+                        "the photo {}×{} is smaller than one block",
+                        x.width, x.height
+                    ),
                 ));
             }
             let truth = x.crop(0, 0, w, h);
@@ -237,7 +252,10 @@ mod tests {
 
     #[test]
     fn parse_blurs() -> Result<()> {
-        assert_eq!(BlurSpec::parse("gaussian:2")?, BlurSpec::Gaussian { sigma: 2.0 });
+        assert_eq!(
+            BlurSpec::parse("gaussian:2")?,
+            BlurSpec::Gaussian { sigma: 2.0 }
+        );
         assert_eq!(
             BlurSpec::parse("motion:11, 45")?,
             BlurSpec::Motion {
@@ -254,7 +272,9 @@ mod tests {
     fn reflect_convolution_matches_the_circular_operator_inside() -> Result<()> {
         use crate::inverse::{Blur, LinearOperator as _};
         let (w, h) = (24, 20);
-        let data: Vec<f32> = (0..w * h * 3).map(|i| ((i * 7919) % 101) as f32 / 100.0).collect();
+        let data: Vec<f32> = (0..w * h * 3)
+            .map(|i| ((i * 7919) % 101) as f32 / 100.0)
+            .collect();
         let x = RgbImage::from_data(w, h, data)?;
         let k = Kernel::motion(7.0, 30.0)?;
         let ours = convolve_reflect(&x, &k);
@@ -266,7 +286,10 @@ mod tests {
             }
         }
         let t = candle_core::Tensor::from_vec(planar, (1, 3, h, w), &candle_core::Device::Cpu)?;
-        let theirs = Blur::new(k.clone(), h, w)?.forward(&t)?.flatten_all()?.to_vec1::<f32>()?;
+        let theirs = Blur::new(k.clone(), h, w)?
+            .forward(&t)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let (kh, kw) = (k.height(), k.width());
         for y in kh..h - kh {
             for xx in kw..w - kw {

@@ -28,8 +28,17 @@ pub fn colour(v: f32) -> [f32; 3] {
 }
 
 /// A heat-map image of `values` (`width × height`), scaled so `full_scale` maps to the top colour.
-pub fn image(values: &[f32], width: usize, height: usize, full_scale: f32) -> crate::photo::RgbImage {
-    let scale = if full_scale > 0.0 { 1.0 / full_scale } else { 0.0 };
+pub fn image(
+    values: &[f32],
+    width: usize,
+    height: usize,
+    full_scale: f32,
+) -> crate::photo::RgbImage {
+    let scale = if full_scale > 0.0 {
+        1.0 / full_scale
+    } else {
+        0.0
+    };
     let data = values.iter().flat_map(|&v| colour(v * scale)).collect();
     crate::photo::RgbImage {
         width,

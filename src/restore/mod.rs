@@ -274,21 +274,36 @@ pub fn restore(
     })
 }
 
-fn validate(y: &RgbImage, degradation: &Degradation, settings: &Settings, seeds: &[u64]) -> Result<()> {
+fn validate(
+    y: &RgbImage,
+    degradation: &Degradation,
+    settings: &Settings,
+    seeds: &[u64],
+) -> Result<()> {
     if y.width == 0 || y.height == 0 {
-        return Err(Error::invalid("image size", format!("{}×{}", y.width, y.height), "the image has no pixels"));
+        return Err(Error::invalid(
+            "image size",
+            format!("{}×{}", y.width, y.height),
+            "the image has no pixels",
+        ));
     }
     if seeds.is_empty() {
         return Err(Error::invalid("samples", 0, "ask for at least one sample"));
     }
     if settings.work_side < 32 {
-        return Err(Error::invalid("working size", settings.work_side, "use at least 32 pixels"));
+        return Err(Error::invalid(
+            "working size",
+            settings.work_side,
+            "use at least 32 pixels",
+        ));
     }
     if settings.steps == Some(0) {
         return Err(Error::invalid("steps", 0, "use at least one step"));
     }
     if y.data.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: "the photo".into() });
+        return Err(Error::NonFinite {
+            what: "the photo".into(),
+        });
     }
     match degradation {
         Degradation::Inpaint { fill } => {
@@ -320,7 +335,11 @@ fn validate(y: &RgbImage, degradation: &Degradation, settings: &Settings, seeds:
         }
         Degradation::SuperRes { factor } => {
             if ![2, 4, 8].contains(factor) {
-                return Err(Error::invalid("super-resolution factor", factor, "use 2, 4 or 8"));
+                return Err(Error::invalid(
+                    "super-resolution factor",
+                    factor,
+                    "use 2, 4 or 8",
+                ));
             }
         }
     }
@@ -355,11 +374,18 @@ fn build_job(
             let ww = ((region.w as f64 * scale).round() as usize).max(1);
             let wh = ((region.h as f64 * scale).round() as usize).max(1);
             let fill_crop: Vec<bool> = (region.y..region.bottom())
-                .flat_map(|r| fill[r * y.width + region.x..r * y.width + region.right()].iter().copied())
+                .flat_map(|r| {
+                    fill[r * y.width + region.x..r * y.width + region.right()]
+                        .iter()
+                        .copied()
+                })
                 .collect();
             let fill_work = resize::mask_any(&fill_crop, region.w, region.h, ww, wh);
             let y_work = resize::area(&crop_y, ww, wh);
-            let observed: Vec<f32> = fill_work.iter().map(|&f| if f { 0.0 } else { 1.0 }).collect();
+            let observed: Vec<f32> = fill_work
+                .iter()
+                .map(|&f| if f { 0.0 } else { 1.0 })
+                .collect();
             let mask = Tensor::from_vec(observed, (1, 1, wh, ww), device)?;
             let op: Arc<dyn LinearOperator> = Arc::new(Mask::new(&mask)?);
             let y_t = to_tensor(&y_work, device)?.broadcast_mul(&mask)?;
@@ -377,7 +403,8 @@ fn build_job(
             let pad = Padding::uniform(p);
             let y_t = reflect_pad(&to_tensor(&crop_y, device)?, pad)?;
             let (ph, pw) = (region.h + 2 * p, region.w + 2 * p);
-            let op: Arc<dyn LinearOperator> = Arc::new(Blur::new(k, ph, pw)?.with_label(spec.label()));
+            let op: Arc<dyn LinearOperator> =
+                Arc::new(Blur::new(k, ph, pw)?.with_label(spec.label()));
             Ok(Job {
                 problem: Problem::new(op, &y_t, settings.sigma_y, (3, ph, pw))?,
                 out_rect: region,
@@ -389,7 +416,12 @@ fn build_job(
             let op: Arc<dyn LinearOperator> = Arc::new(AvgPoolSr::new(*factor)?);
             let y_t = to_tensor(&crop_y, device)?;
             Ok(Job {
-                problem: Problem::new(op, &y_t, settings.sigma_y, (3, region.h * factor, region.w * factor))?,
+                problem: Problem::new(
+                    op,
+                    &y_t,
+                    settings.sigma_y,
+                    (3, region.h * factor, region.w * factor),
+                )?,
                 out_rect: region.scaled(*factor),
                 y_rect: region,
                 pad: none,
@@ -400,13 +432,22 @@ fn build_job(
 
 /// Sample `b` of a working-scale batch, unpadded and resized to its output rectangle.
 fn working_to_output(x: &Tensor, b: usize, job: &Job) -> Result<RgbImage> {
-    let x = if job.pad == Padding::default() { x.clone() } else { crop(x, job.pad)? };
+    let x = if job.pad == Padding::default() {
+        x.clone()
+    } else {
+        crop(x, job.pad)?
+    };
     let img = from_tensor(&x, b)?;
     Ok(resize::bilinear(&img, job.out_rect.w, job.out_rect.h))
 }
 
 /// The preview patch as the user should see it: inpainting keeps the photo outside the mask.
-fn composite_preview(mut patch: RgbImage, y: &RgbImage, degradation: &Degradation, job: &Job) -> RgbImage {
+fn composite_preview(
+    mut patch: RgbImage,
+    y: &RgbImage,
+    degradation: &Degradation,
+    job: &Job,
+) -> RgbImage {
     if let Degradation::Inpaint { fill } = degradation {
         let r = job.out_rect;
         for row in 0..r.h {
@@ -425,12 +466,18 @@ fn composite_preview(mut patch: RgbImage, y: &RgbImage, degradation: &Degradatio
 /// Per-pixel residual magnitude of sample `b` over the job's measurement rectangle; for
 /// inpainting it is measured at working scale and resized, hidden pixels are NaN.
 fn residual_patch(residual: &Tensor, b: usize, job: &Job) -> Result<Vec<f32>> {
-    let r = if job.pad == Padding::default() { residual.clone() } else { crop(residual, job.pad)? };
+    let r = if job.pad == Padding::default() {
+        residual.clone()
+    } else {
+        crop(residual, job.pad)?
+    };
     let img = from_tensor(&r, b)?; // (r + 1) / 2: undo below
     let (w, h) = (img.width, img.height);
     let mut mag: Vec<f32> = (0..w * h)
         .map(|i| {
-            let s: f32 = (0..3).map(|c| (img.data[i * 3 + c] * 2.0 - 1.0).powi(2)).sum();
+            let s: f32 = (0..3)
+                .map(|c| (img.data[i * 3 + c] * 2.0 - 1.0).powi(2))
+                .sum();
             (s / 3.0).sqrt()
         })
         .collect();
@@ -489,7 +536,9 @@ impl Accumulator {
         let ramp = match degradation {
             Degradation::Inpaint { .. } => 0,
             Degradation::Deblur(_) => settings.work_side / 8,
-            Degradation::SuperRes { factor } => ((settings.work_side / factor).max(8) / 8).max(2) * factor,
+            Degradation::SuperRes { factor } => {
+                ((settings.work_side / factor).max(8) / 8).max(2) * factor
+            }
         };
         for row in 0..r.h {
             for col in 0..r.w {
@@ -560,7 +609,9 @@ impl Accumulator {
         let (sum, n) = map
             .iter()
             .filter(|v| v.is_finite())
-            .fold((0.0_f64, 0_usize), |(s, n), &v| (s + f64::from(v * v), n + 1));
+            .fold((0.0_f64, 0_usize), |(s, n), &v| {
+                (s + f64::from(v * v), n + 1)
+            });
         let rms = if n > 0 { (sum / n as f64).sqrt() } else { 0.0 };
         let image = RgbImage {
             width: self.out_w,

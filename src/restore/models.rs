@@ -54,7 +54,10 @@ impl Models {
                 return Err(Error::invalid(
                     "weights",
                     path.display(),
-                    format!("holds a {:?} network where a {want:?} network was expected", file.kind),
+                    format!(
+                        "holds a {:?} network where a {want:?} network was expected",
+                        file.kind
+                    ),
                 ));
             }
             Ok(Network::new(file.build(device)?))
@@ -114,7 +117,10 @@ impl Models {
     /// The denoisers `method` needs, or an error naming the missing one.
     pub fn denoisers(&self, method: &Method) -> Result<Denoisers<'_>> {
         let d = Denoisers {
-            prior: self.prior.as_ref().map(|n| n as &dyn crate::sampler::Denoiser),
+            prior: self
+                .prior
+                .as_ref()
+                .map(|n| n as &dyn crate::sampler::Denoiser),
             posterior: self
                 .eps
                 .as_ref()

@@ -153,7 +153,11 @@ pub fn tiles(width: usize, height: usize, tile: usize, overlap: usize) -> Vec<Re
         // Spread the tiles evenly so every overlap is at least `overlap`.
         (0..n)
             .map(|i| {
-                let start = if n == 1 { 0 } else { i * (len - tile) / (n - 1) };
+                let start = if n == 1 {
+                    0
+                } else {
+                    i * (len - tile) / (n - 1)
+                };
                 (start, tile)
             })
             .collect()
@@ -232,7 +236,12 @@ mod tests {
 
     #[test]
     fn tiles_cover_with_overlap() {
-        for (len, tile, overlap) in [(1000, 256, 32), (300, 256, 32), (256, 256, 32), (257, 256, 64)] {
+        for (len, tile, overlap) in [
+            (1000, 256, 32),
+            (300, 256, 32),
+            (256, 256, 32),
+            (257, 256, 64),
+        ] {
             let t = tiles(len, 10, tile, overlap);
             let mut covered = vec![0; len];
             for r in &t {

@@ -42,8 +42,8 @@ pub fn area(src: &RgbImage, w: usize, h: usize) -> RgbImage {
                 }
             }
             let o = (oy * w + ox) * 3;
-            for c in 0..3 {
-                out.data[o + c] = acc[c] as f32;
+            for (dst, a) in out.data[o..o + 3].iter_mut().zip(acc) {
+                *dst = a as f32;
             }
         }
     }
@@ -122,7 +122,12 @@ mod tests {
     #[test]
     fn bilinear_keeps_constants_and_area_of_bilinear_is_close() {
         let src = RgbImage::from_data(3, 2, vec![0.25; 18]).unwrap_or_else(|e| panic!("{e}"));
-        assert!(bilinear(&src, 7, 5).data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        assert!(
+            bilinear(&src, 7, 5)
+                .data
+                .iter()
+                .all(|v| (v - 0.25).abs() < 1e-6)
+        );
         let ramp: Vec<f32> = (0..8 * 8 * 3).map(|i| (i / 3 % 8) as f32 / 7.0).collect();
         let src = RgbImage::from_data(8, 8, ramp).unwrap_or_else(|e| panic!("{e}"));
         let back = area(&bilinear(&src, 16, 16), 8, 8);

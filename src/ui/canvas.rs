@@ -54,7 +54,8 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 
 fn navigate(ui: &egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui::Response) {
     let panning = response.dragged_by(egui::PointerButton::Middle)
-        || (ui.input(|i| i.key_down(egui::Key::Space)) && response.dragged_by(egui::PointerButton::Primary));
+        || (ui.input(|i| i.key_down(egui::Key::Space))
+            && response.dragged_by(egui::PointerButton::Primary));
     if panning {
         app.view.offset += response.drag_delta();
     }
@@ -142,12 +143,24 @@ fn draw(ui: &mut egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui
     let hold_original = ui.input(|i| i.key_down(egui::Key::Tab));
     let measurement = measurement_id(app);
     let result = result_id(app);
-    let mode = if hold_original { ViewMode::Measurement } else { app.mode };
+    let mode = if hold_original {
+        ViewMode::Measurement
+    } else {
+        app.mode
+    };
     let main = match mode {
         ViewMode::Result | ViewMode::SideBySide => result.or(measurement),
         ViewMode::Measurement => measurement,
-        ViewMode::Mean => app.results.as_ref().and_then(|r| r.mean_texture.as_ref()).map(|s| s.texture.id()),
-        ViewMode::Uncertainty => app.results.as_ref().and_then(|r| r.std_texture.as_ref()).map(|s| s.texture.id()),
+        ViewMode::Mean => app
+            .results
+            .as_ref()
+            .and_then(|r| r.mean_texture.as_ref())
+            .map(|s| s.texture.id()),
+        ViewMode::Uncertainty => app
+            .results
+            .as_ref()
+            .and_then(|r| r.std_texture.as_ref())
+            .map(|s| s.texture.id()),
         ViewMode::Residual => app.residual_shown().map(|s| s.texture.id()),
         ViewMode::Truth => app.truth_shown().map(|s| s.texture.id()),
     };
@@ -230,5 +243,7 @@ fn result_id(app: &EpsApp) -> Option<egui::TextureId> {
     {
         return Some(t.id());
     }
-    app.chosen().and_then(|s| s.texture.as_ref()).map(egui::TextureHandle::id)
+    app.chosen()
+        .and_then(|s| s.texture.as_ref())
+        .map(egui::TextureHandle::id)
 }

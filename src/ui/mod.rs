@@ -38,7 +38,8 @@ pub fn app_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 fn shortcuts(ctx: &egui::Context, app: &mut EpsApp) {
     use egui::{Key, KeyboardShortcut, Modifiers};
     let typing = ctx.egui_wants_keyboard_input();
-    let pressed = |m: Modifiers, k: Key| ctx.input_mut(|i| i.consume_shortcut(&KeyboardShortcut::new(m, k)));
+    let pressed =
+        |m: Modifiers, k: Key| ctx.input_mut(|i| i.consume_shortcut(&KeyboardShortcut::new(m, k)));
     if pressed(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
         && let Some(m) = app.mask.as_mut()
     {
@@ -153,22 +154,46 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 }
             });
             ui.separator();
-            if ui.add_enabled(app.has_results(), egui::Button::new("Save next to photo  (Ctrl+S)")).clicked() {
+            if ui
+                .add_enabled(
+                    app.has_results(),
+                    egui::Button::new("Save next to photo  (Ctrl+S)"),
+                )
+                .clicked()
+            {
                 app.quick_save();
             }
-            if ui.add_enabled(app.has_results(), egui::Button::new("Save as…  (Ctrl+Shift+S)")).clicked() {
+            if ui
+                .add_enabled(
+                    app.has_results(),
+                    egui::Button::new("Save as…  (Ctrl+Shift+S)"),
+                )
+                .clicked()
+            {
                 save_as_dialog(app);
             }
-            if ui.add_enabled(app.has_results(), egui::Button::new("Save all samples, mean and uncertainty")).clicked() {
+            if ui
+                .add_enabled(
+                    app.has_results(),
+                    egui::Button::new("Save all samples, mean and uncertainty"),
+                )
+                .clicked()
+            {
                 app.save_all();
             }
             ui.separator();
-            if ui.add_enabled(app.mask.is_some(), egui::Button::new("Import mask…")).clicked()
-                && let Some(path) = rfd::FileDialog::new().add_filter("Mask", &["png"]).pick_file()
+            if ui
+                .add_enabled(app.mask.is_some(), egui::Button::new("Import mask…"))
+                .clicked()
+                && let Some(path) = rfd::FileDialog::new()
+                    .add_filter("Mask", &["png"])
+                    .pick_file()
             {
                 app.import_mask(&path);
             }
-            if ui.add_enabled(app.mask.is_some(), egui::Button::new("Export mask…")).clicked()
+            if ui
+                .add_enabled(app.mask.is_some(), egui::Button::new("Export mask…"))
+                .clicked()
                 && let Some(path) = rfd::FileDialog::new()
                     .add_filter("PNG", &["png"])
                     .set_file_name("mask.png")
@@ -186,23 +211,31 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 .mask
                 .as_ref()
                 .map_or((false, false), |m| (m.can_undo(), m.can_redo()));
-            if ui.add_enabled(can_undo, egui::Button::new("Undo  (Ctrl+Z)")).clicked()
+            if ui
+                .add_enabled(can_undo, egui::Button::new("Undo  (Ctrl+Z)"))
+                .clicked()
                 && let Some(m) = app.mask.as_mut()
             {
                 m.undo();
             }
-            if ui.add_enabled(can_redo, egui::Button::new("Redo  (Ctrl+Shift+Z)")).clicked()
+            if ui
+                .add_enabled(can_redo, egui::Button::new("Redo  (Ctrl+Shift+Z)"))
+                .clicked()
                 && let Some(m) = app.mask.as_mut()
             {
                 m.redo();
             }
             ui.separator();
-            if ui.add_enabled(app.mask.is_some(), egui::Button::new("Clear mask")).clicked()
+            if ui
+                .add_enabled(app.mask.is_some(), egui::Button::new("Clear mask"))
+                .clicked()
                 && let Some(m) = app.mask.as_mut()
             {
                 m.clear();
             }
-            if ui.add_enabled(app.mask.is_some(), egui::Button::new("Invert mask")).clicked()
+            if ui
+                .add_enabled(app.mask.is_some(), egui::Button::new("Invert mask"))
+                .clicked()
                 && let Some(m) = app.mask.as_mut()
             {
                 m.invert();
@@ -270,7 +303,10 @@ fn large_photo_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 
 /// Which view modes make sense now.
 pub fn available_modes(app: &EpsApp) -> Vec<(ViewMode, &'static str)> {
-    let mut modes = vec![(ViewMode::Result, "Result"), (ViewMode::Measurement, "Measurement")];
+    let mut modes = vec![
+        (ViewMode::Result, "Result"),
+        (ViewMode::Measurement, "Measurement"),
+    ];
     if app.has_results() {
         modes.extend([
             (ViewMode::SideBySide, "Side by side"),

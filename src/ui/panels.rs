@@ -13,12 +13,20 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     ui.horizontal_wrapped(|ui| {
         ui.selectable_value(&mut s.operator, OperatorChoice::Inpaint, "Inpaint");
         ui.selectable_value(&mut s.operator, OperatorChoice::Deblur, "Deblur");
-        ui.selectable_value(&mut s.operator, OperatorChoice::SuperRes, "Super-resolution");
+        ui.selectable_value(
+            &mut s.operator,
+            OperatorChoice::SuperRes,
+            "Super-resolution",
+        );
     });
     match s.operator {
         OperatorChoice::Inpaint => {
             ui.label("Paint over what should go: brush (B), eraser (E), rectangle (R); [ and ] change the size.");
-            ui.add(egui::Slider::new(&mut s.brush_radius, 1.0..=300.0).logarithmic(true).text("brush radius"));
+            ui.add(
+                egui::Slider::new(&mut s.brush_radius, 1.0..=300.0)
+                    .logarithmic(true)
+                    .text("brush radius"),
+            );
         }
         OperatorChoice::Deblur => {
             ui.horizontal(|ui| {
@@ -62,17 +70,24 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
         s.steps = s.method.default_steps().max(1);
     }
     if s.method != MethodChoice::EpsMean {
-        ui.add(egui::Slider::new(&mut s.steps, 1..=1000).logarithmic(true).text("steps (NFE)"));
+        ui.add(
+            egui::Slider::new(&mut s.steps, 1..=1000)
+                .logarithmic(true)
+                .text("steps (NFE)"),
+        );
     }
     ui.add(egui::Slider::new(&mut s.sigma_y, 0.0..=0.3).text("σ_y (noise)"));
     ui.horizontal(|ui| {
         let l = ui.label("seed");
         ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
         let l = ui.label("samples");
-        ui.add(egui::DragValue::new(&mut s.samples).range(1..=16)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut s.samples).range(1..=16))
+            .labelled_by(l.id);
     });
     ui.add(egui::Slider::new(&mut s.work_side, 64..=1024).text("working size (px)"))
-        .on_hover_text("Longest side the network sees at once; larger is slower and uses more memory.");
+        .on_hover_text(
+            "Longest side the network sees at once; larger is slower and uses more memory.",
+        );
     ui.checkbox(&mut s.live_preview, "Instant preview while painting");
 
     ui.separator();
@@ -86,13 +101,19 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             app.start(JobKind::Restore);
         }
         if ui
-            .add_enabled(!restoring && app.has_results(), egui::Button::new("Resample"))
+            .add_enabled(
+                !restoring && app.has_results(),
+                egui::Button::new("Resample"),
+            )
             .on_hover_text("More samples with new seeds (Shift+R)")
             .clicked()
         {
             app.start(JobKind::Resample);
         }
-        if ui.add_enabled(app.running.is_some(), egui::Button::new("Cancel")).clicked() {
+        if ui
+            .add_enabled(app.running.is_some(), egui::Button::new("Cancel"))
+            .clicked()
+        {
             app.cancel();
         }
     });
@@ -116,14 +137,23 @@ fn kernel_thumbnail(ui: &mut egui::Ui, blur: &crate::restore::BlurSpec) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 2.0, egui::Color32::BLACK);
-    let max = k.values().iter().copied().fold(0.0_f64, f64::max).max(1e-12);
+    let max = k
+        .values()
+        .iter()
+        .copied()
+        .fold(0.0_f64, f64::max)
+        .max(1e-12);
     let cell = size / k.height().max(k.width()) as f32;
     for r in 0..k.height() {
         for c in 0..k.width() {
             let v = (k.values()[r * k.width() + c] / max) as f32;
             let g = (v.sqrt() * 255.0) as u8;
             let min = rect.min + egui::vec2(c as f32 * cell, r as f32 * cell);
-            painter.rect_filled(egui::Rect::from_min_size(min, egui::vec2(cell, cell)), 0.0, egui::Color32::from_gray(g));
+            painter.rect_filled(
+                egui::Rect::from_min_size(min, egui::vec2(cell, cell)),
+                0.0,
+                egui::Color32::from_gray(g),
+            );
         }
     }
     ui.label(format!("kernel {}×{}", k.height(), k.width()));
@@ -139,11 +169,18 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
         }
     });
     let mut wipe_on = app.wipe.is_some();
-    if ui.checkbox(&mut wipe_on, "A/B wipe (measurement | result)").changed() {
+    if ui
+        .checkbox(&mut wipe_on, "A/B wipe (measurement | result)")
+        .changed()
+    {
         app.wipe = wipe_on.then_some(0.5);
     }
     if let Some(w) = app.wipe.as_mut() {
-        ui.add(egui::Slider::new(w, 0.0..=1.0).show_value(false).text("wipe"));
+        ui.add(
+            egui::Slider::new(w, 0.0..=1.0)
+                .show_value(false)
+                .text("wipe"),
+        );
     }
     ui.label("Hold Tab to see the measurement.");
 
@@ -157,7 +194,10 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     if app.hide_timings {
         ui.label(format!("{} · {} NFE", results.method, results.nfe));
     } else {
-        ui.label(format!("{} · {} NFE · {:.1} s", results.method, results.nfe, results.seconds));
+        ui.label(format!(
+            "{} · {} NFE · {:.1} s",
+            results.method, results.nfe, results.seconds
+        ));
     }
     if let Some(p) = results.mean_psnr {
         ui.label(format!("mean PSNR {p:.2} dB"));
@@ -169,9 +209,8 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             if let Some(t) = &s.texture {
                 let size = t.size_vec2();
                 let scale = 64.0 / size.x.max(size.y);
-                let resp = ui.add(
-                    egui::Image::new((t.id(), size * scale)).sense(egui::Sense::click()),
-                );
+                let resp =
+                    ui.add(egui::Image::new((t.id(), size * scale)).sense(egui::Sense::click()));
                 if resp.clicked() {
                     pick = Some(i);
                 }
@@ -182,12 +221,17 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                     pick = Some(i);
                 }
                 let ok = s.residual.rms <= 1.5 * results.sigma_y.max(1e-6);
-                let text = format!("residual {:.3} (σ_y {:.3})", s.residual.rms, results.sigma_y);
+                let text = format!(
+                    "residual {:.3} (σ_y {:.3})",
+                    s.residual.rms, results.sigma_y
+                );
                 if ok {
                     ui.label(text);
                 } else {
                     ui.colored_label(ui.visuals().warn_fg_color, text)
-                        .on_hover_text("Far above σ_y: this sample does not explain the measurement well.");
+                        .on_hover_text(
+                            "Far above σ_y: this sample does not explain the measurement well.",
+                        );
                 }
                 if let Some(p) = s.psnr {
                     ui.label(format!("PSNR {p:.2} dB"));
@@ -207,8 +251,10 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 pub fn progress_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     ui.horizontal(|ui| {
         if let Some(r) = &app.running {
-            let done = (r.region as f32 + r.step as f32 / r.n_steps.max(1) as f32) / r.regions.max(1) as f32;
-            let remaining_steps = (r.regions - r.region).saturating_sub(1) * r.n_steps + (r.n_steps - r.step.min(r.n_steps));
+            let done = (r.region as f32 + r.step as f32 / r.n_steps.max(1) as f32)
+                / r.regions.max(1) as f32;
+            let remaining_steps = (r.regions - r.region).saturating_sub(1) * r.n_steps
+                + (r.n_steps - r.step.min(r.n_steps));
             let eta = r.step_secs * remaining_steps as f64;
             let what = match r.kind {
                 JobKind::Preview => "preview",
@@ -218,9 +264,18 @@ pub fn progress_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             ui.add(
                 egui::ProgressBar::new(done)
                     .desired_width(260.0)
-                    .text(format!("{what}: step {}/{} · region {}/{}", r.step, r.n_steps, r.region + 1, r.regions)),
+                    .text(format!(
+                        "{what}: step {}/{} · region {}/{}",
+                        r.step,
+                        r.n_steps,
+                        r.region + 1,
+                        r.regions
+                    )),
             );
-            ui.label(format!("{:.2} s/step · ETA {:.0} s · {}", r.step_secs, eta, r.method));
+            ui.label(format!(
+                "{:.2} s/step · ETA {:.0} s · {}",
+                r.step_secs, eta, r.method
+            ));
             if ui.button("Cancel").clicked() {
                 app.cancel();
             }

@@ -27,7 +27,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("next_id", &self.next_id).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("next_id", &self.next_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +169,8 @@ impl Loop {
         let Some(models) = &self.models else {
             return self.deliver(Update::Failed {
                 id,
-                message: "the networks are not loaded; see the message above about the weights".into(),
+                message: "the networks are not loaded; see the message above about the weights"
+                    .into(),
             });
         };
         if !self.deliver(Update::Started { id }) {
@@ -178,29 +181,36 @@ impl Loop {
         let waker = &self.waker;
         let mut last = Instant::now();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            restore::restore(models, &job.y, &job.degradation, &job.settings, &job.seeds, &mut |p| {
-                let now = Instant::now();
-                let update = Update::Step {
-                    id,
-                    region: p.region,
-                    regions: p.regions,
-                    step: p.step,
-                    n_steps: p.n_steps,
-                    rect: p.rect,
-                    preview: p.preview.clone(),
-                    step_secs: (now - last).as_secs_f64(),
-                };
-                last = now;
-                match updates.try_send(update) {
-                    Ok(()) | Err(TrySendError::Full(_)) => waker(),
-                    Err(TrySendError::Disconnected(_)) => return Flow::Cancel,
-                }
-                if id <= cancel.load(Ordering::SeqCst) {
-                    Flow::Cancel
-                } else {
-                    Flow::Continue
-                }
-            })
+            restore::restore(
+                models,
+                &job.y,
+                &job.degradation,
+                &job.settings,
+                &job.seeds,
+                &mut |p| {
+                    let now = Instant::now();
+                    let update = Update::Step {
+                        id,
+                        region: p.region,
+                        regions: p.regions,
+                        step: p.step,
+                        n_steps: p.n_steps,
+                        rect: p.rect,
+                        preview: p.preview.clone(),
+                        step_secs: (now - last).as_secs_f64(),
+                    };
+                    last = now;
+                    match updates.try_send(update) {
+                        Ok(()) | Err(TrySendError::Full(_)) => waker(),
+                        Err(TrySendError::Disconnected(_)) => return Flow::Cancel,
+                    }
+                    if id <= cancel.load(Ordering::SeqCst) {
+                        Flow::Cancel
+                    } else {
+                        Flow::Continue
+                    }
+                },
+            )
         }));
         let update = match result {
             Ok(Ok(restoration)) => Update::Finished { id, restoration },
