@@ -416,7 +416,7 @@ impl EpsApp {
                         Some(t) => t.set(image, egui::TextureOptions::LINEAR),
                         None => {
                             r.texture =
-                                Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR))
+                                Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR));
                         }
                     }
                 }
