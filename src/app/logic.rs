@@ -26,6 +26,13 @@ const PREVIEW_DELAY: Duration = Duration::from_millis(300);
 /// Updates handled per frame at most, so a burst never stalls the UI.
 const UPDATES_PER_FRAME: usize = 16;
 
+/// Photos are smoothed when shrunk but shown as crisp pixels when zoomed in, so a restoration
+/// can be inspected pixel by pixel.
+pub const PHOTO_TEXTURE: egui::TextureOptions = egui::TextureOptions {
+    magnification: egui::TextureFilter::Nearest,
+    ..egui::TextureOptions::LINEAR
+};
+
 /// An `egui` image at display scale.
 pub fn color_image(img: &RgbImage, max_side: usize) -> (egui::ColorImage, f32) {
     let scale = (max_side as f32 / img.width.max(img.height) as f32).min(1.0);
@@ -48,7 +55,7 @@ pub fn color_image(img: &RgbImage, max_side: usize) -> (egui::ColorImage, f32) {
 pub fn shown(ctx: &egui::Context, name: &str, img: &RgbImage) -> Shown {
     let (ci, _) = color_image(img, DISPLAY_MAX_SIDE);
     Shown {
-        texture: ctx.load_texture(name, ci, egui::TextureOptions::LINEAR),
+        texture: ctx.load_texture(name, ci, PHOTO_TEXTURE),
         width: img.width,
         height: img.height,
     }
@@ -413,10 +420,9 @@ impl EpsApp {
                     paste_scaled(&mut r.canvas, r.scale, rect, &preview);
                     let image = r.canvas.clone();
                     match &mut r.texture {
-                        Some(t) => t.set(image, egui::TextureOptions::LINEAR),
+                        Some(t) => t.set(image, PHOTO_TEXTURE),
                         None => {
-                            r.texture =
-                                Some(ctx.load_texture("live", image, egui::TextureOptions::LINEAR));
+                            r.texture = Some(ctx.load_texture("live", image, PHOTO_TEXTURE));
                         }
                     }
                 }
