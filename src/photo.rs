@@ -433,14 +433,22 @@ pub fn save(image: &SaveImage<'_>, path: &Path, format: SaveFormat, overwrite: b
     crate::fsutil::write_atomic(path, &bytes)
 }
 
-/// `dir/stem.ext`, or `dir/stem-2.ext`, `-3`, … — the first name not taken.
+/// `dir/stem.ext`, or `dir/stem-2.ext`, `-3`, … — the first name not taken. An empty `ext`
+/// gives `dir/stem`, `dir/stem-2`, … (for folders).
 pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
-    let first = dir.join(format!("{stem}.{ext}"));
+    let name = |suffix: String| {
+        if ext.is_empty() {
+            dir.join(format!("{stem}{suffix}"))
+        } else {
+            dir.join(format!("{stem}{suffix}.{ext}"))
+        }
+    };
+    let first = name(String::new());
     if !first.exists() {
         return first;
     }
     (2..)
-        .map(|i| dir.join(format!("{stem}-{i}.{ext}")))
+        .map(|i| name(format!("-{i}")))
         .find(|p| !p.exists())
         .unwrap_or(first)
 }
@@ -507,6 +515,11 @@ mod tests {
         })?;
         assert_eq!(free_path(&dir, "a", "png"), dir.join("a-2.png"));
         assert_eq!(free_path(&dir, "b", "png"), dir.join("b.png"));
+        std::fs::create_dir_all(dir.join("c.samples")).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        assert_eq!(free_path(&dir, "c.samples", ""), dir.join("c.samples-2"));
         Ok(())
     }
 

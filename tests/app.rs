@@ -169,6 +169,10 @@ fn paint_restore_resample_undo_compare_export() {
         results.samples[0].image, results.samples[1].image,
         "different seeds give different samples"
     );
+    eprintln!(
+        "worst ui() time while sampling: {:.2} ms",
+        h.state().worst_frame_ms_sampling
+    );
     assert!(
         h.state().worst_frame_ms_sampling < 250.0,
         "UI frames stay short while sampling ({} ms)",

@@ -94,47 +94,26 @@ impl MaskLayer {
     }
 
     /// Paints (or erases, `value = false`) a round brush along the segment `a → b` (image
-    /// pixels). Returns the touched bounding box `(x0, y0, x1, y1)` (exclusive end), if any.
-    pub fn paint_segment(
-        &mut self,
-        a: (f32, f32),
-        b: (f32, f32),
-        radius: f32,
-        value: bool,
-    ) -> Option<(usize, usize, usize, usize)> {
-        let r = radius.max(0.5);
-        let x0 = (a.0.min(b.0) - r).floor().max(0.0) as usize;
-        let y0 = (a.1.min(b.1) - r).floor().max(0.0) as usize;
-        let x1 = ((a.0.max(b.0) + r).ceil().max(0.0) as usize + 1).min(self.width);
-        let y1 = ((a.1.max(b.1) + r).ceil().max(0.0) as usize + 1).min(self.height);
-        if x0 >= x1 || y0 >= y1 {
-            return None;
-        }
-        let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-        let len2 = dx * dx + dy * dy;
+    /// pixels, where pixel `(x, y)` covers `[x, x + 1) × [y, y + 1)`).
+    pub fn paint_segment(&mut self, a: (f32, f32), b: (f32, f32), radius: f32, value: bool) {
+        // The rasteriser puts pixel centres at integer coordinates.
+        let centre = |p: (f32, f32)| (f64::from(p.0) - 0.5, f64::from(p.1) - 0.5);
+        let fill = &mut self.fill;
         let mut changed = false;
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-                let t = if len2 > 0.0 {
-                    (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let (cx, cy) = (a.0 + t * dx, a.1 + t * dy);
-                if (px - cx).powi(2) + (py - cy).powi(2) <= r * r {
-                    let i = y * self.width + x;
-                    if self.fill[i] != value {
-                        self.fill[i] = value;
-                        changed = true;
-                    }
-                }
-            }
-        }
+        crate::inverse::masks::segment_pixels(
+            self.height,
+            self.width,
+            centre(a),
+            centre(b),
+            f64::from(radius.max(0.5)),
+            |i| {
+                changed |= fill[i] != value;
+                fill[i] = value;
+            },
+        );
         if changed {
             self.revision += 1;
         }
-        Some((x0, y0, x1, y1))
     }
 
     /// Fills (or clears) a rectangle given by two corners in image pixels.

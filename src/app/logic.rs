@@ -262,10 +262,11 @@ impl EpsApp {
 
     /// The degradation for the current settings, or a message saying what is missing.
     pub fn degradation(&self) -> Result<Degradation, String> {
-        let photo = self
-            .photo
-            .as_ref()
-            .ok_or("Open a photo first (File > Open, Ctrl+O, or drop it on the window).")?;
+        if self.photo.is_none() {
+            return Err(
+                "Open a photo first (File > Open, Ctrl+O, or drop it on the window).".into(),
+            );
+        }
         let fill = match (&self.settings.operator, &self.mask) {
             (OperatorChoice::Inpaint, Some(m)) => {
                 if m.is_empty() {
@@ -275,7 +276,6 @@ impl EpsApp {
             }
             _ => Vec::new(),
         };
-        let _ = photo;
         Ok(self.settings.degradation(&fill))
     }
 
@@ -455,9 +455,7 @@ impl EpsApp {
             .zip(restoration.residuals)
             .zip(restoration.seeds)
             .map(|((image, residual), seed)| SampleView {
-                psnr: truth
-                    .as_ref()
-                    .map(|t| crate::cli::restore::psnr01(&image, t)),
+                psnr: truth.as_ref().map(|t| restore::psnr(&image, t)),
                 texture: Some(shown(ctx, &format!("sample-{seed}"), &image).texture),
                 seed,
                 image,
@@ -502,11 +500,11 @@ impl EpsApp {
         let Some(r) = self.results.as_mut() else {
             return;
         };
-        let images: Vec<RgbImage> = r.samples.iter().map(|s| s.image.clone()).collect();
+        let images: Vec<&RgbImage> = r.samples.iter().map(|s| &s.image).collect();
         if let Some((mean, std)) = restore::mean_and_std(&images) {
             let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
             let heat = restore::heat::image(&std, mean.width, mean.height, full);
-            r.mean_psnr = truth.map(|t| crate::cli::restore::psnr01(&mean, t));
+            r.mean_psnr = truth.map(|t| restore::psnr(&mean, t));
             r.mean_texture = Some(shown(ctx, "mean", &mean));
             r.std_texture = Some(shown(ctx, "uncertainty", &heat));
             r.mean = Some(mean);
@@ -639,8 +637,8 @@ impl EpsApp {
     }
 
     /// Where a result is saved by default: next to the photo (or in the last folder), under a
-    /// new name.
-    pub fn default_save_path(&self, suffix: &str, format: SaveFormat) -> PathBuf {
+    /// new name; an empty `ext` names a folder.
+    pub fn default_save_path(&self, suffix: &str, ext: &str) -> PathBuf {
         let photo_path = self.photo.as_ref().and_then(|p| p.path.clone());
         let dir = photo_path
             .as_ref()
@@ -648,7 +646,7 @@ impl EpsApp {
             .or_else(|| self.settings.last_folder.clone())
             .unwrap_or_else(|| PathBuf::from("."));
         let stem = photo::stem_of(photo_path.as_deref());
-        photo::free_path(&dir, &format!("{stem}.{suffix}"), format.extension())
+        photo::free_path(&dir, &format!("{stem}.{suffix}"), ext)
     }
 
     /// Saves the chosen sample to `path` (never over the original photo).
@@ -705,7 +703,7 @@ impl EpsApp {
 
     /// Saves the chosen sample under a new name next to the photo.
     pub fn quick_save(&mut self) -> Option<PathBuf> {
-        let path = self.default_save_path("restored", self.save_format());
+        let path = self.default_save_path("restored", self.save_format().extension());
         self.save_result_to(&path).then_some(path)
     }
 
@@ -717,19 +715,7 @@ impl EpsApp {
             return None;
         };
         let format = self.save_format();
-        let base = self.default_save_path("samples", format);
-        let dir = base.with_extension("");
-        let dir = if dir.exists() {
-            photo::free_path(
-                dir.parent().unwrap_or(Path::new(".")),
-                &dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                "d",
-            )
-        } else {
-            dir
-        };
+        let dir = self.default_save_path("samples", "");
         let stem = photo::stem_of(photo.path.as_deref());
         let result = (|| -> crate::Result<()> {
             let meta_for = |img: &RgbImage| {

@@ -165,7 +165,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )?;
         let psnr = truth
             .as_ref()
-            .map(|t| psnr01(s, t))
+            .map(|t| restore::psnr(s, t))
             .map_or_else(|| "–".to_owned(), |p| format!("{p:.2} dB"));
         println!(
             "| {} | {} | {:.4} | {psnr} | {} |",
@@ -175,7 +175,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    if let Some((mean, std)) = restore::mean_and_std(&result.samples) {
+    if let Some((mean, std)) = restore::mean_and_std(&result.samples.iter().collect::<Vec<_>>()) {
         let meta = meta_source(&mean);
         let mean_path = save(
             &SaveImage::like(&mean, &meta),
@@ -191,7 +191,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )?;
         let psnr = truth
             .as_ref()
-            .map(|t| format!(", PSNR {:.2} dB", psnr01(&mean, t)))
+            .map(|t| format!(", PSNR {:.2} dB", restore::psnr(&mean, t)))
             .unwrap_or_default();
         println!(
             "mean: {}{psnr}; uncertainty (std, full scale {max_std:.3}): {}",
@@ -212,17 +212,4 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         result.regions, result.nfe, result.seconds
     );
     Ok(())
-}
-
-/// PSNR in dB of two `[0, 1]` images of the same size.
-pub fn psnr01(x: &photo::RgbImage, truth: &photo::RgbImage) -> f64 {
-    let n = x.data.len().min(truth.data.len()).max(1);
-    let mse = x
-        .data
-        .iter()
-        .zip(&truth.data)
-        .map(|(a, b)| f64::from(a.clamp(0.0, 1.0) - b.clamp(0.0, 1.0)).powi(2))
-        .sum::<f64>()
-        / n as f64;
-    10.0 * (1.0 / mse.max(1e-12)).log10()
 }

@@ -102,6 +102,22 @@ pub fn brush_strokes(
 
 /// Hides every pixel centre within `radius` of the segment `a–b`.
 pub fn paint_segment(m: &mut [f32], h: usize, w: usize, a: (f64, f64), b: (f64, f64), radius: f64) {
+    segment_pixels(h, w, a, b, radius, |i| m[i] = 0.0);
+}
+
+/// Calls `visit` with the row-major index of every pixel of an `h × w` grid whose centre
+/// (integer coordinates) lies within `radius` of the segment `a–b`: a round brush stroke.
+pub fn segment_pixels(
+    h: usize,
+    w: usize,
+    a: (f64, f64),
+    b: (f64, f64),
+    radius: f64,
+    mut visit: impl FnMut(usize),
+) {
+    if h == 0 || w == 0 {
+        return;
+    }
     let (x0, x1) = (
         (a.0.min(b.0) - radius).floor().max(0.0) as usize,
         (a.0.max(b.0) + radius).ceil().min(w as f64 - 1.0) as usize,
@@ -122,7 +138,7 @@ pub fn paint_segment(m: &mut [f32], h: usize, w: usize, a: (f64, f64), b: (f64, 
             };
             let (qx, qy) = (a.0 + t * dx, a.1 + t * dy);
             if (px - qx).powi(2) + (py - qy).powi(2) <= radius * radius {
-                m[r * w + c] = 0.0;
+                visit(r * w + c);
             }
         }
     }

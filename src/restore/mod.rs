@@ -137,8 +137,19 @@ pub struct Restoration {
     pub seconds: f64,
 }
 
+/// PSNR in dB of a result against the truth (both `[0, 1]`, clipped as a saved file would be);
+/// NaN when the sizes differ.
+pub fn psnr(x: &RgbImage, truth: &RgbImage) -> f64 {
+    if (x.width, x.height) != (truth.width, truth.height) {
+        return f64::NAN;
+    }
+    let clip =
+        |v: &Vec<f32>| -> Vec<f64> { v.iter().map(|&p| f64::from(p.clamp(0.0, 1.0))).collect() };
+    crate::eval::metrics::psnr(&clip(&x.data), &clip(&truth.data)).unwrap_or(f64::NAN)
+}
+
 /// Per-pixel mean and standard deviation (averaged over channels) of a set of samples.
-pub fn mean_and_std(samples: &[RgbImage]) -> Option<(RgbImage, Vec<f32>)> {
+pub fn mean_and_std(samples: &[&RgbImage]) -> Option<(RgbImage, Vec<f32>)> {
     let first = samples.first()?;
     let n = samples.len() as f32;
     let mut mean = RgbImage::new(first.width, first.height);
@@ -348,13 +359,24 @@ fn validate(
 
 /// The regions to work on, in measurement (`y`) coordinates.
 fn regions(y: &RgbImage, degradation: &Degradation, settings: &Settings) -> Vec<Rect> {
+    match (degradation, tiling(degradation, settings)) {
+        (Degradation::Inpaint { fill }, _) => plan::inpaint_regions(fill, y.width, y.height),
+        (_, Some((tile, overlap))) => plan::tiles(y.width, y.height, tile, overlap),
+        (_, None) => vec![Rect::new(0, 0, y.width, y.height)],
+    }
+}
+
+/// Tile side and overlap, in measurement pixels, for the tiled problems (deblurring and
+/// super-resolution; the output tile of SR ×s is s times larger); `None` for inpainting. The
+/// overlap is also the width of the cross-fade between neighbouring tiles.
+fn tiling(degradation: &Degradation, settings: &Settings) -> Option<(usize, usize)> {
     let side = settings.work_side;
     match degradation {
-        Degradation::Inpaint { fill } => plan::inpaint_regions(fill, y.width, y.height),
-        Degradation::Deblur(_) => plan::tiles(y.width, y.height, side, side / 8),
+        Degradation::Inpaint { .. } => None,
+        Degradation::Deblur(_) => Some((side, side / 8)),
         Degradation::SuperRes { factor } => {
             let t = (side / factor).max(8);
-            plan::tiles(y.width, y.height, t, (t / 8).max(2))
+            Some((t, (t / 8).max(2)))
         }
     }
 }
@@ -533,12 +555,11 @@ impl Accumulator {
             Degradation::Inpaint { fill } => Some(fill),
             _ => None,
         };
+        // Cross-fade widths in measurement pixels and in output pixels.
+        let ramp_y = tiling(degradation, settings).map_or(0, |(_, overlap)| overlap);
         let ramp = match degradation {
-            Degradation::Inpaint { .. } => 0,
-            Degradation::Deblur(_) => settings.work_side / 8,
-            Degradation::SuperRes { factor } => {
-                ((settings.work_side / factor).max(8) / 8).max(2) * factor
-            }
+            Degradation::SuperRes { factor } => ramp_y * factor,
+            _ => ramp_y,
         };
         for row in 0..r.h {
             for col in 0..r.w {
@@ -563,10 +584,6 @@ impl Accumulator {
             }
         }
         let q = job.y_rect;
-        let ramp_y = match degradation {
-            Degradation::SuperRes { factor } => ramp / factor,
-            _ => ramp,
-        };
         for row in 0..q.h {
             for col in 0..q.w {
                 let (x, yy) = (q.x + col, q.y + row);

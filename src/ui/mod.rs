@@ -116,7 +116,7 @@ fn save_as_dialog(app: &mut EpsApp) {
         return;
     }
     let format = app.save_format();
-    let suggested = app.default_save_path("restored", format);
+    let suggested = app.default_save_path("restored", format.extension());
     let mut dialog = rfd::FileDialog::new()
         .set_title("Save the chosen sample")
         .add_filter("PNG", &["png"])
