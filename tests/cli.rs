@@ -287,6 +287,17 @@ fn restore_rejects_bad_input_with_clear_messages() {
             ],
             "gaussian:SIGMA",
         ),
+        (
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--sr".into(),
+                "2".into(),
+                "--sigma-y".into(),
+                "-1".into(),
+            ],
+            "invalid σ_y = -1",
+        ),
     ];
     for (args, expect) in cases {
         let run = eps_studio()

@@ -42,7 +42,7 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Measurement noise σ_y (in [-1, 1] pixel units).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub sigma_y: f64,
     /// Longest side the network works on at once.
     #[arg(long, default_value_t = 256)]
