@@ -73,6 +73,11 @@ pub enum Error {
         source: image::ImageError,
     },
 
+    /// The GPU failed (no adapter, out of memory, a lost device, a shader error). Runs fall back to
+    /// the CPU on this error.
+    #[error("GPU compute failed: {0}")]
+    Gpu(String),
+
     /// An error from the tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -16,11 +16,13 @@
 //! - [`train`]: data packing, the two training stages, checkpoints.
 //! - [`eval`]: metrics (PSNR, SSIM, MMD², CRPS) and the exact-posterior check.
 //! - [`photo`]: photo files in and out (orientation, 16-bit, alpha, EXIF kept).
+//! - [`backend`]: run-time choice of CUDA, wgpu compute shaders or the CPU.
 //! - [`restore`]: whole-photo restoration on crops and tiles, shared by the app and the CLI.
 //! - [`worker`]: the sampler thread and its plain-data protocol.
 //! - [`app`] and [`ui`]: the desktop app (eframe/egui).
 
 pub mod app;
+pub mod backend;
 pub mod cli;
 pub mod denoiser;
 pub mod error;

@@ -10,8 +10,8 @@ use rustfft::num_complex::Complex64;
 use super::fft::Fft2;
 use super::kernel::Kernel;
 use super::{
-    Dims4, LinearOperator, OperatorKind, check_prox_weights, dims4, from_host_f64, prox_gains,
-    to_host_f64,
+    Dims4, LinearOperator, OperatorKind, Structure, check_prox_weights, dims4, from_host_f64,
+    prox_gains, to_host_f64,
 };
 use crate::{Error, Result};
 
@@ -83,6 +83,20 @@ impl Blur {
         &self.gram
     }
 
+    /// `K̂` per frequency (row-major): the eigenvalues of `A` in the Fourier basis.
+    pub fn kernel_spectrum(&self) -> &[Complex64] {
+        &self.khat
+    }
+
+    /// `conj(K̂)·Ŷ`, the spectrum of `Aᵀy` for one `h × w` measurement plane (row-major).
+    pub fn adjoint_spectrum(&self, y_plane: &[f64]) -> Vec<Complex64> {
+        let mut s = self.fft.forward_real(y_plane);
+        for (v, k) in s.iter_mut().zip(&self.khat) {
+            *v *= k.conj();
+        }
+        s
+    }
+
     fn check(&self, x: &Tensor, context: &str) -> Result<Dims4> {
         let d = dims4(x, context)?;
         let (h, w) = self.image_size();
@@ -124,6 +138,10 @@ impl LinearOperator for Blur {
 
     fn kind(&self) -> OperatorKind {
         OperatorKind::Blur
+    }
+
+    fn structure(&self) -> Structure<'_> {
+        Structure::Blur(self)
     }
 
     fn measurement_dims(&self, image: Dims4) -> Result<Dims4> {
@@ -176,13 +194,7 @@ impl LinearOperator for Blur {
         // Aᵀy in the Fourier domain, once per measurement plane (shared when y has batch 1).
         let aty_hat: Vec<Vec<Complex64>> = y_host
             .par_chunks(plane)
-            .map(|yp| {
-                let mut s = self.fft.forward_real(yp);
-                for (v, k) in s.iter_mut().zip(&self.khat) {
-                    *v *= k.conj();
-                }
-                s
-            })
+            .map(|yp| self.adjoint_spectrum(yp))
             .collect();
         let z_host = to_host_f64(z)?;
         let mut out = vec![0.0; b * c * plane];

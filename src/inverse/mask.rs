@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{Dims4, LinearOperator, OperatorKind, check_batch, dims4};
+use super::{Dims4, LinearOperator, OperatorKind, Structure, check_batch, dims4};
 use crate::{Error, Result};
 
 /// A binary observation mask, `[B or 1, 1 or C, H, W]`, 1 where the pixel is observed.
@@ -45,6 +45,11 @@ impl Mask {
         &self.mask
     }
 
+    /// The mask's dimensions `[B or 1, 1 or C, H, W]`.
+    pub fn dims(&self) -> Dims4 {
+        self.dims
+    }
+
     /// Fraction of observed entries.
     pub fn observed_fraction(&self) -> f64 {
         self.observed_fraction
@@ -82,6 +87,10 @@ impl LinearOperator for Mask {
 
     fn kind(&self) -> OperatorKind {
         OperatorKind::Mask
+    }
+
+    fn structure(&self) -> Structure<'_> {
+        Structure::Mask(self)
     }
 
     fn measurement_dims(&self, image: Dims4) -> Result<Dims4> {

@@ -51,6 +51,20 @@ pub enum OperatorKind {
     Other,
 }
 
+/// The concrete structure of an operator, for backends that implement the structured operators
+/// themselves (the wgpu compute shaders) instead of going through candle.
+#[derive(Debug, Clone, Copy)]
+pub enum Structure<'a> {
+    /// An inpainting mask.
+    Mask(&'a Mask),
+    /// Average-pool super-resolution.
+    SuperResolution(&'a AvgPoolSr),
+    /// Circular blur.
+    Blur(&'a Blur),
+    /// Anything else.
+    Other,
+}
+
 /// A linear measurement operator on `[B, C, H, W]` images.
 ///
 /// Implementors provide `A` and `Aᵀ`; structured operators also provide [`Self::spectral`], which
@@ -63,6 +77,11 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
     /// The operator family.
     fn kind(&self) -> OperatorKind {
         OperatorKind::Other
+    }
+
+    /// The operator's concrete structure, when it is one of the structured families.
+    fn structure(&self) -> Structure<'_> {
+        Structure::Other
     }
 
     /// Shape `[B, C, H', W']` of `A x` for an image of shape `[B, C, H, W]`, or a clear error when
@@ -205,7 +224,7 @@ pub fn batch_dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// Checks that an image batch of `image` dims is compatible with a per-image parameter of batch
 /// `own` (equal, or one shared by all).
-pub(crate) fn check_batch(context: &str, own: usize, image: usize) -> Result<()> {
+pub fn check_batch(context: &str, own: usize, image: usize) -> Result<()> {
     if own == image || own == 1 {
         Ok(())
     } else {
@@ -218,7 +237,7 @@ pub(crate) fn check_batch(context: &str, own: usize, image: usize) -> Result<()>
 }
 
 /// Copies a tensor to the host as `f64`, contiguous in `[B, C, H, W]` order.
-pub(crate) fn to_host_f64(x: &Tensor) -> Result<Vec<f64>> {
+pub fn to_host_f64(x: &Tensor) -> Result<Vec<f64>> {
     Ok(x.to_dtype(candle_core::DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?)

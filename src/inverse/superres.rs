@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{Dims4, LinearOperator, OperatorKind, dims4};
+use super::{Dims4, LinearOperator, OperatorKind, Structure, dims4};
 use crate::{Error, Result};
 
 /// Average-pool down-sampling by an integer factor.
@@ -52,6 +52,10 @@ impl LinearOperator for AvgPoolSr {
 
     fn kind(&self) -> OperatorKind {
         OperatorKind::SuperResolution
+    }
+
+    fn structure(&self) -> Structure<'_> {
+        Structure::SuperResolution(self)
     }
 
     fn measurement_dims(&self, image: Dims4) -> Result<Dims4> {

@@ -4,6 +4,7 @@
 
 use candle_core::Tensor;
 
+use super::arith::{StepArithmetic, TensorArithmetic};
 use super::{
     EdmSchedule, Observer, PosteriorDenoiser, SampleOutput, Solver, StepInfo, report, start,
 };
@@ -61,30 +62,50 @@ impl Default for PosteriorMeanConfig {
     }
 }
 
-fn posterior_x0(
+/// Draws one posterior sample per seed with the EPS sampler, on the problem's device.
+pub fn sample(
     d: &dyn PosteriorDenoiser,
     problem: &Problem,
-    x: &Tensor,
-    sigma: f64,
-) -> Result<Tensor> {
-    let mu = problem.pivot(x, Interpolant::edm(sigma))?;
-    d.denoise(&mu, problem, sigma)
+    seeds: &[u64],
+    cfg: &EpsConfig,
+    observer: Observer<'_>,
+) -> Result<SampleOutput> {
+    sample_with(
+        &mut TensorArithmetic::new(problem),
+        d,
+        problem,
+        seeds,
+        cfg,
+        observer,
+    )
 }
 
-/// Draws one posterior sample per seed with the EPS sampler.
-pub fn sample(
+/// [`sample`] with the pivot and the solver updates done by `arith` (another backend).
+///
+/// Every update is written as a linear combination of the state `x`, the current estimate `x̂0`
+/// and, for Heun and DPM-Solver++(2M), one earlier batch, so any [`StepArithmetic`] can hold the
+/// state between network calls.
+pub fn sample_with<A: StepArithmetic>(
+    arith: &mut A,
     d: &dyn PosteriorDenoiser,
     problem: &Problem,
     seeds: &[u64],
     cfg: &EpsConfig,
     mut observer: Observer<'_>,
 ) -> Result<SampleOutput> {
-    let super::Start { sigmas, mut x, .. } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let super::Start { sigmas, x, .. } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let mut x = arith.load(&x)?;
+    let denoise = |arith: &mut A, x: &A::Batch, sigma: f64| -> Result<(Tensor, A::Batch)> {
+        let mu = arith.pivot(x, Interpolant::edm(sigma))?;
+        let x0 = d.denoise(&mu, problem, sigma)?;
+        let held = arith.load(&x0)?;
+        Ok((x0, held))
+    };
     let mut nfe = 0;
-    let mut previous_x0: Option<Tensor> = None;
+    let mut previous_x0: Option<A::Batch> = None;
     for i in 0..cfg.steps {
         let (sigma, sigma_next) = (sigmas[i], sigmas[i + 1]);
-        let x0 = posterior_x0(d, problem, &x, sigma)?;
+        let (x0_tensor, x0) = denoise(arith, &x, sigma)?;
         nfe += 1;
         let x_next = match (cfg.solver, previous_x0.as_ref()) {
             (Solver::DpmSolver2m, Some(prev)) if sigma_next > 0.0 => {
@@ -94,21 +115,25 @@ pub fn sample(
                 let h = (sigma / sigma_next).ln();
                 let h_prev = (sigmas[i - 1] / sigma).ln();
                 let k = 1.0 / (2.0 * h_prev / h);
-                let x0_d = (x0.affine(1.0 + k, 0.0)? - prev.affine(k, 0.0)?)?;
                 let ratio = sigma_next / sigma;
-                (x.affine(ratio, 0.0)? + x0_d.affine(1.0 - ratio, 0.0)?)?
+                arith.combine(&[
+                    (ratio, &x),
+                    ((1.0 - ratio) * (1.0 + k), &x0),
+                    (-(1.0 - ratio) * k, prev),
+                ])?
             }
             _ => {
                 // Probability-flow ODE dx/dσ = (x − D(x, σ))/σ; an Euler step (also the first
-                // and last DPM-Solver++(2M) step).
-                let slope = (&x - &x0)?.affine(1.0 / sigma, 0.0)?;
+                // and last DPM-Solver++(2M) step): x + h (x − x̂0)/σ with h = σ' − σ, which is
+                // exactly x̂0 when σ' = 0.
                 let h = sigma_next - sigma;
-                let x_euler = (&x + slope.affine(h, 0.0)?)?;
+                let x_euler = arith.combine(&[(1.0 + h / sigma, &x), (-h / sigma, &x0)])?;
                 if cfg.solver == Solver::Heun && sigma_next > 0.0 {
-                    let x0_next = posterior_x0(d, problem, &x_euler, sigma_next)?;
+                    // Trapezoid: x + h/2 ((x − x̂0)/σ + (x_e − x̂0')/σ').
+                    let (_, x0_next) = denoise(arith, &x_euler, sigma_next)?;
                     nfe += 1;
-                    let slope_next = (&x_euler - &x0_next)?.affine(1.0 / sigma_next, 0.0)?;
-                    (&x + (slope + slope_next)?.affine(h / 2.0, 0.0)?)?
+                    let (a, b) = (h / (2.0 * sigma), h / (2.0 * sigma_next));
+                    arith.combine(&[(1.0 + a, &x), (-a, &x0), (b, &x_euler), (-b, &x0_next)])?
                 } else {
                     x_euler
                 }
@@ -120,7 +145,7 @@ pub fn sample(
                 step: i + 1,
                 n_steps: cfg.steps,
                 sigma,
-                x0_hat: &x0,
+                x0_hat: &x0_tensor,
                 nfe,
             },
         )?;
@@ -128,7 +153,7 @@ pub fn sample(
         x = x_next;
     }
     Ok(SampleOutput {
-        samples: x,
+        samples: arith.read(&x)?,
         nfe,
         steps: cfg.steps,
     })
@@ -140,6 +165,25 @@ pub fn posterior_mean(
     problem: &Problem,
     seeds: &[u64],
     cfg: &PosteriorMeanConfig,
+    observer: Observer<'_>,
+) -> Result<SampleOutput> {
+    posterior_mean_with(
+        &mut TensorArithmetic::new(problem),
+        d,
+        problem,
+        seeds,
+        cfg,
+        observer,
+    )
+}
+
+/// [`posterior_mean`] with the pivot computed by `arith` (another backend).
+pub fn posterior_mean_with<A: StepArithmetic>(
+    arith: &mut A,
+    d: &dyn PosteriorDenoiser,
+    problem: &Problem,
+    seeds: &[u64],
+    cfg: &PosteriorMeanConfig,
     mut observer: Observer<'_>,
 ) -> Result<SampleOutput> {
     let schedule = EdmSchedule {
@@ -147,7 +191,9 @@ pub fn posterior_mean(
         ..EdmSchedule::default()
     };
     let super::Start { x, .. } = start(problem, seeds, &schedule, 1)?;
-    let x0 = posterior_x0(d, problem, &x, cfg.sigma)?;
+    let x = arith.load(&x)?;
+    let mu = arith.pivot(&x, Interpolant::edm(cfg.sigma))?;
+    let x0 = d.denoise(&mu, problem, cfg.sigma)?;
     report(
         &mut observer,
         &StepInfo {

@@ -6,6 +6,7 @@
 //! streams its current `x̂0` estimate after every step, and stops between steps when the observer
 //! asks it to.
 
+pub mod arith;
 pub mod ddnm;
 pub mod diffpir;
 pub mod dps;
@@ -19,6 +20,7 @@ use crate::inverse::{OperatorKind, Problem, ensure_finite};
 use crate::noise::SeededNoise;
 use crate::{Error, Result};
 
+pub use arith::{StepArithmetic, TensorArithmetic};
 pub use ddnm::DdnmConfig;
 pub use diffpir::DiffpirConfig;
 pub use dps::DpsConfig;

@@ -1,0 +1,253 @@
+//! The wgpu compute backend: every shader validates with naga; the GPU pivot and sampler match
+//! the CPU implementation; GPU faults come back as errors.
+//!
+//! GPU tests need an adapter. Debian's software Vulkan driver (mesa-vulkan-drivers, "llvmpipe")
+//! is enough; without any adapter they print why and pass, unless `EPS_REQUIRE_GPU=1` (set by
+//! `.ci/run` once the driver is installed), where they fail.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Tensor};
+use common::*;
+use eps_studio::Error;
+use eps_studio::backend::gpu::{AdapterPolicy, GpuArithmetic, GpuContext, SHADERS};
+use eps_studio::inverse::{
+    AvgPoolSr, Blur, CgOperator, CgSettings, Interpolant, Kernel, LinearOperator, Problem,
+};
+use eps_studio::prior::gmm::{GaussianMixture, GmmPosteriorOracle};
+use eps_studio::sampler::eps::{self, EpsConfig};
+use eps_studio::sampler::{EdmSchedule, Solver, StepArithmetic, ignore_progress};
+
+/// A fresh context on any adapter, or `None` (with the reason printed) when there is none.
+fn acquire() -> Option<GpuContext> {
+    match GpuContext::acquire(AdapterPolicy::Any) {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            assert!(
+                std::env::var("EPS_REQUIRE_GPU").as_deref() != Ok("1"),
+                "EPS_REQUIRE_GPU=1 but no GPU adapter: {e}"
+            );
+            eprintln!("skipping: {e} (install mesa-vulkan-drivers for a software adapter)");
+            None
+        }
+    }
+}
+
+/// One context shared by the read-only tests.
+fn shared() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(acquire).as_ref()
+}
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    files.sort();
+    let mut built: Vec<String> = SHADERS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    built.sort();
+    assert_eq!(
+        files, built,
+        "every file in shaders/ is built into a pipeline"
+    );
+    for name in files {
+        let source = std::fs::read_to_string(dir.join(&name)).unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let entry = module.entry_points.iter().find(|e| e.name == "main");
+        let entry = entry.unwrap_or_else(|| panic!("{name} has no `main` entry point"));
+        assert_eq!(entry.stage, naga::ShaderStage::Compute, "{name}");
+        let size = entry.workgroup_size;
+        assert!(
+            size == [16, 16, 1] || size == [8, 8, 1],
+            "{name}: workgroup size {size:?}"
+        );
+    }
+}
+
+/// Size classes: square powers of two, odd and prime sizes, batch > 1, one and three channels.
+const DIMS: [(usize, usize, usize, usize); 5] = [
+    (1, 3, 16, 16),
+    (2, 3, 15, 21),
+    (3, 1, 37, 24),
+    (2, 2, 30, 45),
+    (1, 3, 64, 96),
+];
+
+fn f32_of(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F32).unwrap()
+}
+
+/// Largest difference relative to the scale of the data, `max|a − b| / max(1, max|b|)`.
+fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
+    max_abs_diff(a, b) / max_abs(b).max(1.0)
+}
+
+fn all_operators(dims: (usize, usize, usize, usize)) -> Vec<Arc<dyn LinearOperator>> {
+    let mut ops = operators_for(dims);
+    if dims.2.is_multiple_of(3) && dims.3.is_multiple_of(3) {
+        ops.push(Arc::new(AvgPoolSr::new(3).unwrap()));
+    }
+    ops
+}
+
+#[test]
+fn pivot_matches_the_cpu_for_every_operator_and_size() {
+    let Some(ctx) = shared() else { return };
+    let mut worst: f64 = 0.0;
+    for dims in DIMS {
+        let (b, c, h, w) = dims;
+        for (k, op) in all_operators(dims).into_iter().enumerate() {
+            for shared_y in [true, false] {
+                let y_batch = if shared_y { 1 } else { b };
+                if op.measurement_dims((y_batch, c, h, w)).is_err() {
+                    continue; // a per-image mask cannot pair with a shared y
+                }
+                let y = f32_of(&random_measurement(&*op, (y_batch, c, h, w), 7 + k as u64));
+                for sigma_y in [0.0, 0.05] {
+                    let problem = Problem::new(Arc::clone(&op), &y, sigma_y, (c, h, w)).unwrap();
+                    let mut gpu = GpuArithmetic::new(ctx, &problem, b).unwrap();
+                    for (s, sigma) in [0.02, 1.0, 80.0].into_iter().enumerate() {
+                        let x0 = randn(dims, 100 + s as u64).affine(0.5, 0.0).unwrap();
+                        let x_t = f32_of(
+                            &(x0 + randn(dims, 200 + s as u64).affine(sigma, 0.0).unwrap())
+                                .unwrap(),
+                        );
+                        let interp = Interpolant::edm(sigma);
+                        let cpu = problem.pivot(&x_t, interp).unwrap();
+                        let held = gpu.load(&x_t).unwrap();
+                        let got = gpu.pivot(&held, interp).unwrap();
+                        let d = relative_diff(&got, &cpu);
+                        worst = worst.max(d);
+                        assert!(
+                            d < 1e-4,
+                            "{} on {dims:?}, y batch {y_batch}, σ_y {sigma_y}, σ {sigma}: relative difference {d:.2e}",
+                            op.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("worst GPU–CPU pivot difference (relative to the data's scale): {worst:.2e}");
+}
+
+#[test]
+fn linear_combinations_and_transfers_match() {
+    let Some(ctx) = shared() else { return };
+    let dims = (2, 3, 15, 21);
+    let op: Arc<dyn LinearOperator> = Arc::new(AvgPoolSr::new(3).unwrap());
+    let y = f32_of(&random_measurement(&*op, dims, 1));
+    let problem = Problem::new(op, &y, 0.0, (3, 15, 21)).unwrap();
+    let mut gpu = GpuArithmetic::new(ctx, &problem, 2).unwrap();
+    let xs: Vec<Tensor> = (0..4).map(|i| f32_of(&randn(dims, 40 + i))).collect();
+    let held: Vec<_> = xs.iter().map(|x| gpu.load(x).unwrap()).collect();
+    assert_eq!(
+        max_abs_diff(&gpu.read(&held[2]).unwrap(), &xs[2]),
+        0.0,
+        "load/read round trip"
+    );
+    let coefficients = [0.75, -1.5, 2.0, 1e-3];
+    for n in 1..=4 {
+        let terms: Vec<(f64, &_)> = coefficients.iter().copied().zip(&held).take(n).collect();
+        let got = gpu.combine(&terms).unwrap();
+        let mut want = xs[0].affine(coefficients[0], 0.0).unwrap();
+        for i in 1..n {
+            want = (want + xs[i].affine(coefficients[i], 0.0).unwrap()).unwrap();
+        }
+        let d = max_abs_diff(&gpu.read(&got).unwrap(), &want);
+        assert!(d < 1e-5, "{n} terms: {d:.2e}");
+    }
+    assert!(gpu.combine(&[]).is_err());
+    // Buffers go back to the pool: many more steps allocate nothing new.
+    let before = gpu.buffers_allocated();
+    for _ in 0..20 {
+        let t = gpu.combine(&[(1.0, &held[0]), (0.5, &held[1])]).unwrap();
+        drop(t);
+    }
+    assert!(gpu.buffers_allocated() <= before + 1);
+}
+
+/// The whole EPS sampler, GPU arithmetic against CPU arithmetic, on the exact Gaussian-mixture
+/// posterior denoiser (so the network is not part of the comparison).
+#[test]
+fn eps_sampler_matches_the_cpu_for_every_solver() {
+    let Some(ctx) = shared() else { return };
+    let chw = (1, 6, 6);
+    let prior = Arc::new(GaussianMixture::synthetic(chw, 3, 5).unwrap());
+    let ops: Vec<Arc<dyn LinearOperator>> = vec![
+        Arc::new(random_mask((1, 1, 6, 6), 0.5, 3)),
+        Arc::new(AvgPoolSr::new(2).unwrap()),
+        Arc::new(Blur::new(Kernel::gaussian(1.0, 5).unwrap(), 6, 6).unwrap()),
+    ];
+    let seeds = [11, 12];
+    for op in ops {
+        let like = Tensor::zeros((1, 1, 6, 6), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let x0 = prior.sample_tensor(1, 9, &like).unwrap();
+        let problem = Problem::simulate(Arc::clone(&op), &x0, 0.05, 4).unwrap();
+        let oracle = GmmPosteriorOracle::new(Arc::clone(&prior), &problem).unwrap();
+        for solver in [Solver::Euler, Solver::Heun, Solver::DpmSolver2m] {
+            let cfg = EpsConfig {
+                steps: 12,
+                solver,
+                schedule: EdmSchedule::default(),
+            };
+            let cpu = eps::sample(&oracle, &problem, &seeds, &cfg, &mut ignore_progress).unwrap();
+            let mut gpu = GpuArithmetic::new(ctx, &problem, seeds.len()).unwrap();
+            let got = eps::sample_with(
+                &mut gpu,
+                &oracle,
+                &problem,
+                &seeds,
+                &cfg,
+                &mut ignore_progress,
+            )
+            .unwrap();
+            assert_eq!(got.nfe, cpu.nfe);
+            let d = relative_diff(&got.samples, &cpu.samples);
+            assert!(d < 1e-4, "{} {solver:?}: {d:.2e}", op.name());
+        }
+    }
+}
+
+#[test]
+fn operators_without_a_shader_are_refused_clearly() {
+    let Some(ctx) = shared() else { return };
+    let blur = Blur::new(Kernel::gaussian(1.0, 5).unwrap(), 8, 8).unwrap();
+    let op: Arc<dyn LinearOperator> = Arc::new(CgOperator::new(blur, CgSettings::default()));
+    let y = f32_of(&random_measurement(&*op, (1, 3, 8, 8), 1));
+    let problem = Problem::new(op, &y, 0.1, (3, 8, 8)).unwrap();
+    let err = GpuArithmetic::new(ctx, &problem, 1).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+}
+
+/// A device lost in the middle of a run gives `Error::Gpu`, never a panic or a wrong image.
+#[test]
+fn a_lost_device_is_an_error() {
+    let Some(ctx) = acquire() else { return };
+    let dims = (1, 3, 16, 16);
+    let op: Arc<dyn LinearOperator> =
+        Arc::new(Blur::new(Kernel::gaussian(1.0, 5).unwrap(), 16, 16).unwrap());
+    let y = f32_of(&random_measurement(&*op, dims, 1));
+    let problem = Problem::new(op, &y, 0.01, (3, 16, 16)).unwrap();
+    let mut gpu = GpuArithmetic::new(&ctx, &problem, 1).unwrap();
+    let x = gpu.load(&f32_of(&randn(dims, 2))).unwrap();
+    gpu.pivot(&x, Interpolant::edm(1.0)).unwrap();
+    ctx.device().destroy();
+    let err = gpu.pivot(&x, Interpolant::edm(1.0)).unwrap_err();
+    assert!(matches!(err, Error::Gpu(_)), "{err}");
+    assert!(gpu.load(&f32_of(&randn(dims, 3))).is_err() || gpu.read(&x).is_err());
+}
