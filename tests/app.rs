@@ -9,6 +9,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use eps_studio::app::{AppOptions, EpsApp, ViewMode};
+use eps_studio::backend::BackendChoice;
 use eps_studio::photo::{self, RgbImage, SaveFormat, SaveImage};
 use eps_studio::restore::Models;
 
@@ -374,4 +375,56 @@ fn a_very_large_photo_asks_before_working_on_it() {
     let p = h.state().photo.as_ref().unwrap();
     assert_eq!((p.width(), p.height()), (3000, 4));
     assert!(h.state().large_photo.is_none());
+}
+
+/// The compute setting: choosing the wgpu backend in the panel moves the pivot and the sampler
+/// arithmetic there (the software adapter in CI), the status bar says so, and a restoration runs.
+#[test]
+fn the_compute_setting_switches_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = test_photo(dir.path());
+    let mut h = harness(options(dir.path(), Some(photo_path)));
+    run_until(&mut h, "the first backend", |a| !a.backend.ends_with('…'));
+    h.get_by_label("compute").click();
+    h.step();
+    h.step();
+    h.get_by_label("GPU (wgpu)").click();
+    h.step();
+    assert_eq!(h.state().settings.backend, BackendChoice::Wgpu);
+    run_until(&mut h, "the backend switch", |a| !a.backend.ends_with('…'));
+    let backend = h.state().backend.clone();
+    if !backend.starts_with("wgpu: ") {
+        assert!(
+            std::env::var("EPS_REQUIRE_GPU").as_deref() != Ok("1"),
+            "EPS_REQUIRE_GPU=1 but the backend is {backend}"
+        );
+        assert!(
+            h.state()
+                .notices
+                .iter()
+                .any(|n| n.text.contains("Compute:")),
+            "a missing adapter is explained"
+        );
+        eprintln!("no GPU adapter: the app stayed on {backend}");
+        return;
+    }
+    h.get_by_label_contains(&format!("backend: {backend}"));
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
+    h.get_by_label("Restore").click();
+    h.step();
+    run_until(&mut h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    assert!(
+        h.state().notices.iter().all(|n| !n.error),
+        "no errors: {:?}",
+        h.state()
+            .notices
+            .iter()
+            .map(|n| &n.text)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(h.state().results.as_ref().unwrap().samples.len(), 2);
+    eprintln!("restored on {backend}");
 }

@@ -316,3 +316,68 @@ fn restore_rejects_bad_input_with_clear_messages() {
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     }
 }
+
+#[test]
+fn restore_reports_its_backend_and_falls_back_when_asked_for_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |backend: &str| {
+        let out = eps_studio()
+            .args(["restore", "--simulate", "--input"])
+            .arg(sample_photo("cups.jpg"))
+            .args([
+                "--sr",
+                "2",
+                "--samples",
+                "1",
+                "--steps",
+                "4",
+                "--work-side",
+                "96",
+            ])
+            .args(["--backend", backend, "--out"])
+            .arg(dir.path().join(backend))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{backend}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let psnr: f64 = stdout
+            .lines()
+            .find(|l| l.starts_with("| 1 |"))
+            .and_then(|l| l.split('|').nth(4))
+            .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
+            .unwrap_or_else(|| panic!("no PSNR in {stdout}"));
+        (stderr, psnr)
+    };
+    let (cpu, cpu_psnr) = run("cpu");
+    assert!(
+        cpu.contains("backend CPU") && cpu.contains("s on CPU"),
+        "{cpu}"
+    );
+    // This build has no CUDA: a clear note, then the CPU.
+    let (cuda, cuda_psnr) = run("cuda");
+    assert!(
+        cuda.contains("note: this build has no CUDA support"),
+        "{cuda}"
+    );
+    assert!(cuda.contains("backend CPU"), "{cuda}");
+    assert_eq!(cuda_psnr, cpu_psnr);
+    // wgpu takes any adapter when asked by name (the software one in CI), or says why not.
+    let (wgpu, wgpu_psnr) = run("wgpu");
+    if wgpu.contains("backend wgpu: ") {
+        assert!(wgpu.contains("s on wgpu: "), "{wgpu}");
+        assert!(
+            (wgpu_psnr - cpu_psnr).abs() < 0.05,
+            "{wgpu_psnr} vs {cpu_psnr}"
+        );
+    } else {
+        assert!(
+            std::env::var("EPS_REQUIRE_GPU").as_deref() != Ok("1"),
+            "EPS_REQUIRE_GPU=1 but: {wgpu}"
+        );
+        assert!(
+            wgpu.contains("note: GPU compute failed") && wgpu.contains("using the CPU"),
+            "{wgpu}"
+        );
+    }
+}

@@ -11,13 +11,19 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use common::*;
 use eps_studio::Error;
 use eps_studio::backend::gpu::{AdapterPolicy, GpuArithmetic, GpuContext, SHADERS};
+use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
+use eps_studio::eval::restoration::MethodChoice;
 use eps_studio::inverse::{
     AvgPoolSr, Blur, CgOperator, CgSettings, Interpolant, Kernel, LinearOperator, Problem,
 };
+use eps_studio::photo::RgbImage;
 use eps_studio::prior::gmm::{GaussianMixture, GmmPosteriorOracle};
+use eps_studio::restore::{self, BlurSpec, Degradation, Models, Settings};
+use eps_studio::sampler::Flow;
 use eps_studio::sampler::eps::{self, EpsConfig};
 use eps_studio::sampler::{EdmSchedule, Solver, StepArithmetic, ignore_progress};
 
@@ -250,4 +256,145 @@ fn a_lost_device_is_an_error() {
     let err = gpu.pivot(&x, Interpolant::edm(1.0)).unwrap_err();
     assert!(matches!(err, Error::Gpu(_)), "{err}");
     assert!(gpu.load(&f32_of(&randn(dims, 3))).is_err() || gpu.read(&x).is_err());
+}
+
+fn tiny_models() -> Models {
+    let net = |cfg: &UNetConfig| {
+        let vm = VarMap::new();
+        Network::new(
+            EdmDenoiser::new(
+                VarBuilder::from_varmap(&vm, DType::F32, &candle_core::Device::Cpu),
+                cfg,
+            )
+            .unwrap(),
+        )
+    };
+    Models::new(
+        Some(net(&UNetConfig::tiny())),
+        Some(net(&UNetConfig::tiny().with_condition())),
+        candle_core::Device::Cpu,
+    )
+}
+
+fn photo(w: usize, h: usize) -> RgbImage {
+    let mut img = RgbImage::new(w, h);
+    for (i, v) in img.data.iter_mut().enumerate() {
+        let (p, c) = (i / 3, i % 3);
+        let (x, y) = ((p % w) as f32, (p / w) as f32);
+        *v = (0.5 + 0.4 * (x * 0.21 + c as f32).sin() * (y * 0.13).cos()).clamp(0.0, 1.0);
+    }
+    img
+}
+
+fn degradations(w: usize, h: usize) -> Vec<Degradation> {
+    let mut fill = vec![false; w * h];
+    for y in h / 4..h / 2 {
+        for x in w / 3..w / 2 {
+            fill[y * w + x] = true;
+        }
+    }
+    vec![
+        Degradation::Inpaint { fill },
+        Degradation::Deblur(BlurSpec::Gaussian { sigma: 1.5 }),
+        Degradation::SuperRes { factor: 2 },
+    ]
+}
+
+fn max_pixel_diff(a: &RgbImage, b: &RgbImage) -> f32 {
+    a.data
+        .iter()
+        .zip(&b.data)
+        .fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Whole-photo restoration through the worker's entry point: the wgpu arithmetic gives the CPU's
+/// pictures, and says where it ran.
+#[test]
+fn restoration_on_the_gpu_matches_the_cpu() {
+    let Some(ctx) = shared() else { return };
+    let models = tiny_models();
+    let y = photo(48, 40);
+    for degradation in degradations(48, 40) {
+        for method in [MethodChoice::Eps, MethodChoice::EpsMean] {
+            let settings = Settings {
+                method,
+                steps: Some(6),
+                work_side: 32,
+                ..Settings::default()
+            };
+            let run = |gpu| {
+                restore::restore(
+                    &models,
+                    gpu,
+                    &y,
+                    &degradation,
+                    &settings,
+                    &[3, 4],
+                    &mut |_| Flow::Continue,
+                )
+                .unwrap()
+            };
+            let cpu = run(None);
+            let got = run(Some(ctx));
+            assert_eq!(cpu.backend, "CPU");
+            assert!(got.backend.starts_with("wgpu: "), "{}", got.backend);
+            assert!(got.notices.is_empty() && !got.fell_back_to_cpu);
+            for (a, b) in got.samples.iter().zip(&cpu.samples) {
+                let d = max_pixel_diff(a, b);
+                assert!(d <= 2.0 / 255.0, "{} {method:?}: {d}", degradation.label());
+            }
+        }
+    }
+}
+
+/// A device lost in the middle of a restoration: the run finishes on the CPU with the CPU's
+/// exact result and a notice, and says so.
+#[test]
+fn a_gpu_lost_mid_run_falls_back_to_the_cpu() {
+    let Some(ctx) = acquire() else { return };
+    let models = tiny_models();
+    let y = photo(40, 40);
+    let degradation = Degradation::Deblur(BlurSpec::Gaussian { sigma: 1.5 });
+    let settings = Settings {
+        method: MethodChoice::Eps,
+        steps: Some(8),
+        work_side: 40,
+        ..Settings::default()
+    };
+    let cpu = restore::restore(
+        &models,
+        None,
+        &y,
+        &degradation,
+        &settings,
+        &[1],
+        &mut |_| Flow::Continue,
+    )
+    .unwrap();
+    let mut steps_seen = 0;
+    let got = restore::restore(
+        &models,
+        Some(&ctx),
+        &y,
+        &degradation,
+        &settings,
+        &[1],
+        &mut |p| {
+            steps_seen += 1;
+            if p.step == 3 && steps_seen == 3 {
+                ctx.device().destroy();
+            }
+            Flow::Continue
+        },
+    )
+    .unwrap();
+    assert!(got.fell_back_to_cpu);
+    assert_eq!(got.backend, "CPU");
+    assert_eq!(got.notices.len(), 1);
+    assert!(got.notices[0].contains("GPU failed"), "{}", got.notices[0]);
+    assert_eq!(
+        got.samples[0].data, cpu.samples[0].data,
+        "the CPU's exact result"
+    );
+    assert!(steps_seen > 8, "the region ran again on the CPU");
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
+use eps_studio::backend::BackendChoice;
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
 use eps_studio::eval::restoration::MethodChoice;
 use eps_studio::photo::RgbImage;
@@ -26,7 +27,7 @@ fn worker() -> Worker {
         Some(net(&UNetConfig::tiny().with_condition())),
         Device::Cpu,
     );
-    Worker::spawn(Some(models), None, || {}).unwrap()
+    Worker::spawn(Some(models), None, BackendChoice::Cpu, || {}).unwrap()
 }
 
 fn job(id: u64, y: RgbImage, steps: usize) -> Job {

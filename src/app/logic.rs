@@ -389,6 +389,12 @@ impl EpsApp {
                 self.models_status = format!("networks from {folder}");
                 self.backend = backend;
             }
+            Update::BackendChanged { backend, notes } => {
+                self.backend = backend;
+                for note in notes {
+                    self.info(format!("Compute: {note}."));
+                }
+            }
             Update::ModelsFailed(msg) => {
                 self.models_ready = false;
                 self.models_status = "networks missing".into();
@@ -442,6 +448,12 @@ impl EpsApp {
     }
 
     fn finish(&mut self, ctx: &egui::Context, run: Running, restoration: restore::Restoration) {
+        for notice in &restoration.notices {
+            self.error(notice.clone());
+        }
+        if !restoration.notices.is_empty() {
+            self.backend = restoration.backend.clone();
+        }
         if run.kind == JobKind::Preview {
             if let Some(s) = restoration.samples.first() {
                 self.preview = Some(shown(ctx, "preview", s));

@@ -258,9 +258,15 @@ impl EpsApp {
         };
         let waker_ctx = ctx.clone();
         let preloaded = options.models.is_some();
-        let worker = Worker::spawn(options.models, options.weights.clone(), move || {
-            waker_ctx.request_repaint();
-        })
+        let backend = settings.backend;
+        let worker = Worker::spawn(
+            options.models,
+            options.weights.clone(),
+            backend,
+            move || {
+                waker_ctx.request_repaint();
+            },
+        )
         .unwrap_or_else(|e| panic!("cannot start the sampler thread: {e}"));
         let autosave_dir = options
             .autosave_dir
@@ -286,7 +292,7 @@ impl EpsApp {
             } else {
                 "loading networks…".into()
             },
-            backend: "CPU".into(),
+            backend: format!("{}…", backend.label()),
             models_ready: preloaded,
             large_photo: None,
             path_input: String::new(),
@@ -328,6 +334,13 @@ impl EpsApp {
             ));
         }
         app
+    }
+
+    /// Switches the compute backend (the worker answers with the one it could use).
+    pub fn set_backend(&mut self, choice: crate::backend::BackendChoice) {
+        self.settings.backend = choice;
+        self.backend = format!("{}…", choice.label());
+        self.worker.send(crate::worker::Command::SetBackend(choice));
     }
 
     /// Adds an informational message.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::backend::BackendChoice;
 use crate::eval::restoration::MethodChoice;
 use crate::restore::{BlurSpec, Degradation, Settings};
 
@@ -76,6 +77,8 @@ pub struct AppSettings {
     pub jpeg_quality: u8,
     /// The folder of the last opened or saved file.
     pub last_folder: Option<PathBuf>,
+    /// Compute backend.
+    pub backend: BackendChoice,
 }
 
 impl Default for AppSettings {
@@ -99,6 +102,7 @@ impl Default for AppSettings {
             save_format: SaveChoice::SameAsInput,
             jpeg_quality: 92,
             last_folder: None,
+            backend: BackendChoice::Auto,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::backend::{BackendChoice, Compute};
 use crate::eval::restoration::MethodChoice;
 use crate::noise::consecutive_seeds;
 use crate::photo::{self, SaveFormat, SaveImage};
@@ -59,6 +60,10 @@ pub struct RestoreArgs {
     /// JPEG quality.
     #[arg(long, default_value_t = 92)]
     pub quality: u8,
+    /// Compute backend: auto (CUDA, then a real GPU through wgpu, then the CPU), cpu, wgpu or
+    /// cuda.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 /// Runs `eps-studio restore`.
@@ -101,16 +106,21 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     };
 
     let folder = Models::locate(args.weights.as_deref())?;
-    let models = Models::load(&folder, &candle_core::Device::Cpu)
+    let (compute, notes) = Compute::select(args.backend);
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    let models = Models::load(&folder, compute.device())
         .with_context(|| format!("loading the networks from {}", folder.display()))?;
     let seeds = consecutive_seeds(args.seed, args.samples);
     eprintln!(
-        "{} on {}×{} ({}), {} sample(s), backend CPU",
+        "{} on {}×{} ({}), {} sample(s), backend {}",
         settings.sampler_method(&degradation).name(),
         y.width,
         y.height,
         degradation.label(),
-        seeds.len()
+        seeds.len(),
+        compute.label()
     );
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
@@ -119,18 +129,33 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let result = restore::restore(&models, &y, &degradation, &settings, &seeds, &mut |p| {
-        bar.set_position((p.fraction() * 1000.0) as u64);
-        bar.set_message(format!(
-            "region {}/{} step {}/{}",
-            p.region + 1,
-            p.regions,
-            p.step,
-            p.n_steps
-        ));
-        Flow::Continue
-    })?;
+    let result = restore::restore(
+        &models,
+        compute.gpu(),
+        &y,
+        &degradation,
+        &settings,
+        &seeds,
+        &mut |p| {
+            bar.set_position((p.fraction() * 1000.0) as u64);
+            bar.set_message(format!(
+                "region {}/{} step {}/{}",
+                p.region + 1,
+                p.regions,
+                p.step,
+                p.n_steps
+            ));
+            Flow::Continue
+        },
+    )?;
     bar.finish_and_clear();
+    for notice in &result.notices {
+        eprintln!("note: {notice}");
+    }
+    eprintln!(
+        "done in {:.1} s on {} ({} network calls per region, {} region(s))",
+        result.seconds, result.backend, result.nfe, result.regions
+    );
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;

@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use crate::backend::{GpuArithmetic, GpuContext};
 use crate::eval::restoration::MethodChoice;
 use crate::inverse::pad::{Padding, crop, reflect_pad};
 use crate::inverse::{AvgPoolSr, Blur, LinearOperator, Mask, Problem, TaskSpec};
 use crate::photo::RgbImage;
-use crate::sampler::{self, Flow, Method, StepInfo};
+use crate::sampler::{self, Flow, Method, StepInfo, eps};
 use crate::{Error, Result};
 
 pub use degrade::{BlurSpec, Degradation, Simulated, simulate};
@@ -135,6 +136,12 @@ pub struct Restoration {
     pub regions: usize,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Where the sampler's arithmetic ran, e.g. `"CPU"` or `"wgpu: … (Vulkan)"`.
+    pub backend: String,
+    /// Things the user should know about the run (a GPU failure and the fallback to the CPU).
+    pub notices: Vec<String>,
+    /// The GPU failed during the run and the CPU finished it; later runs should not use the GPU.
+    pub fell_back_to_cpu: bool,
 }
 
 /// PSNR in dB of a result against the truth (both `[0, 1]`, clipped as a saved file would be);
@@ -219,8 +226,51 @@ struct Job {
 
 /// Restores `y` (the photo as measured, `[0, 1]`) under `degradation`, one sample per seed.
 /// `observer` sees every step and may cancel.
+///
+/// The networks run on `models`' device. With `gpu`, the EPS sampler keeps its state and does the
+/// pivot and its updates in the wgpu compute shaders (baselines stay on the networks' device).
+/// Any GPU failure — on the wgpu context or on CUDA — reruns the affected work on the CPU and adds
+/// a notice; it never ends the run or returns a wrong image.
 pub fn restore(
     models: &Models,
+    gpu: Option<&GpuContext>,
+    y: &RgbImage,
+    degradation: &Degradation,
+    settings: &Settings,
+    seeds: &[u64],
+    observer: &mut dyn FnMut(&Progress<'_>) -> Flow,
+) -> Result<Restoration> {
+    let first = restore_on(models, gpu, y, degradation, settings, seeds, observer);
+    let on_cuda = matches!(models.device(), Device::Cuda(_));
+    match first {
+        Err(e) if on_cuda && is_device_failure(&e) => {
+            let Some(folder) = models.folder() else {
+                return Err(e);
+            };
+            let cpu = Models::load(folder, &Device::Cpu)?;
+            let mut out = restore_on(&cpu, None, y, degradation, settings, seeds, observer)?;
+            out.notices.insert(
+                0,
+                format!("CUDA failed ({e}); this restoration ran on the CPU instead."),
+            );
+            out.fell_back_to_cpu = true;
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
+/// Whether an error came from the compute device rather than from the input or the user.
+fn is_device_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Gpu(_) | Error::Candle(_) | Error::NonFinite { .. }
+    )
+}
+
+fn restore_on(
+    models: &Models,
+    gpu: Option<&GpuContext>,
     y: &RgbImage,
     degradation: &Degradation,
     settings: &Settings,
@@ -235,6 +285,8 @@ pub fn restore(
     let (out_w, out_h) = degradation.output_size(y.width, y.height);
     let regions = regions(y, degradation, settings);
     let n_regions = regions.len();
+    let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser());
+    let mut notices = Vec::new();
 
     let mut acc: Vec<Accumulator> = seeds
         .iter()
@@ -259,9 +311,26 @@ pub fn restore(
                 preview: &preview,
             })
         };
-        let out = sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?;
+        let mut out = None;
+        if let Some(ctx) = gpu {
+            match sample_on_gpu(ctx, &method, denoisers, &job.problem, seeds, &mut observe) {
+                Ok(o) => out = Some(o),
+                Err(e) if is_device_failure(&e) => {
+                    notices.push(format!(
+                        "The GPU failed ({e}); this restoration continued on the CPU."
+                    ));
+                    gpu = None;
+                }
+                Err(Error::Unsupported(_)) => gpu = None,
+                Err(e) => return Err(e),
+            }
+        }
+        let out = match out {
+            Some(o) => o,
+            None => sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?,
+        };
         nfe = out.nfe;
-        let residual = job.problem.residual(&out.samples)?;
+        let residual = job.problem.residual(&out.samples.to_device(&device)?)?;
         for (b, a) in acc.iter_mut().enumerate() {
             let patch = working_to_output(&out.samples, b, &job)?;
             let r = residual_patch(&residual, b, &job)?;
@@ -275,6 +344,11 @@ pub fn restore(
         samples.push(s);
         residuals.push(r);
     }
+    let backend = match (gpu, &device) {
+        (Some(ctx), _) => format!("wgpu: {}", ctx.adapter_name()),
+        (None, Device::Cuda(_)) => "CUDA".into(),
+        (None, _) => "CPU".into(),
+    };
     Ok(Restoration {
         samples,
         residuals,
@@ -282,7 +356,35 @@ pub fn restore(
         nfe,
         regions: n_regions,
         seconds: started.elapsed().as_secs_f64(),
+        backend,
+        fell_back_to_cpu: !notices.is_empty(),
+        notices,
     })
+}
+
+/// The EPS methods with their arithmetic on the wgpu context.
+fn sample_on_gpu(
+    ctx: &GpuContext,
+    method: &Method,
+    denoisers: sampler::Denoisers<'_>,
+    problem: &crate::inverse::Problem,
+    seeds: &[u64],
+    observe: &mut dyn FnMut(&StepInfo<'_>) -> Flow,
+) -> Result<sampler::SampleOutput> {
+    let posterior = denoisers
+        .posterior
+        .ok_or_else(|| Error::Unsupported("the EPS network is not loaded".into()))?;
+    let mut arith = GpuArithmetic::new(ctx, problem, seeds.len())?;
+    match method {
+        Method::Eps(cfg) => eps::sample_with(&mut arith, posterior, problem, seeds, cfg, observe),
+        Method::PosteriorMean(cfg) => {
+            eps::posterior_mean_with(&mut arith, posterior, problem, seeds, cfg, observe)
+        }
+        other => Err(Error::Unsupported(format!(
+            "{} has no GPU arithmetic",
+            other.name()
+        ))),
+    }
 }
 
 fn validate(

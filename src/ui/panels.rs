@@ -89,6 +89,19 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             "Longest side the network sees at once; larger is slower and uses more memory.",
         );
     ui.checkbox(&mut s.live_preview, "Instant preview while painting");
+    let mut backend = s.backend;
+    egui::ComboBox::from_label("compute")
+        .selected_text(backend.label())
+        .show_ui(ui, |ui| {
+            for b in crate::backend::BackendChoice::ALL {
+                ui.selectable_value(&mut backend, b, b.label());
+            }
+        })
+        .response
+        .on_hover_text("Automatic uses CUDA, then a GPU through wgpu (pivot and sampler arithmetic), then the CPU.");
+    if backend != app.settings.backend {
+        app.set_backend(backend);
+    }
 
     ui.separator();
     let restoring = app.is_restoring();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backend::BackendChoice;
 use crate::photo::RgbImage;
 use crate::restore::{Degradation, Rect, Restoration, Settings};
 
@@ -39,6 +40,8 @@ pub struct Job {
 pub enum Command {
     /// Load (or reload) the networks from a folder (`None`: the shipped weights).
     LoadModels(Option<PathBuf>),
+    /// Choose the compute backend (reloading the networks when their device changes).
+    SetBackend(BackendChoice),
     /// Run a job (after any running one finishes or is cancelled).
     Run(Job),
 }
@@ -55,6 +58,13 @@ pub enum Update {
     },
     /// The networks could not be loaded.
     ModelsFailed(String),
+    /// The compute backend in use changed.
+    BackendChanged {
+        /// The backend in words.
+        backend: String,
+        /// Why a faster or the requested backend was not used, if it was not.
+        notes: Vec<String>,
+    },
     /// A job started.
     Started {
         /// Job id.

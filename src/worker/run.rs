@@ -10,6 +10,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::protocol::{Command, Job, Update};
+use crate::backend::{BackendChoice, Compute};
 use crate::restore::{self, Models};
 use crate::sampler::Flow;
 
@@ -34,12 +35,14 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// Starts the thread. `models` are used as given (tests); `None` loads the shipped weights on
-    /// the thread, reporting [`Update::ModelsLoaded`] or [`Update::ModelsFailed`]. `waker` is
-    /// called after every update so the UI repaints.
+    /// Starts the thread. It first selects the compute backend for `backend`
+    /// ([`Update::BackendChanged`]). `models` are used as given (tests); `None` loads the shipped
+    /// weights on the thread, reporting [`Update::ModelsLoaded`] or [`Update::ModelsFailed`].
+    /// `waker` is called after every update so the UI repaints.
     pub fn spawn(
         models: Option<Models>,
         weights: Option<PathBuf>,
+        backend: BackendChoice,
         waker: impl Fn() + Send + 'static,
     ) -> std::io::Result<Self> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Command>();
@@ -52,6 +55,7 @@ impl Worker {
             .spawn(move || {
                 let mut state = Loop {
                     models,
+                    compute: Compute::cpu(),
                     updates: up_tx,
                     cancel_upto: cancel,
                     waker: Box::new(waker),
@@ -65,6 +69,7 @@ impl Worker {
             next_id: 1,
             thread: Some(thread),
         };
+        worker.send(Command::SetBackend(backend));
         if !preloaded {
             worker.send(Command::LoadModels(weights));
         }
@@ -117,6 +122,7 @@ impl Drop for Worker {
 
 struct Loop {
     models: Option<Models>,
+    compute: Compute,
     updates: Sender<Update>,
     cancel_upto: Arc<AtomicU64>,
     waker: Box<dyn Fn() + Send>,
@@ -127,6 +133,7 @@ impl Loop {
         while let Ok(command) = commands.recv() {
             let alive = match command {
                 Command::LoadModels(folder) => self.load(folder),
+                Command::SetBackend(choice) => self.set_backend(choice),
                 Command::Run(job) => self.run(job),
             };
             if !alive {
@@ -142,8 +149,37 @@ impl Loop {
         ok
     }
 
+    fn set_backend(&mut self, choice: BackendChoice) -> bool {
+        let (compute, mut notes) = Compute::select(choice);
+        let same_device = compute.device().same_device(&self.compute.device().clone());
+        self.compute = compute;
+        if !same_device && let Some(models) = &self.models {
+            // The networks live on a device; a new one needs them loaded again.
+            let reloaded = match models.folder() {
+                Some(folder) => Models::load(folder, self.compute.device()),
+                None => Err(crate::Error::Unsupported(
+                    "the networks were not loaded from files".into(),
+                )),
+            };
+            match reloaded {
+                Ok(m) => self.models = Some(m),
+                Err(e) => {
+                    notes.push(format!(
+                        "cannot move the networks to {} ({e}); staying on the CPU",
+                        self.compute.label()
+                    ));
+                    self.compute = Compute::cpu();
+                }
+            }
+        }
+        self.deliver(Update::BackendChanged {
+            backend: self.compute.label().to_owned(),
+            notes,
+        })
+    }
+
     fn load(&mut self, folder: Option<PathBuf>) -> bool {
-        let device = candle_core::Device::Cpu;
+        let device = self.compute.device().clone();
         let result = Models::locate(folder.as_deref()).and_then(|dir| Models::load(&dir, &device));
         match result {
             Ok(models) => {
@@ -154,7 +190,7 @@ impl Loop {
                 self.models = Some(models);
                 self.deliver(Update::ModelsLoaded {
                     folder,
-                    backend: "CPU".into(),
+                    backend: self.compute.label().to_owned(),
                 })
             }
             Err(e) => self.deliver(Update::ModelsFailed(e.to_string())),
@@ -179,10 +215,12 @@ impl Loop {
         let updates = self.updates.clone();
         let cancel = Arc::clone(&self.cancel_upto);
         let waker = &self.waker;
+        let gpu = self.compute.gpu();
         let mut last = Instant::now();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             restore::restore(
                 models,
+                gpu,
                 &job.y,
                 &job.degradation,
                 &job.settings,
@@ -213,7 +251,27 @@ impl Loop {
             )
         }));
         let update = match result {
-            Ok(Ok(restoration)) => Update::Finished { id, restoration },
+            Ok(Ok(restoration)) => {
+                if restoration.fell_back_to_cpu {
+                    // A failed device stays failed: later runs go straight to the CPU.
+                    self.compute = crate::backend::Compute::cpu();
+                    if self.models.as_ref().is_some_and(|m| !m.device().is_cpu()) {
+                        self.models = self
+                            .models
+                            .as_ref()
+                            .and_then(|m| m.folder())
+                            .and_then(|f| Models::load(f, &candle_core::Device::Cpu).ok());
+                    }
+                    let _ = self.updates.try_send(Update::BackendChanged {
+                        backend: self.compute.label().to_owned(),
+                        notes: vec![
+                            "the GPU failed, so the CPU is used until you choose a backend again"
+                                .into(),
+                        ],
+                    });
+                }
+                Update::Finished { id, restoration }
+            }
             Ok(Err(crate::Error::Cancelled)) => Update::Cancelled { id },
             Ok(Err(e)) => Update::Failed {
                 id,
