@@ -63,7 +63,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let v = src[base + (j + r * m) * params.elem_stride];
         acc = acc + vec2<f32>(v.x * w.x - v.y * w.y, v.x * w.y + v.y * w.x);
-        e = (e + step) % params.n;
+        // step < n, so one subtraction keeps e in [0, n) without an integer division.
+        e = e + step;
+        if (e >= params.n) {
+            e = e - params.n;
+        }
     }
     dst[base + o * params.elem_stride] = acc;
 }

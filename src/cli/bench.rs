@@ -25,6 +25,13 @@ pub struct BenchArgs {
     /// Markdown file to write the results to.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Instead of the step costs: the pivot and the sampler update of every operator on the CPU
+    /// and on the wgpu device (any adapter, software ones included), next to one network call.
+    #[arg(long)]
+    pub pivot: bool,
+    /// Image sides for `--pivot`.
+    #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+    pub pivot_sizes: Vec<usize>,
 }
 
 /// Runs `eps-studio bench`.
@@ -66,6 +73,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         UNetConfig::default().with_condition(),
         crate::denoiser::ModelKind::Eps,
     )?;
+    if args.pivot {
+        return pivot_report(args, &eps, &eps_src);
+    }
     let n = args.size;
     let mut lines = vec![format!("networks: prior = {prior_src}, EPS = {eps_src}")];
     for (name, cfg) in [
@@ -124,15 +134,72 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "| {n}×{n} box inpainting, EPS {nfe} NFE, 1 sample, end to end | {secs:.3} | |\n"
     ));
     let report = format!("{}\n\n{table}", lines.join("  \n"));
+    write_report(args, "Benchmarks", &report)
+}
+
+fn write_report(args: &BenchArgs, title: &str, report: &str) -> anyhow::Result<()> {
     println!("{report}");
     if let Some(out) = &args.out {
         let command: Vec<String> = std::env::args().collect();
         let text = format!(
-            "# Benchmarks\n\nMachine: {} CPU cores. Command:\n\n```\n{}\n```\n\n{report}",
+            "# {title}\n\nMachine: {} CPU cores. Command:\n\n```\n{}\n```\n\n{report}",
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             command.join(" ")
         );
         crate::fsutil::write_atomic(out, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// `eps-studio bench --pivot`: the pivot and the update on the CPU and on wgpu.
+fn pivot_report(
+    args: &BenchArgs,
+    eps: &crate::denoiser::Network,
+    eps_src: &str,
+) -> anyhow::Result<()> {
+    use crate::backend::{AdapterPolicy, GpuContext};
+    let ctx = match GpuContext::acquire(AdapterPolicy::Any) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("note: {e}; timing the CPU only");
+            None
+        }
+    };
+    let adapter = ctx.as_ref().map_or_else(
+        || "none".to_owned(),
+        |c| {
+            let kind = if c.is_software() {
+                "a software rasteriser on the CPU, not a GPU"
+            } else {
+                "a GPU"
+            };
+            format!("{} — {kind}", c.adapter_name())
+        },
+    );
+    let rows = crate::eval::bench::pivot_costs(eps, ctx.as_ref(), &args.pivot_sizes, args.repeats)?;
+    let opt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.5}"));
+    let ratio = |v: Option<f64>, n: f64| v.map_or_else(|| "–".to_owned(), |v| format!("{:.2}%", 100.0 * v / n));
+    let mut table = String::from(
+        "| operator | side | CPU pivot (s) | wgpu pivot (s) | wgpu pivot + read-back (s) | CPU pivot ÷ network call | wgpu pivot + read-back ÷ network call | CPU update (s) | wgpu update (s) | EPS network call, CPU (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {} | {:.5} | {} | {} | {:.2}% | {} | {:.5} | {} | {:.3} |\n",
+            r.operator,
+            r.size,
+            r.cpu_pivot,
+            opt(r.gpu_pivot),
+            opt(r.gpu_pivot_readback),
+            100.0 * r.cpu_pivot / r.network_step,
+            ratio(r.gpu_pivot_readback, r.network_step),
+            r.cpu_update,
+            opt(r.gpu_update),
+            r.network_step
+        ));
+    }
+    let report = format!(
+        "EPS network: {eps_src}  \nwgpu adapter: {adapter}  \nBatch 1, 3 channels; medians of {} runs. \"Update\" is one DPM-Solver++(2M) step (three-term linear combination).\n\n{table}",
+        args.repeats.max(1)
+    );
+    write_report(args, "Pivot benchmarks: CPU and wgpu", &report)
 }

@@ -175,3 +175,119 @@ pub fn model_size(cfg: &UNetConfig, size: usize) -> Result<(usize, u64)> {
         .sum();
     Ok((params, cfg.flops(size, size)))
 }
+
+/// One row of the pivot benchmark: one operator at one size, CPU against wgpu.
+#[derive(Debug, Clone)]
+pub struct PivotRow {
+    /// The operator.
+    pub operator: String,
+    /// Image side in pixels.
+    pub size: usize,
+    /// The pivot on the CPU (candle tensors; blur through the f64 host FFT), median seconds.
+    pub cpu_pivot: f64,
+    /// The pivot on the wgpu device alone (submitted and waited for).
+    pub gpu_pivot: Option<f64>,
+    /// The pivot on the wgpu device including the copy of μ* back to the host, which the
+    /// network on the CPU needs: what a sampler step pays.
+    pub gpu_pivot_readback: Option<f64>,
+    /// A DPM-Solver++(2M) update (three-term linear combination) on the CPU.
+    pub cpu_update: f64,
+    /// The same update on the wgpu device.
+    pub gpu_update: Option<f64>,
+    /// One EPS network call at this size on the CPU (the rest of a sampler step).
+    pub network_step: f64,
+}
+
+/// Times the pivot and the sampler update of every operator family at each size, on the CPU and
+/// (with `gpu`) on the wgpu device, next to one EPS network call of the same size.
+pub fn pivot_costs(
+    eps: &Network,
+    gpu: Option<&crate::backend::GpuContext>,
+    sizes: &[usize],
+    repeats: usize,
+) -> Result<Vec<PivotRow>> {
+    use crate::backend::GpuArithmetic;
+    use crate::inverse::TaskSpec;
+    use crate::sampler::StepArithmetic;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let x = SeededNoise::new(&[1]).normal((3, n, n), DType::F32, &candle_core::Device::Cpu)?;
+        let x0 = x.zeros_like()?;
+        let interp = Interpolant::edm(1.0);
+        let mut network_step = None;
+        for (label, task) in [
+            ("mask 70%", TaskSpec::RandomInpaint { hidden: 0.7 }),
+            ("SR ×4", TaskSpec::SuperResolution { factor: 4 }),
+            ("Gaussian blur σ=2", TaskSpec::GaussianDeblur { sigma: 2.0 }),
+            (
+                "motion blur 15 px",
+                TaskSpec::MotionDeblur {
+                    length: 15.0,
+                    angle: 30.0,
+                },
+            ),
+        ] {
+            let op = task.operator(n, n, &mut rng)?;
+            let problem = Problem::simulate(op, &x0, 0.05, 1)?;
+            if network_step.is_none() {
+                let mut call =
+                    || -> Result<()> { PosteriorDenoiser::denoise(eps, &x, &problem, 1.0).map(drop) };
+                call()?;
+                let mut v = Vec::new();
+                for _ in 0..repeats.max(1) {
+                    v.push(time(&mut call)?);
+                }
+                network_step = Some(median(v));
+            }
+            let mut cpu = crate::sampler::TensorArithmetic::new(&problem);
+            let (a, b) = (x.clone(), x.affine(0.5, 0.1)?);
+            let mut cpu_pivot = || -> Result<()> { cpu.pivot(&a, interp).map(drop) };
+            let mut cpu_update = || -> Result<()> {
+                crate::sampler::TensorArithmetic::new(&problem)
+                    .combine(&[(0.8, &a), (0.3, &b), (-0.1, &a)])
+                    .map(drop)
+            };
+            cpu_pivot()?;
+            let mut t = [Vec::new(), Vec::new()];
+            for _ in 0..repeats.max(1) {
+                t[0].push(time(&mut cpu_pivot)?);
+                t[1].push(time(&mut cpu_update)?);
+            }
+            let [cpu_p, cpu_u] = t.map(median);
+            let (mut gpu_p, mut gpu_pr, mut gpu_u) = (None, None, None);
+            if let Some(ctx) = gpu {
+                let mut g = GpuArithmetic::new(ctx, &problem, 1)?;
+                let (ga, gb) = (g.load(&a)?, g.load(&b)?);
+                g.pivot(&ga, interp)?;
+                let mut t = [Vec::new(), Vec::new(), Vec::new()];
+                for _ in 0..repeats.max(1) {
+                    t[0].push(time(&mut || {
+                        g.pivot_in_place(&ga, interp)?;
+                        ctx.wait()
+                    })?);
+                    t[1].push(time(&mut || g.pivot(&ga, interp).map(drop))?);
+                    t[2].push(time(&mut || {
+                        let out = g.combine(&[(0.8, &ga), (0.3, &gb), (-0.1, &ga)])?;
+                        ctx.wait()?;
+                        drop(out);
+                        Ok(())
+                    })?);
+                }
+                let [p, pr, u] = t.map(median);
+                (gpu_p, gpu_pr, gpu_u) = (Some(p), Some(pr), Some(u));
+            }
+            rows.push(PivotRow {
+                operator: label.into(),
+                size: n,
+                cpu_pivot: cpu_p,
+                gpu_pivot: gpu_p,
+                gpu_pivot_readback: gpu_pr,
+                cpu_update: cpu_u,
+                gpu_update: gpu_u,
+                network_step: network_step.unwrap_or(f64::NAN),
+            });
+        }
+    }
+    Ok(rows)
+}

@@ -209,6 +209,14 @@ impl GpuContext {
         &self.device
     }
 
+    /// Waits until every submitted piece of work has finished (benchmarks).
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed ({e})")))?;
+        self.check_fault()
+    }
+
     /// Fails with the recorded fault, if the device reported one.
     fn check_fault(&self) -> Result<()> {
         let fault = self.fault.lock().ok().and_then(|f| f.clone());
