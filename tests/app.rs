@@ -334,10 +334,12 @@ fn snapshot_of_a_finished_restoration() {
     h.run_steps(2);
     // Rendering needs a Vulkan or GL adapter (CI installs Mesa's software one and sets
     // EPS_REQUIRE_GPU=1); elsewhere a missing adapter skips the picture, not the test above.
-    // The filled pixels depend on floating-point details of the CPU (SIMD width), so they and the
-    // numbers next to the thumbnails may differ between machines: allow that many pixels (the
-    // hole on screen plus the thumbnails, about 3% of the window), not a changed layout.
-    let options = egui_kittest::SnapshotOptions::new().max_failed_pixels(25_000);
+    // The filled pixels depend on floating-point details (SIMD width, summation order), so a few
+    // may differ between machines. Measured: running the same restoration's arithmetic in the wgpu
+    // shaders instead (differences of ~1e-7, plus a longer status-bar text) changed 2 067 pixels;
+    // one added row in the settings panel changed 16 169. Allow 5 000: float noise passes, a
+    // changed layout does not.
+    let options = egui_kittest::SnapshotOptions::new().max_failed_pixels(5_000);
     let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         h.snapshot_options("finished_restoration", &options);
     }));

@@ -398,3 +398,32 @@ fn a_gpu_lost_mid_run_falls_back_to_the_cpu() {
     );
     assert!(steps_seen > 8, "the region ran again on the CPU");
 }
+
+/// A device opened by someone else (an embedder, or eframe's renderer) can be handed in.
+#[test]
+fn a_context_builds_on_an_injected_device() {
+    if shared().is_none() {
+        return;
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let info = adapter.get_info();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("injected"),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = GpuContext::from_device(device, queue, info).unwrap();
+    let op: Arc<dyn LinearOperator> = Arc::new(random_mask((1, 1, 9, 7), 0.5, 1));
+    let y = f32_of(&random_measurement(&*op, (1, 3, 9, 7), 2));
+    let problem = Problem::new(op, &y, 0.02, (3, 9, 7)).unwrap();
+    let x = f32_of(&randn((1, 3, 9, 7), 3));
+    let mut gpu = GpuArithmetic::new(&ctx, &problem, 1).unwrap();
+    let held = gpu.load(&x).unwrap();
+    let got = gpu.pivot(&held, Interpolant::edm(0.5)).unwrap();
+    let want = problem.pivot(&x, Interpolant::edm(0.5)).unwrap();
+    assert!(relative_diff(&got, &want) < 1e-6);
+}

@@ -178,7 +178,9 @@ fn pivot_report(
     );
     let rows = crate::eval::bench::pivot_costs(eps, ctx.as_ref(), &args.pivot_sizes, args.repeats)?;
     let opt = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.5}"));
-    let ratio = |v: Option<f64>, n: f64| v.map_or_else(|| "–".to_owned(), |v| format!("{:.2}%", 100.0 * v / n));
+    let ratio = |v: Option<f64>, n: f64| {
+        v.map_or_else(|| "–".to_owned(), |v| format!("{:.2}%", 100.0 * v / n))
+    };
     let mut table = String::from(
         "| operator | side | CPU pivot (s) | wgpu pivot (s) | wgpu pivot + read-back (s) | CPU pivot ÷ network call | wgpu pivot + read-back ÷ network call | CPU update (s) | wgpu update (s) | EPS network call, CPU (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );

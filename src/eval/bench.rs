@@ -231,8 +231,9 @@ pub fn pivot_costs(
             let op = task.operator(n, n, &mut rng)?;
             let problem = Problem::simulate(op, &x0, 0.05, 1)?;
             if network_step.is_none() {
-                let mut call =
-                    || -> Result<()> { PosteriorDenoiser::denoise(eps, &x, &problem, 1.0).map(drop) };
+                let mut call = || -> Result<()> {
+                    PosteriorDenoiser::denoise(eps, &x, &problem, 1.0).map(drop)
+                };
                 call()?;
                 let mut v = Vec::new();
                 for _ in 0..repeats.max(1) {
