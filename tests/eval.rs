@@ -106,3 +106,62 @@ fn step_costs_are_reported_against_the_bare_step() {
     // Pixel-unshuffle ×4 puts ~5 GFLOP at 256×256; a wrong count would be far off.
     assert!((4e9..6e9).contains(&(flops as f64)), "{flops}");
 }
+
+/// The perceptual and VGG-feature columns: zero for perfect samples, positive for noisy ones.
+#[test]
+fn feature_scores_are_zero_for_the_truth_and_grow_with_noise() {
+    use eps_studio::eval::lpips::{Backbone, Lpips};
+    use eps_studio::eval::restoration::{FeatureNets, feature_scores};
+    let load = |b: Backbone| match Lpips::locate_and_load(b, &Device::Cpu) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            assert!(
+                std::env::var("EPS_REQUIRE_LPIPS").as_deref() != Ok("1"),
+                "EPS_REQUIRE_LPIPS=1 but: {e}"
+            );
+            eprintln!("without {}: {e}", b.label());
+            None
+        }
+    };
+    let nets = FeatureNets {
+        alex: load(Backbone::Alex),
+        vgg: load(Backbone::Vgg),
+    };
+    let (n, s) = (3, 2);
+    let truth = randn((n, 3, 64, 64), 3)
+        .affine(0.4, 0.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let perfect = truth
+        .unsqueeze(1)
+        .unwrap()
+        .broadcast_as((n, s, 3, 64, 64))
+        .unwrap()
+        .reshape((n * s, 3, 64, 64))
+        .unwrap();
+    let noise = randn((n * s, 3, 64, 64), 4)
+        .affine(0.3, 0.0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let noisy = (&perfect + noise).unwrap();
+    let exact = feature_scores(&nets, &perfect, &truth, s).unwrap();
+    let worse = feature_scores(&nets, &noisy, &truth, s).unwrap();
+    eprintln!("exact {exact:?}\nnoisy {worse:?}");
+    if nets.alex.is_some() {
+        assert!(exact.lpips_alex.unwrap().abs() < 1e-6, "{exact:?}");
+        assert!(worse.lpips_alex.unwrap() > 0.01, "{worse:?}");
+    }
+    if nets.vgg.is_some() {
+        assert!(exact.lpips_vgg.unwrap().abs() < 1e-6 && exact.crps_vgg.unwrap().abs() < 1e-9);
+        assert!(worse.lpips_vgg.unwrap() > 0.05 && worse.crps_vgg.unwrap() > 0.0);
+        // Duplicated truths are not the truths' own Gaussian fit (the covariance normalisation
+        // differs), so FD is small, not zero; noise moves it far more.
+        assert!(
+            worse.fd_vgg.unwrap() > 10.0 * exact.fd_vgg.unwrap(),
+            "{exact:?} {worse:?}"
+        );
+        assert!(worse.kid_vgg.unwrap().is_finite() && worse.mmd_vgg.unwrap().is_finite());
+    }
+}

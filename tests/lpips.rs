@@ -9,7 +9,9 @@ use candle_core::{Device, Tensor};
 use eps_studio::eval::lpips::{Backbone, Lpips};
 
 fn image(name: &str) -> Tensor {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lpips").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/lpips")
+        .join(name);
     let photo = eps_studio::photo::load(&path).unwrap();
     eps_studio::restore::to_tensor(&photo.rgb, &Device::Cpu).unwrap()
 }
@@ -35,8 +37,16 @@ fn check_reference(backbone: Backbone, p0: f64, p1: f64) {
     let d0 = net.distance(&r, &a).unwrap()[0];
     let d1 = net.distance(&r, &b).unwrap()[0];
     eprintln!("{}: {d0:.4} {d1:.4}", backbone.label());
-    assert!((d0 - p0).abs() < 5e-4, "{}: ref–p0 {d0:.4}, expected {p0}", backbone.label());
-    assert!((d1 - p1).abs() < 5e-4, "{}: ref–p1 {d1:.4}, expected {p1}", backbone.label());
+    assert!(
+        (d0 - p0).abs() < 5e-4,
+        "{}: ref–p0 {d0:.4}, expected {p0}",
+        backbone.label()
+    );
+    assert!(
+        (d1 - p1).abs() < 5e-4,
+        "{}: ref–p1 {d1:.4}, expected {p1}",
+        backbone.label()
+    );
     // d(x, x) = 0 and symmetry, batched (one reference against a batch).
     let batch = Tensor::cat(&[&r, &a, &b], 0).unwrap();
     let self_d = net.distance(&batch, &batch).unwrap();
@@ -46,7 +56,10 @@ fn check_reference(backbone: Backbone, p0: f64, p1: f64) {
     for (x, y) in ab.iter().zip(&ba) {
         assert!((x - y).abs() < 1e-6, "symmetry: {x} vs {y}");
     }
-    assert!((ab[1] - d0).abs() < 1e-5 && (ab[2] - d1).abs() < 1e-5, "batching");
+    assert!(
+        (ab[1] - d0).abs() < 1e-5 && (ab[2] - d1).abs() < 1e-5,
+        "batching"
+    );
 }
 
 #[test]
@@ -61,7 +74,9 @@ fn vgg16_matches_the_reference_values() {
 
 #[test]
 fn bad_inputs_and_files_give_clear_errors() {
-    let Some(net) = network(Backbone::Alex) else { return };
+    let Some(net) = network(Backbone::Alex) else {
+        return;
+    };
     let tiny = Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = net.distance(&tiny, &tiny).unwrap_err().to_string();
     assert!(err.contains("H, W ≥ 32"), "{err}");

@@ -196,3 +196,49 @@ fn fair_crps_estimates_the_gaussian_closed_form() {
     let plain = crps(&ens, &vec![z; d], CrpsForm::Plain).unwrap();
     assert!((plain - got - s / (std::f64::consts::PI.sqrt() * m as f64)).abs() < 0.01);
 }
+
+fn gaussian_points(d: usize, n: usize, mean: &[f64], std: &[f64], seed: u64) -> DMatrix<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    DMatrix::from_fn(d, n, |i, _| {
+        let z: f64 = StandardNormal.sample(&mut rng);
+        mean[i] + std[i] * z
+    })
+}
+
+#[test]
+fn frechet_distance_matches_the_closed_form_for_gaussians() {
+    use eps_studio::eval::metrics::frechet_distance;
+    // Diagonal Gaussians: FD = ‖Δμ‖² + Σ (σx − σy)²; with 20 000 points the estimate is close.
+    let (mx, sx) = ([0.0, 1.0, -2.0], [1.0, 0.5, 2.0]);
+    let (my, sy) = ([0.5, 1.0, -1.0], [1.5, 0.5, 1.0]);
+    let x = gaussian_points(3, 20_000, &mx, &sx, 1);
+    let y = gaussian_points(3, 20_000, &my, &sy, 2);
+    let exact: f64 = (0..3)
+        .map(|i| (mx[i] - my[i]).powi(2) + (sx[i] - sy[i]).powi(2))
+        .sum();
+    let fd = frechet_distance(&x, &y).unwrap();
+    assert!((fd - exact).abs() < 0.05 * exact, "{fd} vs {exact}");
+    // Identical sets: zero (up to round-off), even with fewer points than dimensions.
+    let z = gaussian_points(10, 6, &[0.0; 10], &[1.0; 10], 3);
+    assert!(frechet_distance(&z, &z).unwrap() < 1e-8);
+    assert!(frechet_distance(&z, &x).is_err(), "dimensions must agree");
+}
+
+#[test]
+fn kid_is_near_zero_for_one_distribution_and_grows_with_a_shift() {
+    use eps_studio::eval::metrics::kid;
+    let x = gaussian_points(4, 400, &[0.0; 4], &[1.0; 4], 4);
+    let y = gaussian_points(4, 400, &[0.0; 4], &[1.0; 4], 5);
+    let shifted = gaussian_points(4, 400, &[1.0; 4], &[1.0; 4], 6);
+    let same = kid(&x, &y).unwrap();
+    let apart = kid(&x, &shifted).unwrap();
+    assert!(same.abs() < 0.05, "{same}");
+    assert!(apart > 20.0 * same.abs().max(1e-3), "{apart} vs {same}");
+    // By hand on two points per set in one dimension: k(u, v) = (uv + 1)³.
+    let a = DMatrix::from_row_slice(1, 2, &[0.0, 1.0]);
+    let b = DMatrix::from_row_slice(1, 2, &[1.0, 2.0]);
+    let k = |u: f64, v: f64| (u * v + 1.0).powi(3);
+    let want = k(0.0, 1.0) + k(1.0, 2.0)
+        - 2.0 * (k(0.0, 1.0) + k(0.0, 2.0) + k(1.0, 1.0) + k(1.0, 2.0)) / 4.0;
+    assert!((kid(&a, &b).unwrap() - want).abs() < 1e-12);
+}

@@ -55,6 +55,9 @@ pub struct EvalArgs {
     /// Heading of the section written to --out.
     #[arg(long, default_value = "Results")]
     pub title: String,
+    /// Pixel metrics only: leave out LPIPS and the VGG16-feature metrics (FD, KID, MMD², CRPS).
+    #[arg(long)]
+    pub no_features: bool,
 }
 
 /// Runs `eps-studio eval`.
@@ -125,6 +128,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         tasks,
         methods,
         images_per_batch: args.batch,
+        features: feature_nets(args.no_features, &device),
     };
     eprintln!(
         "evaluating {} crops of {}×{} × {} samples, σ_y = {}",
@@ -142,8 +146,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let rows = evaluate(&cfg, &truth, denoisers, &mut |r| {
         eprintln!(
-            "  {:<18} {:<14} NFE {:>3}  PSNR {:>6.2}  SSIM {:.3}  MMD² {:>9.2e}  CRPS {:.4}  {:.3} s/sample",
-            r.task, r.method, r.nfe, r.psnr, r.ssim, r.mmd, r.crps, r.secs_per_sample
+            "  {:<18} {:<14} NFE {:>3}  PSNR {:>6.2}  SSIM {:.3}  MMD² {:>9.2e}  CRPS {:.4}  LPIPS-Alex {}  LPIPS-VGG {}  FD-VGG {}  {:.3} s/sample",
+            r.task,
+            r.method,
+            r.nfe,
+            r.psnr,
+            r.ssim,
+            r.mmd,
+            r.crps,
+            r.features
+                .lpips_alex
+                .map_or("–".into(), |v| format!("{v:.3}")),
+            r.features
+                .lpips_vgg
+                .map_or("–".into(), |v| format!("{v:.3}")),
+            r.features.fd_vgg.map_or("–".into(), |v| format!("{v:.3}")),
+            r.secs_per_sample
         );
     })?;
     let table = to_markdown(&rows);
@@ -184,4 +202,23 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The LPIPS networks the evaluation can find; a missing one drops its columns with a note.
+fn feature_nets(skip: bool, device: &candle_core::Device) -> crate::eval::restoration::FeatureNets {
+    use crate::eval::lpips::{Backbone, Lpips};
+    let mut nets = crate::eval::restoration::FeatureNets::default();
+    if skip {
+        return nets;
+    }
+    let load = |b: Backbone| match Lpips::locate_and_load(b, device) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("note: no {} columns: {e}", b.label());
+            None
+        }
+    };
+    nets.alex = load(Backbone::Alex);
+    nets.vgg = load(Backbone::Vgg);
+    nets
 }

@@ -98,7 +98,9 @@ impl Lpips {
     }
 
     fn from_tensors(mut t: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
-        let convs_found = (0..).take_while(|k| t.contains_key(&format!("net.{k}.weight"))).count();
+        let convs_found = (0..)
+            .take_while(|k| t.contains_key(&format!("net.{k}.weight")))
+            .count();
         let backbone = match convs_found {
             5 => Backbone::Alex,
             13 => Backbone::Vgg,
@@ -226,9 +228,13 @@ impl Lpips {
     /// LPIPS between the images of `a` and `b` (`[B, 3, H, W]` in `[-1, 1]`; either may have
     /// batch 1 and is then compared with every image of the other), one distance per image.
     pub fn distance(&self, a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
-        let (fa, fb) = (self.features(a)?, self.features(b)?);
+        self.distance_from_features(&self.features(a)?, &self.features(b)?)
+    }
+
+    /// [`Self::distance`] from features already computed with [`Self::features`].
+    pub fn distance_from_features(&self, fa: &[Tensor], fb: &[Tensor]) -> Result<Vec<f64>> {
         let mut total: Option<Tensor> = None;
-        for ((xa, xb), w) in fa.iter().zip(&fb).zip(&self.heads) {
+        for ((xa, xb), w) in fa.iter().zip(fb).zip(&self.heads) {
             let d = unit_normalise(xa)?
                 .broadcast_sub(&unit_normalise(xb)?)?
                 .sqr()?
@@ -243,15 +249,17 @@ impl Lpips {
             });
         }
         let total = total.ok_or_else(|| Error::Unsupported("no LPIPS taps".into()))?;
-        Ok(total
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?)
+        Ok(total.to_dtype(DType::F64)?.to_vec1::<f64>()?)
     }
 
     /// A fixed-length embedding per image for distribution metrics: the spatial mean of the last
     /// tap (512 channels of relu5_3 for VGG16), `[B, 512]`.
     pub fn embedding(&self, x: &Tensor) -> Result<Tensor> {
-        let taps = self.features(x)?;
+        Self::embedding_from_features(&self.features(x)?)
+    }
+
+    /// [`Self::embedding`] from features already computed with [`Self::features`].
+    pub fn embedding_from_features(taps: &[Tensor]) -> Result<Tensor> {
         let last = taps
             .last()
             .ok_or_else(|| Error::Unsupported("no LPIPS taps".into()))?;

@@ -1,6 +1,7 @@
 //! Metrics of eps-method.md §7: PSNR and SSIM on `[0, 1]` images, the unbiased MMD² with a
-//! Gaussian kernel and median-heuristic bandwidth, and the CRPS per coordinate (fair and plain
-//! ensemble forms).
+//! Gaussian kernel and median-heuristic bandwidth, the CRPS per coordinate (fair and plain
+//! ensemble forms), and the Fréchet distance and KID estimator for feature sets (used on VGG16
+//! features, named FD-VGG and KID-VGG — never FID or KID proper, which are defined on Inception).
 //!
 //! Point sets are `d × n` matrices, one point per column (as [`crate::inverse::dense`] builds them).
 
@@ -226,6 +227,79 @@ pub fn mmd2_unbiased_with_bandwidth(x: &DMatrix<f64>, y: &DMatrix<f64>, ell: f64
     };
     let cross = squared_distances(x, y).map(k).sum() / (n * m) as f64;
     Ok(off_diagonal_mean(x) + off_diagonal_mean(y) - 2.0 * cross)
+}
+
+/// Fréchet distance between Gaussians fitted to the columns of `x` and `y` (the formula of FID,
+/// Heusel et al. 2017): `‖μx − μy‖² + tr Σx + tr Σy − 2 tr (Σx^½ Σy Σx^½)^½`, with unbiased
+/// covariances. The matrix square roots use symmetric eigendecompositions (negative round-off
+/// eigenvalues clipped to 0), so it stays finite for rank-deficient covariances.
+pub fn frechet_distance(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<f64> {
+    check_sets("Fréchet distance", x, y)?;
+    let (mx, cx) = mean_and_covariance(x);
+    let (my, cy) = mean_and_covariance(y);
+    let sqrt_x = psd_sqrt(&cx);
+    let inner = &sqrt_x * &cy * &sqrt_x;
+    let inner = (&inner + inner.transpose()) * 0.5;
+    let cross: f64 = inner
+        .symmetric_eigenvalues()
+        .iter()
+        .map(|&l| l.max(0.0).sqrt())
+        .sum();
+    Ok(((mx - my).norm_squared() + cx.trace() + cy.trace() - 2.0 * cross).max(0.0))
+}
+
+/// Kernel inception distance's estimator (Bińkowski et al. 2018) on any features: the unbiased
+/// MMD² with the cubic polynomial kernel `k(u, v) = (uᵀv/d + 1)³`. May be negative.
+pub fn kid(x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<f64> {
+    check_sets("KID", x, y)?;
+    let d = x.nrows() as f64;
+    let k = |g: DMatrix<f64>| g.map(|v| (v / d + 1.0).powi(3));
+    let off_diagonal_mean = |g: DMatrix<f64>| -> f64 {
+        let p = g.nrows();
+        (g.sum() - g.trace()) / (p * (p - 1)) as f64
+    };
+    let (n, m) = (x.ncols(), y.ncols());
+    let kxx = off_diagonal_mean(k(x.transpose() * x));
+    let kyy = off_diagonal_mean(k(y.transpose() * y));
+    let kxy = k(x.transpose() * y).sum() / (n * m) as f64;
+    Ok(kxx + kyy - 2.0 * kxy)
+}
+
+fn check_sets(what: &str, x: &DMatrix<f64>, y: &DMatrix<f64>) -> Result<()> {
+    if x.nrows() != y.nrows() {
+        return Err(Error::shape(
+            format!("{what} point dimension"),
+            x.nrows(),
+            y.nrows(),
+        ));
+    }
+    if x.ncols() < 2 || y.ncols() < 2 {
+        return Err(Error::invalid(
+            "sample size",
+            format!("{} and {}", x.ncols(), y.ncols()),
+            "need at least 2 points per set",
+        ));
+    }
+    Ok(())
+}
+
+fn mean_and_covariance(x: &DMatrix<f64>) -> (nalgebra::DVector<f64>, DMatrix<f64>) {
+    let n = x.ncols();
+    let mean = x.column_mean();
+    let mut centred = x.clone();
+    for mut c in centred.column_iter_mut() {
+        c -= &mean;
+    }
+    let cov = &centred * centred.transpose() / (n - 1) as f64;
+    (mean, cov)
+}
+
+/// The square root of a symmetric positive semi-definite matrix.
+fn psd_sqrt(a: &DMatrix<f64>) -> DMatrix<f64> {
+    let sym = (a + a.transpose()) * 0.5;
+    let eig = sym.symmetric_eigen();
+    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eig.eigenvectors * DMatrix::from_diagonal(&roots) * eig.eigenvectors.transpose()
 }
 
 /// Which CRPS ensemble estimator to use.

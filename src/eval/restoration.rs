@@ -10,7 +10,10 @@ use nalgebra::DMatrix;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
-use super::metrics::{CrpsForm, crps, mmd2_unbiased, psnr_batch, ssim_batch};
+use super::lpips::Lpips;
+use super::metrics::{
+    CrpsForm, crps, frechet_distance, kid, mmd2_unbiased, psnr_batch, ssim_batch,
+};
 use crate::inverse::dense::columns_from_batch;
 use crate::inverse::{LinearOperator, Mask, OperatorKind, Problem, TaskSpec};
 use crate::noise::SeededNoise;
@@ -114,6 +117,34 @@ pub struct EvalConfig {
     pub methods: Vec<MethodChoice>,
     /// Images per sampler call (each with all its samples).
     pub images_per_batch: usize,
+    /// Networks for the perceptual and VGG-feature columns (none: pixel metrics only).
+    pub features: FeatureNets,
+}
+
+/// The networks behind the perceptual (LPIPS) and VGG16-feature columns; either may be absent.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureNets {
+    /// LPIPS with the AlexNet backbone.
+    pub alex: Option<Lpips>,
+    /// LPIPS with the VGG16 backbone; its relu5_3 embedding also feeds FD, KID, MMD² and CRPS.
+    pub vgg: Option<Lpips>,
+}
+
+/// Perceptual and feature-space scores of one row (`None` where the network was not loaded).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeatureScores {
+    /// Mean LPIPS (AlexNet) of the samples against their ground truth.
+    pub lpips_alex: Option<f64>,
+    /// Mean LPIPS (VGG16).
+    pub lpips_vgg: Option<f64>,
+    /// Fréchet distance between the VGG16 embeddings of all samples and of all ground truths.
+    pub fd_vgg: Option<f64>,
+    /// KID estimator (cubic-kernel MMD²) on the same embeddings.
+    pub kid_vgg: Option<f64>,
+    /// Unbiased Gaussian-kernel MMD² on the same embeddings.
+    pub mmd_vgg: Option<f64>,
+    /// Fair CRPS per embedding coordinate of each crop's samples against its ground truth.
+    pub crps_vgg: Option<f64>,
 }
 
 impl Default for EvalConfig {
@@ -129,6 +160,7 @@ impl Default for EvalConfig {
                 .collect(),
             methods: MethodChoice::ALL.to_vec(),
             images_per_batch: 8,
+            features: FeatureNets::default(),
         }
     }
 }
@@ -150,6 +182,8 @@ pub struct EvalRow {
     pub mmd: f64,
     /// Fair CRPS per pixel (on [0, 1]), averaged over pixels and images.
     pub crps: f64,
+    /// LPIPS and VGG16-feature scores.
+    pub features: FeatureScores,
     /// Wall-clock seconds per sample.
     pub secs_per_sample: f64,
     /// Images evaluated.
@@ -246,7 +280,7 @@ pub fn evaluate(
             }
             let secs = started.elapsed().as_secs_f64();
             let samples = Tensor::cat(&all, 0)?;
-            let row = score(
+            let mut row = score(
                 task_name,
                 &method.name(),
                 nfe,
@@ -255,6 +289,7 @@ pub fn evaluate(
                 cfg.samples,
                 secs,
             )?;
+            row.features = feature_scores(&cfg.features, &samples, truth, cfg.samples)?;
             on_row(&row);
             rows.push(row);
         }
@@ -298,16 +333,95 @@ fn score(
         ssim: q / n as f64,
         mmd,
         crps: cr / n as f64,
+        features: FeatureScores::default(),
         secs_per_sample: secs / (n * s) as f64,
         images: n,
     })
 }
 
+/// Images per network call when computing features (bounds memory at 256×256).
+const FEATURE_CHUNK: usize = 16;
+
+/// LPIPS and VGG16-feature scores of `samples` (`[N·S, C, H, W]`, image-major) against `truth`.
+pub fn feature_scores(
+    nets: &FeatureNets,
+    samples: &Tensor,
+    truth: &Tensor,
+    s: usize,
+) -> Result<FeatureScores> {
+    let n = truth.dim(0)?;
+    let mut out = FeatureScores::default();
+    if let Some(alex) = &nets.alex {
+        let mut total = 0.0;
+        for i in 0..n {
+            let d = alex.distance(&samples.narrow(0, i * s, s)?, &truth.narrow(0, i, 1)?)?;
+            total += d.iter().sum::<f64>() / s as f64;
+        }
+        out.lpips_alex = Some(total / n as f64);
+    }
+    if let Some(vgg) = &nets.vgg {
+        let (mut lpips, mut crps_total) = (0.0, 0.0);
+        let mut sample_embeddings = Vec::with_capacity(n * s);
+        let mut truth_embeddings = Vec::with_capacity(n);
+        for i in 0..n {
+            let ft = vgg.features(&truth.narrow(0, i, 1)?)?;
+            let et = Lpips::embedding_from_features(&ft)?;
+            let mut es = Vec::with_capacity(s);
+            for start in (0..s).step_by(FEATURE_CHUNK) {
+                let len = FEATURE_CHUNK.min(s - start);
+                let fx = vgg.features(&samples.narrow(0, i * s + start, len)?)?;
+                lpips += vgg.distance_from_features(&fx, &ft)?.iter().sum::<f64>();
+                es.push(Lpips::embedding_from_features(&fx)?);
+            }
+            let es = Tensor::cat(&es, 0)?.to_dtype(DType::F64)?;
+            let cols = DMatrix::from_row_slice(s, es.dim(1)?, &es.flatten_all()?.to_vec1::<f64>()?)
+                .transpose();
+            let truth_col = et.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            crps_total += crps(&cols, &truth_col, CrpsForm::Fair)?;
+            sample_embeddings.extend(cols.column_iter().map(nalgebra::Matrix::into_owned));
+            truth_embeddings.push(nalgebra::DVector::from_vec(truth_col));
+        }
+        let xs = DMatrix::from_columns(&sample_embeddings);
+        let ts = DMatrix::from_columns(&truth_embeddings);
+        out.lpips_vgg = Some(lpips / (n * s) as f64);
+        out.crps_vgg = Some(crps_total / n as f64);
+        if n >= 2 {
+            out.fd_vgg = Some(frechet_distance(&xs, &ts)?);
+            out.kid_vgg = Some(kid(&xs, &ts)?);
+            out.mmd_vgg = Some(mmd2_unbiased(&xs, &ts)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A markdown table of `rows`, grouped by task, best PSNR and CRPS per task in bold.
 pub fn to_markdown(rows: &[EvalRow]) -> String {
-    let mut s = String::from(
-        "| task | method | NFE | PSNR ↑ | SSIM ↑ | MMD² pix ↓ | CRPS pix ↓ | s / sample |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+    type Column = (
+        &'static str,
+        fn(&FeatureScores) -> Option<f64>,
+        &'static str,
     );
+    const FEATURE_COLUMNS: [Column; 6] = [
+        ("LPIPS-Alex ↓", |f| f.lpips_alex, "{:.3}"),
+        ("LPIPS-VGG ↓", |f| f.lpips_vgg, "{:.3}"),
+        ("FD-VGG ↓", |f| f.fd_vgg, "{:.3}"),
+        ("KID-VGG ↓", |f| f.kid_vgg, "{:.2e}"),
+        ("MMD² VGG ↓", |f| f.mmd_vgg, "{:.2e}"),
+        ("CRPS VGG ↓", |f| f.crps_vgg, "{:.4}"),
+    ];
+    let shown: Vec<&Column> = FEATURE_COLUMNS
+        .iter()
+        .filter(|(_, get, _)| rows.iter().any(|r| get(&r.features).is_some()))
+        .collect();
+    let mut s = String::from("| task | method | NFE | PSNR ↑ | SSIM ↑ | MMD² pix ↓ | CRPS pix ↓ |");
+    for (name, _, _) in &shown {
+        s.push_str(&format!(" {name} |"));
+    }
+    s.push_str(" s / sample |\n|---|---|---:|---:|---:|---:|---:|");
+    for _ in &shown {
+        s.push_str("---:|");
+    }
+    s.push_str("---:|\n");
     let mut tasks: Vec<&str> = Vec::new();
     for r in rows {
         if !tasks.contains(&r.task.as_str()) {
@@ -321,10 +435,10 @@ pub fn to_markdown(rows: &[EvalRow]) -> String {
             .map(|r| r.psnr)
             .fold(f64::NEG_INFINITY, f64::max);
         let best_crps = group.iter().map(|r| r.crps).fold(f64::INFINITY, f64::min);
-        for r in group {
+        for r in &group {
             let b = |v: String, best: bool| if best { format!("**{v}**") } else { v };
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.3} | {:.2e} | {} | {:.3} |\n",
+                "| {} | {} | {} | {} | {:.3} | {:.2e} | {} |",
                 r.task,
                 r.method,
                 r.nfe,
@@ -332,8 +446,29 @@ pub fn to_markdown(rows: &[EvalRow]) -> String {
                 r.ssim,
                 r.mmd,
                 b(format!("{:.4}", r.crps), r.crps == best_crps),
-                r.secs_per_sample
             ));
+            for (_, get, fmt) in &shown {
+                let best = group
+                    .iter()
+                    .filter_map(|g| get(&g.features))
+                    .fold(f64::INFINITY, f64::min);
+                let cell = match get(&r.features) {
+                    Some(v) => {
+                        let text = if *fmt == "{:.2e}" {
+                            format!("{v:.2e}")
+                        } else if *fmt == "{:.4}" {
+                            format!("{v:.4}")
+                        } else {
+                            format!("{v:.3}")
+                        };
+                        // Signed estimators (KID, MMD²) are not ranked: near zero they are noise.
+                        b(text, v == best && *fmt != "{:.2e}")
+                    }
+                    None => "–".to_owned(),
+                };
+                s.push_str(&format!(" {cell} |"));
+            }
+            s.push_str(&format!(" {:.3} |\n", r.secs_per_sample));
         }
     }
     s
