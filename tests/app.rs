@@ -430,3 +430,35 @@ fn the_compute_setting_switches_the_backend() {
     assert_eq!(h.state().results.as_ref().unwrap().samples.len(), 2);
     eprintln!("restored on {backend}");
 }
+
+/// Simulate mode: every sample is scored against the clean photo, PSNR and LPIPS side by side.
+#[test]
+fn simulate_mode_shows_psnr_and_lpips() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = test_photo(dir.path());
+    let mut h = harness(options(dir.path(), Some(photo_path)));
+    h.step();
+    h.state_mut().settings.simulate = true;
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
+    h.get_by_label("Restore").click();
+    h.step();
+    run_until(&mut h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    let samples = &h.state().results.as_ref().unwrap().samples;
+    for s in samples {
+        assert!(s.psnr.is_some_and(f64::is_finite));
+        assert!(
+            s.lpips.is_some_and(|l| (0.0..2.0).contains(&l)),
+            "{:?}",
+            s.lpips
+        );
+    }
+    let label = format!(
+        "PSNR {:.2} dB · LPIPS {:.3}",
+        samples[0].psnr.unwrap(),
+        samples[0].lpips.unwrap()
+    );
+    h.get_by_label(&label);
+}

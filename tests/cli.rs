@@ -220,6 +220,16 @@ fn restore_super_resolves_and_deblurs_in_simulate_mode() {
             .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
             .unwrap_or_else(|| panic!("no PSNR in {stdout}"));
         assert!(psnr > 20.0, "{flag}: PSNR {psnr} dB is too low\n{stdout}");
+        let lpips: f64 = stdout
+            .lines()
+            .find(|l| l.starts_with("| 1 |"))
+            .and_then(|l| l.split('|').nth(5))
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no LPIPS in {stdout}"));
+        assert!(
+            (0.0..0.8).contains(&lpips),
+            "{flag}: LPIPS {lpips}\n{stdout}"
+        );
         let sample = eps_studio::photo::load(&out.join("cups.sample-0.jpg")).unwrap();
         assert_eq!((sample.width(), sample.height()), (384, 240), "{flag}");
     }

@@ -45,6 +45,7 @@ fn job(id: u64, y: RgbImage, steps: usize) -> Job {
             ..Settings::default()
         },
         seeds: vec![0, 1],
+        truth: None,
     }
 }
 
@@ -122,4 +123,28 @@ fn a_crash_inside_a_job_becomes_a_message_and_the_worker_lives_on() {
     let id = w.next_id();
     w.send(Command::Run(job(id, RgbImage::new(32, 24), 3)));
     assert!(matches!(until_end(&w).1, Update::Finished { .. }));
+}
+
+#[test]
+fn simulate_mode_scores_each_sample_with_lpips() {
+    let mut w = worker();
+    let id = w.next_id();
+    let mut truth = RgbImage::new(48, 40);
+    for (i, v) in truth.data.iter_mut().enumerate() {
+        *v = ((i % 144) as f32 / 144.0).clamp(0.0, 1.0);
+    }
+    let mut j = job(id, truth.clone(), 3);
+    j.truth = Some(Arc::new(truth));
+    w.send(Command::Run(j));
+    match until_end(&w).1 {
+        Update::Finished { restoration, .. } => {
+            assert_eq!(restoration.lpips.len(), 2, "one score per sample");
+            assert!(
+                restoration.lpips.iter().all(|v| v.is_finite() && *v >= 0.0),
+                "{:?}",
+                restoration.lpips
+            );
+        }
+        other => panic!("expected a result, got {other:?}"),
+    }
 }

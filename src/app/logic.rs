@@ -295,7 +295,7 @@ impl EpsApp {
                 return;
             }
         };
-        let Some((y, _)) = self.measurement() else {
+        let Some((y, truth)) = self.measurement() else {
             return;
         };
         let n = self.settings.samples.max(1);
@@ -314,13 +314,15 @@ impl EpsApp {
         } else {
             crate::noise::consecutive_seeds(first, n)
         };
-        self.send_job(kind, y, degradation, method, seeds);
+        let truth = truth.filter(|_| kind != JobKind::Preview);
+        self.send_job(kind, y, truth, degradation, method, seeds);
     }
 
     fn send_job(
         &mut self,
         kind: JobKind,
         y: Arc<RgbImage>,
+        truth: Option<Arc<RgbImage>>,
         degradation: Degradation,
         method: MethodChoice,
         seeds: Vec<u64>,
@@ -362,6 +364,7 @@ impl EpsApp {
             degradation,
             settings,
             seeds,
+            truth,
         }));
     }
 
@@ -461,13 +464,16 @@ impl EpsApp {
             return;
         }
         let truth = self.measurement.as_ref().and_then(|(_, _, t)| t.clone());
+        let lpips = restoration.lpips;
         let new: Vec<SampleView> = restoration
             .samples
             .into_iter()
             .zip(restoration.residuals)
             .zip(restoration.seeds)
-            .map(|((image, residual), seed)| SampleView {
+            .enumerate()
+            .map(|(i, ((image, residual), seed))| SampleView {
                 psnr: truth.as_ref().map(|t| restore::psnr(&image, t)),
+                lpips: lpips.get(i).copied().filter(|v| v.is_finite()),
                 texture: Some(shown(ctx, &format!("sample-{seed}"), &image).texture),
                 seed,
                 image,

@@ -98,6 +98,8 @@ pub struct SampleView {
     pub residual: Residual,
     /// PSNR against the truth (simulate mode).
     pub psnr: Option<f64>,
+    /// LPIPS (AlexNet) against the truth (simulate mode), computed on the sampler thread.
+    pub lpips: Option<f64>,
     /// Thumbnail and display texture.
     pub texture: Option<egui::TextureHandle>,
 }

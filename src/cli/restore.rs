@@ -176,11 +176,19 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let lpips_net = truth.as_ref().and_then(|_| {
+        crate::eval::lpips::Lpips::locate_and_load(
+            crate::eval::lpips::Backbone::Alex,
+            &candle_core::Device::Cpu,
+        )
+        .map_err(|e| eprintln!("note: no LPIPS column: {e}"))
+        .ok()
+    });
     println!(
-        "| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | file |",
+        "| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | LPIPS | file |",
         args.sigma_y
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (i, (s, r)) in result.samples.iter().zip(&result.residuals).enumerate() {
         let meta = meta_source(s);
         let path = save(
@@ -192,8 +200,12 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|t| restore::psnr(s, t))
             .map_or_else(|| "–".to_owned(), |p| format!("{p:.2} dB"));
+        let lpips = match (&lpips_net, &truth) {
+            (Some(net), Some(t)) => format!("{:.3}", restore::lpips(net, s, t)?),
+            _ => "–".to_owned(),
+        };
         println!(
-            "| {} | {} | {:.4} | {psnr} | {} |",
+            "| {} | {} | {:.4} | {psnr} | {lpips} | {} |",
             i + 1,
             result.seeds[i],
             r.rms,

@@ -142,6 +142,9 @@ pub struct Restoration {
     pub notices: Vec<String>,
     /// The GPU failed during the run and the CPU finished it; later runs should not use the GPU.
     pub fell_back_to_cpu: bool,
+    /// LPIPS (AlexNet) of each sample against the truth, when one is known (simulate mode) and
+    /// the caller computed it ([`lpips`]); empty otherwise.
+    pub lpips: Vec<f64>,
 }
 
 /// PSNR in dB of a result against the truth (both `[0, 1]`, clipped as a saved file would be);
@@ -153,6 +156,38 @@ pub fn psnr(x: &RgbImage, truth: &RgbImage) -> f64 {
     let clip =
         |v: &Vec<f32>| -> Vec<f64> { v.iter().map(|&p| f64::from(p.clamp(0.0, 1.0))).collect() };
     crate::eval::metrics::psnr(&clip(&x.data), &clip(&truth.data)).unwrap_or(f64::NAN)
+}
+
+/// Longest side LPIPS is computed at; larger images are area-downscaled first (AlexNet on a
+/// 12-megapixel photo would need gigabytes of activations).
+pub const LPIPS_MAX_SIDE: usize = 1024;
+
+/// LPIPS of a result against the truth (both `[0, 1]`, same size), at most [`LPIPS_MAX_SIDE`].
+pub fn lpips(net: &crate::eval::lpips::Lpips, x: &RgbImage, truth: &RgbImage) -> Result<f64> {
+    if (x.width, x.height) != (truth.width, truth.height) {
+        return Err(Error::shape(
+            "LPIPS",
+            format!("{}×{}", truth.width, truth.height),
+            format!("{}×{}", x.width, x.height),
+        ));
+    }
+    let long = x.width.max(x.height);
+    let fit = |img: &RgbImage| -> RgbImage {
+        if long <= LPIPS_MAX_SIDE {
+            img.clone()
+        } else {
+            let k = LPIPS_MAX_SIDE as f64 / long as f64;
+            let w = ((img.width as f64 * k).round() as usize).max(1);
+            let h = ((img.height as f64 * k).round() as usize).max(1);
+            resize::area(img, w, h)
+        }
+    };
+    let t = |img: &RgbImage| to_tensor(&fit(img), &Device::Cpu);
+    Ok(net
+        .distance(&t(x)?, &t(truth)?)?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN))
 }
 
 /// Per-pixel mean and standard deviation (averaged over channels) of a set of samples.
@@ -358,6 +393,7 @@ fn restore_on(
         seconds: started.elapsed().as_secs_f64(),
         backend,
         fell_back_to_cpu: !notices.is_empty(),
+        lpips: Vec::new(),
         notices,
     })
 }

@@ -246,8 +246,15 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                             "Far above σ_y: this sample does not explain the measurement well.",
                         );
                 }
-                if let Some(p) = s.psnr {
-                    ui.label(format!("PSNR {p:.2} dB"));
+                match (s.psnr, s.lpips) {
+                    (Some(p), Some(l)) => {
+                        ui.label(format!("PSNR {p:.2} dB · LPIPS {l:.3}"))
+                            .on_hover_text("Against the clean photo. LPIPS (AlexNet, v0.1): lower is closer; 0 is identical.");
+                    }
+                    (Some(p), None) => {
+                        ui.label(format!("PSNR {p:.2} dB"));
+                    }
+                    _ => {}
                 }
             });
         });

@@ -33,6 +33,8 @@ pub struct Job {
     pub settings: Settings,
     /// One sample per seed.
     pub seeds: Vec<u64>,
+    /// The clean photo in simulate mode: each sample is then scored with LPIPS against it.
+    pub truth: Option<Arc<RgbImage>>,
 }
 
 /// UI → worker.

@@ -56,6 +56,7 @@ impl Worker {
                 let mut state = Loop {
                     models,
                     compute: Compute::cpu(),
+                    lpips: None,
                     updates: up_tx,
                     cancel_upto: cancel,
                     waker: Box::new(waker),
@@ -123,6 +124,8 @@ impl Drop for Worker {
 struct Loop {
     models: Option<Models>,
     compute: Compute,
+    /// LPIPS (AlexNet) for simulate mode: loaded on first use; `Some(None)` when unavailable.
+    lpips: Option<Option<crate::eval::lpips::Lpips>>,
     updates: Sender<Update>,
     cancel_upto: Arc<AtomicU64>,
     waker: Box<dyn Fn() + Send>,
@@ -147,6 +150,25 @@ impl Loop {
         let ok = self.updates.send(update).is_ok();
         (self.waker)();
         ok
+    }
+
+    /// LPIPS of every sample against `truth`; empty when the AlexNet weights are unavailable.
+    fn score_lpips(
+        &mut self,
+        r: &restore::Restoration,
+        truth: &crate::photo::RgbImage,
+    ) -> Vec<f64> {
+        use crate::eval::lpips::{Backbone, Lpips};
+        let net = self.lpips.get_or_insert_with(|| {
+            Lpips::locate_and_load(Backbone::Alex, &candle_core::Device::Cpu).ok()
+        });
+        let Some(net) = net else {
+            return Vec::new();
+        };
+        r.samples
+            .iter()
+            .map(|s| restore::lpips(net, s, truth).unwrap_or(f64::NAN))
+            .collect()
     }
 
     fn set_backend(&mut self, choice: BackendChoice) -> bool {
@@ -251,7 +273,10 @@ impl Loop {
             )
         }));
         let update = match result {
-            Ok(Ok(restoration)) => {
+            Ok(Ok(mut restoration)) => {
+                if let Some(truth) = &job.truth {
+                    restoration.lpips = self.score_lpips(&restoration, truth);
+                }
                 if restoration.fell_back_to_cpu {
                     // A failed device stays failed: later runs go straight to the CPU.
                     self.compute = crate::backend::Compute::cpu();
