@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// and on the wgpu device (any adapter, software ones included), next to one network call.
     #[arg(long)]
     pub pivot: bool,
+    /// Instead of the step costs: LPIPS (AlexNet, VGG16) of one image pair at 64 and 256 px.
+    #[arg(long)]
+    pub metrics: bool,
     /// Image sides for `--pivot`.
     #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
     pub pivot_sizes: Vec<usize>,
@@ -75,6 +78,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     if args.pivot {
         return pivot_report(args, &eps, &eps_src);
+    }
+    if args.metrics {
+        return metrics_report(args);
     }
     let n = args.size;
     let mut lines = vec![format!("networks: prior = {prior_src}, EPS = {eps_src}")];
@@ -204,4 +210,54 @@ fn pivot_report(
         args.repeats.max(1)
     );
     write_report(args, "Pivot benchmarks: CPU and wgpu", &report)
+}
+
+/// `eps-studio bench --metrics`: the cost of LPIPS on one image pair.
+fn metrics_report(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::eval::lpips::{Backbone, Lpips};
+    let device = candle_core::Device::Cpu;
+    let mut table = String::from(
+        "| metric | side | seconds per pair (median) | evaluation features per 100 crops × 4 samples (s) |\n|---|---:|---:|---:|\n",
+    );
+    for backbone in [Backbone::Alex, Backbone::Vgg] {
+        let net = match Lpips::locate_and_load(backbone, &device) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("note: skipping {}: {e}", backbone.label());
+                continue;
+            }
+        };
+        for side in [64, 256] {
+            let noise = |seed| {
+                crate::noise::SeededNoise::new(&[seed])
+                    .normal((3, side, side), candle_core::DType::F32, &device)
+                    .and_then(|t| Ok(t.affine(0.5, 0.0)?))
+            };
+            let (a, b) = (noise(1)?, noise(2)?);
+            net.distance(&a, &b)?;
+            let mut times = Vec::new();
+            for _ in 0..args.repeats.max(1) {
+                let t = std::time::Instant::now();
+                net.distance(&a, &b)?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            // The evaluation computes features of every sample and, once per crop, of its truth.
+            let per_eval = if side == 64 {
+                format!("{:.1}", median / 2.0 * (400.0 + 100.0))
+            } else {
+                "–".to_owned()
+            };
+            table.push_str(&format!(
+                "| {} | {side} | {median:.4} | {per_eval} |\n",
+                backbone.label()
+            ));
+        }
+    }
+    let report = format!(
+        "LPIPS v0.1 between two images (two backbone passes and the heads), batch 1, medians of {} runs.\n\n{table}",
+        args.repeats.max(1)
+    );
+    write_report(args, "Metric benchmarks", &report)
 }
