@@ -117,6 +117,17 @@ fn drag(h: &mut Harness<'_, EpsApp>, points: &[(f32, f32)]) {
     h.step();
 }
 
+/// Paints one short stroke, presses Restore and waits for the results.
+fn paint_and_restore(h: &mut Harness<'_, EpsApp>) {
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(h, &[(20.0, 30.0), (50.0, 32.0)]);
+    h.get_by_label("Restore").click();
+    h.step();
+    run_until(h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
+}
+
 #[test]
 fn paint_restore_resample_undo_compare_export() {
     let dir = tempfile::tempdir().unwrap();
@@ -411,13 +422,7 @@ fn the_compute_setting_switches_the_backend() {
         return;
     }
     h.get_by_label_contains(&format!("backend: {backend}"));
-    h.state_mut().settings.brush_radius = 4.0;
-    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
-    h.get_by_label("Restore").click();
-    h.step();
-    run_until(&mut h, "the restoration", |a| {
-        a.running.is_none() && a.has_results()
-    });
+    paint_and_restore(&mut h);
     assert!(
         h.state().notices.iter().all(|n| !n.error),
         "no errors: {:?}",
@@ -439,13 +444,7 @@ fn simulate_mode_shows_psnr_and_lpips() {
     let mut h = harness(options(dir.path(), Some(photo_path)));
     h.step();
     h.state_mut().settings.simulate = true;
-    h.state_mut().settings.brush_radius = 4.0;
-    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
-    h.get_by_label("Restore").click();
-    h.step();
-    run_until(&mut h, "the restoration", |a| {
-        a.running.is_none() && a.has_results()
-    });
+    paint_and_restore(&mut h);
     let samples = &h.state().results.as_ref().unwrap().samples;
     for s in samples {
         assert!(s.psnr.is_some_and(f64::is_finite));

@@ -90,6 +90,16 @@ fn bad_arguments_fail_with_a_message() {
     );
 }
 
+/// The number in `column` of the first sample's row of `eps-studio restore`'s table
+/// (columns: sample, seed, residual, PSNR, LPIPS, file; counted from 1).
+fn first_sample_cell(stdout: &str, column: usize) -> Option<f64> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with("| 1 |"))
+        .and_then(|l| l.split('|').nth(column))
+        .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
+}
+
 fn sample_photo(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/samples")
@@ -213,19 +223,9 @@ fn restore_super_resolves_and_deblurs_in_simulate_mode() {
             "{flag}: {}",
             String::from_utf8_lossy(&run.stderr)
         );
-        let psnr: f64 = stdout
-            .lines()
-            .find(|l| l.starts_with("| 1 |"))
-            .and_then(|l| l.split('|').nth(4))
-            .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
-            .unwrap_or_else(|| panic!("no PSNR in {stdout}"));
+        let psnr = first_sample_cell(&stdout, 4).unwrap_or_else(|| panic!("no PSNR in {stdout}"));
         assert!(psnr > 20.0, "{flag}: PSNR {psnr} dB is too low\n{stdout}");
-        let lpips: f64 = stdout
-            .lines()
-            .find(|l| l.starts_with("| 1 |"))
-            .and_then(|l| l.split('|').nth(5))
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no LPIPS in {stdout}"));
+        let lpips = first_sample_cell(&stdout, 5).unwrap_or_else(|| panic!("no LPIPS in {stdout}"));
         assert!(
             (0.0..0.8).contains(&lpips),
             "{flag}: LPIPS {lpips}\n{stdout}"
@@ -351,12 +351,7 @@ fn restore_reports_its_backend_and_falls_back_when_asked_for_a_missing_one() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{backend}: {stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let psnr: f64 = stdout
-            .lines()
-            .find(|l| l.starts_with("| 1 |"))
-            .and_then(|l| l.split('|').nth(4))
-            .and_then(|c| c.trim().trim_end_matches(" dB").parse().ok())
-            .unwrap_or_else(|| panic!("no PSNR in {stdout}"));
+        let psnr = first_sample_cell(&stdout, 4).unwrap_or_else(|| panic!("no PSNR in {stdout}"));
         (stderr, psnr)
     };
     let (cpu, cpu_psnr) = run("cpu");

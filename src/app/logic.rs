@@ -454,9 +454,6 @@ impl EpsApp {
         for notice in &restoration.notices {
             self.error(notice.clone());
         }
-        if !restoration.notices.is_empty() {
-            self.backend = restoration.backend.clone();
-        }
         if run.kind == JobKind::Preview {
             if let Some(s) = restoration.samples.first() {
                 self.preview = Some(shown(ctx, "preview", s));

@@ -201,7 +201,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             .map(|t| restore::psnr(s, t))
             .map_or_else(|| "–".to_owned(), |p| format!("{p:.2} dB"));
         let lpips = match (&lpips_net, &truth) {
-            (Some(net), Some(t)) => format!("{:.3}", restore::lpips(net, s, t)?),
+            // A metric that cannot be computed must not stop the remaining files being saved.
+            (Some(net), Some(t)) => {
+                restore::lpips(net, s, t).map_or_else(|e| format!("– ({e})"), |v| format!("{v:.3}"))
+            }
             _ => "–".to_owned(),
         };
         println!(

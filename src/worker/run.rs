@@ -287,7 +287,7 @@ impl Loop {
                             .and_then(|m| m.folder())
                             .and_then(|f| Models::load(f, &candle_core::Device::Cpu).ok());
                     }
-                    let _ = self.updates.try_send(Update::BackendChanged {
+                    self.deliver(Update::BackendChanged {
                         backend: self.compute.label().to_owned(),
                         notes: vec![
                             "the GPU failed, so the CPU is used until you choose a backend again"

@@ -110,6 +110,7 @@ impl<'a> GpuArithmetic<'a> {
         crate::inverse::check_batch("GPU batch", problem.measurement_batch(), batch)?;
         let y_batch = problem.measurement_batch() as u32;
         let y = problem.y();
+        let mu = ctx.storage("pivot μ*", len)?;
         let operator = match problem.operator().structure() {
             Structure::Mask(mask) => {
                 let (mb, mc, _, _) = mask.dims();
@@ -150,7 +151,7 @@ impl<'a> GpuArithmetic<'a> {
                 }
             }
             Structure::Blur(blur) => {
-                Operator::Blur(Box::new(BlurPlan::new(ctx, blur, y, dims, y_batch)?))
+                Operator::Blur(Box::new(BlurPlan::new(ctx, blur, y, dims, y_batch, &mu)?))
             }
             Structure::Other => {
                 return Err(Error::Unsupported(format!(
@@ -159,10 +160,9 @@ impl<'a> GpuArithmetic<'a> {
                 )));
             }
         };
-        let mu = ctx.storage("pivot μ*", len)?;
         let staging = ctx.staging("read-back staging", len);
         let lincomb_params = ctx.uniform("lincomb params", &LincombParams::default().to_bytes());
-        let mut arith = Self {
+        let arith = Self {
             ctx,
             dims,
             sigma_y: problem.sigma_y(),
@@ -173,9 +173,6 @@ impl<'a> GpuArithmetic<'a> {
             pool: Rc::new(RefCell::new(Vec::new())),
             allocated: 0,
         };
-        if let Operator::Blur(plan) = &mut arith.operator {
-            plan.bind_unpack(ctx, &arith.mu);
-        }
         ctx.check_fault()?;
         Ok(arith)
     }
@@ -301,6 +298,7 @@ impl BlurPlan {
         y: &Tensor,
         dims: Dims4,
         y_batch: u32,
+        mu: &wgpu::Buffer,
     ) -> Result<Self> {
         let (b, c, h, w) = dims;
         let planes = b * c;
@@ -392,8 +390,11 @@ impl BlurPlan {
                 ],
             ),
         ];
-        // Placeholder unpack groups until μ* exists (see `bind_unpack`).
-        let unpack = [combine[0].clone(), combine[1].clone()];
+        let pipe = &ctx.pipelines.fft_unpack;
+        let unpack = [
+            ctx.bind("fft unpack A", pipe, &[&pack_params, &spectra[0], mu]),
+            ctx.bind("fft unpack B", pipe, &[&pack_params, &spectra[1], mu]),
+        ];
         Ok(Self {
             pack_params,
             spectra,
@@ -405,22 +406,6 @@ impl BlurPlan {
             unpack,
             _resources: resources,
         })
-    }
-
-    fn bind_unpack(&mut self, ctx: &GpuContext, mu: &wgpu::Buffer) {
-        let pipe = &ctx.pipelines.fft_unpack;
-        self.unpack = [
-            ctx.bind(
-                "fft unpack A",
-                pipe,
-                &[&self.pack_params, &self.spectra[0], mu],
-            ),
-            ctx.bind(
-                "fft unpack B",
-                pipe,
-                &[&self.pack_params, &self.spectra[1], mu],
-            ),
-        ];
     }
 
     fn run(
