@@ -5,8 +5,122 @@ use std::path::{Path, PathBuf};
 
 use crate::photo::{self, Photo};
 
-/// Undo steps kept (each is one full mask snapshot).
+/// Undo steps kept.
 const UNDO_DEPTH: usize = 40;
+
+/// A rectangle of mask pixels, half-open: `x0..x1 × y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    /// First column.
+    pub x0: usize,
+    /// First row.
+    pub y0: usize,
+    /// One past the last column.
+    pub x1: usize,
+    /// One past the last row.
+    pub y1: usize,
+}
+
+impl PixelRect {
+    /// The smallest rectangle holding both.
+    fn union(self, other: Self) -> Self {
+        Self {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+        }
+    }
+}
+
+/// What changed in a mask since a view last asked ([`MaskLayer::take_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskChange {
+    /// Nothing.
+    Nothing,
+    /// Only pixels inside this rectangle.
+    Region(PixelRect),
+    /// Possibly every pixel (undo, redo, invert, clear, import).
+    Everything,
+}
+
+impl MaskChange {
+    fn add(&mut self, rect: PixelRect) {
+        *self = match *self {
+            Self::Nothing => Self::Region(rect),
+            Self::Region(r) => Self::Region(r.union(rect)),
+            Self::Everything => Self::Everything,
+        };
+    }
+}
+
+/// One undo step: a whole mask, stored as run lengths (a painted mask is a few runs per row, so a
+/// 24-megapixel mask with a dozen strokes takes kilobytes) or bit-packed when that is smaller
+/// (noise-like masks). A step never takes more than one bit per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Snapshot {
+    /// Alternating run lengths, starting with a (possibly empty) run of `false`.
+    Runs(Vec<u32>),
+    /// One bit per pixel, least significant bit first.
+    Bits(Vec<u64>),
+}
+
+impl Snapshot {
+    fn encode(fill: &[bool]) -> Self {
+        let words = fill.len().div_ceil(64);
+        // Runs cost 4 bytes each, bits 8 bytes per 64 pixels: stop counting runs once they
+        // would be the larger.
+        let max_runs = 2 * words;
+        if u32::try_from(fill.len()).is_ok() {
+            let mut runs = Vec::new();
+            let (mut at, mut value) = (0, false);
+            while at < fill.len() && runs.len() < max_runs {
+                let len = fill[at..]
+                    .iter()
+                    .position(|&f| f != value)
+                    .unwrap_or(fill.len() - at);
+                runs.push(len as u32);
+                at += len;
+                value = !value;
+            }
+            if at == fill.len() {
+                return Self::Runs(runs);
+            }
+        }
+        let mut bits = vec![0u64; words];
+        for (i, _) in fill.iter().enumerate().filter(|(_, f)| **f) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Self::Bits(bits)
+    }
+
+    fn decode(&self, len: usize) -> Vec<bool> {
+        match self {
+            Self::Runs(runs) => {
+                let mut fill = Vec::with_capacity(len);
+                let mut value = false;
+                for &run in runs {
+                    fill.resize(fill.len() + run as usize, value);
+                    value = !value;
+                }
+                debug_assert_eq!(fill.len(), len);
+                fill.resize(len, false);
+                fill
+            }
+            Self::Bits(bits) => (0..len)
+                .map(|i| (bits[i / 64] >> (i % 64)) & 1 == 1)
+                .collect(),
+        }
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Runs(r) => r.len() * size_of::<u32>(),
+            Self::Bits(b) => b.len() * size_of::<u64>(),
+        }
+    }
+}
 
 /// An inpainting mask (`true` = fill) with undo and redo.
 #[derive(Debug, Clone)]
@@ -16,10 +130,11 @@ pub struct MaskLayer {
     /// Height in photo pixels.
     pub height: usize,
     fill: Vec<bool>,
-    undo: Vec<Vec<bool>>,
-    redo: Vec<Vec<bool>>,
+    undo: Vec<Snapshot>,
+    redo: Vec<Snapshot>,
     /// Bumped on every change, so views know when to refresh.
     pub revision: u64,
+    changed: MaskChange,
 }
 
 impl MaskLayer {
@@ -32,6 +147,7 @@ impl MaskLayer {
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
+            changed: MaskChange::Everything,
         }
     }
 
@@ -50,9 +166,20 @@ impl MaskLayer {
         !self.fill.iter().any(|&f| f)
     }
 
+    /// What changed since the last call (a new mask counts as [`MaskChange::Everything`]), so a
+    /// view can refresh only that part.
+    pub fn take_changed(&mut self) -> MaskChange {
+        std::mem::replace(&mut self.changed, MaskChange::Nothing)
+    }
+
+    fn changed_everything(&mut self) {
+        self.changed = MaskChange::Everything;
+        self.revision += 1;
+    }
+
     /// Records the current mask as an undo step (call before an edit begins).
     pub fn checkpoint(&mut self) {
-        self.undo.push(self.fill.clone());
+        self.undo.push(Snapshot::encode(&self.fill));
         if self.undo.len() > UNDO_DEPTH {
             self.undo.remove(0);
         }
@@ -69,12 +196,22 @@ impl MaskLayer {
         !self.redo.is_empty()
     }
 
+    /// Bytes held by the undo and redo steps.
+    pub fn history_bytes(&self) -> usize {
+        self.undo
+            .iter()
+            .chain(&self.redo)
+            .map(Snapshot::bytes)
+            .sum()
+    }
+
     /// Restores the previous mask; the mask stays visible.
     pub fn undo(&mut self) -> bool {
         match self.undo.pop() {
             Some(prev) => {
-                self.redo.push(std::mem::replace(&mut self.fill, prev));
-                self.revision += 1;
+                self.redo.push(Snapshot::encode(&self.fill));
+                self.fill = prev.decode(self.fill.len());
+                self.changed_everything();
                 true
             }
             None => false,
@@ -85,8 +222,9 @@ impl MaskLayer {
     pub fn redo(&mut self) -> bool {
         match self.redo.pop() {
             Some(next) => {
-                self.undo.push(std::mem::replace(&mut self.fill, next));
-                self.revision += 1;
+                self.undo.push(Snapshot::encode(&self.fill));
+                self.fill = next.decode(self.fill.len());
+                self.changed_everything();
                 true
             }
             None => false,
@@ -98,8 +236,8 @@ impl MaskLayer {
     pub fn paint_segment(&mut self, a: (f32, f32), b: (f32, f32), radius: f32, value: bool) {
         // The rasteriser puts pixel centres at integer coordinates.
         let centre = |p: (f32, f32)| (f64::from(p.0) - 0.5, f64::from(p.1) - 0.5);
-        let fill = &mut self.fill;
-        let mut changed = false;
+        let (fill, w) = (&mut self.fill, self.width);
+        let mut touched: Option<PixelRect> = None;
         crate::inverse::masks::segment_pixels(
             self.height,
             self.width,
@@ -107,11 +245,21 @@ impl MaskLayer {
             centre(b),
             f64::from(radius.max(0.5)),
             |i| {
-                changed |= fill[i] != value;
-                fill[i] = value;
+                if fill[i] != value {
+                    fill[i] = value;
+                    let (x, y) = (i % w, i / w);
+                    let px = PixelRect {
+                        x0: x,
+                        y0: y,
+                        x1: x + 1,
+                        y1: y + 1,
+                    };
+                    touched = Some(touched.map_or(px, |t| t.union(px)));
+                }
             },
         );
-        if changed {
+        if let Some(rect) = touched {
+            self.changed.add(rect);
             self.revision += 1;
         }
     }
@@ -125,6 +273,9 @@ impl MaskLayer {
         for y in y0..y1 {
             self.fill[y * self.width + x0..y * self.width + x1].fill(value);
         }
+        if x0 < x1 && y0 < y1 {
+            self.changed.add(PixelRect { x0, y0, x1, y1 });
+        }
         self.revision += 1;
     }
 
@@ -132,14 +283,14 @@ impl MaskLayer {
     pub fn clear(&mut self) {
         self.checkpoint();
         self.fill.fill(false);
-        self.revision += 1;
+        self.changed_everything();
     }
 
     /// Inverts the mask (an undo step).
     pub fn invert(&mut self) {
         self.checkpoint();
         self.fill.iter_mut().for_each(|f| *f = !*f);
-        self.revision += 1;
+        self.changed_everything();
     }
 
     /// Replaces the mask (an undo step), e.g. after importing a mask file.
@@ -147,7 +298,7 @@ impl MaskLayer {
         debug_assert_eq!(fill.len(), self.width * self.height);
         self.checkpoint();
         self.fill = fill;
-        self.revision += 1;
+        self.changed_everything();
     }
 }
 
@@ -248,5 +399,94 @@ mod tests {
         assert!(m.is_empty());
         assert!(m.undo());
         assert_eq!(m.count(), 91);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_stay_small() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let noise: Vec<bool> = (0..10_007).map(|_| rng.random_bool(0.5)).collect();
+        let mut strokes = MaskLayer::new(101, 99);
+        strokes.paint_segment((3.0, 4.0), (90.0, 80.0), 6.0, true);
+        strokes.fill_rect((0.0, 0.0), (101.0, 2.0), true);
+        let cases = [
+            Vec::new(),
+            vec![false; 1000],
+            vec![true; 1000],
+            vec![true; 63],
+            noise,
+            strokes.fill().to_vec(),
+        ];
+        for fill in &cases {
+            let snap = Snapshot::encode(fill);
+            assert_eq!(&snap.decode(fill.len()), fill);
+            assert!(
+                snap.bytes() <= fill.len().div_ceil(64) * 8 + 4,
+                "{} bytes for {} pixels",
+                snap.bytes(),
+                fill.len()
+            );
+        }
+        assert!(matches!(Snapshot::encode(&cases[4]), Snapshot::Bits(_)));
+        assert!(matches!(Snapshot::encode(&cases[5]), Snapshot::Runs(_)));
+    }
+
+    #[test]
+    fn history_of_a_large_mask_is_kilobytes() {
+        // 24 megapixels, a full undo history of strokes: one byte per pixel per step would be
+        // close to a gigabyte.
+        let mut m = MaskLayer::new(6000, 4000);
+        for k in 0..(UNDO_DEPTH + 5) {
+            m.checkpoint();
+            let y = 100.0 + 80.0 * k as f32;
+            m.paint_segment((200.0, y), (5800.0, y + 50.0), 30.0, true);
+        }
+        assert_eq!(m.undo.len(), UNDO_DEPTH);
+        assert!(m.history_bytes() < 4 << 20, "{} bytes", m.history_bytes());
+        let last = m.fill().to_vec();
+        assert!(m.undo());
+        assert!(m.count() < last.iter().filter(|&&f| f).count());
+        assert!(m.redo());
+        assert_eq!(m.fill(), last.as_slice());
+    }
+
+    #[test]
+    fn changes_are_tracked_as_regions() {
+        let mut m = MaskLayer::new(50, 40);
+        assert_eq!(m.take_changed(), MaskChange::Everything);
+        assert_eq!(m.take_changed(), MaskChange::Nothing);
+        m.paint_segment((10.5, 10.5), (20.5, 10.5), 2.0, true);
+        let MaskChange::Region(r) = m.take_changed() else {
+            panic!("a stroke changes a region")
+        };
+        // Every painted pixel lies inside the region, and the region is tight.
+        for y in 0..m.height {
+            for x in 0..m.width {
+                if m.fill()[y * m.width + x] {
+                    assert!((r.x0..r.x1).contains(&x) && (r.y0..r.y1).contains(&y));
+                }
+            }
+        }
+        assert_eq!((r.x0, r.x1, r.y0, r.y1), (8, 23, 8, 13));
+        // Painting where it is already painted changes nothing.
+        let revision = m.revision;
+        m.paint_segment((12.5, 10.5), (14.5, 10.5), 1.0, true);
+        assert_eq!(
+            (m.take_changed(), m.revision),
+            (MaskChange::Nothing, revision)
+        );
+        m.fill_rect((40.0, 30.0), (45.0, 35.0), true);
+        m.paint_segment((2.5, 2.5), (2.5, 2.5), 0.5, true);
+        assert_eq!(
+            m.take_changed(),
+            MaskChange::Region(PixelRect {
+                x0: 2,
+                y0: 2,
+                x1: 45,
+                y1: 35
+            })
+        );
+        m.invert();
+        assert_eq!(m.take_changed(), MaskChange::Everything);
     }
 }

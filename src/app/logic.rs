@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
+use super::overlay::MaskOverlay;
 use super::{
     DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Results, Running, SampleView,
     SaveChoice, Shown, ViewMode,
@@ -224,40 +225,14 @@ impl EpsApp {
         self.photo_texture.as_ref()
     }
 
-    /// The mask overlay texture (red, translucent), refreshed when the mask changed.
+    /// The mask overlay texture (red, translucent), brought up to date with the mask.
     pub fn mask_shown(&mut self) -> Option<&Shown> {
-        let mask = self.mask.as_ref()?;
-        if self
-            .mask_texture
-            .as_ref()
-            .is_none_or(|(r, _)| *r != mask.revision)
-        {
-            let (w, h) = (mask.width, mask.height);
-            let scale = (DISPLAY_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
-            let (dw, dh) = (
-                ((w as f32 * scale).round() as usize).max(1),
-                ((h as f32 * scale).round() as usize).max(1),
-            );
-            let fill = mask.fill();
-            let mut pixels = vec![egui::Color32::TRANSPARENT; dw * dh];
-            for (i, px) in pixels.iter_mut().enumerate() {
-                let (x, y) = (i % dw, i / dw);
-                let (sx, sy) = ((x * w / dw).min(w - 1), (y * h / dh).min(h - 1));
-                if fill[sy * w + sx] {
-                    *px = egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120);
-                }
-            }
-            let image = egui::ColorImage::new([dw, dh], pixels);
-            let shown = Shown {
-                texture: self
-                    .ctx
-                    .load_texture("mask", image, egui::TextureOptions::NEAREST),
-                width: w,
-                height: h,
-            };
-            self.mask_texture = Some((mask.revision, shown));
+        let mask = self.mask.as_mut()?;
+        match &mut self.mask_texture {
+            Some(overlay) => overlay.refresh(mask),
+            None => self.mask_texture = Some(MaskOverlay::new(&self.ctx, mask)),
         }
-        self.mask_texture.as_ref().map(|(_, s)| s)
+        self.mask_texture.as_ref().map(|o| &o.shown)
     }
 
     /// The degradation for the current settings, or a message saying what is missing.

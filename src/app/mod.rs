@@ -3,6 +3,7 @@
 
 pub mod document;
 mod logic;
+mod overlay;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use crate::photo::{Photo, RgbImage};
 use crate::restore::{Degradation, Models, Residual};
 use crate::worker::{JobKind, Worker};
 
-pub use document::{Autosave, MaskLayer};
+pub use document::{Autosave, MaskChange, MaskLayer, PixelRect};
 pub use logic::LARGE_SIDE;
 pub use settings::{AppSettings, BlurKind, OperatorChoice, SaveChoice};
 
@@ -236,7 +237,7 @@ pub struct EpsApp {
     measurement: Option<(u64, Arc<RgbImage>, Option<Arc<RgbImage>>)>,
     measurement_texture: Option<(u64, Shown)>,
     truth_texture: Option<(u64, Shown)>,
-    mask_texture: Option<(u64, Shown)>,
+    mask_texture: Option<overlay::MaskOverlay>,
     preview_due: Option<Instant>,
     autosave_due: Option<Instant>,
     stroke_last: Option<egui::Pos2>,

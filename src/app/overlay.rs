@@ -1,0 +1,223 @@
+//! The mask overlay: a translucent texture over the photo where the mask fills. A brush stroke
+//! re-uploads only the rectangle it touched, so painting on a large photo costs what the brush
+//! covers, not a whole 2048-pixel texture per frame.
+
+use eframe::egui;
+
+use super::document::{MaskChange, MaskLayer, PixelRect};
+use super::{DISPLAY_MAX_SIDE, Shown};
+
+/// The overlay's colour where the mask fills.
+fn fill_colour() -> egui::Color32 {
+    egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120)
+}
+
+/// The texture size for a `w × h` mask: at most [`DISPLAY_MAX_SIDE`] on a side.
+fn display_size(w: usize, h: usize) -> [usize; 2] {
+    let scale = (DISPLAY_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
+    [
+        ((w as f32 * scale).round() as usize).max(1),
+        ((h as f32 * scale).round() as usize).max(1),
+    ]
+}
+
+/// The texture pixels `rect` (texture coordinates) of `mask` shown at `size`; each texture pixel
+/// shows the mask pixel its top-left corner falls on.
+fn overlay_pixels(mask: &MaskLayer, size: [usize; 2], rect: PixelRect) -> egui::ColorImage {
+    let (w, h) = (mask.width, mask.height);
+    let [dw, dh] = size;
+    let fill = mask.fill();
+    let colour = fill_colour();
+    let (rw, rh) = (rect.x1 - rect.x0, rect.y1 - rect.y0);
+    let mut pixels = vec![egui::Color32::TRANSPARENT; rw * rh];
+    for (row, y) in pixels.chunks_exact_mut(rw.max(1)).zip(rect.y0..rect.y1) {
+        let sy = (y * h / dh).min(h - 1);
+        let src = &fill[sy * w..(sy + 1) * w];
+        for (px, x) in row.iter_mut().zip(rect.x0..rect.x1) {
+            if src[(x * w / dw).min(w - 1)] {
+                *px = colour;
+            }
+        }
+    }
+    egui::ColorImage::new([rw, rh], pixels)
+}
+
+/// The texture pixels showing a change to mask pixels `r`: every texture pixel whose sample
+/// (`x · w / dw`) lands in `r`, or `None` when none does.
+fn texture_rect(r: PixelRect, (w, h): (usize, usize), [dw, dh]: [usize; 2]) -> Option<PixelRect> {
+    // floor(x · w / dw) ≥ x0  ⇔  x ≥ ⌈x0 · dw / w⌉, and the same for the end.
+    let rect = PixelRect {
+        x0: (r.x0 * dw).div_ceil(w),
+        y0: (r.y0 * dh).div_ceil(h),
+        x1: (r.x1 * dw).div_ceil(w).min(dw),
+        y1: (r.y1 * dh).div_ceil(h).min(dh),
+    };
+    (rect.x0 < rect.x1 && rect.y0 < rect.y1).then_some(rect)
+}
+
+/// The overlay texture of one mask.
+pub struct MaskOverlay {
+    /// The texture, for drawing.
+    pub shown: Shown,
+    size: [usize; 2],
+}
+
+impl MaskOverlay {
+    /// Uploads the whole mask.
+    pub fn new(ctx: &egui::Context, mask: &mut MaskLayer) -> Self {
+        mask.take_changed();
+        let size = display_size(mask.width, mask.height);
+        let image = overlay_pixels(mask, size, Self::whole(size));
+        Self {
+            shown: Shown {
+                texture: ctx.load_texture("mask", image, egui::TextureOptions::NEAREST),
+                width: mask.width,
+                height: mask.height,
+            },
+            size,
+        }
+    }
+
+    fn whole([dw, dh]: [usize; 2]) -> PixelRect {
+        PixelRect {
+            x0: 0,
+            y0: 0,
+            x1: dw,
+            y1: dh,
+        }
+    }
+
+    /// Brings the texture up to date with what changed in `mask` since the last call.
+    pub fn refresh(&mut self, mask: &mut MaskLayer) {
+        debug_assert_eq!(
+            (self.shown.width, self.shown.height),
+            (mask.width, mask.height)
+        );
+        match mask.take_changed() {
+            MaskChange::Nothing => {}
+            MaskChange::Region(r) => {
+                if let Some(rect) = texture_rect(r, (mask.width, mask.height), self.size) {
+                    let patch = overlay_pixels(mask, self.size, rect);
+                    self.shown.texture.set_partial(
+                        [rect.x0, rect.y0],
+                        patch,
+                        egui::TextureOptions::NEAREST,
+                    );
+                }
+            }
+            MaskChange::Everything => {
+                let image = overlay_pixels(mask, self.size, Self::whole(self.size));
+                self.shown.texture.set(image, egui::TextureOptions::NEAREST);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use rand::{Rng as _, SeedableRng as _};
+
+    /// Applies the uploads egui queued for the overlay's texture to `image` (what a renderer
+    /// would do), and returns the number of pixels uploaded.
+    fn apply_uploads(
+        ctx: &egui::Context,
+        overlay: &MaskOverlay,
+        image: &mut Option<egui::ColorImage>,
+    ) -> usize {
+        let mut delta = ctx.tex_manager().write().take_delta();
+        let mut uploaded = 0;
+        let mine = delta.set.remove(&overlay.shown.texture.id());
+        delta.clear(); // the font atlas
+        for d in mine.into_iter().flatten() {
+            let egui::ImageData::Color(patch) = d.image;
+            uploaded += patch.pixels.len();
+            match d.pos {
+                None => *image = Some((*patch).clone()),
+                Some([px, py]) => {
+                    let img = image.as_mut().unwrap();
+                    let [pw, _] = patch.size;
+                    for (i, c) in patch.pixels.iter().enumerate() {
+                        let (x, y) = (px + i % pw, py + i / pw);
+                        img.pixels[y * img.size[0] + x] = *c;
+                    }
+                }
+            }
+        }
+        uploaded
+    }
+
+    #[test]
+    fn partial_uploads_equal_a_full_rebuild() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // Shown at full size, and shrunk to 2048 on the long side (non-integer scale).
+        for (w, h) in [(300, 200), (3001, 1999)] {
+            let ctx = egui::Context::default();
+            let mut mask = MaskLayer::new(w, h);
+            let mut overlay = MaskOverlay::new(&ctx, &mut mask);
+            let mut shown = None;
+            let full = apply_uploads(&ctx, &overlay, &mut shown);
+            assert_eq!(full, overlay.size[0] * overlay.size[1]);
+            for k in 0..30 {
+                let point = |rng: &mut rand::rngs::StdRng| {
+                    (
+                        rng.random_range(-20.0..w as f32 + 20.0),
+                        rng.random_range(-20.0..h as f32 + 20.0),
+                    )
+                };
+                let (a, b) = (point(&mut rng), point(&mut rng));
+                let radius = rng.random_range(0.5..(w as f32 / 40.0));
+                match k % 6 {
+                    5 => mask.fill_rect(a, b, k % 4 != 0),
+                    _ => mask.paint_segment(a, b, radius, k % 3 != 0),
+                }
+                if k == 20 {
+                    mask.checkpoint();
+                    mask.invert();
+                }
+                if k == 21 {
+                    mask.undo();
+                }
+                overlay.refresh(&mut mask);
+                let uploaded = apply_uploads(&ctx, &overlay, &mut shown);
+                if !matches!(k, 20 | 21) {
+                    assert!(uploaded < full, "stroke {k} uploaded the whole texture");
+                }
+                let expected =
+                    overlay_pixels(&mask, overlay.size, MaskOverlay::whole(overlay.size));
+                assert!(
+                    shown.as_ref().unwrap().pixels == expected.pixels,
+                    "{w}×{h}: the texture differs from the mask after edit {k}"
+                );
+            }
+            // Nothing changed: nothing uploaded.
+            overlay.refresh(&mut mask);
+            assert_eq!(apply_uploads(&ctx, &overlay, &mut shown), 0);
+        }
+    }
+
+    #[test]
+    fn a_change_between_samples_uploads_nothing() {
+        // 4096 → 2048: texture pixel x shows mask pixel 2x, so a change to odd columns only is
+        // invisible at this zoom.
+        let r = PixelRect {
+            x0: 5,
+            y0: 4,
+            x1: 6,
+            y1: 7,
+        };
+        assert_eq!(texture_rect(r, (4096, 4096), [2048, 2048]), None);
+        let r = PixelRect { x0: 4, ..r };
+        assert_eq!(
+            texture_rect(r, (4096, 4096), [2048, 2048]),
+            Some(PixelRect {
+                x0: 2,
+                y0: 2,
+                x1: 3,
+                y1: 4
+            })
+        );
+    }
+}
