@@ -128,6 +128,63 @@ fn paint_and_restore(h: &mut Harness<'_, EpsApp>) {
     });
 }
 
+/// Renders a frame, or `None` (with the reason printed) where no graphics adapter exists and
+/// `EPS_REQUIRE_GPU` is not set.
+fn render(h: &mut Harness<'_, EpsApp>) -> Option<image::RgbaImage> {
+    match h.render() {
+        Ok(image) => Some(image),
+        Err(e) if std::env::var("EPS_REQUIRE_GPU").as_deref() != Ok("1") => {
+            eprintln!("skipping the rendered check: no graphics adapter ({e})");
+            None
+        }
+        Err(e) => panic!("EPS_REQUIRE_GPU=1 but rendering failed: {e}"),
+    }
+}
+
+#[test]
+fn the_mask_overlay_follows_every_stroke_on_screen() {
+    // The overlay texture is uploaded whole once, then only where each stroke lands: check on
+    // rendered frames that every stroke shows and that undo takes it away again.
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(options(dir.path(), Some(test_photo(dir.path()))));
+    h.step();
+    h.state_mut().settings.brush_radius = 3.0;
+    let Some(before) = render(&mut h) else { return };
+    // The red channel at image pixel (x, y) of a rendered frame.
+    let red = |h: &Harness<'_, EpsApp>, frame: &image::RgbaImage, (x, y): (f32, f32)| {
+        let rect = h.state().image_rect(h.state().last_canvas).unwrap();
+        let zoom = h.state().view.zoom;
+        let ppp = h.ctx.pixels_per_point();
+        let p = (rect.min + egui::vec2(x + 0.5, y + 0.5) * zoom) * ppp;
+        i32::from(frame.get_pixel(p.x as u32, p.y as u32)[0])
+    };
+    let strokes = [[(10.0, 15.0), (40.0, 15.0)], [(30.0, 48.0), (80.0, 48.0)]];
+    let centres = [(25.0, 15.0), (55.0, 48.0)];
+    for (k, stroke) in strokes.iter().enumerate() {
+        drag(&mut h, stroke);
+        h.event(egui::Event::PointerGone);
+        h.step();
+        let frame = render(&mut h).unwrap();
+        for &c in &centres[..=k] {
+            assert!(
+                red(&h, &frame, c) > red(&h, &before, c) + 40,
+                "after stroke {k}, the mask does not show at {c:?}"
+            );
+        }
+        let untouched = (5.0, 60.0);
+        assert_eq!(red(&h, &frame, untouched), red(&h, &before, untouched));
+    }
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    let frame = render(&mut h).unwrap();
+    assert!(red(&h, &frame, centres[0]) > red(&h, &before, centres[0]) + 40);
+    assert_eq!(
+        red(&h, &frame, centres[1]),
+        red(&h, &before, centres[1]),
+        "undo removes the second stroke from the screen"
+    );
+}
+
 #[test]
 fn paint_restore_resample_undo_compare_export() {
     let dir = tempfile::tempdir().unwrap();
