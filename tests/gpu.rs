@@ -381,7 +381,7 @@ fn a_gpu_lost_mid_run_falls_back_to_the_cpu() {
         &[1],
         &mut |p| {
             steps_seen += 1;
-            if p.step == 3 && steps_seen == 3 {
+            if p.at.step == 3 && steps_seen == 3 {
                 ctx.device().destroy();
             }
             Flow::Continue

@@ -10,8 +10,8 @@ use eframe::egui;
 
 use super::overlay::MaskOverlay;
 use super::{
-    DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Results, Running, SampleView,
-    SaveChoice, Shown, ViewMode,
+    DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Problem, Results, Running,
+    SampleView, SaveChoice, Shown, ViewMode,
 };
 use crate::eval::restoration::MethodChoice;
 use crate::photo::{self, Photo, RgbImage, SaveFormat, SaveImage};
@@ -314,16 +314,15 @@ impl EpsApp {
         self.running = Some(Running {
             id,
             kind,
-            region: 0,
-            regions: 1,
-            step: 0,
-            n_steps: 1,
+            at: restore::StepCount::START,
             step_secs: 0.0,
             started: Instant::now(),
-            y: Arc::clone(&y),
-            degradation: Arc::clone(&degradation),
-            sigma_y: settings.sigma_y,
-            method: settings.sampler_method(&degradation).name(),
+            problem: Problem {
+                y: Arc::clone(&y),
+                degradation: Arc::clone(&degradation),
+                sigma_y: settings.sigma_y,
+                method: settings.sampler_method(&degradation).name(),
+            },
             canvas,
             texture: None,
             scale,
@@ -383,19 +382,13 @@ impl EpsApp {
             Update::Started { .. } | Update::Cancelled { .. } => {}
             Update::Step {
                 id,
-                region,
-                regions,
-                step,
-                n_steps,
+                at,
                 rect,
                 preview,
                 step_secs,
             } if Some(id) == current => {
                 if let Some(r) = self.running.as_mut() {
-                    r.region = region;
-                    r.regions = regions;
-                    r.step = step;
-                    r.n_steps = n_steps;
+                    r.at = at;
                     r.step_secs = if r.step_secs == 0.0 {
                         step_secs
                     } else {
@@ -453,10 +446,10 @@ impl EpsApp {
             })
             .collect();
         let append = run.kind == JobKind::Resample
-            && self
-                .results
-                .as_ref()
-                .is_some_and(|r| Arc::ptr_eq(&r.y, &run.y) && r.degradation == run.degradation);
+            && self.results.as_ref().is_some_and(|r| {
+                Arc::ptr_eq(&r.problem.y, &run.problem.y)
+                    && r.problem.degradation == run.problem.degradation
+            });
         if append {
             if let Some(r) = self.results.as_mut() {
                 r.selected = r.samples.len();
@@ -465,10 +458,7 @@ impl EpsApp {
             }
         } else {
             self.results = Some(Results {
-                y: run.y,
-                degradation: run.degradation,
-                sigma_y: run.sigma_y,
-                method: run.method,
+                problem: run.problem,
                 nfe: restoration.nfe,
                 samples: new,
                 selected: 0,
@@ -513,7 +503,7 @@ impl EpsApp {
                 &res.map,
                 res.width,
                 res.height,
-                (3.0 * r.sigma_y as f32).max(1e-3),
+                (3.0 * r.problem.sigma_y as f32).max(1e-3),
             );
             r.residual_texture = Some((sel, shown(&self.ctx, "residual", &heat)));
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use crate::photo::{Photo, RgbImage};
-use crate::restore::{Degradation, Models, Residual};
+use crate::restore::{Degradation, Models, Residual, StepCount};
 use crate::worker::{JobKind, Worker};
 
 pub use document::{Autosave, MaskChange, MaskLayer, PixelRect};
@@ -105,16 +105,23 @@ pub struct SampleView {
     pub texture: Option<egui::TextureHandle>,
 }
 
-/// The finished results of the current problem.
-pub struct Results {
-    /// The measurement the samples explain.
+/// What a run explains and how: shared by the job in flight and its results.
+#[derive(Clone)]
+pub struct Problem {
+    /// The measurement.
     pub y: Arc<RgbImage>,
-    /// The operator used.
+    /// The operator.
     pub degradation: Arc<Degradation>,
-    /// σ_y used.
+    /// σ_y.
     pub sigma_y: f64,
     /// Method label.
     pub method: String,
+}
+
+/// The finished results of the current problem.
+pub struct Results {
+    /// What the samples explain.
+    pub problem: Problem,
     /// NFE per region.
     pub nfe: usize,
     /// The samples.
@@ -143,26 +150,14 @@ pub struct Running {
     pub id: u64,
     /// Its purpose.
     pub kind: JobKind,
-    /// Region, regions, step, steps.
-    pub region: usize,
-    /// Regions in the job.
-    pub regions: usize,
-    /// Current step.
-    pub step: usize,
-    /// Steps per region.
-    pub n_steps: usize,
+    /// How far it is.
+    pub at: StepCount,
     /// Smoothed seconds per step.
     pub step_secs: f64,
     /// When it was sent.
     pub started: Instant,
-    /// The measurement it explains.
-    pub y: Arc<RgbImage>,
-    /// The operator.
-    pub degradation: Arc<Degradation>,
-    /// σ_y.
-    pub sigma_y: f64,
-    /// Method label.
-    pub method: String,
+    /// What it explains.
+    pub problem: Problem,
     /// The picture forming, at display scale.
     pub canvas: egui::ColorImage,
     /// Its texture.

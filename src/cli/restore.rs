@@ -137,14 +137,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         &settings,
         &seeds,
         &mut |p| {
-            bar.set_position((p.fraction() * 1000.0) as u64);
-            bar.set_message(format!(
-                "region {}/{} step {}/{}",
-                p.region + 1,
-                p.regions,
-                p.step,
-                p.n_steps
-            ));
+            bar.set_position((p.at.fraction() * 1000.0) as u64);
+            bar.set_message(p.at.to_string());
             Flow::Continue
         },
     )?;

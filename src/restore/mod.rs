@@ -81,30 +81,64 @@ impl Settings {
     }
 }
 
-/// Progress of a restoration, reported after every sampler step.
-#[derive(Debug)]
-pub struct Progress<'a> {
+/// How far a restoration is: which region, which step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepCount {
     /// Region (crop or tile) being worked on, 0-based.
     pub region: usize,
     /// Number of regions.
     pub regions: usize,
-    /// Step within the region (1-based).
+    /// Step within the region (1-based; 0 before the first).
     pub step: usize,
     /// Steps per region.
     pub n_steps: usize,
-    /// Where the preview goes, in output pixels.
-    pub rect: Rect,
-    /// The current estimate of the first sample over `rect`, already composited (inpainting
-    /// keeps the photo's pixels outside the mask).
-    pub preview: &'a RgbImage,
 }
 
-impl Progress<'_> {
+impl StepCount {
+    /// Before the first step of a one-region run.
+    pub const START: Self = Self {
+        region: 0,
+        regions: 1,
+        step: 0,
+        n_steps: 1,
+    };
+
     /// Fraction done over all regions.
     pub fn fraction(&self) -> f64 {
         (self.region as f64 + self.step as f64 / self.n_steps.max(1) as f64)
             / self.regions.max(1) as f64
     }
+
+    /// Steps still to run, over all regions.
+    pub fn steps_left(&self) -> usize {
+        self.regions.saturating_sub(self.region + 1) * self.n_steps
+            + self.n_steps.saturating_sub(self.step)
+    }
+}
+
+impl std::fmt::Display for StepCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step {}/{} · region {}/{}",
+            self.step,
+            self.n_steps,
+            self.region + 1,
+            self.regions
+        )
+    }
+}
+
+/// Progress of a restoration, reported after every sampler step.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    /// How far it is.
+    pub at: StepCount,
+    /// Where the preview goes, in output pixels.
+    pub rect: Rect,
+    /// The current estimate of the first sample over `rect`, already composited (inpainting
+    /// keeps the photo's pixels outside the mask).
+    pub preview: &'a RgbImage,
 }
 
 /// The measurement residual `A x̂ − y` of one sample, on the measurement's pixel grid.
@@ -338,10 +372,12 @@ fn restore_on(
                 return Flow::Continue;
             };
             observer(&Progress {
-                region: index,
-                regions: n_regions,
-                step: info.step,
-                n_steps: info.n_steps,
+                at: StepCount {
+                    region: index,
+                    regions: n_regions,
+                    step: info.step,
+                    n_steps: info.n_steps,
+                },
                 rect: job.out_rect,
                 preview: &preview,
             })
@@ -782,5 +818,33 @@ impl Accumulator {
                 rms,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepCount;
+
+    #[test]
+    fn step_counts_add_up_over_regions() {
+        let at = StepCount {
+            region: 1,
+            regions: 3,
+            step: 5,
+            n_steps: 20,
+        };
+        assert!((at.fraction() - 1.25 / 3.0).abs() < 1e-12);
+        assert_eq!(at.steps_left(), 20 + 15);
+        assert_eq!(at.to_string(), "step 5/20 · region 2/3");
+        let done = StepCount {
+            region: 2,
+            step: 20,
+            ..at
+        };
+        assert_eq!((done.fraction(), done.steps_left()), (1.0, 0));
+        assert_eq!(
+            (StepCount::START.fraction(), StepCount::START.steps_left()),
+            (0.0, 1)
+        );
     }
 }

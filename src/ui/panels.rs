@@ -205,11 +205,11 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     ui.separator();
     ui.heading(format!("Samples ({})", results.samples.len()));
     if app.hide_timings {
-        ui.label(format!("{} · {} NFE", results.method, results.nfe));
+        ui.label(format!("{} · {} NFE", results.problem.method, results.nfe));
     } else {
         ui.label(format!(
             "{} · {} NFE · {:.1} s",
-            results.method, results.nfe, results.seconds
+            results.problem.method, results.nfe, results.seconds
         ));
     }
     if let Some(p) = results.mean_psnr {
@@ -233,10 +233,10 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 if ui.selectable_label(selected, label).clicked() {
                     pick = Some(i);
                 }
-                let ok = s.residual.rms <= 1.5 * results.sigma_y.max(1e-6);
+                let ok = s.residual.rms <= 1.5 * results.problem.sigma_y.max(1e-6);
                 let text = format!(
                     "residual {:.3} (σ_y {:.3})",
-                    s.residual.rms, results.sigma_y
+                    s.residual.rms, results.problem.sigma_y
                 );
                 if ok {
                     ui.label(text);
@@ -271,30 +271,20 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 pub fn progress_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     ui.horizontal(|ui| {
         if let Some(r) = &app.running {
-            let done = (r.region as f32 + r.step as f32 / r.n_steps.max(1) as f32)
-                / r.regions.max(1) as f32;
-            let remaining_steps = (r.regions - r.region).saturating_sub(1) * r.n_steps
-                + (r.n_steps - r.step.min(r.n_steps));
-            let eta = r.step_secs * remaining_steps as f64;
+            let eta = r.step_secs * r.at.steps_left() as f64;
             let what = match r.kind {
                 JobKind::Preview => "preview",
                 JobKind::Restore => "restoring",
                 JobKind::Resample => "resampling",
             };
             ui.add(
-                egui::ProgressBar::new(done)
+                egui::ProgressBar::new(r.at.fraction() as f32)
                     .desired_width(260.0)
-                    .text(format!(
-                        "{what}: step {}/{} · region {}/{}",
-                        r.step,
-                        r.n_steps,
-                        r.region + 1,
-                        r.regions
-                    )),
+                    .text(format!("{what}: {}", r.at)),
             );
             ui.label(format!(
                 "{:.2} s/step · ETA {:.0} s · {}",
-                r.step_secs, eta, r.method
+                r.step_secs, eta, r.problem.method
             ));
             if ui.button("Cancel").clicked() {
                 app.cancel();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::backend::BackendChoice;
 use crate::photo::RgbImage;
-use crate::restore::{Degradation, Rect, Restoration, Settings};
+use crate::restore::{Degradation, Rect, Restoration, Settings, StepCount};
 
 /// Why a job runs; decides how its result is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +76,8 @@ pub enum Update {
     Step {
         /// Job id.
         id: u64,
-        /// Region index and count.
-        region: usize,
-        /// Regions in the job.
-        regions: usize,
-        /// Step and steps per region.
-        step: usize,
-        /// Steps per region.
-        n_steps: usize,
+        /// How far the job is.
+        at: StepCount,
         /// Where the preview goes.
         rect: Rect,
         /// The estimate of the first sample over `rect`.

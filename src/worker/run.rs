@@ -251,10 +251,7 @@ impl Loop {
                     let now = Instant::now();
                     let update = Update::Step {
                         id,
-                        region: p.region,
-                        regions: p.regions,
-                        step: p.step,
-                        n_steps: p.n_steps,
+                        at: p.at,
                         rect: p.rect,
                         preview: p.preview.clone(),
                         step_secs: (now - last).as_secs_f64(),
