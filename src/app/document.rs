@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::photo::{self, Photo};
 
 /// Undo steps kept.
-const UNDO_DEPTH: usize = 40;
+pub const UNDO_DEPTH: usize = 40;
 
 /// A rectangle of mask pixels, half-open: `x0..x1 × y0..y1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,11 @@ impl MaskLayer {
     /// Whether there is something to redo.
     pub fn can_redo(&self) -> bool {
         !self.redo.is_empty()
+    }
+
+    /// Undo steps held.
+    pub fn undo_steps(&self) -> usize {
+        self.undo.len()
     }
 
     /// Bytes held by the undo and redo steps.

@@ -34,13 +34,19 @@ pub const PHOTO_TEXTURE: egui::TextureOptions = egui::TextureOptions {
     ..egui::TextureOptions::LINEAR
 };
 
+/// The display size of a `w × h` image shown at most `max_side` pixels on a side, and its
+/// scale (display pixels per image pixel).
+pub fn display_size(w: usize, h: usize, max_side: usize) -> ([usize; 2], f32) {
+    let scale = (max_side as f32 / w.max(h) as f32).min(1.0);
+    let side = |n: usize| ((n as f32 * scale).round() as usize).max(1);
+    ([side(w), side(h)], scale)
+}
+
 /// An `egui` image at display scale.
 pub fn color_image(img: &RgbImage, max_side: usize) -> (egui::ColorImage, f32) {
-    let scale = (max_side as f32 / img.width.max(img.height) as f32).min(1.0);
+    let ([w, h], scale) = display_size(img.width, img.height, max_side);
     let small;
     let src = if scale < 1.0 {
-        let w = ((img.width as f32 * scale).round() as usize).max(1);
-        let h = ((img.height as f32 * scale).round() as usize).max(1);
         small = resize::area(img, w, h);
         &small
     } else {

@@ -16,8 +16,9 @@ use crate::photo::{Photo, RgbImage};
 use crate::restore::{Degradation, Models, Residual, StepCount};
 use crate::worker::{JobKind, Worker};
 
-pub use document::{Autosave, MaskChange, MaskLayer, PixelRect};
+pub use document::{Autosave, MaskLayer};
 pub use logic::LARGE_SIDE;
+pub use overlay::{MaskEditingCosts, bench_mask_editing};
 pub use settings::{AppSettings, BlurKind, OperatorChoice, SaveChoice};
 
 /// Textures are kept at most this many pixels on a side (the photo itself keeps full resolution).

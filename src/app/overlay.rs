@@ -5,20 +5,12 @@
 use eframe::egui;
 
 use super::document::{MaskChange, MaskLayer, PixelRect};
+use super::logic::display_size;
 use super::{DISPLAY_MAX_SIDE, Shown};
 
 /// The overlay's colour where the mask fills.
 fn fill_colour() -> egui::Color32 {
     egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120)
-}
-
-/// The texture size for a `w × h` mask: at most [`DISPLAY_MAX_SIDE`] on a side.
-fn display_size(w: usize, h: usize) -> [usize; 2] {
-    let scale = (DISPLAY_MAX_SIDE as f32 / w.max(h) as f32).min(1.0);
-    [
-        ((w as f32 * scale).round() as usize).max(1),
-        ((h as f32 * scale).round() as usize).max(1),
-    ]
 }
 
 /// The texture pixels `rect` (texture coordinates) of `mask` shown at `size`; each texture pixel
@@ -66,7 +58,7 @@ impl MaskOverlay {
     /// Uploads the whole mask.
     pub fn new(ctx: &egui::Context, mask: &mut MaskLayer) -> Self {
         mask.take_changed();
-        let size = display_size(mask.width, mask.height);
+        let (size, _) = display_size(mask.width, mask.height, DISPLAY_MAX_SIDE);
         let image = overlay_pixels(mask, size, Self::whole(size));
         Self {
             shown: Shown {
@@ -105,11 +97,110 @@ impl MaskOverlay {
                     );
                 }
             }
-            MaskChange::Everything => {
-                let image = overlay_pixels(mask, self.size, Self::whole(self.size));
-                self.shown.texture.set(image, egui::TextureOptions::NEAREST);
-            }
+            MaskChange::Everything => self.rebuild(mask),
         }
+    }
+
+    /// Uploads the whole texture again.
+    fn rebuild(&mut self, mask: &MaskLayer) {
+        let image = overlay_pixels(mask, self.size, Self::whole(self.size));
+        self.shown.texture.set(image, egui::TextureOptions::NEAREST);
+    }
+}
+
+/// What painting costs on one large mask ([`bench_mask_editing`]).
+#[derive(Debug, Clone)]
+pub struct MaskEditingCosts {
+    /// Mask size.
+    pub width: usize,
+    /// Mask size.
+    pub height: usize,
+    /// Overlay texture size.
+    pub texture: [usize; 2],
+    /// One painted frame (a 10-pixel brush segment) and its overlay refresh, median seconds.
+    pub stroke_frame: f64,
+    /// Texture pixels uploaded for that frame.
+    pub stroke_upload_px: usize,
+    /// The same frame with the whole overlay rebuilt and uploaded, median seconds.
+    pub rebuild_frame: f64,
+    /// One undo step recorded (at the start of a stroke), median seconds.
+    pub checkpoint: f64,
+    /// Bytes held by a full undo history of strokes.
+    pub history_bytes: usize,
+    /// Undo steps in that history.
+    pub history_steps: usize,
+}
+
+/// Measures painting on a `width × height` mask: a brush segment with the overlay refreshed
+/// where it landed against a whole rebuild, recording an undo step, and what a full undo
+/// history of strokes holds. CPU work only: the renderer's upload is not timed.
+pub fn bench_mask_editing(width: usize, height: usize, repeats: usize) -> MaskEditingCosts {
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let ctx = egui::Context::default();
+    let mut mask = MaskLayer::new(width, height);
+    let mut overlay = MaskOverlay::new(&ctx, &mut mask);
+    ctx.tex_manager().write().take_delta().clear(); // the first, whole upload
+    let (w, h) = (width as f32, height as f32);
+    let radius = w.max(h) / 150.0;
+    let segment = |k: usize| {
+        let x = 0.1 * w + (10 * k) as f32 % (0.8 * w);
+        let y = 0.2 * h + 0.6 * h * ((k / 50) % 7) as f32 / 7.0;
+        ((x, y), (x + 10.0, y + 3.0))
+    };
+    let repeats = repeats.max(1);
+    let (mut stroke, mut rebuild, mut checkpoint) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stroke_upload_px = 0;
+    for k in 0..repeats * 10 {
+        let (a, b) = segment(k);
+        let t = std::time::Instant::now();
+        mask.paint_segment(a, b, radius, true);
+        overlay.refresh(&mut mask);
+        stroke.push(t.elapsed().as_secs_f64());
+        let mut delta = ctx.tex_manager().write().take_delta();
+        stroke_upload_px = stroke_upload_px.max(
+            delta
+                .set
+                .values()
+                .flatten()
+                .map(|d| d.image.size()[0] * d.image.size()[1])
+                .sum(),
+        );
+        delta.clear();
+    }
+    for k in 0..repeats {
+        let (a, b) = segment(k);
+        let t = std::time::Instant::now();
+        mask.paint_segment(a, b, radius, false);
+        overlay.rebuild(&mask);
+        mask.take_changed();
+        rebuild.push(t.elapsed().as_secs_f64());
+        ctx.tex_manager().write().take_delta().clear();
+        let t = std::time::Instant::now();
+        mask.checkpoint();
+        checkpoint.push(t.elapsed().as_secs_f64());
+    }
+    // A full history: one undo step per stroke, each stroke a few segments.
+    let mut history = MaskLayer::new(width, height);
+    for k in 0..super::document::UNDO_DEPTH {
+        history.checkpoint();
+        for s in 0..20 {
+            let (a, b) = segment(k * 50 + s);
+            history.paint_segment(a, b, radius, true);
+        }
+    }
+    MaskEditingCosts {
+        width,
+        height,
+        texture: overlay.size,
+        stroke_frame: median(stroke),
+        stroke_upload_px,
+        rebuild_frame: median(rebuild),
+        checkpoint: median(checkpoint),
+        history_bytes: history.history_bytes(),
+        history_steps: history.undo_steps(),
     }
 }
 
@@ -196,6 +287,20 @@ mod tests {
             overlay.refresh(&mut mask);
             assert_eq!(apply_uploads(&ctx, &overlay, &mut shown), 0);
         }
+    }
+
+    #[test]
+    fn the_mask_benchmark_measures_partial_uploads_and_a_compact_history() {
+        let c = bench_mask_editing(3000, 2000, 1);
+        assert_eq!(c.texture, [2048, 1365]);
+        assert!(
+            c.stroke_upload_px > 0 && c.stroke_upload_px < 2048 * 1365 / 100,
+            "{} px uploaded for one brush segment",
+            c.stroke_upload_px
+        );
+        assert_eq!(c.history_steps, crate::app::document::UNDO_DEPTH);
+        assert!(c.history_bytes < c.history_steps * 3000 * 2000 / 8);
+        assert!(c.stroke_frame.is_finite() && c.rebuild_frame.is_finite());
     }
 
     #[test]

@@ -32,13 +32,38 @@ pub struct BenchArgs {
     /// Instead of the step costs: LPIPS (AlexNet, VGG16) of one image pair at 64 and 256 px.
     #[arg(long)]
     pub metrics: bool,
+    /// Instead of the step costs: painting on a large photo's mask (overlay refresh, undo
+    /// steps), at `--mask-size`.
+    #[arg(long)]
+    pub mask: bool,
+    /// Mask size `WIDTHxHEIGHT` for `--mask`.
+    #[arg(long, default_value = "6000x4000", value_parser = parse_size)]
+    pub mask_size: (usize, usize),
     /// Image sides for `--pivot`.
     #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
     pub pivot_sizes: Vec<usize>,
 }
 
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || {
+        format!("expected WIDTHxHEIGHT with both between 1 and 20000, e.g. 6000x4000; got {s:?}")
+    };
+    let (w, h) = s.split_once(['x', '×']).ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(1..=20_000).contains(&w) || !(1..=20_000).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
 /// Runs `eps-studio bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.mask {
+        return mask_report(args);
+    }
     use crate::eval::bench::{forward_time, model_size, restoration_time, step_costs};
     use crate::inverse::TaskSpec;
     use std::sync::Arc;
@@ -210,6 +235,36 @@ fn pivot_report(
         args.repeats.max(1)
     );
     write_report(args, "Pivot benchmarks: CPU and wgpu", &report)
+}
+
+/// `eps-studio bench --mask`: painting on a large photo's mask.
+fn mask_report(args: &BenchArgs) -> anyhow::Result<()> {
+    let (w, h) = args.mask_size;
+    let c = crate::app::bench_mask_editing(w, h, args.repeats.max(5));
+    let [tw, th] = c.texture;
+    let full_copy = c.history_steps * w * h;
+    let report = format!(
+        "Mask {w}×{h} ({:.1} MP), overlay texture {tw}×{th}; medians. CPU work only (the renderer's upload is not timed).\n\n\
+         | | value |\n|---|---:|\n\
+         | painted frame, overlay refreshed where the stroke landed (s) | {:.6} |\n\
+         | texture pixels uploaded for it | {} ({:.2}% of the texture) |\n\
+         | painted frame, whole overlay rebuilt (s) | {:.6} |\n\
+         | rebuilt ÷ refreshed | {:.0}× |\n\
+         | recording one undo step (s) | {:.4} |\n\
+         | {} undo steps of strokes (bytes) | {} |\n\
+         | the same as full mask copies, one byte per pixel (bytes) | {} |\n",
+        (w * h) as f64 / 1e6,
+        c.stroke_frame,
+        c.stroke_upload_px,
+        100.0 * c.stroke_upload_px as f64 / (tw * th) as f64,
+        c.rebuild_frame,
+        c.rebuild_frame / c.stroke_frame.max(1e-9),
+        c.checkpoint,
+        c.history_steps,
+        c.history_bytes,
+        full_copy,
+    );
+    write_report(args, "Mask editing benchmark", &report)
 }
 
 /// `eps-studio bench --metrics`: the cost of LPIPS on one image pair.
