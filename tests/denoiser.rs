@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::*;
 use eps_studio::denoiser::weights::expected_shapes;
-use eps_studio::denoiser::{EdmDenoiser, ModelFile, ModelKind, Network, UNetConfig};
+use eps_studio::denoiser::{Conditioning, EdmDenoiser, ModelFile, ModelKind, Network, UNetConfig};
 use eps_studio::sampler::Denoiser;
 
 /// A randomly initialised tiny network as a weight file.
@@ -18,11 +18,17 @@ fn random_model(cfg: &UNetConfig, kind: ModelKind) -> ModelFile {
         cfg,
     )
     .unwrap();
-    // Perturb every parameter so zero-initialised biases and norms are not special.
-    let tensors = varmap
+    // Perturb every parameter so zero-initialised layers are not special; in name order, so the
+    // weights are the same on every run.
+    let mut named: Vec<(String, candle_core::Var)> = varmap
         .data()
         .lock()
         .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors = named
         .iter()
         .enumerate()
         .map(|(i, (k, v))| {
@@ -86,26 +92,31 @@ fn any_size_works_and_shapes_are_kept() {
     assert!(e.contains("positive"), "{e}");
 }
 
-/// The EPS network starts as the prior network: the widened input weights for the observation are
-/// zero, so at step 0 `D_eps(μ, obs, σ) = D_prior(μ, σ)` for any observation.
+/// The EPS network starts as the prior network: the widened input weights for the observation and
+/// the noise level are zero, so at step 0 with an isotropic pivot noise (variance σ² everywhere)
+/// `D_eps(μ, obs, σ) = D_prior(μ, σ)` for any observation.
 #[test]
 fn widened_eps_network_reproduces_the_prior_exactly() {
     let cfg = UNetConfig::tiny();
     let prior_file = random_model(&cfg, ModelKind::Prior);
     let eps_file = prior_file.widen_to_eps().unwrap();
     assert_eq!(eps_file.kind, ModelKind::Eps);
-    assert_eq!(eps_file.config.cond_channels, 3);
+    assert_eq!(eps_file.config.cond_channels, 4);
     let prior = prior_file.build(&Device::Cpu).unwrap();
     let eps = eps_file.build(&Device::Cpu).unwrap();
     let mu = f32(randn((3, 3, 16, 24), 2));
     let obs = f32(randn((3, 3, 16, 24), 3));
+    let cond = |s: f64, obs: &Tensor| Conditioning {
+        obs: obs.clone(),
+        variance: Tensor::full((s * s) as f32, (1, 1, 16, 24), &Device::Cpu).unwrap(),
+    };
     for s in [0.01, 0.5, 80.0] {
         let a = prior.forward(&mu, &sig(3, s), None).unwrap();
-        let b = eps.forward(&mu, &sig(3, s), Some(&obs)).unwrap();
-        assert_eq!(
-            to_vec(&a),
-            to_vec(&b),
-            "σ = {s}: widened network differs from the prior"
+        let b = eps.forward(&mu, &sig(3, s), Some(&cond(s, &obs))).unwrap();
+        assert!(
+            max_abs_diff(&a, &b) < 1e-6,
+            "σ = {s}: widened network differs from the prior by {}",
+            max_abs_diff(&a, &b)
         );
     }
     // And the observation channels are live once their weights move.
@@ -115,9 +126,15 @@ fn widened_eps_network_reproduces_the_prior_exactly() {
         .tensors
         .insert("input.weight".into(), (w + 0.01).unwrap());
     let c = moved.build(&Device::Cpu).unwrap();
-    let o1 = c.forward(&mu, &sig(3, 0.5), Some(&obs)).unwrap();
+    let o1 = c
+        .forward(&mu, &sig(3, 0.5), Some(&cond(0.5, &obs)))
+        .unwrap();
     let o2 = c
-        .forward(&mu, &sig(3, 0.5), Some(&obs.affine(-1.0, 0.0).unwrap()))
+        .forward(
+            &mu,
+            &sig(3, 0.5),
+            Some(&cond(0.5, &obs.affine(-1.0, 0.0).unwrap())),
+        )
         .unwrap();
     assert!(max_abs_diff(&o1, &o2) > 1e-4);
     assert!(
@@ -125,6 +142,189 @@ fn widened_eps_network_reproduces_the_prior_exactly() {
         "EPS without observation must fail"
     );
     assert!(prior_file.widen_to_eps().unwrap().widen_to_eps().is_err());
+}
+
+/// Per-pixel preconditioning: pixels whose pivot noise is small (observed ones, σ* ≈ σ_y) reach
+/// the network at unit scale and pass through the denoiser almost unchanged at every σ, whatever
+/// the weights — the context is never scaled away at the first, σ = 80 steps.
+#[test]
+fn observed_pixels_pass_through_at_every_noise_level() {
+    let eps = random_model(&UNetConfig::tiny().with_condition(), ModelKind::Eps)
+        .build(&Device::Cpu)
+        .unwrap();
+    let (h, w) = (16, 16);
+    let observed: Vec<bool> = (0..h * w).map(|i| (i / w) < 8).collect();
+    let mu = f32(randn((2, 3, h, w), 4).affine(0.5, 0.0).unwrap());
+    for s in [0.5, 5.0, 80.0] {
+        let var: Vec<f32> = observed
+            .iter()
+            .map(|&o| if o { 1e-6 } else { (s * s) as f32 })
+            .collect();
+        let cond = Conditioning {
+            obs: mu.zeros_like().unwrap(),
+            variance: Tensor::from_vec(var, (1, 1, h, w), &Device::Cpu).unwrap(),
+        };
+        let d = eps.forward(&mu, &sig(2, s), Some(&cond)).unwrap();
+        let diff = (d - &mu).unwrap().abs().unwrap();
+        let top = diff.narrow(2, 0, 8).unwrap();
+        let bottom = diff.narrow(2, 8, 8).unwrap();
+        assert!(
+            max_abs(&top) < 1e-2,
+            "σ = {s}: observed pixels moved by {}",
+            max_abs(&top)
+        );
+        assert!(
+            max_abs(&bottom) > 0.1,
+            "σ = {s}: hidden pixels were not denoised"
+        );
+    }
+}
+
+/// The channels-last convolution (im2col and GEMM, written for the CPU) equals candle's `conv2d`
+/// in value and in all three gradients, for every geometry the network uses.
+#[test]
+fn channels_last_convolution_matches_candle_conv2d() {
+    use candle_core::Var;
+    use eps_studio::denoiser::blocks::{to_channels_first, to_channels_last};
+    use eps_studio::denoiser::conv::Conv;
+    for (cin, cout, k, stride, pad, (hh, ww)) in [
+        (5, 7, 3, 1, 1, (9, 12)),
+        (6, 4, 2, 2, 0, (8, 10)),
+        (3, 8, 1, 1, 0, (5, 6)),
+        (4, 4, 3, 2, 1, (7, 9)),
+    ] {
+        let x = Var::from_tensor(&f32(randn((2, cin, hh, ww), 1))).unwrap();
+        let wt =
+            Var::from_tensor(&f32(randn((cout, cin, k, k), 2).affine(0.3, 0.0).unwrap())).unwrap();
+        let b = Var::from_tensor(&f32(randn((1, 1, 1, cout), 3)).flatten_all().unwrap()).unwrap();
+        let reference = x
+            .as_tensor()
+            .conv2d(wt.as_tensor(), pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.as_tensor().reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        let conv = Conv::from_parts(
+            wt.as_tensor().clone(),
+            Some(b.as_tensor().clone()),
+            stride,
+            pad,
+        )
+        .unwrap();
+        let ours = to_channels_first(
+            &conv
+                .forward(&to_channels_last(x.as_tensor()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ours.dims(), reference.dims());
+        assert!(
+            max_abs_diff(&ours, &reference) < 1e-4,
+            "k{k} s{stride}: values differ"
+        );
+        // Without gradients the banded path runs; it must agree too.
+        let frozen = Conv::from_parts(
+            wt.as_tensor().detach(),
+            Some(b.as_tensor().detach()),
+            stride,
+            pad,
+        )
+        .unwrap();
+        let banded = to_channels_first(
+            &frozen
+                .forward(&to_channels_last(&x.as_tensor().detach()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            max_abs_diff(&banded, &reference) < 1e-4,
+            "k{k} s{stride}: banded differs"
+        );
+        // Gradients of a weighted sum.
+        let r = f32(randn(reference.dims4().unwrap(), 4));
+        let g_ref = (&reference * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (what, v) in [("input", &x), ("weight", &wt), ("bias", &b)] {
+            let (a, c) = (
+                g_ref.get(v.as_tensor()).unwrap(),
+                g_ours.get(v.as_tensor()).unwrap(),
+            );
+            let scale = max_abs(a).max(1.0);
+            assert!(
+                max_abs_diff(a, c) < 1e-4 * scale,
+                "k{k} s{stride}: {what} gradients differ by {}",
+                max_abs_diff(a, c)
+            );
+        }
+    }
+}
+
+/// The fused activations equal candle's composed operations, in value and gradient.
+#[test]
+fn fused_activations_match_composed_operations() {
+    use candle_core::Var;
+    use eps_studio::denoiser::fused::{film_silu, silu};
+    let h = Var::from_tensor(&f32(randn((2, 5, 6, 7), 1).affine(2.0, 0.0).unwrap())).unwrap();
+    let scale = Var::from_tensor(
+        &f32(randn((1, 1, 2, 7), 2).affine(0.5, 0.0).unwrap())
+            .reshape((2, 7))
+            .unwrap(),
+    )
+    .unwrap();
+    let shift = Var::from_tensor(&f32(randn((1, 1, 2, 7), 3)).reshape((2, 7)).unwrap()).unwrap();
+    let r = f32(randn((2, 5, 6, 7), 4));
+    let composed = candle_nn::ops::silu(
+        &h.as_tensor()
+            .broadcast_mul(&(scale.as_tensor().reshape((2, 1, 1, 7)).unwrap() + 1.0).unwrap())
+            .unwrap()
+            .broadcast_add(&shift.as_tensor().reshape((2, 1, 1, 7)).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let fused = film_silu(h.as_tensor(), scale.as_tensor(), shift.as_tensor()).unwrap();
+    assert!(max_abs_diff(&composed, &fused) < 1e-5);
+    let ga = (&composed * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gb = (&fused * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&h, &scale, &shift] {
+        let (a, b) = (
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        );
+        assert!(
+            max_abs_diff(a, b) < 1e-4 * max_abs(a).max(1.0),
+            "{}",
+            max_abs_diff(a, b)
+        );
+    }
+    let plain = candle_nn::ops::silu(h.as_tensor()).unwrap();
+    let ours = silu(h.as_tensor()).unwrap();
+    assert!(max_abs_diff(&plain, &ours) < 1e-6);
+    let ga = (&plain * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gb = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (a, b) = (
+        ga.get(h.as_tensor()).unwrap(),
+        gb.get(h.as_tensor()).unwrap(),
+    );
+    assert!(max_abs_diff(a, b) < 1e-5);
 }
 
 #[test]

@@ -101,10 +101,44 @@ fn step_costs_are_reported_against_the_bare_step() {
     assert!(overhead.is_finite() && overhead > 0.0, "{overhead}");
     assert!((rows[6].secs - rows[1].secs).abs() < 1e-12);
     assert!(rows.iter().all(|r| r.secs > 0.0));
-    let (params, flops) = model_size(&UNetConfig::default(), 256).unwrap();
-    assert!((3_000_000..4_000_000).contains(&params), "{params}");
-    // Pixel-unshuffle ×4 puts ~5 GFLOP at 256×256; a wrong count would be far off.
-    assert!((4e9..6e9).contains(&(flops as f64)), "{flops}");
+    // The FLOP count against one made independently from the weight shapes: every convolution
+    // costs 2·C_out·C_in·k² per output pixel, at the resolution its name places it.
+    let cfg = UNetConfig {
+        attention: false,
+        ..UNetConfig::default()
+    };
+    let (params, flops) = model_size(&cfg, 256).unwrap();
+    let shapes = eps_studio::denoiser::weights::expected_shapes(&cfg).unwrap();
+    assert_eq!(
+        params,
+        shapes
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .sum::<usize>()
+    );
+    let top = 256 / cfg.unshuffle;
+    let levels = cfg.channels.len();
+    let mut convs = 0u64;
+    for (name, shape) in &shapes {
+        if shape.len() != 4 {
+            continue;
+        }
+        let parts: Vec<&str> = name.split('.').collect();
+        let level = |k: usize| parts[k].parse::<usize>().unwrap();
+        let out_level = match parts[0] {
+            "input" | "output" => 0,
+            "down" | "up" => level(1),
+            "downsample" => level(1) + 1,
+            "upsample" => level(1) - 1,
+            "mid" => levels - 1,
+            other => panic!("unexpected layer {other}"),
+        };
+        let side = top >> out_level;
+        convs += 2 * (shape.iter().product::<usize>() * side * side) as u64;
+    }
+    assert_eq!(flops, convs);
+    // And attention adds its projections and products on top.
+    assert!(model_size(&UNetConfig::default(), 256).unwrap().1 > flops);
 }
 
 /// The perceptual and VGG-feature columns: zero for perfect samples, positive for noisy ones.

@@ -42,7 +42,9 @@ fn config(stage: Stage, steps: usize) -> TrainConfig {
         crop: 32,
         lr: 3e-3,
         warmup: 1,
-        ema_decay: 0.8,
+        ema_rel: 0.2,
+        crop_mix: vec![(48, 0.3)],
+        lr_decay: 20,
         checkpoint_every: 10,
         val_every: 10,
         val_crops_per_photo: 4,
@@ -118,7 +120,7 @@ fn training_lowers_the_loss_and_resumes_exactly() {
         &dir.path().join("eps"),
         Some(&whole),
     );
-    assert_eq!((eps.kind, eps.config.cond_channels), (ModelKind::Eps, 3));
+    assert_eq!((eps.kind, eps.config.cond_channels), (ModelKind::Eps, 4));
     assert!(eps_logs.iter().all(|l| l.train_loss.is_finite()));
     let back = ModelFile::load(&dir.path().join("eps/final.safetensors"), &Device::Cpu).unwrap();
     assert!(

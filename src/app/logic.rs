@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use super::overlay::MaskOverlay;
+use super::overlay::{MaskOverlay, MaskStyle};
 use super::{
     DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Problem, Results, Running,
     SampleView, SaveChoice, Shown, ViewMode,
@@ -231,12 +231,28 @@ impl EpsApp {
         self.photo_texture.as_ref()
     }
 
-    /// The mask overlay texture (red, translucent), brought up to date with the mask.
+    /// How the mask is drawn now: an outline once a fill (the instant preview or a result) is
+    /// there to see under it, unless the user asked for the filled overlay (`O` toggles).
+    pub fn mask_style(&self) -> MaskStyle {
+        let fill_to_see = self.preview.is_some() || self.has_results();
+        if fill_to_see && self.mask_outline {
+            MaskStyle::Outline
+        } else {
+            MaskStyle::Fill
+        }
+    }
+
+    /// The mask overlay texture, brought up to date with the mask and [`Self::mask_style`].
     pub fn mask_shown(&mut self) -> Option<&Shown> {
+        let style = self.mask_style();
         let mask = self.mask.as_mut()?;
         match &mut self.mask_texture {
-            Some(overlay) => overlay.refresh(mask),
-            None => self.mask_texture = Some(MaskOverlay::new(&self.ctx, mask)),
+            Some(overlay) => overlay.refresh(mask, style),
+            None => {
+                let mut overlay = MaskOverlay::new(&self.ctx, mask);
+                overlay.refresh(mask, style);
+                self.mask_texture = Some(overlay);
+            }
         }
         self.mask_texture.as_ref().map(|o| &o.shown)
     }

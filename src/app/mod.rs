@@ -18,7 +18,7 @@ use crate::worker::{JobKind, Worker};
 
 pub use document::{Autosave, MaskLayer};
 pub use logic::LARGE_SIDE;
-pub use overlay::{MaskEditingCosts, bench_mask_editing};
+pub use overlay::{MaskEditingCosts, MaskStyle, bench_mask_editing};
 pub use settings::{AppSettings, BlurKind, OperatorChoice, SaveChoice};
 
 /// Textures are kept at most this many pixels on a side (the photo itself keeps full resolution).
@@ -222,6 +222,8 @@ pub struct EpsApp {
     pub worst_frame_ms_sampling: f32,
     /// The mask changed since the shown results were made (the canvas shows the mask again).
     pub mask_edited: bool,
+    /// Draw the mask as an outline once a fill is there to see under it (`O` toggles).
+    pub mask_outline: bool,
     /// The canvas rectangle of the last frame (screen points).
     pub last_canvas: egui::Rect,
     /// Leave out timings, which change from run to run (snapshot tests).
@@ -307,6 +309,7 @@ impl EpsApp {
             measurement_texture: None,
             truth_texture: None,
             mask_texture: None,
+            mask_outline: true,
             preview_due: None,
             autosave_due: None,
             stroke_last: None,

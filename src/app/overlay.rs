@@ -1,6 +1,7 @@
-//! The mask overlay: a translucent texture over the photo where the mask fills. A brush stroke
-//! re-uploads only the rectangle it touched, so painting on a large photo costs what the brush
-//! covers, not a whole 2048-pixel texture per frame.
+//! The mask overlay: a translucent texture over the photo where the mask fills, or only its
+//! outline once a fill preview sits underneath (so the preview can be seen while painting). A
+//! brush stroke re-uploads only the rectangle it touched, so painting on a large photo costs what
+//! the brush covers, not a whole 2048-pixel texture per frame.
 
 use eframe::egui;
 
@@ -8,27 +9,65 @@ use super::document::{MaskChange, MaskLayer, PixelRect};
 use super::logic::display_size;
 use super::{DISPLAY_MAX_SIDE, Shown};
 
+/// How the mask is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaskStyle {
+    /// Translucent colour over every masked pixel.
+    #[default]
+    Fill,
+    /// An opaque line along the mask's edge, the inside left clear.
+    Outline,
+}
+
 /// The overlay's colour where the mask fills.
 fn fill_colour() -> egui::Color32 {
     egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120)
 }
 
+/// The outline's colour.
+fn outline_colour() -> egui::Color32 {
+    egui::Color32::from_rgb(255, 40, 90)
+}
+
+/// Texture pixels within this distance (in texture pixels, square neighbourhood) of an unmasked
+/// one draw the outline: two pixels, so it stays visible when the view shrinks the texture.
+const OUTLINE_WIDTH: usize = 2;
+
 /// The texture pixels `rect` (texture coordinates) of `mask` shown at `size`; each texture pixel
 /// shows the mask pixel its top-left corner falls on.
-fn overlay_pixels(mask: &MaskLayer, size: [usize; 2], rect: PixelRect) -> egui::ColorImage {
+fn overlay_pixels(
+    mask: &MaskLayer,
+    size: [usize; 2],
+    rect: PixelRect,
+    style: MaskStyle,
+) -> egui::ColorImage {
     let (w, h) = (mask.width, mask.height);
     let [dw, dh] = size;
     let fill = mask.fill();
-    let colour = fill_colour();
+    let sample = |x: usize, y: usize| fill[(y * h / dh).min(h - 1) * w + (x * w / dw).min(w - 1)];
     let (rw, rh) = (rect.x1 - rect.x0, rect.y1 - rect.y0);
     let mut pixels = vec![egui::Color32::TRANSPARENT; rw * rh];
     for (row, y) in pixels.chunks_exact_mut(rw.max(1)).zip(rect.y0..rect.y1) {
-        let sy = (y * h / dh).min(h - 1);
-        let src = &fill[sy * w..(sy + 1) * w];
         for (px, x) in row.iter_mut().zip(rect.x0..rect.x1) {
-            if src[(x * w / dw).min(w - 1)] {
-                *px = colour;
+            if !sample(x, y) {
+                continue;
             }
+            *px = match style {
+                MaskStyle::Fill => fill_colour(),
+                MaskStyle::Outline => {
+                    let r = OUTLINE_WIDTH;
+                    let edge = x < r
+                        || y < r
+                        || x + r >= dw
+                        || y + r >= dh
+                        || (y - r..=y + r).any(|yy| (x - r..=x + r).any(|xx| !sample(xx, yy)));
+                    if edge {
+                        outline_colour()
+                    } else {
+                        continue;
+                    }
+                }
+            };
         }
     }
     egui::ColorImage::new([rw, rh], pixels)
@@ -52,6 +91,7 @@ pub struct MaskOverlay {
     /// The texture, for drawing.
     pub shown: Shown,
     size: [usize; 2],
+    style: MaskStyle,
 }
 
 impl MaskOverlay {
@@ -59,7 +99,8 @@ impl MaskOverlay {
     pub fn new(ctx: &egui::Context, mask: &mut MaskLayer) -> Self {
         mask.take_changed();
         let (size, _) = display_size(mask.width, mask.height, DISPLAY_MAX_SIDE);
-        let image = overlay_pixels(mask, size, Self::whole(size));
+        let style = MaskStyle::default();
+        let image = overlay_pixels(mask, size, Self::whole(size), style);
         Self {
             shown: Shown {
                 texture: ctx.load_texture("mask", image, egui::TextureOptions::NEAREST),
@@ -67,6 +108,7 @@ impl MaskOverlay {
                 height: mask.height,
             },
             size,
+            style,
         }
     }
 
@@ -79,17 +121,40 @@ impl MaskOverlay {
         }
     }
 
-    /// Brings the texture up to date with what changed in `mask` since the last call.
-    pub fn refresh(&mut self, mask: &mut MaskLayer) {
+    /// The style the texture currently shows.
+    #[cfg(test)]
+    pub fn style(&self) -> MaskStyle {
+        self.style
+    }
+
+    /// Brings the texture up to date with what changed in `mask` since the last call, drawn in
+    /// `style` (a change of style redraws everything).
+    pub fn refresh(&mut self, mask: &mut MaskLayer, style: MaskStyle) {
         debug_assert_eq!(
             (self.shown.width, self.shown.height),
             (mask.width, mask.height)
         );
+        if style != self.style {
+            self.style = style;
+            mask.take_changed();
+            self.rebuild(mask);
+            return;
+        }
         match mask.take_changed() {
             MaskChange::Nothing => {}
             MaskChange::Region(r) => {
                 if let Some(rect) = texture_rect(r, (mask.width, mask.height), self.size) {
-                    let patch = overlay_pixels(mask, self.size, rect);
+                    // An outline also changes just outside what was painted.
+                    let rect = match style {
+                        MaskStyle::Fill => rect,
+                        MaskStyle::Outline => PixelRect {
+                            x0: rect.x0.saturating_sub(OUTLINE_WIDTH),
+                            y0: rect.y0.saturating_sub(OUTLINE_WIDTH),
+                            x1: (rect.x1 + OUTLINE_WIDTH).min(self.size[0]),
+                            y1: (rect.y1 + OUTLINE_WIDTH).min(self.size[1]),
+                        },
+                    };
+                    let patch = overlay_pixels(mask, self.size, rect, style);
                     self.shown.texture.set_partial(
                         [rect.x0, rect.y0],
                         patch,
@@ -103,7 +168,7 @@ impl MaskOverlay {
 
     /// Uploads the whole texture again.
     fn rebuild(&mut self, mask: &MaskLayer) {
-        let image = overlay_pixels(mask, self.size, Self::whole(self.size));
+        let image = overlay_pixels(mask, self.size, Self::whole(self.size), self.style);
         self.shown.texture.set(image, egui::TextureOptions::NEAREST);
     }
 }
@@ -157,7 +222,7 @@ pub fn bench_mask_editing(width: usize, height: usize, repeats: usize) -> MaskEd
         let (a, b) = segment(k);
         let t = std::time::Instant::now();
         mask.paint_segment(a, b, radius, true);
-        overlay.refresh(&mut mask);
+        overlay.refresh(&mut mask, MaskStyle::Fill);
         stroke.push(t.elapsed().as_secs_f64());
         let mut delta = ctx.tex_manager().write().take_delta();
         stroke_upload_px = stroke_upload_px.max(
@@ -243,14 +308,23 @@ mod tests {
     #[test]
     fn partial_uploads_equal_a_full_rebuild() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        // Shown at full size, and shrunk to 2048 on the long side (non-integer scale).
-        for (w, h) in [(300, 200), (3001, 1999)] {
+        // Shown at full size, and shrunk to 2048 on the long side (non-integer scale); filled
+        // and outlined.
+        for ((w, h), style) in [
+            ((300, 200), MaskStyle::Fill),
+            ((3001, 1999), MaskStyle::Fill),
+            ((300, 200), MaskStyle::Outline),
+            ((3001, 1999), MaskStyle::Outline),
+        ] {
             let ctx = egui::Context::default();
             let mut mask = MaskLayer::new(w, h);
             let mut overlay = MaskOverlay::new(&ctx, &mut mask);
             let mut shown = None;
             let full = apply_uploads(&ctx, &overlay, &mut shown);
             assert_eq!(full, overlay.size[0] * overlay.size[1]);
+            overlay.refresh(&mut mask, style);
+            apply_uploads(&ctx, &overlay, &mut shown);
+            assert_eq!(overlay.style(), style);
             for k in 0..30 {
                 let point = |rng: &mut rand::rngs::StdRng| {
                     (
@@ -271,22 +345,40 @@ mod tests {
                 if k == 21 {
                     mask.undo();
                 }
-                overlay.refresh(&mut mask);
+                overlay.refresh(&mut mask, style);
                 let uploaded = apply_uploads(&ctx, &overlay, &mut shown);
                 if !matches!(k, 20 | 21) {
                     assert!(uploaded < full, "stroke {k} uploaded the whole texture");
                 }
                 let expected =
-                    overlay_pixels(&mask, overlay.size, MaskOverlay::whole(overlay.size));
+                    overlay_pixels(&mask, overlay.size, MaskOverlay::whole(overlay.size), style);
                 assert!(
                     shown.as_ref().unwrap().pixels == expected.pixels,
-                    "{w}×{h}: the texture differs from the mask after edit {k}"
+                    "{w}×{h} {style:?}: the texture differs from the mask after edit {k}"
                 );
             }
             // Nothing changed: nothing uploaded.
-            overlay.refresh(&mut mask);
+            overlay.refresh(&mut mask, style);
             assert_eq!(apply_uploads(&ctx, &overlay, &mut shown), 0);
         }
+    }
+
+    /// The outline leaves the inside of a painted region clear (the preview shows through) and
+    /// marks its edge.
+    #[test]
+    fn the_outline_shows_the_edge_and_leaves_the_inside_clear() {
+        let mut mask = MaskLayer::new(100, 80);
+        mask.fill_rect((20.0, 20.0), (60.0, 50.0), true);
+        let size = [100, 80];
+        let img = overlay_pixels(&mask, size, MaskOverlay::whole(size), MaskStyle::Outline);
+        let at = |x: usize, y: usize| img.pixels[y * 100 + x];
+        assert_eq!(at(40, 35), egui::Color32::TRANSPARENT, "inside");
+        assert_eq!(at(5, 5), egui::Color32::TRANSPARENT, "outside");
+        let fill = mask.fill();
+        let first = (0..100 * 80).find(|&i| fill[i]).unwrap_or(0);
+        assert_eq!(at(first % 100, first / 100), outline_colour(), "edge");
+        let filled = overlay_pixels(&mask, size, MaskOverlay::whole(size), MaskStyle::Fill);
+        assert_eq!(filled.pixels[35 * 100 + 40], fill_colour());
     }
 
     #[test]

@@ -126,7 +126,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let x =
             candle_core::Tensor::zeros((args.batch, 3, n, n), candle_core::DType::F32, &device)?;
         let s = candle_core::Tensor::full(1.0f64, args.batch, &device)?;
-        eps.inner().forward_padded(&x, &s, Some(&x))?;
+        let cond = crate::denoiser::Conditioning {
+            obs: x.clone(),
+            variance: candle_core::Tensor::ones((1, 1, n, n), candle_core::DType::F32, &device)?,
+        };
+        eps.inner().forward_padded(&x, &s, Some(&cond))?;
         t.elapsed().as_secs_f64()
     };
     lines.push(format!(

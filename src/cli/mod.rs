@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod data;
+pub mod diagnose;
 pub mod eval;
 pub mod restore;
 pub mod train;
@@ -40,6 +41,10 @@ pub enum Command {
     /// Benchmark EPS against the baselines on validation crops: PSNR, SSIM, pixel MMD², pixel CRPS,
     /// NFE and seconds, as a markdown table.
     Eval(eval::EvalArgs),
+    /// Measure whether the networks generate photographs: denoising curve, unconditional samples,
+    /// fills of object-sized holes, deblurring and super-resolution at photo scale, each against a
+    /// classical reference; tables in markdown and pictures in PNG.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Restore one photo without the window: inpaint with a mask, deblur or super-resolve; writes
     /// the samples, their mean and an uncertainty map, and prints each sample's residual.
     Restore(restore::RestoreArgs),
@@ -53,6 +58,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::CheckPosterior(args)) => check::run(args),
         Some(Command::Data(args)) => data::run(args),
+        Some(Command::Diagnose(args)) => diagnose::run(args),
         Some(Command::Train(args)) => train::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Bench(args)) => bench::run(args),

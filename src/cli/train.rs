@@ -23,8 +23,46 @@ pub enum StageArg {
 pub enum ModelSize {
     /// The shipped CPU model.
     Cpu,
+    /// The CPU model without the attention block (ablation).
+    CpuNoAttention,
+    /// The CPU model with a ×4 pixel-unshuffle stem and the FLOPs moved to wider levels
+    /// (ablation: the earlier network's stem).
+    CpuX4,
     /// A tiny model for smoke tests.
     Tiny,
+}
+
+impl ModelSize {
+    /// The architecture.
+    pub fn config(self) -> UNetConfig {
+        match self {
+            Self::Cpu => UNetConfig::default(),
+            Self::CpuNoAttention => UNetConfig {
+                attention: false,
+                ..UNetConfig::default()
+            },
+            Self::CpuX4 => UNetConfig {
+                unshuffle: 4,
+                channels: vec![128, 192, 256],
+                ..UNetConfig::default()
+            },
+            Self::Tiny => UNetConfig::tiny(),
+        }
+    }
+}
+
+fn parse_crop_mix(s: &str) -> anyhow::Result<Vec<(usize, f64)>> {
+    if s == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|part| {
+            let (side, p) = part.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!("crop mix '{part}': write SIDE:PROBABILITY, e.g. 128:0.3")
+            })?;
+            Ok((side.trim().parse()?, p.trim().parse()?))
+        })
+        .collect()
 }
 
 /// Arguments of `eps-studio train`.
@@ -48,15 +86,37 @@ pub struct TrainArgs {
     /// Total optimiser steps.
     #[arg(long, default_value_t = 3000)]
     pub steps: usize,
-    /// Images per step.
+    /// Images per step at the base crop side.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Crop side in pixels.
+    /// Base crop side in pixels (and the validation crops' side).
     #[arg(long, default_value_t = 64)]
     pub crop: usize,
+    /// Larger crops mixed in, SIDE:PROBABILITY pairs (the batch shrinks to keep the pixels per
+    /// step), or "none".
+    #[arg(long, default_value = "128:0.3,256:0.15")]
+    pub crop_mix: String,
+    /// Largest scale jitter (crops cover up to this many photo pixels per crop pixel).
+    #[arg(long, default_value_t = 2.0)]
+    pub max_scale: f64,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 4e-4)]
     pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 500)]
+    pub warmup: usize,
+    /// Steps after which the learning rate decays as 1/√t (0: constant).
+    #[arg(long, default_value_t = 4000)]
+    pub lr_decay: usize,
+    /// Relative width of the power-function EMA.
+    #[arg(long, default_value_t = 0.1)]
+    pub ema_rel: f64,
+    /// Mean of ln σ of the noise-level distribution.
+    #[arg(long, default_value_t = -0.8, allow_hyphen_values = true)]
+    pub p_mean: f64,
+    /// Standard deviation of ln σ.
+    #[arg(long, default_value_t = 1.6)]
+    pub p_std: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -66,6 +126,14 @@ pub struct TrainArgs {
     /// Steps between validation losses.
     #[arg(long, default_value_t = 100)]
     pub val_every: usize,
+    /// EPS stage: precondition with the sampler's σ for every pixel instead of the pivot's own
+    /// per-pixel noise level (ablation).
+    #[arg(long)]
+    pub scalar_precond: bool,
+    /// Instead of training, write the batch of step 0 as pictures into this folder and print
+    /// its value ranges and noise levels (a pipeline check).
+    #[arg(long)]
+    pub dump_batch: Option<PathBuf>,
 }
 
 /// Runs `eps-studio train`.
@@ -83,19 +151,52 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             StageArg::Prior => Stage::Prior,
             StageArg::Eps => Stage::Eps,
         },
-        model: match args.model {
-            ModelSize::Cpu => UNetConfig::default(),
-            ModelSize::Tiny => UNetConfig::tiny(),
-        },
+        model: args.model.config(),
         steps: args.steps,
         batch: args.batch,
         crop: args.crop,
+        crop_mix: parse_crop_mix(&args.crop_mix)?,
+        max_scale: args.max_scale,
         lr: args.lr,
+        warmup: args.warmup,
+        lr_decay: args.lr_decay,
+        ema_rel: args.ema_rel,
+        noise: crate::train::batch::NoiseLevels {
+            p_mean: args.p_mean,
+            p_std: args.p_std,
+            at_max: match args.stage {
+                StageArg::Prior => 0.02,
+                StageArg::Eps => 0.05,
+            },
+            ..Default::default()
+        },
+        pixel_precond: !args.scalar_precond,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         val_every: args.val_every,
         ..TrainConfig::default()
     };
+    if let Some(dir) = &args.dump_batch {
+        let summary = crate::train::dump_batch(&cfg, &photos, 0, dir)?;
+        print!("{summary}");
+        println!("pictures in {}", dir.display());
+        return Ok(());
+    }
+    let arch = init.as_ref().map_or_else(
+        || cfg.model.clone(),
+        |m| match cfg.stage {
+            Stage::Eps if m.config.cond_channels == 0 => m.config.with_condition(),
+            _ => m.config.clone(),
+        },
+    );
+    let (params, flops) = crate::eval::bench::model_size(&arch, cfg.crop)?;
+    eprintln!(
+        "network: {:.2} M parameters, {:.3} GFLOP per {c}×{c} crop forward, {:.1} GFLOP per 256×256",
+        params as f64 / 1e6,
+        flops as f64 / 1e9,
+        arch.flops(256, 256) as f64 / 1e9,
+        c = cfg.crop,
+    );
     let started = std::time::Instant::now();
     let total = cfg.steps;
     let file = crate::train::train(
@@ -110,9 +211,21 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                     .val_loss
                     .map(|v| format!("  val {v:.4}"))
                     .unwrap_or_default();
+                let t = &log.timing;
                 eprintln!(
-                    "step {:>6}/{total}  loss {:.4}{val}  lr {:.1e}  |g| {:.2}  {:.2} s/step",
-                    log.step, log.train_loss, log.lr, log.grad_norm, log.step_secs
+                    "step {:>6}/{total}  loss {:.4}{val}  lr {:.1e}  |g| {:.2}  {:.2} s/step  {}×{}²  {:.0} kpx/s  (data {:.0}% fwd {:.0}% bwd {:.0}% update {:.0}%)",
+                    log.step,
+                    log.train_loss,
+                    log.lr,
+                    log.grad_norm,
+                    log.step_secs,
+                    log.images,
+                    log.side,
+                    (log.images * log.side * log.side) as f64 / 1e3 / log.step_secs,
+                    100.0 * t.data / log.step_secs,
+                    100.0 * t.forward / log.step_secs,
+                    100.0 * t.backward / log.step_secs,
+                    100.0 * t.update / log.step_secs,
                 );
             }
         },

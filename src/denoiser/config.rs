@@ -11,7 +11,8 @@ pub struct UNetConfig {
     /// Colour channels of the image (3).
     pub image_channels: usize,
     /// Extra conditioning channels concatenated to the input: 0 for the unconditional prior
-    /// denoiser, 3 for the EPS posterior denoiser (the observation image next to μ*).
+    /// denoiser; for the EPS posterior denoiser the observation image and one channel with the
+    /// per-pixel noise level of the pivot (`image_channels + 1`).
     pub cond_channels: usize,
     /// Pixel-unshuffle factor at the input (and pixel-shuffle at the output): the first level
     /// runs at 1/`unshuffle` resolution with `unshuffle²` times the channels, losslessly.
@@ -22,31 +23,41 @@ pub struct UNetConfig {
     pub blocks: usize,
     /// Residual blocks at the coarsest level, between encoder and decoder.
     pub mid_blocks: usize,
-    /// Groups of every GroupNorm (must divide every level's channels).
-    pub groups: usize,
+    /// Self-attention over the coarsest level (after the first middle block).
+    pub attention: bool,
+    /// Channels per attention head.
+    pub head_dim: usize,
     /// Width of the noise-level embedding.
     pub emb_dim: usize,
+    /// EPS only: precondition every pixel by its own pivot noise level `diag(Σ*)` (see
+    /// [`super::unet`]); `false` uses the sampler's σ for every pixel, as EDM does (ablation).
+    #[serde(default = "yes")]
+    pub pixel_precond: bool,
     /// Data standard deviation σ_data of the EDM preconditioning (0.5 for images in [-1, 1]).
     pub sigma_data: f64,
 }
 
 impl Default for UNetConfig {
-    /// The CPU model: 3.5 M parameters, 5.0 GFLOP for a 256×256 image (`eps-studio bench`).
-    /// Pixel-unshuffling by 4 puts the first level at 1/4 resolution, which is what lets a
-    /// 256×256 forward pass fit in about 0.3 s on two CPU cores.
+    /// The CPU model (`eps-studio bench` gives its size and speed).
     fn default() -> Self {
         Self {
             image_channels: 3,
             cond_channels: 0,
-            unshuffle: 4,
-            channels: vec![64, 96, 128, 128],
+            unshuffle: 2,
+            channels: vec![64, 96, 128, 192],
             blocks: 1,
-            mid_blocks: 1,
-            groups: 8,
+            mid_blocks: 2,
+            attention: true,
+            head_dim: 32,
             emb_dim: 128,
+            pixel_precond: true,
             sigma_data: 0.5,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl UNetConfig {
@@ -55,17 +66,19 @@ impl UNetConfig {
         Self {
             unshuffle: 2,
             channels: vec![16, 24],
-            groups: 4,
+            mid_blocks: 1,
+            head_dim: 8,
             emb_dim: 32,
             ..Self::default()
         }
     }
 
-    /// The same architecture with `cond_channels = image_channels`: the EPS posterior denoiser.
+    /// The same architecture as an EPS posterior denoiser: the observation image and the
+    /// per-pixel noise level of the pivot next to μ*.
     #[must_use]
     pub fn with_condition(&self) -> Self {
         Self {
-            cond_channels: self.image_channels,
+            cond_channels: self.image_channels + 1,
             ..self.clone()
         }
     }
@@ -81,29 +94,50 @@ impl UNetConfig {
         if self.image_channels == 0 {
             return bad("image channels", "0".into(), "need at least one");
         }
-        if self.unshuffle == 0 {
-            return bad("unshuffle", "0".into(), "must be at least 1");
-        }
-        if self.channels.is_empty() {
-            return bad("channels", "[]".into(), "need at least one level");
-        }
-        if self.groups == 0
-            || self
-                .channels
-                .iter()
-                .any(|c| *c == 0 || c % self.groups != 0)
-        {
+        if self.cond_channels != 0 && self.cond_channels != self.image_channels + 1 {
             return bad(
-                "channels",
-                format!("{:?} with {} groups", self.channels, self.groups),
-                "every level's channels must be a positive multiple of the GroupNorm groups",
+                "conditioning channels",
+                self.cond_channels.to_string(),
+                "must be 0 (prior) or the image channels + 1 (EPS: observation and noise level)",
             );
         }
-        if self.emb_dim < 2 || !self.emb_dim.is_multiple_of(2) {
+        if self.unshuffle == 0 || self.unshuffle > 8 {
+            return bad("unshuffle", self.unshuffle.to_string(), "must be 1 to 8");
+        }
+        if self.channels.is_empty() || self.channels.len() > 8 {
+            return bad(
+                "channels",
+                format!("{:?}", self.channels),
+                "need one to eight levels",
+            );
+        }
+        if self.channels.iter().any(|c| *c == 0 || *c > 4096) {
+            return bad(
+                "channels",
+                format!("{:?}", self.channels),
+                "every level needs 1 to 4096 channels",
+            );
+        }
+        if self.blocks > 16 || self.mid_blocks > 16 {
+            return bad(
+                "blocks",
+                format!("{}/{}", self.blocks, self.mid_blocks),
+                "at most 16 blocks per level",
+            );
+        }
+        let bottom = self.channels[self.channels.len() - 1];
+        if self.attention && (self.head_dim == 0 || !bottom.is_multiple_of(self.head_dim)) {
+            return bad(
+                "head_dim",
+                self.head_dim.to_string(),
+                "must divide the coarsest level's channels",
+            );
+        }
+        if self.emb_dim < 4 || !self.emb_dim.is_multiple_of(2) || self.emb_dim > 4096 {
             return bad(
                 "emb_dim",
                 self.emb_dim.to_string(),
-                "must be even and at least 2",
+                "must be even and between 4 and 4096",
             );
         }
         if !(self.sigma_data > 0.0 && self.sigma_data.is_finite()) {
@@ -116,17 +150,11 @@ impl UNetConfig {
         Ok(())
     }
 
-    /// Multiply–accumulate operations ×2 (FLOPs) of the convolutions and linear layers for one
-    /// `h × w` image; normalisation and activations are not counted.
+    /// Multiply–accumulate operations ×2 (FLOPs) of the convolutions, linear layers and
+    /// attention products for one `h × w` image; activations are not counted.
     pub fn flops(&self, h: usize, w: usize) -> u64 {
         let conv =
             |cin: usize, cout: usize, k: usize, px: usize| 2 * (cin * cout * k * k * px) as u64;
-        let mut total = 0u64;
-        let r = self.unshuffle;
-        let mut px = (h / r) * (w / r);
-        let cin = (self.image_channels + self.cond_channels) * r * r;
-        let c0 = self.channels[0];
-        total += conv(cin, c0, 3, px);
         let res = |cin: usize, cout: usize, px: usize| {
             conv(cin, cout, 3, px)
                 + conv(cout, cout, 3, px)
@@ -136,33 +164,42 @@ impl UNetConfig {
                     conv(cin, cout, 1, px)
                 }
         };
-        // Encoder: `blocks` residual blocks per level, one skip per level.
+        let r = self.unshuffle;
+        let mut px = (h / r) * (w / r);
+        let cin = (self.image_channels + self.cond_channels) * r * r;
+        let mut c = self.channels[0];
+        let mut total = conv(cin, c, 3, px);
         let mut skips = Vec::new();
-        let mut c = c0;
         for (level, &ch) in self.channels.iter().enumerate() {
             for _ in 0..self.blocks {
                 total += res(c, ch, px);
                 c = ch;
             }
             skips.push(c);
-            if level + 1 < self.channels.len() {
-                total += conv(c, c, 3, px / 4);
+            if let Some(&next) = self.channels.get(level + 1) {
                 px /= 4;
+                total += conv(c, next, 2, px);
+                c = next;
             }
         }
-        for _ in 0..self.mid_blocks {
+        for b in 0..self.mid_blocks {
             total += res(c, c, px);
+            if b == 0 && self.attention {
+                // qkv and out projections, q·kᵀ and attn·v.
+                total += 2 * (4 * c * c * px) as u64 + 2 * 2 * (px * px * c) as u64;
+            }
         }
-        // Decoder: the skip is concatenated before the level's first block.
         for (level, &ch) in self.channels.iter().enumerate().rev() {
             let s = skips.pop().unwrap_or(0);
-            for b in 0..self.blocks {
+            for b in 0..self.blocks.max(1) {
                 total += res(if b == 0 { c + s } else { c }, ch, px);
                 c = ch;
             }
             if level > 0 {
                 px *= 4;
-                total += conv(c, c, 3, px);
+                let prev = self.channels[level - 1];
+                total += conv(c, prev, 3, px);
+                c = prev;
             }
         }
         total + conv(c, self.image_channels * r * r, 3, px)

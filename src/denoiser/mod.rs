@@ -4,13 +4,15 @@
 
 pub mod blocks;
 pub mod config;
+pub mod conv;
+pub mod fused;
 pub mod unet;
 pub mod weights;
 
 use candle_core::{DType, Tensor};
 
 pub use config::UNetConfig;
-pub use unet::{EdmDenoiser, UNet};
+pub use unet::{Conditioning, EdmDenoiser, UNet};
 pub use weights::{ModelFile, ModelKind};
 
 use crate::inverse::Problem;
@@ -59,7 +61,11 @@ impl PosteriorDenoiser for Network {
                 "this is the unconditional network; EPS needs the EPS (posterior) network".into(),
             ));
         }
+        let cond = Conditioning {
+            obs: problem.observation().clone(),
+            variance: problem.pivot_variance(crate::inverse::Interpolant::edm(sigma))?,
+        };
         self.net
-            .forward_padded(mu, &Self::sigmas(mu, sigma)?, Some(problem.observation()))
+            .forward_padded(mu, &Self::sigmas(mu, sigma)?, Some(&cond))
     }
 }

@@ -2,31 +2,46 @@
 //! `D(x, σ) = c_skip x + c_out F(c_in x, c_noise)` with `c_skip = σ_d²/(σ²+σ_d²)`,
 //! `c_out = σσ_d/√(σ²+σ_d²)`, `c_in = 1/√(σ²+σ_d²)`, `c_noise = ln(σ)/4`.
 //!
-//! For EPS the input widens from 3 to 6 channels, `[μ*, obs]` (eps-method.md §4): `x = μ*` is
-//! preconditioned as above and `obs` (already in image range) is appended unscaled.
+//! **Per-pixel preconditioning (EPS).** The pivot is `μ* ~ N(x0, Σ*)`: its noise is not
+//! isotropic. For a mask, `Σ*` is diagonal — about σ_y² on observed pixels, σ² on hidden ones —
+//! so one scalar `c_in` from σ would scale the observed pixels by ≈ 1/σ (1/80 at the first step)
+//! and hide exactly the context the network needs. The EPS network therefore uses the same
+//! three coefficients per pixel, from `s² = diag(Σ*)`: observed pixels reach it at unit scale
+//! and pass through (`c_skip ≈ 1`), hidden ones are denoised as usual. When `Σ*` is isotropic
+//! (`s = σ` everywhere) this is exactly the scalar preconditioning; for blur and
+//! super-resolution `diag(Σ*)` is constant, one effective noise level.
+//!
+//! The EPS input is `[c_in μ*, obs, ln(s)/4]`: the observation image (masked `y`,
+//! nearest-upsampled `y` or blurred `y`, eps-method.md §4) and the per-pixel noise level, so an
+//! observed mid-grey pixel and a hidden pixel never look alike.
 
-use candle_core::{DType, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Module as _, VarBuilder, conv2d, group_norm};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use super::blocks::{
-    Downsample, NoiseEmbedding, ResBlock, Upsample, pixel_shuffle, pixel_unshuffle,
+    Attention, Downsample, NoiseEmbedding, ResBlock, Upsample, pixel_shuffle, pixel_unshuffle,
+    to_channels_first, to_channels_last,
 };
 use super::config::UNetConfig;
+use super::conv::Conv;
 use crate::{Error, Result};
 
-/// The raw network `F_θ(x, c_noise)`.
+/// Smallest per-pixel noise level the preconditioning uses (σ_y = 0 would give 0).
+const MIN_PIXEL_SIGMA: f64 = 1e-4;
+
+/// The raw network `F_θ(x, c_noise)`, channels-first in and out.
 #[derive(Debug, Clone)]
 pub struct UNet {
     cfg: UNetConfig,
     embed: NoiseEmbedding,
-    input: Conv2d,
+    input: Conv,
     down: Vec<Vec<ResBlock>>,
     downsample: Vec<Downsample>,
     mid: Vec<ResBlock>,
+    attention: Option<Attention>,
     up: Vec<Vec<ResBlock>>,
     upsample: Vec<Upsample>,
-    out_norm: GroupNorm,
-    output: Conv2d,
+    output: Conv,
 }
 
 impl UNet {
@@ -34,18 +49,14 @@ impl UNet {
     pub fn new(vb: VarBuilder<'_>, cfg: &UNetConfig) -> Result<Self> {
         cfg.validate()?;
         let r2 = cfg.unshuffle * cfg.unshuffle;
-        let conv3 = |cin: usize, cout: usize, vb: VarBuilder<'_>| -> Result<Conv2d> {
-            let c = Conv2dConfig {
-                padding: 1,
-                ..Default::default()
-            };
-            Ok(conv2d(cin, cout, 3, c, vb)?)
-        };
-        let (g, e) = (cfg.groups, cfg.emb_dim);
+        let e = cfg.emb_dim;
         let c0 = cfg.channels[0];
-        let input = conv3(
+        let input = Conv::new(
             (cfg.image_channels + cfg.cond_channels) * r2,
             c0,
+            3,
+            1,
+            1,
             vb.pp("input"),
         )?;
         // One skip per level, taken after the level's blocks (before down-sampling).
@@ -56,18 +67,23 @@ impl UNet {
             let vbl = vb.pp("down").pp(l);
             let mut blocks = Vec::new();
             for b in 0..cfg.blocks {
-                blocks.push(ResBlock::new(c, ch, g, e, vbl.pp(b))?);
+                blocks.push(ResBlock::new(c, ch, e, vbl.pp(b))?);
                 c = ch;
             }
             down.push(blocks);
             skips.push(c);
-            if l + 1 < cfg.channels.len() {
-                downsample.push(Downsample::new(c, vb.pp("downsample").pp(l))?);
+            if let Some(&next) = cfg.channels.get(l + 1) {
+                downsample.push(Downsample::new(c, next, vb.pp("downsample").pp(l))?);
+                c = next;
             }
         }
         let mid = (0..cfg.mid_blocks)
-            .map(|b| ResBlock::new(c, c, g, e, vb.pp("mid").pp(b)))
+            .map(|b| ResBlock::new(c, c, e, vb.pp("mid").pp(b)))
             .collect::<Result<Vec<_>>>()?;
+        let attention = cfg
+            .attention
+            .then(|| Attention::new(c, cfg.head_dim, vb.pp("attention")))
+            .transpose()?;
         let (mut up, mut upsample) = (Vec::new(), Vec::new());
         for (l, &ch) in cfg.channels.iter().enumerate().rev() {
             let vbl = vb.pp("up").pp(l);
@@ -75,14 +91,16 @@ impl UNet {
             let s = skips
                 .pop()
                 .ok_or_else(|| Error::Unsupported("U-Net skip bookkeeping".into()))?;
-            for b in 0..cfg.blocks {
+            for b in 0..cfg.blocks.max(1) {
                 let cin = if b == 0 { c + s } else { c };
-                blocks.push(ResBlock::new(cin, ch, g, e, vbl.pp(b))?);
+                blocks.push(ResBlock::new(cin, ch, e, vbl.pp(b))?);
                 c = ch;
             }
             up.push(blocks);
             if l > 0 {
-                upsample.push(Upsample::new(c, vb.pp("upsample").pp(l))?);
+                let prev = cfg.channels[l - 1];
+                upsample.push(Upsample::new(c, prev, vb.pp("upsample").pp(l))?);
+                c = prev;
             }
         }
         Ok(Self {
@@ -92,10 +110,10 @@ impl UNet {
             down,
             downsample,
             mid,
+            attention,
             up,
             upsample,
-            out_norm: group_norm(g, c, 1e-5, vb.pp("out_norm"))?,
-            output: conv3(c, cfg.image_channels * r2, vb.pp("output"))?,
+            output: Conv::new(c, cfg.image_channels * r2, 3, 1, 1, vb.pp("output"))?,
         })
     }
 
@@ -110,7 +128,7 @@ impl UNet {
         let emb = self.embed.forward(c_noise)?;
         let mut h = self
             .input
-            .forward(&pixel_unshuffle(x, self.cfg.unshuffle)?)?;
+            .forward(&pixel_unshuffle(&to_channels_last(x)?, self.cfg.unshuffle)?)?;
         let mut skips = Vec::new();
         for (l, blocks) in self.down.iter().enumerate() {
             for block in blocks {
@@ -121,14 +139,22 @@ impl UNet {
                 h = ds.forward(&h)?;
             }
         }
-        for block in &self.mid {
+        for (b, block) in self.mid.iter().enumerate() {
             h = block.forward(&h, &emb)?;
+            if let (0, Some(attn)) = (b, &self.attention) {
+                h = attn.forward(&h)?;
+            }
+        }
+        if self.mid.is_empty()
+            && let Some(attn) = &self.attention
+        {
+            h = attn.forward(&h)?;
         }
         for (i, blocks) in self.up.iter().enumerate() {
             let s = skips
                 .pop()
                 .ok_or_else(|| Error::Unsupported("U-Net skip bookkeeping".into()))?;
-            h = Tensor::cat(&[&h, &s], 1)?;
+            h = Tensor::cat(&[&h, &s], 3)?;
             for block in blocks {
                 h = block.forward(&h, &emb)?;
             }
@@ -136,10 +162,29 @@ impl UNet {
                 h = us.forward(&h)?;
             }
         }
-        let h = self
-            .output
-            .forward(&candle_nn::ops::silu(&self.out_norm.forward(&h)?)?)?;
-        pixel_shuffle(&h, self.cfg.unshuffle)
+        let h = self.output.forward(&super::fused::silu(&h)?)?;
+        to_channels_first(&pixel_shuffle(&h, self.cfg.unshuffle)?)
+    }
+}
+
+/// What an EPS network sees next to the pivot μ*.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// The observation image `[B or 1, C, H, W]` (masked `y`, nearest-upsampled `y` or blurred
+    /// `y`).
+    pub obs: Tensor,
+    /// `diag(Σ*)`, the per-pixel variance of the pivot's noise, `[B or 1, 1, H, W]`.
+    pub variance: Tensor,
+}
+
+impl Conditioning {
+    /// Reflect-pads both images (see [`crate::inverse::pad::reflect_pad`]).
+    fn padded(&self, pad: crate::inverse::pad::Padding) -> Result<Self> {
+        use crate::inverse::pad::reflect_pad;
+        Ok(Self {
+            obs: reflect_pad(&self.obs, pad)?,
+            variance: reflect_pad(&self.variance, pad)?,
+        })
     }
 }
 
@@ -149,12 +194,26 @@ pub struct EdmDenoiser {
     net: UNet,
 }
 
-/// Per-sample EDM coefficients, each `[B, 1, 1, 1]`.
+/// EDM coefficients, each `[B, 1, 1, 1]` (scalar σ) or `[B, 1, H, W]` (per pixel).
 struct Precond {
     skip: Tensor,
     out: Tensor,
     input: Tensor,
-    noise: Tensor,
+}
+
+impl Precond {
+    /// The coefficients for noise variances `var` (any shape), `σ_d` = `sd`.
+    fn from_variance(var: &Tensor, sd: f64) -> Result<Self> {
+        let var = var.to_dtype(DType::F32)?;
+        let var = var.clamp(MIN_PIXEL_SIGMA * MIN_PIXEL_SIGMA, f64::MAX)?;
+        let total = (&var + sd * sd)?; // s² + σ_d²
+        let root = total.sqrt()?;
+        Ok(Self {
+            skip: total.recip()?.affine(sd * sd, 0.0)?,
+            out: var.sqrt()?.div(&root)?.affine(sd, 0.0)?,
+            input: root.recip()?,
+        })
+    }
 }
 
 impl EdmDenoiser {
@@ -175,8 +234,8 @@ impl EdmDenoiser {
         self.net.config().cond_channels > 0
     }
 
-    fn precond(&self, sigma: &Tensor, dtype: DType) -> Result<Precond> {
-        let sd = self.net.config().sigma_data;
+    /// The per-sample noise levels as f64 values, checked.
+    fn noise_levels(sigma: &Tensor) -> Result<Vec<f64>> {
         let s: Vec<f64> = sigma.to_dtype(DType::F64)?.to_vec1()?;
         if let Some(bad) = s.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
             return Err(Error::invalid(
@@ -185,29 +244,18 @@ impl EdmDenoiser {
                 "the denoiser needs a positive, finite noise level",
             ));
         }
-        let dev = sigma.device();
-        let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let v: Vec<f64> = s.iter().map(|&x| f(x)).collect();
-            Ok(Tensor::from_vec(v, (s.len(), 1, 1, 1), dev)?.to_dtype(dtype)?)
-        };
-        let d2 = sd * sd;
-        Ok(Precond {
-            skip: col(&|x| d2 / (x * x + d2))?,
-            out: col(&|x| x * sd / (x * x + d2).sqrt())?,
-            input: col(&|x| 1.0 / (x * x + d2).sqrt())?,
-            noise: Tensor::from_vec(
-                s.iter().map(|x| x.ln() / 4.0).collect::<Vec<_>>(),
-                s.len(),
-                dev,
-            )?
-            .to_dtype(dtype)?,
-        })
+        Ok(s)
     }
 
     /// `D(x, σ)` with a per-sample noise level `sigma`: `[B]`, and, for an EPS network, the
-    /// observation image `obs` (`[B or 1, C, H, W]`). H and W must be multiples of the network's
-    /// size multiple (use [`Self::forward_padded`] otherwise).
-    pub fn forward(&self, x: &Tensor, sigma: &Tensor, obs: Option<&Tensor>) -> Result<Tensor> {
+    /// conditioning. H and W must be multiples of the network's size multiple (use
+    /// [`Self::forward_padded`] otherwise).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        cond: Option<&Conditioning>,
+    ) -> Result<Tensor> {
         let cfg = self.net.config();
         let (b, c, h, w) = x.dims4()?;
         if c != cfg.image_channels {
@@ -232,10 +280,27 @@ impl EdmDenoiser {
                 format!("{:?}", sigma.dims()),
             ));
         }
-        let p = self.precond(sigma, x.dtype())?;
-        let scaled = x.broadcast_mul(&p.input)?;
-        let input = match (cfg.cond_channels, obs) {
-            (0, None) => scaled,
+        let s = Self::noise_levels(sigma)?;
+        let dev = x.device();
+        let dtype = x.dtype();
+        let c_noise = Tensor::from_vec(
+            s.iter().map(|v| (v.ln() / 4.0) as f32).collect::<Vec<_>>(),
+            b,
+            dev,
+        )?
+        .to_dtype(dtype)?;
+        let sd = cfg.sigma_data;
+        let (p, input) = match (cfg.cond_channels, cond) {
+            (0, None) => {
+                let var = Tensor::from_vec(
+                    s.iter().map(|v| (v * v) as f32).collect::<Vec<_>>(),
+                    (b, 1, 1, 1),
+                    dev,
+                )?;
+                let p = Precond::from_variance(&var, sd)?;
+                let scaled = x.broadcast_mul(&p.input.to_dtype(dtype)?)?;
+                (p, scaled)
+            }
             (0, Some(_)) => {
                 return Err(Error::Unsupported(
                     "an unconditional network takes no observation".into(),
@@ -246,21 +311,51 @@ impl EdmDenoiser {
                     "an EPS network needs the observation image".into(),
                 ));
             }
-            (k, Some(o)) => {
-                let (ob, oc, oh, ow) = o.dims4()?;
-                if oc != k || (oh, ow) != (h, w) || (ob != b && ob != 1) {
+            (k, Some(cond)) => {
+                let k_obs = k - 1;
+                let (ob, oc, oh, ow) = cond.obs.dims4()?;
+                if oc != k_obs || (oh, ow) != (h, w) || (ob != b && ob != 1) {
                     return Err(Error::shape(
                         "observation",
-                        format!("[{b}, {k}, {h}, {w}]"),
-                        format!("{:?}", o.dims()),
+                        format!("[{b}, {k_obs}, {h}, {w}]"),
+                        format!("{:?}", cond.obs.dims()),
                     ));
                 }
-                let o = o.to_dtype(x.dtype())?.broadcast_as((b, k, h, w))?;
-                Tensor::cat(&[&scaled, &o], 1)?
+                let (vb, vc, vh, vw) = cond.variance.dims4()?;
+                if vc != 1 || (vh, vw) != (h, w) || (vb != b && vb != 1) {
+                    return Err(Error::shape(
+                        "pivot variance",
+                        format!("[{b}, 1, {h}, {w}]"),
+                        format!("{:?}", cond.variance.dims()),
+                    ));
+                }
+                let var = if cfg.pixel_precond {
+                    cond.variance.broadcast_as((b, 1, h, w))?
+                } else {
+                    // Ablation: every pixel at the sampler's σ, as in EDM.
+                    Tensor::from_vec(
+                        s.iter().map(|v| (v * v) as f32).collect::<Vec<_>>(),
+                        (b, 1, 1, 1),
+                        dev,
+                    )?
+                    .broadcast_as((b, 1, h, w))?
+                };
+                let p = Precond::from_variance(&var, sd)?;
+                let scaled = x.broadcast_mul(&p.input.to_dtype(dtype)?)?;
+                let obs = cond.obs.to_dtype(dtype)?.broadcast_as((b, k_obs, h, w))?;
+                // ln(s)/4 = ln(s²)/8, on the scale of c_noise.
+                let level = var
+                    .to_dtype(DType::F32)?
+                    .clamp(MIN_PIXEL_SIGMA * MIN_PIXEL_SIGMA, f64::MAX)?
+                    .log()?
+                    .affine(0.125, 0.0)?
+                    .to_dtype(dtype)?;
+                (p, Tensor::cat(&[&scaled, &obs, &level], 1)?)
             }
         };
-        let f = self.net.forward(&input, &p.noise)?;
-        Ok((x.broadcast_mul(&p.skip)? + f.broadcast_mul(&p.out)?)?)
+        let f = self.net.forward(&input, &c_noise)?;
+        Ok((x.broadcast_mul(&p.skip.to_dtype(dtype)?)?
+            + f.broadcast_mul(&p.out.to_dtype(dtype)?)?)?)
     }
 
     /// [`Self::forward`] for any H and W: reflect-pads up to the size multiple and crops back.
@@ -268,16 +363,21 @@ impl EdmDenoiser {
         &self,
         x: &Tensor,
         sigma: &Tensor,
-        obs: Option<&Tensor>,
+        cond: Option<&Conditioning>,
     ) -> Result<Tensor> {
         use crate::inverse::pad::{crop, padding_to_multiple, reflect_pad};
         let (_, _, h, w) = x.dims4()?;
         let pad = padding_to_multiple(h, w, self.net.config().size_multiple());
         if pad == Default::default() {
-            return self.forward(x, sigma, obs);
+            return self.forward(x, sigma, cond);
         }
         let xp = reflect_pad(x, pad)?;
-        let op = obs.map(|o| reflect_pad(o, pad)).transpose()?;
-        crop(&self.forward(&xp, sigma, op.as_ref())?, pad)
+        let cp = cond.map(|c| c.padded(pad)).transpose()?;
+        crop(&self.forward(&xp, sigma, cp.as_ref())?, pad)
     }
+}
+
+/// A tensor of per-sample noise levels `[B]` (f64) on `device`.
+pub fn sigma_tensor(sigmas: &[f64], device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(sigmas.to_vec(), sigmas.len(), device)?)
 }

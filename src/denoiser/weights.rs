@@ -14,7 +14,9 @@ use crate::{Error, Result};
 const KEY_FORMAT: &str = "eps_studio.format";
 const KEY_KIND: &str = "eps_studio.kind";
 const KEY_CONFIG: &str = "eps_studio.config";
-const FORMAT: &str = "1";
+/// Version 2: channels-last U-Net without normalisation layers, per-pixel preconditioning and a
+/// noise-level input channel for EPS. Version 1 files (GroupNorm U-Net) are refused by name.
+const FORMAT: &str = "2";
 
 /// What a weight file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,11 @@ impl ModelFile {
         let meta = header.metadata().clone().unwrap_or_default();
         match meta.get(KEY_FORMAT).map(String::as_str) {
             Some(FORMAT) => {}
+            Some("1") => {
+                return Err(corrupt(format!(
+                    "format version 1 holds the earlier GroupNorm network, which this version no longer runs (expected version {FORMAT}); use the weights shipped in assets/ or retrain"
+                )));
+            }
             Some(other) => {
                 return Err(corrupt(format!(
                     "format version {other}, expected {FORMAT}"
@@ -164,8 +171,9 @@ impl ModelFile {
     }
 
     /// The EPS network initialised from an unconditional one: identical weights, and the input
-    /// convolution widened with zero weights for the observation channels, so at step 0 the EPS
-    /// network computes exactly the prior denoiser at μ* (eps-method.md §4).
+    /// convolution widened with zero weights for the observation and noise-level channels, so at
+    /// step 0 the EPS network computes the prior denoiser at μ* (eps-method.md §4) — exactly so
+    /// where `Σ*` is isotropic, and with the per-pixel preconditioning where it is not.
     pub fn widen_to_eps(&self) -> Result<Self> {
         if self.kind != ModelKind::Prior {
             return Err(Error::Unsupported(

@@ -168,6 +168,27 @@ impl LinearOperator for Blur {
         true
     }
 
+    fn gram_function_diagonal(
+        &self,
+        f: &dyn Fn(f64) -> f64,
+        (h, w): (usize, usize),
+    ) -> Result<Tensor> {
+        if (h, w) != self.image_size() {
+            return Err(Error::shape(
+                "blur diagonal",
+                format!("{}×{} image", self.image_size().0, self.image_size().1),
+                format!("{h}×{w}"),
+            ));
+        }
+        // A circulant f(AᵀA) has the mean of its eigenvalues on the whole diagonal.
+        let d = self.gram.iter().map(|&e| f(e)).sum::<f64>() / self.gram.len().max(1) as f64;
+        Ok(Tensor::full(
+            d as f32,
+            (1, 1, h, w),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+
     fn spectral(&self, x: &Tensor, f: &dyn Fn(f64) -> f64) -> Result<Tensor> {
         let gains: Vec<Complex64> = self
             .gram

@@ -123,6 +123,24 @@ impl LinearOperator for Mask {
         true
     }
 
+    fn gram_function_diagonal(
+        &self,
+        f: &dyn Fn(f64) -> f64,
+        (h, w): (usize, usize),
+    ) -> Result<Tensor> {
+        if (self.dims.2, self.dims.3) != (h, w) {
+            return Err(Error::shape(
+                "mask diagonal",
+                format!("{}×{} image (the mask size)", self.dims.2, self.dims.3),
+                format!("{h}×{w}"),
+            ));
+        }
+        let (on, off) = (f(1.0), f(0.0));
+        // Per pixel f(m) = on·m + off·(1 − m), averaged over the mask's channels.
+        let m = self.mask.mean_keepdim(1)?;
+        Ok((m.affine(on, 0.0)? + m.affine(-off, off)?)?)
+    }
+
     fn spectral(&self, x: &Tensor, f: &dyn Fn(f64) -> f64) -> Result<Tensor> {
         let m = self.matching(x, "mask f(AᵀA) x")?;
         let (on, off) = (f(1.0), f(0.0));

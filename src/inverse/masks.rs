@@ -32,6 +32,20 @@ pub fn random_box(h: usize, w: usize, rng: &mut impl Rng) -> Vec<f32> {
     m
 }
 
+/// One hidden box with sides `U[H/16, H/2] × U[W/16, W/2]` anywhere in the image: small objects
+/// as well as large ones.
+pub fn box_of_any_size(h: usize, w: usize, rng: &mut impl Rng) -> Vec<f32> {
+    let bh = rng.random_range((h / 16).max(1)..=(h / 2).max(1));
+    let bw = rng.random_range((w / 16).max(1)..=(w / 2).max(1));
+    let top = rng.random_range(0..=h - bh);
+    let left = rng.random_range(0..=w - bw);
+    let mut m = vec![1.0; h * w];
+    for r in top..top + bh {
+        m[r * w + left..r * w + left + bw].fill(0.0);
+    }
+    m
+}
+
 /// Stroke width class of [`brush_strokes`] (LaMa's thin / medium / thick irregular masks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrushWidth {

@@ -108,6 +108,17 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
         )))
     }
 
+    /// The diagonal of `f(AᵀA)` for an `h × w` image, as `[B or 1, 1, h, w]` (f32): what
+    /// [`pivot::pivot_variance`] needs. Structured operators know it in closed form; the default
+    /// is [`Error::Unsupported`].
+    fn gram_function_diagonal(&self, f: &dyn Fn(f64) -> f64, hw: (usize, usize)) -> Result<Tensor> {
+        let _ = (f, hw);
+        Err(Error::Unsupported(format!(
+            "{} has no closed-form diagonal",
+            self.name()
+        )))
+    }
+
     /// The proximal map `(pI + qAᵀA)⁻¹(p z + q Aᵀy)` with `p, q ≥ 0`.
     ///
     /// It is the minimiser of `½ q‖Ax − y‖² + ½ p‖x − z‖²`. Limits are exact: where `p + q e = 0`

@@ -78,6 +78,41 @@ pub fn pivot<O: LinearOperator + ?Sized>(
     op.prox(&z, y, alpha * alpha * sigma_y * sigma_y, beta * beta)
 }
 
+/// Per eigenvalue `e` of `AᵀA`, the variance `β²σ_y² / (α²σ_y² + β² e)` of the pivot's noise
+/// in that direction (`β²/α²` on the null space when `σ_y = 0`).
+fn sigma_star_gain(interp: Interpolant, sigma_y: f64) -> impl Fn(f64) -> f64 {
+    let Interpolant { alpha, beta } = interp;
+    let (a2, b2, s2) = (alpha * alpha, beta * beta, sigma_y * sigma_y);
+    move |e| {
+        let e = if e <= super::NULL_EIGENVALUE { 0.0 } else { e };
+        let den = a2 * s2 + b2 * e;
+        if den > 0.0 { b2 * s2 / den } else { b2 / a2 }
+    }
+}
+
+/// `diag(Σ*)`, the per-pixel variance of the pivot's noise, as `[B or 1, 1, h, w]` for an
+/// `h × w` image: per pixel for masks, one value for the translation-invariant operators (blur,
+/// super-resolution). Operators without a known diagonal get the isotropic `β²/α²` (the
+/// variance before any measurement, an upper bound).
+pub fn pivot_variance<O: LinearOperator + ?Sized>(
+    op: &O,
+    interp: Interpolant,
+    sigma_y: f64,
+    (h, w): (usize, usize),
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    interp.validate()?;
+    validate_sigma_y(sigma_y)?;
+    let gain = sigma_star_gain(interp, sigma_y);
+    match op.gram_function_diagonal(&gain, (h, w)) {
+        Err(Error::Unsupported(_)) => {
+            let v = (interp.beta / interp.alpha).powi(2);
+            Ok(Tensor::full(v as f32, (1, 1, h, w), device)?)
+        }
+        other => Ok(other?.to_device(device)?),
+    }
+}
+
 /// `Σ* v`: the posterior-noise covariance of Prop. 3 applied to `v` (structured operators only).
 ///
 /// Per eigenvalue `e` of `AᵀA`: `β²σ_y² / (α²σ_y² + β² e)`; on the null space with `σ_y = 0`
@@ -90,11 +125,5 @@ pub fn sigma_star_apply<O: LinearOperator + ?Sized>(
 ) -> Result<Tensor> {
     interp.validate()?;
     validate_sigma_y(sigma_y)?;
-    let Interpolant { alpha, beta } = interp;
-    let (a2, b2, s2) = (alpha * alpha, beta * beta, sigma_y * sigma_y);
-    op.spectral(v, &|e| {
-        let e = if e <= super::NULL_EIGENVALUE { 0.0 } else { e };
-        let den = a2 * s2 + b2 * e;
-        if den > 0.0 { b2 * s2 / den } else { b2 / a2 }
-    })
+    op.spectral(v, &sigma_star_gain(interp, sigma_y))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::pivot::{Interpolant, pivot, validate_sigma_y};
+use super::pivot::{Interpolant, pivot, pivot_variance, validate_sigma_y};
 use super::{Dims4, LinearOperator, dims4, ensure_finite};
 use crate::noise::SeededNoise;
 use crate::{Error, Result};
@@ -141,6 +141,13 @@ impl Problem {
     pub fn pivot(&self, x_t: &Tensor, interp: Interpolant) -> Result<Tensor> {
         self.check_image(x_t, "pivot x_t")?;
         pivot(&*self.operator, x_t, &self.y, interp, self.sigma_y)
+    }
+
+    /// `diag(Σ*)` at the given interpolant, `[B or 1, 1, H, W]` (see
+    /// [`super::pivot::pivot_variance`]).
+    pub fn pivot_variance(&self, interp: Interpolant) -> Result<Tensor> {
+        let (_, h, w) = self.image_chw;
+        pivot_variance(&*self.operator, interp, self.sigma_y, (h, w), self.device())
     }
 
     /// `A x − y`, the measurement residual.

@@ -97,6 +97,21 @@ impl LinearOperator for AvgPoolSr {
         Ok((px.affine(on, 0.0)? + rest.affine(off, 0.0)?)?)
     }
 
+    fn gram_function_diagonal(
+        &self,
+        f: &dyn Fn(f64) -> f64,
+        (h, w): (usize, usize),
+    ) -> Result<Tensor> {
+        // f(P/s²) = f(1/s²) P + f(0) (I − P); P averages s² pixels, so diag(P) = 1/s².
+        let s2 = (self.factor * self.factor) as f64;
+        let d = f(1.0 / s2) / s2 + f(0.0) * (1.0 - 1.0 / s2);
+        Ok(Tensor::full(
+            d as f32,
+            (1, 1, h, w),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+
     fn pinv(&self, y: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = dims4(y, "super-resolution A⁺ y")?;
         Ok(y.upsample_nearest2d(h * self.factor, w * self.factor)?)

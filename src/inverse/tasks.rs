@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use rand::Rng;
 
-use super::masks::{BrushWidth, brush_strokes, random_box, random_pixels};
+use super::masks::{BrushWidth, box_of_any_size, brush_strokes, random_box, random_pixels};
 use super::{AvgPoolSr, Blur, Kernel, LinearOperator, Mask};
 use crate::Result;
 
@@ -22,6 +22,18 @@ pub enum TaskSpec {
     BoxInpaint,
     /// Free-form brush strokes.
     BrushInpaint,
+    /// A box of any size: sides `U[H/16, H/2] × U[W/16, W/2]`.
+    AnyBoxInpaint,
+    /// An object-sized blob of round-brush strokes around one spot, as a photographer paints
+    /// over an object, covering a fraction in the given range.
+    ObjectInpaint {
+        /// Smallest covered fraction.
+        min: f64,
+        /// Largest covered fraction.
+        max: f64,
+    },
+    /// Nothing observed: the EPS network as an unconditional denoiser.
+    NothingObserved,
     /// Gaussian blur.
     GaussianDeblur {
         /// Standard deviation in pixels.
@@ -67,7 +79,10 @@ impl TaskSpec {
         match self {
             Self::RandomInpaint { .. } => Task::RandomInpaint,
             Self::BoxInpaint => Task::BoxInpaint,
-            Self::BrushInpaint => Task::BrushInpaint,
+            Self::BrushInpaint | Self::ObjectInpaint { .. } | Self::NothingObserved => {
+                Task::BrushInpaint
+            }
+            Self::AnyBoxInpaint => Task::BoxInpaint,
             Self::GaussianDeblur { .. } => Task::GaussianDeblur,
             Self::MotionDeblur { .. } => Task::MotionDeblur,
             Self::SuperResolution { .. } => Task::SuperResolution,
@@ -93,6 +108,12 @@ impl TaskSpec {
             Self::RandomInpaint { hidden } => mask(random_pixels(h, w, hidden, rng))?,
             Self::BoxInpaint => mask(random_box(h, w, rng))?,
             Self::BrushInpaint => mask(brush_strokes(h, w, BrushWidth::random(rng), 0.5, rng))?,
+            Self::AnyBoxInpaint => mask(box_of_any_size(h, w, rng))?,
+            Self::ObjectInpaint { min, max } => {
+                let fill = crate::eval::holes::object_mask(w, h, (min, max), rng);
+                mask(fill.iter().map(|&f| if f { 0.0 } else { 1.0 }).collect())?
+            }
+            Self::NothingObserved => mask(vec![0.0; h * w])?,
             Self::GaussianDeblur { sigma } => {
                 // 11×11 as in the paper, wider for large σ, never wider than the image.
                 let want = Kernel::gaussian_default_size(sigma).max(11);

@@ -104,6 +104,16 @@ impl Models {
             })
     }
 
+    /// The unconditional network, if loaded.
+    pub fn prior(&self) -> Option<&Network> {
+        self.prior.as_ref()
+    }
+
+    /// The EPS network, if loaded.
+    pub fn eps(&self) -> Option<&Network> {
+        self.eps.as_ref()
+    }
+
     /// The device the networks run on.
     pub fn device(&self) -> &Device {
         &self.device

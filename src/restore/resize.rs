@@ -50,6 +50,21 @@ pub fn area(src: &RgbImage, w: usize, h: usize) -> RgbImage {
     out
 }
 
+/// Nearest-neighbour resample to `w × h` (pixel centres aligned): blocks stay blocks, as when
+/// showing a small photo at a larger size.
+pub fn nearest(src: &RgbImage, w: usize, h: usize) -> RgbImage {
+    let mut out = RgbImage::new(w, h);
+    for y in 0..h {
+        let sy = (y * src.height / h.max(1)).min(src.height - 1);
+        for x in 0..w {
+            let sx = (x * src.width / w.max(1)).min(src.width - 1);
+            let (o, i) = ((y * w + x) * 3, (sy * src.width + sx) * 3);
+            out.data[o..o + 3].copy_from_slice(&src.data[i..i + 3]);
+        }
+    }
+    out
+}
+
 /// Bilinear resample to `w × h` (pixel centres aligned), used to bring a working-scale result
 /// back up to photo resolution.
 pub fn bilinear(src: &RgbImage, w: usize, h: usize) -> RgbImage {

@@ -226,6 +226,15 @@ impl PhotoSet {
             .collect()
     }
 
+    /// The photos of one split with their names.
+    pub fn named_split(&self, which: Split) -> Vec<(&str, &RgbImage)> {
+        self.photos
+            .iter()
+            .filter(|(_, s, _)| *s == which)
+            .map(|(n, _, i)| (n.as_str(), i))
+            .collect()
+    }
+
     /// The photos of one split.
     pub fn split(&self, which: Split) -> Vec<&RgbImage> {
         self.photos

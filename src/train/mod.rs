@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::denoiser::{EdmDenoiser, ModelFile, ModelKind, UNetConfig};
 use crate::{Error, Result};
-use batch::{Batch, eps_batch, prior_batch, training_task};
+use batch::{Batch, NoiseLevels, eps_batch, prior_batch, training_task};
 use data::{PhotoSet, Split, grid_crops, random_crops};
 use optim::{Adam, Ema};
 use plot::{LossPoint, loss_svg};
@@ -47,18 +47,33 @@ pub struct TrainConfig {
     pub model: UNetConfig,
     /// Total optimiser steps.
     pub steps: usize,
-    /// Images per step.
+    /// Images per step at the base crop side.
     pub batch: usize,
-    /// Crop side in pixels (a multiple of the network's size multiple).
+    /// Base crop side in pixels (a multiple of the network's size multiple); also the side of
+    /// the validation crops.
     pub crop: usize,
+    /// Larger crops mixed in, as `(side, probability)`: a step draws one side (the base side
+    /// with the remaining probability) and scales the batch by `(crop/side)²` (at least one
+    /// image), so every step sees about the same number of pixels (Patch Diffusion, inverted:
+    /// the network learns structure at the scale the app works at).
+    pub crop_mix: Vec<(usize, f64)>,
     /// Largest scale jitter: crops cover `crop × s` pixels of the photo, `s ∈ [1, max_scale]`.
     pub max_scale: f64,
     /// Peak learning rate.
     pub lr: f64,
     /// Linear warm-up steps.
     pub warmup: usize,
-    /// EMA decay per step.
-    pub ema_decay: f64,
+    /// After this many steps the learning rate decays as `lr/√(t/lr_decay)` (EDM2's
+    /// inverse-square-root schedule, which a continued run extends without a restart); 0 keeps
+    /// it constant.
+    pub lr_decay: usize,
+    /// Relative width σ_rel of the power-function EMA of the weights (EDM2).
+    pub ema_rel: f64,
+    /// Noise-level distribution.
+    pub noise: NoiseLevels,
+    /// EPS stage: per-pixel preconditioning from the pivot's noise (`false`: the sampler's σ
+    /// for every pixel, an ablation).
+    pub pixel_precond: bool,
     /// Global gradient-norm clip.
     pub clip: f64,
     /// Seed of all randomness.
@@ -81,10 +96,14 @@ impl Default for TrainConfig {
             steps: 3000,
             batch: 16,
             crop: 64,
-            max_scale: 3.0,
-            lr: 5e-4,
-            warmup: 200,
-            ema_decay: 0.999,
+            crop_mix: vec![(128, 0.3), (256, 0.15)],
+            max_scale: 2.0,
+            lr: 4e-4,
+            warmup: 500,
+            lr_decay: 4000,
+            ema_rel: 0.1,
+            noise: NoiseLevels::default(),
+            pixel_precond: true,
             clip: 1.0,
             seed: 0,
             checkpoint_every: 250,
@@ -110,6 +129,25 @@ pub struct StepLog {
     pub grad_norm: f64,
     /// Wall-clock seconds of the step.
     pub step_secs: f64,
+    /// Images in the step's batch.
+    pub images: usize,
+    /// Their side in pixels.
+    pub side: usize,
+    /// Where the step's time went.
+    pub timing: StepTiming,
+}
+
+/// Seconds of one training step by phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTiming {
+    /// Crops and the batch: noise, operators, pivots.
+    pub data: f64,
+    /// Network forward pass and loss.
+    pub forward: f64,
+    /// Backward pass.
+    pub backward: f64,
+    /// Optimiser and EMA.
+    pub update: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +168,7 @@ fn loss_weights(sigma: &Tensor, sigma_data: f64, dtype: DType) -> Result<Tensor>
 
 /// The weighted denoising loss of `net` on `batch` (mean over pixels and images).
 pub fn batch_loss(net: &EdmDenoiser, batch: &Batch) -> Result<Tensor> {
-    let d = net.forward(&batch.input, &batch.sigma, batch.obs.as_ref())?;
+    let d = net.forward(&batch.input, &batch.sigma, batch.cond.as_ref())?;
     let w = loss_weights(&batch.sigma, net.config().sigma_data, d.dtype())?;
     Ok((d - &batch.x0)?.sqr()?.broadcast_mul(&w)?.mean_all()?)
 }
@@ -139,27 +177,134 @@ fn step_rng(seed: u64, step: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-fn make_batch(
-    stage: Stage,
-    x0: &Tensor,
-    rng: &mut StdRng,
-    sigma_y_range: (f64, f64),
-) -> Result<Batch> {
-    match stage {
-        Stage::Prior => prior_batch(x0, rng),
-        Stage::Eps => eps_batch(x0, rng, sigma_y_range, &mut |r| training_task(r)),
+fn make_batch(cfg: &TrainConfig, x0: &Tensor, rng: &mut StdRng) -> Result<Batch> {
+    match cfg.stage {
+        Stage::Prior => prior_batch(x0, &cfg.noise, rng),
+        Stage::Eps => eps_batch(x0, rng, &cfg.noise, cfg.sigma_y_range, &mut |r| {
+            training_task(r)
+        }),
     }
 }
 
+/// The crop side and batch of one step: a side from the crop mix, the batch scaled to keep
+/// about `batch × crop²` pixels.
+fn step_shape(cfg: &TrainConfig, rng: &mut StdRng) -> (usize, usize) {
+    use rand::Rng as _;
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for &(side, p) in &cfg.crop_mix {
+        acc += p;
+        if u < acc {
+            let scale = (cfg.crop as f64 / side as f64).powi(2);
+            return (side, ((cfg.batch as f64 * scale).round() as usize).max(1));
+        }
+    }
+    (cfg.crop, cfg.batch)
+}
+
+/// The learning rate of update `step` (0-based): linear warm-up, then constant until
+/// `lr_decay`, then `lr/√(t/lr_decay)`.
+pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    let t = (step + 1) as f64;
+    let warm = (t / cfg.warmup.max(1) as f64).min(1.0);
+    let decay = if cfg.lr_decay > 0 {
+        1.0 / (t / cfg.lr_decay as f64).max(1.0).sqrt()
+    } else {
+        1.0
+    };
+    cfg.lr * warm * decay
+}
+
+/// Writes the batch of training step `step` as pictures, for checking the pipeline end to end,
+/// and returns a summary of its value ranges and noise levels: `clean.png` (the crops),
+/// `input.png` (what the network's `x` input is: `x_t` for the prior, `μ*` for EPS, clipped
+/// to the image range), and for EPS `observation.png` and `noise-level.png` (the pivot's
+/// per-pixel noise level, black σ ≤ 0.002 to white σ ≥ 80, log scale).
+pub fn dump_batch(cfg: &TrainConfig, photos: &PhotoSet, step: usize, dir: &Path) -> Result<String> {
+    let train_photos = photos.split(Split::Train);
+    if train_photos.is_empty() {
+        return Err(Error::invalid(
+            "photos",
+            "no training photos",
+            "the pack has no training split",
+        ));
+    }
+    let mut rng = step_rng(cfg.seed, step);
+    let (side, images) = step_shape(cfg, &mut rng);
+    let x0 = random_crops(
+        &train_photos,
+        images,
+        side,
+        cfg.max_scale,
+        &mut rng,
+        &Device::Cpu,
+    )?;
+    let batch = make_batch(cfg, &x0, &mut rng)?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let cols = images.min(8);
+    let save = |name: &str, t: &Tensor| -> Result<()> {
+        let png = crate::eval::diagnose::grid_png(&t.clamp(-1.0, 1.0)?, cols)?;
+        crate::fsutil::write_atomic(&dir.join(name), &png)
+    };
+    let range = |t: &Tensor| -> Result<(f32, f32)> {
+        let v: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        Ok(v.iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            }))
+    };
+    save("clean.png", &batch.x0)?;
+    save("input.png", &batch.input)?;
+    let sigmas: Vec<f64> = batch.sigma.to_vec1()?;
+    let mut text = format!(
+        "step {step}: {images} crops of {side}×{side}\nσ: {}\nclean range {:?}, input range {:?}\n",
+        sigmas
+            .iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        range(&batch.x0)?,
+        range(&batch.input)?
+    );
+    if let Some(c) = &batch.cond {
+        save("observation.png", &c.obs)?;
+        let level = c
+            .variance
+            .clamp(1e-12, f64::MAX)?
+            .log()?
+            .affine(0.5, 0.0)?
+            .affine(
+                2.0 / (80f64.ln() - 0.002f64.ln()),
+                -(80f64.ln() + 0.002f64.ln()) / (80f64.ln() - 0.002f64.ln()),
+            )?
+            .repeat((1, 3, 1, 1))?;
+        save("noise-level.png", &level)?;
+        text.push_str(&format!(
+            "observation range {:?}, pivot σ range {:?}\n",
+            range(&c.obs)?,
+            {
+                let (a, b) = range(&c.variance)?;
+                (a.sqrt(), b.sqrt())
+            }
+        ));
+    }
+    Ok(text)
+}
+
 /// Deterministic initialisation from the seed: convolution and linear weights ~ N(0, 1/fan_in)
-/// (LeCun normal), biases 0, normalisation scales 1, and the output convolution 0 so the network
-/// starts as `D(x, σ) = c_skip x`.
+/// (LeCun normal), biases 0, and zero for the layers that end a residual branch or the network.
 fn initialise(vars: &[(String, Var)], seed: u64) -> Result<()> {
     use rand_distr::{Distribution as _, StandardNormal};
     for (name, var) in vars {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if name.starts_with("output.") || name.ends_with(".bias") {
+        // The output convolution and the last layer of every residual branch (`….out.…`) start
+        // at zero: the network starts as D(x, σ) = c_skip x and every block as the identity.
+        let zero = name.starts_with("output.") || name.contains(".out.") || name.ends_with(".bias");
+        let values: Vec<f32> = if zero {
             vec![0.0; n]
         } else if dims.len() == 1 {
             vec![1.0; n]
@@ -247,7 +392,11 @@ pub fn train(
     let start_file = match (cfg.stage, init) {
         (Stage::Prior, Some(m)) if m.kind == ModelKind::Prior => Some(m.clone()),
         (Stage::Prior, None) => None,
-        (Stage::Eps, Some(m)) if m.kind == ModelKind::Prior => Some(m.widen_to_eps()?),
+        (Stage::Eps, Some(m)) if m.kind == ModelKind::Prior => {
+            let mut widened = m.widen_to_eps()?;
+            widened.config.pixel_precond = cfg.pixel_precond;
+            Some(widened)
+        }
         (Stage::Eps, Some(m)) => Some(m.clone()),
         (Stage::Eps, None) => {
             return Err(Error::invalid(
@@ -268,11 +417,21 @@ pub fn train(
         .as_ref()
         .map_or_else(|| cfg.model.clone(), |m| m.config.clone());
     let m = model.size_multiple();
-    if cfg.crop == 0 || !cfg.crop.is_multiple_of(m) {
+    for side in std::iter::once(cfg.crop).chain(cfg.crop_mix.iter().map(|(s, _)| *s)) {
+        if side == 0 || !side.is_multiple_of(m) {
+            return Err(Error::invalid(
+                "crop",
+                side,
+                format!("must be a positive multiple of {m} for this network"),
+            ));
+        }
+    }
+    let mix: f64 = cfg.crop_mix.iter().map(|(_, p)| p).sum();
+    if cfg.crop_mix.iter().any(|(_, p)| !(*p >= 0.0)) || mix > 1.0 + 1e-9 {
         return Err(Error::invalid(
-            "crop",
-            cfg.crop,
-            format!("must be a positive multiple of {m} for this network"),
+            "crop mix",
+            format!("{:?}", cfg.crop_mix),
+            "probabilities must be ≥ 0 and sum to at most 1",
         ));
     }
     if cfg.batch == 0 || cfg.steps == 0 {
@@ -316,7 +475,7 @@ pub fn train(
         None => initialise(&vars, cfg.seed)?,
     }
     let mut adam = Adam::new(vars.clone(), cfg.lr)?;
-    let mut ema = Ema::new(&vars, cfg.ema_decay);
+    let mut ema = Ema::new(&vars, cfg.ema_rel)?;
 
     // Resume.
     let mut start = 0;
@@ -348,19 +507,12 @@ pub fn train(
     let val_batches = if val_photos.is_empty() {
         Vec::new()
     } else {
-        let x0 = grid_crops(&val_photos, cfg.val_crops_per_photo, cfg.crop, 2.0, device)?;
+        let x0 = grid_crops(&val_photos, cfg.val_crops_per_photo, cfg.crop, 1.0, device)?;
         let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x7661_6c69_6461_7465);
         let n = x0.dim(0)?;
         (0..n)
             .step_by(16)
-            .map(|i| {
-                make_batch(
-                    cfg.stage,
-                    &x0.narrow(0, i, 16.min(n - i))?,
-                    &mut rng,
-                    cfg.sigma_y_range,
-                )
-            })
+            .map(|i| make_batch(cfg, &x0.narrow(0, i, 16.min(n - i))?, &mut rng))
             .collect::<Result<Vec<_>>>()?
     };
     let val_loss = |weights: &HashMap<String, Tensor>| -> Result<Option<f64>> {
@@ -441,26 +593,29 @@ pub fn train(
     for step in start..cfg.steps {
         let t0 = Instant::now();
         let mut rng = step_rng(cfg.seed, step);
-        let x0 = random_crops(
-            &train_photos,
-            cfg.batch,
-            cfg.crop,
-            cfg.max_scale,
-            &mut rng,
-            device,
-        )?;
-        let batch = make_batch(cfg.stage, &x0, &mut rng, cfg.sigma_y_range)?;
+        let (side, images) = step_shape(cfg, &mut rng);
+        let x0 = random_crops(&train_photos, images, side, cfg.max_scale, &mut rng, device)?;
+        let batch = make_batch(cfg, &x0, &mut rng)?;
+        let t_data = t0.elapsed().as_secs_f64();
         let loss = batch_loss(&net, &batch)?;
         let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let t_forward = t0.elapsed().as_secs_f64();
         if !loss_value.is_finite() {
             return Err(Error::NonFinite {
                 what: format!("the training loss at step {}", step + 1),
             });
         }
         let grads = loss.backward()?;
-        let lr = cfg.lr * ((step + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
+        let t_backward = t0.elapsed().as_secs_f64();
+        let lr = learning_rate(cfg, step);
         let grad_norm = adam.step(&grads, lr, cfg.clip)?;
-        ema.update(&vars)?;
+        ema.update(&vars, step + 1)?;
+        let timing = StepTiming {
+            data: t_data,
+            forward: t_forward - t_data,
+            backward: t_backward - t_forward,
+            update: t0.elapsed().as_secs_f64() - t_backward,
+        };
         let done = step + 1;
         let val = if done % cfg.val_every == 0 || done == cfg.steps {
             val_loss(ema.weights())?
@@ -476,6 +631,9 @@ pub fn train(
             lr,
             grad_norm,
             step_secs,
+            images,
+            side,
+            timing,
         };
         history.push(LossPoint {
             step: done,

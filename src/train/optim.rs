@@ -127,29 +127,60 @@ impl Adam {
     }
 }
 
-/// Exponential moving average of the weights: `ema ← d·ema + (1 − d)·θ`.
+/// Power-function moving average of the weights (EDM2, Karras et al. 2024): after update `t`,
+/// `ema ← β_t·ema + (1 − β_t)·θ` with `β_t = (1 − 1/t)^(γ+1)`. Its width is a fixed fraction
+/// `σ_rel` of the training so far, so it suits runs of any length and runs that are continued.
 pub struct Ema {
-    decay: f64,
+    gamma: f64,
     shadow: HashMap<String, Tensor>,
 }
 
+/// The exponent γ of a power-function EMA of relative width `sigma_rel`
+/// (`σ_rel² = (γ+1) / ((γ+2)² (γ+3))`, solved by bisection; 0.10 → γ ≈ 6.94).
+pub fn ema_gamma(sigma_rel: f64) -> Result<f64> {
+    if !(sigma_rel > 0.0 && sigma_rel < 0.28) {
+        return Err(Error::invalid(
+            "EMA width σ_rel",
+            sigma_rel,
+            "must lie in (0, 0.28); 0.05–0.15 is usual",
+        ));
+    }
+    let width = |g: f64| ((g + 1.0) / ((g + 2.0).powi(2) * (g + 3.0))).sqrt();
+    let (mut lo, mut hi) = (0.0f64, 1e6f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if width(mid) > sigma_rel {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(0.5 * (lo + hi))
+}
+
 impl Ema {
-    /// Starts at the current weights.
-    pub fn new(vars: &[(String, Var)], decay: f64) -> Self {
-        Self {
-            decay,
+    /// Starts at the current weights, with relative width `sigma_rel`.
+    pub fn new(vars: &[(String, Var)], sigma_rel: f64) -> Result<Self> {
+        Ok(Self {
+            gamma: ema_gamma(sigma_rel)?,
             shadow: vars
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                 .collect(),
-        }
+        })
     }
 
-    /// Moves the average towards the current weights.
-    pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
+    /// The decay `β_t` after update `t` (1-based).
+    pub fn decay(&self, t: usize) -> f64 {
+        (1.0 - 1.0 / t.max(1) as f64).powf(self.gamma + 1.0)
+    }
+
+    /// Moves the average towards the current weights after update `t` (1-based).
+    pub fn update(&mut self, vars: &[(String, Var)], t: usize) -> Result<()> {
+        let d = self.decay(t);
         for (name, var) in vars {
             if let Some(s) = self.shadow.get_mut(name) {
-                *s = ((&*s * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
+                *s = ((&*s * d)? + (var.as_tensor().detach() * (1.0 - d))?)?;
             }
         }
         Ok(())

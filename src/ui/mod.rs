@@ -92,6 +92,9 @@ fn shortcuts(ctx: &egui::Context, app: &mut EpsApp) {
     if pressed(Modifiers::SHIFT, Key::R) {
         app.start(JobKind::Resample);
     }
+    if pressed(Modifiers::NONE, Key::O) {
+        app.mask_outline = !app.mask_outline;
+    }
 }
 
 /// Opens the native file dialog; when none is available, points at the other ways in.
@@ -248,6 +251,8 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             if ui.button("100%  (1)").clicked() {
                 app.view.zoom = 1.0;
             }
+            ui.checkbox(&mut app.mask_outline, "Mask as outline over a fill  (O)")
+                .on_hover_text("Once a preview or result exists, draw only the mask's edge so the fill underneath shows");
         });
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             ui.label(format!("backend: {} · {}", app.backend, app.models_status));

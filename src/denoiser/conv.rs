@@ -1,0 +1,346 @@
+//! Convolutions on channels-last (`[B, H, W, C]`) activations, fast on the CPU in both passes.
+//!
+//! A `k × k` convolution is `im2col(x) · W`: every output pixel becomes one row of `k²·C`
+//! input values and the whole layer one matrix product with the weight laid out as
+//! `[k·k·C_in, C_out]`. Channels-last makes that product tall and thin (pixels × channels), the
+//! shape candle's GEMM runs fastest, and its output is already channels-last. The unfolding is a
+//! custom op whose gradient is the matching fold (`col2im`); the product and its two gradients
+//! are candle's matrix products. candle's own CPU `conv2d` computes its backward pass without
+//! GEMM (a direct-loop transposed convolution), which made training several times slower.
+//!
+//! Without gradients (sampling), the unfolding goes in bands of output pixels so no large
+//! buffer is ever built. Off the CPU the layer uses candle's `conv2d` on a channels-first view.
+//! All paths equal `conv2d` up to float rounding (`tests/denoiser.rs`).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rayon::prelude::*;
+
+use crate::Result;
+
+/// Unfolded elements per band when sampling without gradients (16 MiB of f32).
+const BAND_ELEMENTS: usize = 4 << 20;
+
+/// Geometry of a square-kernel convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn out_len(&self, len: usize) -> usize {
+        (len + 2 * self.pad).saturating_sub(self.k) / self.stride + 1
+    }
+
+    /// Source index along one axis of output position `o` and tap `t`, if inside `0..len`.
+    fn source(&self, o: usize, t: usize, len: usize) -> Option<usize> {
+        (o * self.stride + t)
+            .checked_sub(self.pad)
+            .filter(|&i| i < len)
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) => match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&v[a..b]),
+            None => candle_core::bail!("{what}: the input must be contiguous"),
+        },
+        _ => candle_core::bail!("{what}: only f32 is supported"),
+    }
+}
+
+/// Writes the unfolded rows of output pixels `first..` of one image (`src`: `[H, W, C]`): row
+/// `p` holds, for each tap `(ky, kx)`, the `C` channels of the source pixel (zero outside the
+/// image), then a 1 that multiplies the bias row of the weight.
+fn unfold_rows(
+    g: Geometry,
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    ow: usize,
+    first: usize,
+    rows: &mut [f32],
+) {
+    let row_len = g.k * g.k * c + 1;
+    for (p, row) in rows.chunks_mut(row_len).enumerate() {
+        row[row_len - 1] = 1.0;
+        let (oy, ox) = ((first + p) / ow, (first + p) % ow);
+        for ky in 0..g.k {
+            let iy = g.source(oy, ky, h);
+            for kx in 0..g.k {
+                let dst = &mut row[(ky * g.k + kx) * c..(ky * g.k + kx + 1) * c];
+                match (iy, g.source(ox, kx, w)) {
+                    (Some(iy), Some(ix)) => {
+                        dst.copy_from_slice(&src[(iy * w + ix) * c..(iy * w + ix + 1) * c]);
+                    }
+                    _ => dst.fill(0.0),
+                }
+            }
+        }
+    }
+}
+
+/// Unfolds `[B, H, W, C]` into `[B·Ho·Wo, k·k·C + 1]` (see [`unfold_rows`]).
+struct Im2col {
+    g: Geometry,
+}
+
+/// The adjoint of [`Im2col`]: adds every unfolded entry back onto the pixel it came from.
+struct Col2im {
+    g: Geometry,
+    dims: (usize, usize, usize, usize),
+}
+
+impl CustomOp1 for Im2col {
+    fn name(&self) -> &'static str {
+        "im2col-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "im2col")?;
+        let (b, h, w, c) = l.shape().dims4()?;
+        let (oh, ow) = (self.g.out_len(h), self.g.out_len(w));
+        let row_len = self.g.k * self.g.k * c + 1;
+        let mut out = vec![0f32; b * oh * ow * row_len];
+        // Parallel over images and bands of output rows.
+        let band = oh.div_ceil(8).max(1) * ow;
+        out.par_chunks_mut(oh * ow * row_len)
+            .zip(x.par_chunks(h * w * c))
+            .for_each(|(dst, src)| {
+                dst.par_chunks_mut(band * row_len)
+                    .enumerate()
+                    .for_each(|(i, rows)| {
+                        unfold_rows(self.g, src, (h, w, c), ow, i * band, rows);
+                    });
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b * oh * ow, row_len))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let op = Col2im {
+            g: self.g,
+            dims: arg.dims4()?,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1(op)?))
+    }
+}
+
+impl CustomOp1 for Col2im {
+    fn name(&self) -> &'static str {
+        "col2im-nhwc"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cols = f32_slice(s, l, "col2im")?;
+        let (b, h, w, c) = self.dims;
+        let g = self.g;
+        let (oh, ow) = (g.out_len(h), g.out_len(w));
+        let row_len = g.k * g.k * c + 1;
+        if l.shape().dims() != [b * oh * ow, row_len] {
+            candle_core::bail!("col2im: {:?} does not unfold {:?}", l.shape(), self.dims);
+        }
+        let mut out = vec![0f32; b * h * w * c];
+        out.par_chunks_mut(h * w * c)
+            .zip(cols.par_chunks(oh * ow * row_len))
+            .for_each(|(dst, src)| {
+                // Gather per destination row so threads never write the same pixel: output row
+                // iy receives from the output rows oy with oy·s + ky − p = iy.
+                dst.par_chunks_mut(w * c)
+                    .enumerate()
+                    .for_each(|(iy, line)| {
+                        for ky in 0..g.k {
+                            let Some(num) = (iy + g.pad).checked_sub(ky) else {
+                                continue;
+                            };
+                            if num % g.stride != 0 || num / g.stride >= oh {
+                                continue;
+                            }
+                            let oy = num / g.stride;
+                            for ox in 0..ow {
+                                let row =
+                                    &src[(oy * ow + ox) * row_len..(oy * ow + ox + 1) * row_len];
+                                for kx in 0..g.k {
+                                    let Some(ix) = g.source(ox, kx, w) else {
+                                        continue;
+                                    };
+                                    let from = &row[(ky * g.k + kx) * c..(ky * g.k + kx + 1) * c];
+                                    for (d, v) in line[ix * c..(ix + 1) * c].iter_mut().zip(from) {
+                                        *d += v;
+                                    }
+                                }
+                            }
+                        }
+                    });
+            });
+        Ok((CpuStorage::F32(out), Shape::from(self.dims)))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(Im2col { g: self.g })?))
+    }
+}
+
+/// The whole convolution without gradients, unfolded band by band (`[B, H, W, C]` and the
+/// weight with its bias row, `[k·k·C + 1, C_out]`).
+struct BandedConv {
+    g: Geometry,
+}
+
+impl CustomOp2 for BandedConv {
+    fn name(&self) -> &'static str {
+        "banded-conv-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "conv")?;
+        let wt = f32_slice(s2, l2, "conv weight")?;
+        let (b, h, w, c) = l1.shape().dims4()?;
+        let (row_len, cout) = l2.shape().dims2()?;
+        let g = self.g;
+        if row_len != g.k * g.k * c + 1 {
+            candle_core::bail!("conv: weight {:?} does not fit {c} channels", l2.shape());
+        }
+        let (oh, ow) = (g.out_len(h), g.out_len(w));
+        let weight = Tensor::from_slice(wt, (row_len, cout), &candle_core::Device::Cpu)?;
+        let band = (BAND_ELEMENTS / row_len).clamp(1, oh * ow);
+        let mut out = Vec::with_capacity(b * oh * ow * cout);
+        let mut rows = vec![0f32; band * row_len];
+        for img in x.chunks(h * w * c) {
+            let mut first = 0;
+            while first < oh * ow {
+                let n = band.min(oh * ow - first);
+                let chunk = &mut rows[..n * row_len];
+                // Unfold the band in parallel pieces, then one product for the whole band.
+                let piece = n.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
+                chunk
+                    .par_chunks_mut(piece * row_len)
+                    .enumerate()
+                    .for_each(|(i, part)| {
+                        unfold_rows(g, img, (h, w, c), ow, first + i * piece, part);
+                    });
+                let cols = Tensor::from_slice(chunk, (n, row_len), &candle_core::Device::Cpu)?;
+                out.extend(cols.matmul(&weight)?.flatten_all()?.to_vec1::<f32>()?);
+                first += n;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, cout))))
+    }
+}
+
+/// A square-kernel 2-D convolution with bias on `[B, H, W, C]` activations. Parameters are
+/// stored as candle-nn's `Conv2d` stores them (`weight` `[C_out, C_in, k, k]`, `bias`
+/// `[C_out]`).
+#[derive(Debug, Clone)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    g: Geometry,
+}
+
+impl Conv {
+    /// A `k × k` convolution from `cin` to `cout` channels with the given stride and zero
+    /// padding (the trainer initialises every weight itself).
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Ok(Self {
+            weight: vb.get_with_hints((cout, cin, k, k), "weight", init)?,
+            bias: Some(vb.get_with_hints(cout, "bias", Init::Const(0.0))?),
+            g: Geometry { k, stride, pad },
+        })
+    }
+
+    /// A convolution from existing tensors (`weight` `[C_out, C_in, k, k]`).
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        let (_, _, k, k2) = weight.dims4()?;
+        if k != k2 {
+            return Err(crate::Error::shape(
+                "convolution kernel",
+                "square",
+                format!("{k}×{k2}"),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            g: Geometry { k, stride, pad },
+        })
+    }
+
+    /// `x`: `[B, H, W, C_in]` → `[B, Ho, Wo, C_out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let g = self.g;
+        let (oh, ow) = (g.out_len(h), g.out_len(w));
+        let cout = self.weight.dim(0)?;
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            let y = x
+                .permute((0, 3, 1, 2))?
+                .conv2d(&self.weight, g.pad, g.stride, 1, 1)?
+                .permute((0, 2, 3, 1))?;
+            return Ok(match &self.bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            });
+        }
+        // [C_out, C_in, k, k] → [k, k, C_in, C_out] → [k·k·C_in, C_out], then the bias row.
+        let wt = self
+            .weight
+            .permute((2, 3, 1, 0))?
+            .reshape((g.k * g.k * c, cout))?;
+        let bias = match &self.bias {
+            Some(bias) => bias.reshape((1, cout))?,
+            None => Tensor::zeros((1, cout), DType::F32, x.device())?,
+        };
+        let x = x.contiguous()?;
+        let tracked = x.track_op() || wt.track_op() || bias.track_op();
+        if g.k == 1 && g.stride == 1 && g.pad == 0 {
+            let y = x
+                .reshape((b * h * w, c))?
+                .matmul(&wt)?
+                .broadcast_add(&bias)?;
+            return Ok(y.reshape((b, oh, ow, cout))?);
+        }
+        let wt = Tensor::cat(&[&wt, &bias], 0)?;
+        Ok(if tracked {
+            x.apply_op1(Im2col { g })?
+                .matmul(&wt)?
+                .reshape((b, oh, ow, cout))?
+        } else {
+            x.apply_op2_no_bwd(&wt.contiguous()?, &BandedConv { g })?
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! What a photographer relies on, measured on the shipped weights and the shipped sample photos
+//! (both validation photos, never trained on), each against a reference the method must beat:
+//!
+//! - a fill of an object-sized hole has the photo's texture (texture ratio in [0.5, 2]: not
+//!   noise, not a smear), and the posterior mean fills the hole better than the classical
+//!   biharmonic fill;
+//! - deblurring beats the blurry photo itself, super-resolution beats bicubic upsampling.
+#![allow(clippy::unwrap_used)]
+
+use eps_studio::eval::holes::{hole_scores, object_mask};
+use eps_studio::eval::reference::{bicubic_upsample, biharmonic_fill};
+use eps_studio::eval::restoration::MethodChoice;
+use eps_studio::photo::RgbImage;
+use eps_studio::restore::{self, BlurSpec, Degradation, Models, Settings};
+use eps_studio::sampler::Flow;
+use rand::SeedableRng as _;
+
+const SIGMA_Y: f64 = 0.05;
+
+fn models() -> Models {
+    let folder = Models::locate(None).unwrap();
+    Models::load(&folder, &candle_core::Device::Cpu).unwrap()
+}
+
+fn sample_photo(name: &str) -> RgbImage {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/samples")
+        .join(name);
+    eps_studio::photo::load(&path).unwrap().rgb
+}
+
+fn run(
+    models: &Models,
+    y: &RgbImage,
+    deg: &Degradation,
+    m: MethodChoice,
+    seeds: &[u64],
+) -> Vec<RgbImage> {
+    let settings = Settings {
+        method: m,
+        sigma_y: SIGMA_Y,
+        ..Settings::default()
+    };
+    restore::restore(models, None, y, deg, &settings, seeds, &mut |_| {
+        Flow::Continue
+    })
+    .unwrap()
+    .samples
+}
+
+#[test]
+fn fills_have_the_photos_texture_and_the_mean_beats_a_classical_fill() {
+    let models = models();
+    for (name, seed) in [("ladybird.jpg", 3u64), ("cups.jpg", 4)] {
+        let truth = sample_photo(name);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let fill = object_mask(truth.width, truth.height, (0.03, 0.04), &mut rng);
+        let deg = Degradation::Inpaint { fill: fill.clone() };
+        let sim = restore::simulate(&truth, &deg, SIGMA_Y, seed).unwrap();
+        let classical = hole_scores(
+            &biharmonic_fill(&sim.y, &fill).unwrap(),
+            &truth,
+            &fill,
+            None,
+        )
+        .unwrap();
+        let mean = &run(&models, &sim.y, &deg, MethodChoice::EpsMean, &[seed])[0];
+        let mean_scores = hole_scores(mean, &truth, &fill, None).unwrap();
+        eprintln!(
+            "{name}: hole PSNR mean {:.2} dB, biharmonic {:.2} dB",
+            mean_scores.psnr, classical.psnr
+        );
+        assert!(
+            mean_scores.psnr > classical.psnr,
+            "{name}: the posterior mean fills the hole worse ({:.2} dB) than the biharmonic fill ({:.2} dB)",
+            mean_scores.psnr,
+            classical.psnr
+        );
+        for (k, s) in run(
+            &models,
+            &sim.y,
+            &deg,
+            MethodChoice::Eps,
+            &[seed, seed + 100],
+        )
+        .iter()
+        .enumerate()
+        {
+            let scores = hole_scores(s, &truth, &fill, None).unwrap();
+            eprintln!(
+                "{name}: sample {k} texture ratio {:.2}, hole PSNR {:.2} dB",
+                scores.texture_ratio, scores.psnr
+            );
+            assert!(
+                (0.5..=2.0).contains(&scores.texture_ratio),
+                "{name}: sample {k} has texture ratio {:.2} (1 = the photo's; ≫ 1 noise, ≪ 1 smear)",
+                scores.texture_ratio
+            );
+        }
+    }
+}
+
+#[test]
+fn deblurring_beats_the_blurry_photo_and_super_resolution_beats_bicubic() {
+    let models = models();
+    let truth = sample_photo("cups.jpg");
+    let blur = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
+    let sim = restore::simulate(&truth, &blur, SIGMA_Y, 1).unwrap();
+    let blurry = restore::psnr(&sim.y, &sim.truth);
+    let mean = restore::psnr(
+        &run(&models, &sim.y, &blur, MethodChoice::EpsMean, &[1])[0],
+        &sim.truth,
+    );
+    eprintln!("deblur: posterior mean {mean:.2} dB, blurry photo {blurry:.2} dB");
+    assert!(
+        mean > blurry,
+        "deblurring ({mean:.2} dB) is worse than the blurry photo ({blurry:.2} dB)"
+    );
+
+    let sr = Degradation::SuperRes { factor: 4 };
+    let sim = restore::simulate(&truth, &sr, SIGMA_Y, 2).unwrap();
+    let bicubic = restore::psnr(&bicubic_upsample(&sim.y, 4), &sim.truth);
+    let mean = restore::psnr(
+        &run(&models, &sim.y, &sr, MethodChoice::EpsMean, &[2])[0],
+        &sim.truth,
+    );
+    eprintln!("SR ×4: posterior mean {mean:.2} dB, bicubic {bicubic:.2} dB");
+    assert!(
+        mean > bicubic,
+        "super-resolution ({mean:.2} dB) is worse than bicubic ({bicubic:.2} dB)"
+    );
+}
