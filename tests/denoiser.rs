@@ -92,16 +92,19 @@ fn any_size_works_and_shapes_are_kept() {
     assert!(e.contains("positive"), "{e}");
 }
 
-/// The EPS network starts as the prior network: the widened input weights for the observation and
-/// the noise level are zero, so at step 0 with an isotropic pivot noise (variance σ² everywhere)
-/// `D_eps(μ, obs, σ) = D_prior(μ, σ)` for any observation.
+/// The EPS network starts as the Gaussian denoiser centred on the observation:
+/// `D = c_skip μ + (1 − c_skip) obs` with `c_skip = σ_d²/(s² + σ_d²)` — at σ = 80 exactly the
+/// classical reconstruction, at low noise the pivot itself. Its input layers are the prior's,
+/// widened with zero weights for the observation and the noise level: with the prior's output
+/// layers and no centring it computes exactly the prior, whatever the observation.
 #[test]
-fn widened_eps_network_reproduces_the_prior_exactly() {
+fn widened_eps_network_starts_at_the_gaussian_denoiser_around_the_observation() {
     let cfg = UNetConfig::tiny();
     let prior_file = random_model(&cfg, ModelKind::Prior);
     let eps_file = prior_file.widen_to_eps().unwrap();
     assert_eq!(eps_file.kind, ModelKind::Eps);
     assert_eq!(eps_file.config.cond_channels, 4);
+    assert!(eps_file.config.obs_base);
     let prior = prior_file.build(&Device::Cpu).unwrap();
     let eps = eps_file.build(&Device::Cpu).unwrap();
     let mu = f32(randn((3, 3, 16, 24), 2));
@@ -110,9 +113,36 @@ fn widened_eps_network_reproduces_the_prior_exactly() {
         obs: obs.clone(),
         variance: Tensor::full((s * s) as f32, (1, 1, 16, 24), &Device::Cpu).unwrap(),
     };
+    let sd = cfg.sigma_data;
+    for s in [0.01, 0.5, 80.0] {
+        let skip = sd * sd / (s * s + sd * sd);
+        let gaussian =
+            (mu.affine(skip, 0.0).unwrap() + obs.affine(1.0 - skip, 0.0).unwrap()).unwrap();
+        let d = eps.forward(&mu, &sig(3, s), Some(&cond(s, &obs))).unwrap();
+        assert!(
+            max_abs_diff(&d, &gaussian) < 1e-5,
+            "σ = {s}: the widened network differs from the Gaussian denoiser by {}",
+            max_abs_diff(&d, &gaussian)
+        );
+    }
+
+    // The input widening alone keeps the prior: uncentred, with the prior's output layers.
+    let mut uncentred = eps_file.clone();
+    uncentred.config.obs_base = false;
+    for name in [
+        "output.weight",
+        "output.bias",
+        "head.out.weight",
+        "head.out.bias",
+    ] {
+        if let Some(t) = prior_file.tensors.get(name) {
+            uncentred.tensors.insert(name.into(), t.clone());
+        }
+    }
+    let same = uncentred.build(&Device::Cpu).unwrap();
     for s in [0.01, 0.5, 80.0] {
         let a = prior.forward(&mu, &sig(3, s), None).unwrap();
-        let b = eps.forward(&mu, &sig(3, s), Some(&cond(s, &obs))).unwrap();
+        let b = same.forward(&mu, &sig(3, s), Some(&cond(s, &obs))).unwrap();
         assert!(
             max_abs_diff(&a, &b) < 1e-6,
             "σ = {s}: widened network differs from the prior by {}",
@@ -120,7 +150,7 @@ fn widened_eps_network_reproduces_the_prior_exactly() {
         );
     }
     // And the observation channels are live once their weights move.
-    let mut moved = eps_file.clone();
+    let mut moved = uncentred.clone();
     let w = moved.tensors["input.weight"].clone();
     moved
         .tensors
@@ -470,4 +500,36 @@ fn roles_are_enforced() {
     assert!(prior.denoise(&x, 1.0).is_ok());
     let e = Denoiser::denoise(&eps, &x, 1.0).unwrap_err().to_string();
     assert!(e.contains("EPS network"), "{e}");
+}
+
+/// Growing a trained network by the full-resolution head keeps its function exactly (the head's
+/// last layer starts at zero), and the grown network is a valid weight file.
+#[test]
+fn adding_the_head_keeps_what_the_network_computes() {
+    let cfg = UNetConfig {
+        head: 0,
+        ..UNetConfig::tiny()
+    };
+    let plain = random_model(&cfg, ModelKind::Prior);
+    let grown = plain.with_head(8, 3).unwrap();
+    assert_eq!(grown.config.head, 8);
+    assert!(grown.with_head(8, 3).is_err(), "a second head is refused");
+    let x = f32(randn((2, 3, 16, 16), 9));
+    for s in [0.05, 1.0, 80.0] {
+        let a = plain
+            .build(&Device::Cpu)
+            .unwrap()
+            .forward(&x, &sig(2, s), None)
+            .unwrap();
+        let b = grown
+            .build(&Device::Cpu)
+            .unwrap()
+            .forward(&x, &sig(2, s), None)
+            .unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-6, "σ = {s}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grown.safetensors");
+    grown.save(&path).unwrap();
+    assert_eq!(ModelFile::load(&path, &Device::Cpu).unwrap().config.head, 8);
 }

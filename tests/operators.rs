@@ -346,3 +346,56 @@ fn operators_accept_non_contiguous_views() {
         }
     }
 }
+
+/// The observation image the EPS network sees is a classical reconstruction from `y`: the
+/// biharmonic fill for masks (observed pixels kept, a quadratic image's hole filled exactly,
+/// zeros when nothing is observed), bicubic upsampling for super-resolution, the σ_y-scaled
+/// Wiener filter for blur.
+#[test]
+fn observations_are_classical_reconstructions() {
+    use eps_studio::inverse::{AvgPoolSr, Blur, Kernel};
+    let (h, w) = (20, 24);
+    let quad: Vec<f64> = (0..3 * h * w)
+        .map(|i| {
+            let (c, r, x) = (i / (h * w), (i / w) % h, i % w);
+            0.1 * c as f64 + 0.02 * r as f64 - 0.01 * x as f64
+                + 0.001 * (r as f64 - 9.0) * (x as f64 - 11.0)
+        })
+        .collect();
+    let x = Tensor::from_vec(quad, (1, 3, h, w), &Device::Cpu).unwrap();
+    let m: Vec<f32> = (0..h * w)
+        .map(|i| {
+            if (6..14).contains(&(i / w)) && (7..17).contains(&(i % w)) {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mask = Mask::new(&Tensor::from_vec(m, (1, 1, h, w), &Device::Cpu).unwrap()).unwrap();
+    let y = mask.forward(&x).unwrap();
+    let obs = mask.observation(&y, 0.05).unwrap();
+    assert!(
+        max_abs_diff(&obs, &x) < 1e-6,
+        "biharmonic fill of a quadratic"
+    );
+    let nothing =
+        Mask::new(&Tensor::zeros((1, 1, h, w), DType::F32, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(max_abs(&nothing.observation(&y, 0.05).unwrap()), 0.0);
+
+    let sr = AvgPoolSr::new(4).unwrap();
+    let small = Tensor::full(0.3f64, (2, 3, 5, 6), &Device::Cpu).unwrap();
+    let up = sr.observation(&small, 0.05).unwrap();
+    assert_eq!(up.dims(), &[2, 3, 20, 24]);
+    assert!(
+        max_abs_diff(
+            &up,
+            &Tensor::full(0.3f64, (2, 3, 20, 24), &Device::Cpu).unwrap()
+        ) < 1e-12
+    );
+
+    let blur = Blur::new(Kernel::gaussian(1.5, 9).unwrap(), h, w).unwrap();
+    let yb = blur.forward(&x).unwrap();
+    let want = blur.regularized_inverse(&yb, 10.0 * 0.05 * 0.05).unwrap();
+    assert!(max_abs_diff(&blur.observation(&yb, 0.05).unwrap(), &want) < 1e-12);
+}

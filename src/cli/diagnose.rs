@@ -156,6 +156,12 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             .ok();
     let prior = models.prior();
     let eps = models.eps();
+    let suite = dg::Suite {
+        models: &models,
+        sigma_y: args.sigma_y,
+        seed: args.seed,
+        lpips: lpips.as_ref(),
+    };
 
     if parts.contains(&"curve") {
         let val_refs = photos.split(Split::Validation);
@@ -203,6 +209,12 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         }
         let table = dg::curve_markdown(&rows);
         println!("{table}");
+        let mut pictures = String::new();
+        if let Some(p) = prior {
+            let png = dg::denoise_picture(&truth, &noisy, &dg::CURVE_SIGMAS, &[0.1, 0.5], p, 8)?;
+            write(&args.out.join("denoise.png"), &png)?;
+            pictures = "\n![the prior denoising](denoise.png)\n\nRows: clean crops; noisy at σ = 0.1; the prior's estimate; noisy at σ = 0.5; the prior's estimate.\n".into();
+        }
         write(
             &args.out.join("curve.md"),
             section(
@@ -212,7 +224,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                     truth.dim(0)?,
                     s = args.crop_size
                 ),
-                &table,
+                &format!("{table}{pictures}"),
             )
             .as_bytes(),
         )?;
@@ -272,13 +284,10 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             .map(|(n, p)| (n.clone(), dg::fit_long_side(p, 512)))
             .collect();
         let (rows, cases) = dg::fill_suite(
+            &suite,
             &photos512,
             args.masks_per_photo,
-            &models,
             &contenders,
-            args.sigma_y,
-            args.seed,
-            lpips.as_ref(),
             &mut |what| eprintln!("fill: {what}"),
         )?;
         let table = dg::fill_markdown(&rows);
@@ -338,16 +347,9 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             continue;
         }
         let crops = dg::photo_crops(&val, args.crops_per_photo, 256);
-        let (rows, cases) = dg::restore_suite(
-            &crops,
-            &deg,
-            &models,
-            args.samples,
-            args.sigma_y,
-            args.seed,
-            lpips.as_ref(),
-            &mut |what| eprintln!("{part}: {what}"),
-        )?;
+        let (rows, cases) = dg::restore_suite(&suite, &crops, &deg, args.samples, &mut |what| {
+            eprintln!("{part}: {what}")
+        })?;
         let table = dg::restore_markdown(&rows);
         println!("{table}");
         write(

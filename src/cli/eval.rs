@@ -164,7 +164,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             r.secs_per_sample
         );
     })?;
-    let table = to_markdown(&rows);
+    let mut table = to_markdown(&rows);
+    if rows.iter().any(|r| r.hole.is_some()) {
+        table.push_str(&format!(
+            "\nOn the hole only (inpainting tasks; LPIPS on the hole's bounding box, at least 64 px; texture ratio = mean squared Laplacian inside the hole eroded by 2 px, sample over truth):\n\n{}",
+            crate::eval::restoration::holes_markdown(&rows)
+        ));
+    }
     println!("{table}");
     if let Some(out) = &args.out {
         let command: Vec<String> = std::env::args().collect();

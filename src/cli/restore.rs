@@ -240,6 +240,21 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             SaveFormat::Png,
         )?;
         println!("simulated measurement: {}", path.display());
+        // What doing little would score, so a restoration can be judged against it.
+        if let Some(t) = &truth {
+            let (what, img) = match &degradation {
+                restore::Degradation::Inpaint { fill } => (
+                    "biharmonic fill (classical)",
+                    crate::eval::reference::biharmonic_fill(&y, fill)?,
+                ),
+                restore::Degradation::Deblur(_) => ("the blurry measurement itself", y.clone()),
+                restore::Degradation::SuperRes { factor } => (
+                    "bicubic upsampling",
+                    crate::eval::reference::bicubic_upsample(&y, *factor),
+                ),
+            };
+            println!("reference: {what}, PSNR {:.2} dB", restore::psnr(&img, t));
+        }
     }
     println!(
         "{} region(s), {} NFE each, {:.1} s",

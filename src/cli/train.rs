@@ -126,6 +126,10 @@ pub struct TrainArgs {
     /// Steps between validation losses.
     #[arg(long, default_value_t = 100)]
     pub val_every: usize,
+    /// Add the full-resolution head (of the --model's width) to an --init network that has
+    /// none; the grown network starts out computing exactly what the initial one does.
+    #[arg(long)]
+    pub add_head: bool,
     /// EPS stage: precondition with the sampler's σ for every pixel instead of the pivot's own
     /// per-pixel noise level (ablation).
     #[arg(long)]
@@ -140,12 +144,18 @@ pub struct TrainArgs {
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let device = candle_core::Device::Cpu;
     let photos = PhotoSet::load(&args.data).context("cannot load the photo pack")?;
-    let init = args
+    let mut init = args
         .init
         .as_ref()
         .map(|p| ModelFile::load(p, &device))
         .transpose()
         .context("cannot load the initial weights")?;
+    if args.add_head {
+        let file = init
+            .take()
+            .context("--add-head grows the --init network; pass --init")?;
+        init = Some(file.with_head(args.model.config().head, args.seed)?);
+    }
     let cfg = TrainConfig {
         stage: match args.stage {
             StageArg::Prior => Stage::Prior,

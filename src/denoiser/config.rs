@@ -27,12 +27,22 @@ pub struct UNetConfig {
     pub attention: bool,
     /// Channels per attention head.
     pub head_dim: usize,
+    /// Channels of the full-resolution head (0: none): two 3×3 convolutions at the image's own
+    /// resolution that refine the U-Net's output from the input pixels and the noise level, so
+    /// pixel-level detail never has to pass through the unshuffled levels.
+    #[serde(default)]
+    pub head: usize,
     /// Width of the noise-level embedding.
     pub emb_dim: usize,
     /// EPS only: precondition every pixel by its own pivot noise level `diag(Σ*)` (see
     /// [`super::unet`]); `false` uses the sampler's σ for every pixel, as EDM does (ablation).
     #[serde(default = "yes")]
     pub pixel_precond: bool,
+    /// EPS only: the preconditioning's data prior is centred on the observation image (the
+    /// classical reconstruction of `x0` from `y`) instead of 0, so the denoiser is
+    /// `c_skip μ* + (1 − c_skip) obs + c_out F` (see [`super::unet`]).
+    #[serde(default)]
+    pub obs_base: bool,
     /// Data standard deviation σ_data of the EDM preconditioning (0.5 for images in [-1, 1]).
     pub sigma_data: f64,
 }
@@ -49,8 +59,10 @@ impl Default for UNetConfig {
             mid_blocks: 2,
             attention: true,
             head_dim: 32,
+            head: 32,
             emb_dim: 128,
             pixel_precond: true,
+            obs_base: false,
             sigma_data: 0.5,
         }
     }
@@ -68,6 +80,7 @@ impl UNetConfig {
             channels: vec![16, 24],
             mid_blocks: 1,
             head_dim: 8,
+            head: 8,
             emb_dim: 32,
             ..Self::default()
         }
@@ -79,6 +92,7 @@ impl UNetConfig {
     pub fn with_condition(&self) -> Self {
         Self {
             cond_channels: self.image_channels + 1,
+            obs_base: true,
             ..self.clone()
         }
     }
@@ -99,6 +113,13 @@ impl UNetConfig {
                 "conditioning channels",
                 self.cond_channels.to_string(),
                 "must be 0 (prior) or the image channels + 1 (EPS: observation and noise level)",
+            );
+        }
+        if self.obs_base && self.cond_channels == 0 {
+            return bad(
+                "obs_base",
+                "true".into(),
+                "only an EPS network (with an observation) can centre on the observation",
             );
         }
         if self.unshuffle == 0 || self.unshuffle > 8 {
@@ -132,6 +153,9 @@ impl UNetConfig {
                 self.head_dim.to_string(),
                 "must divide the coarsest level's channels",
             );
+        }
+        if self.head > 1024 {
+            return bad("head", self.head.to_string(), "at most 1024 channels");
         }
         if self.emb_dim < 4 || !self.emb_dim.is_multiple_of(2) || self.emb_dim > 4096 {
             return bad(
@@ -202,6 +226,12 @@ impl UNetConfig {
                 c = prev;
             }
         }
-        total + conv(c, self.image_channels * r * r, 3, px)
+        total += conv(c, self.image_channels * r * r, 3, px);
+        if self.head > 0 {
+            let full = h * w;
+            let cin = 2 * self.image_channels + self.cond_channels + 1;
+            total += conv(cin, self.head, 3, full) + conv(self.head, self.image_channels, 3, full);
+        }
+        total
     }
 }

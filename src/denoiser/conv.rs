@@ -21,6 +21,22 @@ use crate::Result;
 /// Unfolded elements per band when sampling without gradients (16 MiB of f32).
 const BAND_ELEMENTS: usize = 4 << 20;
 
+/// When set, convolutions and the fused activations use candle's own operations instead (same
+/// results up to rounding): the reference `eps-studio bench --train` measures the speed-up
+/// against. Off unless a benchmark turns it on.
+static REFERENCE_OPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches every convolution and fused activation to candle's own operations (`true`) or back
+/// to the GEMM-backed and fused ones (`false`, the default). For benchmarks.
+pub fn use_reference_ops(on: bool) {
+    REFERENCE_OPS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`use_reference_ops`] is on.
+pub fn reference_ops() -> bool {
+    REFERENCE_OPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Geometry of a square-kernel convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geometry {
@@ -306,7 +322,7 @@ impl Conv {
         let g = self.g;
         let (oh, ow) = (g.out_len(h), g.out_len(w));
         let cout = self.weight.dim(0)?;
-        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) || reference_ops() {
             let y = x
                 .permute((0, 3, 1, 2))?
                 .conv2d(&self.weight, g.pad, g.stride, 1, 1)?

@@ -11,9 +11,18 @@
 //! (`s = σ` everywhere) this is exactly the scalar preconditioning; for blur and
 //! super-resolution `diag(Σ*)` is constant, one effective noise level.
 //!
-//! The EPS input is `[c_in μ*, obs, ln(s)/4]`: the observation image (masked `y`,
-//! nearest-upsampled `y` or blurred `y`, eps-method.md §4) and the per-pixel noise level, so an
-//! observed mid-grey pixel and a hidden pixel never look alike.
+//! The EPS input is `[c_in μ*, obs, ln(s)/4]`: the observation image — a classical
+//! reconstruction of `x0` from `y` alone (the biharmonic fill of a hole, a Wiener
+//! deconvolution, bicubic upsampling; [`crate::inverse::Problem::observation`]) — and the
+//! per-pixel noise level, so an observed mid-grey pixel and a hidden pixel never look alike.
+//!
+//! **Centred on the observation** (`obs_base`). EDM's `c_skip` is the optimal linear denoiser
+//! for data `~ N(0, σ_d²)`. An EPS network knows more than 0 about each pixel before it looks:
+//! the observation image. Centring that Gaussian on it gives
+//! `D = c_skip μ* + (1 − c_skip) obs + c_out F(…)`: a hole at σ = 80 starts from the classical
+//! fill rather than from grey, and `F` learns what the classical reconstruction misses. An EPS
+//! network widened from a prior starts with `F = 0` (its output layers zeroed), i.e. exactly this
+//! Gaussian denoiser, so fine-tuning starts at the classical reference and improves on it.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -42,6 +51,7 @@ pub struct UNet {
     up: Vec<Vec<ResBlock>>,
     upsample: Vec<Upsample>,
     output: Conv,
+    head: Option<(Conv, Conv)>,
 }
 
 impl UNet {
@@ -114,6 +124,22 @@ impl UNet {
             up,
             upsample,
             output: Conv::new(c, cfg.image_channels * r2, 3, 1, 1, vb.pp("output"))?,
+            head: (cfg.head > 0)
+                .then(|| -> Result<(Conv, Conv)> {
+                    let cin = 2 * cfg.image_channels + cfg.cond_channels + 1;
+                    Ok((
+                        Conv::new(cin, cfg.head, 3, 1, 1, vb.pp("head").pp("conv1"))?,
+                        Conv::new(
+                            cfg.head,
+                            cfg.image_channels,
+                            3,
+                            1,
+                            1,
+                            vb.pp("head").pp("out"),
+                        )?,
+                    ))
+                })
+                .transpose()?,
         })
     }
 
@@ -126,9 +152,10 @@ impl UNet {
     /// [`UNetConfig::size_multiple`], and `c_noise`: `[B]`.
     pub fn forward(&self, x: &Tensor, c_noise: &Tensor) -> Result<Tensor> {
         let emb = self.embed.forward(c_noise)?;
+        let x = to_channels_last(x)?;
         let mut h = self
             .input
-            .forward(&pixel_unshuffle(&to_channels_last(x)?, self.cfg.unshuffle)?)?;
+            .forward(&pixel_unshuffle(&x, self.cfg.unshuffle)?)?;
         let mut skips = Vec::new();
         for (l, blocks) in self.down.iter().enumerate() {
             for block in blocks {
@@ -163,7 +190,20 @@ impl UNet {
             }
         }
         let h = self.output.forward(&super::fused::silu(&h)?)?;
-        to_channels_first(&pixel_shuffle(&h, self.cfg.unshuffle)?)
+        let mut f = pixel_shuffle(&h, self.cfg.unshuffle)?;
+        if let Some((conv1, out)) = &self.head {
+            // [coarse estimate, c_noise, input]: the input last, so an EPS network widened from
+            // a prior keeps its channel order with the new conditioning channels at the end. The
+            // noise level lets the head pass pixel detail at low σ and block it at high σ.
+            let (b, hh, ww, _) = f.dims4()?;
+            let level = c_noise
+                .reshape((b, 1, 1, 1))?
+                .broadcast_as((b, hh, ww, 1))?
+                .to_dtype(f.dtype())?;
+            let z = conv1.forward(&Tensor::cat(&[&f, &level, &x], 3)?)?;
+            f = (&f + out.forward(&super::fused::silu(&z)?)?)?;
+        }
+        to_channels_first(&f)
     }
 }
 
@@ -290,6 +330,7 @@ impl EdmDenoiser {
         )?
         .to_dtype(dtype)?;
         let sd = cfg.sigma_data;
+        let mut base = None;
         let (p, input) = match (cfg.cond_channels, cond) {
             (0, None) => {
                 let var = Tensor::from_vec(
@@ -343,6 +384,10 @@ impl EdmDenoiser {
                 let p = Precond::from_variance(&var, sd)?;
                 let scaled = x.broadcast_mul(&p.input.to_dtype(dtype)?)?;
                 let obs = cond.obs.to_dtype(dtype)?.broadcast_as((b, k_obs, h, w))?;
+                if cfg.obs_base {
+                    let weight = p.skip.affine(-1.0, 1.0)?.to_dtype(dtype)?;
+                    base = Some(obs.broadcast_mul(&weight)?);
+                }
                 // ln(s)/4 = ln(s²)/8, on the scale of c_noise.
                 let level = var
                     .to_dtype(DType::F32)?
@@ -354,8 +399,12 @@ impl EdmDenoiser {
             }
         };
         let f = self.net.forward(&input, &c_noise)?;
-        Ok((x.broadcast_mul(&p.skip.to_dtype(dtype)?)?
-            + f.broadcast_mul(&p.out.to_dtype(dtype)?)?)?)
+        let d = (x.broadcast_mul(&p.skip.to_dtype(dtype)?)?
+            + f.broadcast_mul(&p.out.to_dtype(dtype)?)?)?;
+        Ok(match base {
+            Some(base) => (d + base)?,
+            None => d,
+        })
     }
 
     /// [`Self::forward`] for any H and W: reflect-pads up to the size multiple and crops back.

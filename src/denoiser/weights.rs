@@ -182,19 +182,44 @@ impl ModelFile {
         }
         let config = self.config.with_condition();
         let mut tensors = self.tensors.clone();
-        let w = tensors
-            .get("input.weight")
-            .ok_or_else(|| Error::Unsupported("weights lack input.weight".into()))?;
-        let (out, cin, kh, kw) = w.dims4()?;
+        // Every layer that reads the input gets zero weights for the new channels, appended last:
+        // the unshuffled input convolution (r² per channel) and the full-resolution head.
         let r2 = config.unshuffle * config.unshuffle;
-        let extra = Tensor::zeros(
-            (out, config.cond_channels * r2, kh, kw),
-            w.dtype(),
-            w.device(),
-        )?;
-        let widened = Tensor::cat(&[w, &extra], 1)?;
-        debug_assert_eq!(cin + config.cond_channels * r2, widened.dim(1)?);
-        tensors.insert("input.weight".into(), widened);
+        let mut widen = |name: &str, extra_channels: usize| -> Result<()> {
+            let w = tensors
+                .get(name)
+                .ok_or_else(|| Error::Unsupported(format!("weights lack {name}")))?;
+            let (out, _, kh, kw) = w.dims4()?;
+            let extra = Tensor::zeros((out, extra_channels, kh, kw), w.dtype(), w.device())?;
+            let widened = Tensor::cat(&[w, &extra], 1)?;
+            tensors.insert(name.into(), widened);
+            Ok(())
+        };
+        widen("input.weight", config.cond_channels * r2)?;
+        if config.head > 0 {
+            widen("head.conv1.weight", config.cond_channels)?;
+        }
+        // Centred on the observation, the network starts with F = 0: exactly the Gaussian
+        // denoiser around the classical reconstruction (see `super::unet`).
+        if config.obs_base {
+            let last: &[&str] = if config.head > 0 {
+                &[
+                    "output.weight",
+                    "output.bias",
+                    "head.out.weight",
+                    "head.out.bias",
+                ]
+            } else {
+                &["output.weight", "output.bias"]
+            };
+            for name in last {
+                let w = tensors
+                    .get(*name)
+                    .ok_or_else(|| Error::Unsupported(format!("weights lack {name}")))?;
+                let zero = w.zeros_like()?;
+                tensors.insert((*name).into(), zero);
+            }
+        }
         let mut notes = self.notes.clone();
         notes.insert(
             "eps_studio.initialised_from".into(),
@@ -202,6 +227,68 @@ impl ModelFile {
         );
         Ok(Self {
             kind: ModelKind::Eps,
+            config,
+            tensors,
+            notes,
+        })
+    }
+
+    /// The same network with a full-resolution head of `channels` channels added (see
+    /// [`UNetConfig::head`]): its first layer drawn from `seed` (LeCun normal), its last layer
+    /// zero, so the grown network computes exactly what this one does until it trains further.
+    pub fn with_head(&self, channels: usize, seed: u64) -> Result<Self> {
+        use rand::SeedableRng as _;
+        use rand_distr::{Distribution as _, StandardNormal};
+        if self.config.head != 0 {
+            return Err(Error::Unsupported(format!(
+                "the network already has a {}-channel head",
+                self.config.head
+            )));
+        }
+        let config = UNetConfig {
+            head: channels,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        let c = config.image_channels;
+        let cin = 2 * c + config.cond_channels + 1;
+        let device = self
+            .tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let std = (1.0 / (cin * 9) as f64).sqrt();
+        let w: Vec<f32> = (0..channels * cin * 9)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                (z * std) as f32
+            })
+            .collect();
+        let mut tensors = self.tensors.clone();
+        tensors.insert(
+            "head.conv1.weight".into(),
+            Tensor::from_vec(w, (channels, cin, 3, 3), &device)?,
+        );
+        tensors.insert(
+            "head.conv1.bias".into(),
+            Tensor::zeros(channels, DType::F32, &device)?,
+        );
+        tensors.insert(
+            "head.out.weight".into(),
+            Tensor::zeros((c, channels, 3, 3), DType::F32, &device)?,
+        );
+        tensors.insert(
+            "head.out.bias".into(),
+            Tensor::zeros(c, DType::F32, &device)?,
+        );
+        let mut notes = self.notes.clone();
+        notes.insert(
+            "eps_studio.head_added".into(),
+            format!("{channels}-channel full-resolution head added to a trained network"),
+        );
+        Ok(Self {
+            kind: self.kind,
             config,
             tensors,
             notes,

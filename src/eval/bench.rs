@@ -142,6 +142,57 @@ pub fn forward_time(net: &Network, batch: usize, size: usize, repeats: usize) ->
     Ok(median(v))
 }
 
+/// Training throughput of the prior stage for one architecture: the median wall time of a step
+/// of `batch` crops of `crop²` pixels (after two warm-up steps), with the GEMM-backed
+/// convolutions and fused activations or, with `reference`, candle's own operations (the same
+/// results up to rounding).
+pub fn training_step_time(
+    model: &UNetConfig,
+    photos: &crate::train::data::PhotoSet,
+    batch: usize,
+    crop: usize,
+    steps: usize,
+    reference: bool,
+) -> Result<f64> {
+    use crate::train::{Stage, TrainConfig, train};
+    let dir = std::env::temp_dir().join(format!(
+        "eps-studio-bench-train-{}-{}",
+        std::process::id(),
+        u8::from(reference)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = TrainConfig {
+        stage: Stage::Prior,
+        model: model.clone(),
+        steps: steps.max(3) + 2,
+        batch,
+        crop,
+        crop_mix: Vec::new(),
+        val_every: usize::MAX,
+        checkpoint_every: usize::MAX,
+        val_crops_per_photo: 1,
+        ..TrainConfig::default()
+    };
+    crate::denoiser::conv::use_reference_ops(reference);
+    let mut times = Vec::new();
+    let result = train(
+        &cfg,
+        photos,
+        &dir,
+        None,
+        &candle_core::Device::Cpu,
+        &mut |log| {
+            if log.step > 2 {
+                times.push(log.step_secs);
+            }
+        },
+    );
+    crate::denoiser::conv::use_reference_ops(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(median(times))
+}
+
 /// Wall time of a whole EPS restoration with the default sampler on `problem`.
 pub fn restoration_time(eps: &Network, problem: &Problem, samples: usize) -> Result<(f64, usize)> {
     let cfg = EpsConfig::default();

@@ -140,6 +140,29 @@ pub fn denoising_curve(
         .collect()
 }
 
+/// A picture of the denoiser at work: for the first `n` crops, rows of clean crops, then for each
+/// σ of `show` the noisy crops and the prior's estimates.
+pub fn denoise_picture(
+    truth: &Tensor,
+    noisy: &[Tensor],
+    sigmas: &[f64],
+    show: &[f64],
+    prior: &Network,
+    n: usize,
+) -> Result<Vec<u8>> {
+    let n = n.min(truth.dim(0)?);
+    let mut rows = vec![truth.narrow(0, 0, n)?];
+    for s in show {
+        let Some(k) = sigmas.iter().position(|v| (v - s).abs() < 1e-12) else {
+            continue;
+        };
+        let x = noisy[k].narrow(0, 0, n)?;
+        rows.push(x.clone());
+        rows.push(Denoiser::denoise(prior, &x, *s)?);
+    }
+    grid_png(&Tensor::cat(&rows, 0)?.clamp(-1.0, 1.0)?, n)
+}
+
 /// A stable fingerprint of a batch of crops (FNV-1a of their 8-bit values), so a stored CBM3D
 /// measurement is only used for the crops it was made on.
 pub fn fingerprint(truth: &Tensor) -> Result<String> {
@@ -371,25 +394,41 @@ pub fn fit_long_side(img: &RgbImage, long: usize) -> RgbImage {
     crate::restore::resize::area(img, w, h)
 }
 
+/// What every suite run shares: the networks, the measurement noise, the seed, and the LPIPS
+/// network when there is one.
+#[derive(Clone, Copy)]
+pub struct Suite<'a> {
+    /// The networks.
+    pub models: &'a Models,
+    /// Measurement noise σ_y.
+    pub sigma_y: f64,
+    /// Seed of masks, noise and samplers.
+    pub seed: u64,
+    /// LPIPS (AlexNet), when loaded.
+    pub lpips: Option<&'a Lpips>,
+}
+
 /// Runs the fill suite: for each photo, `per_photo` object-sized masks (2–5% of the photo),
 /// restored by every contender through [`restore`], scored on the hole.
-#[allow(clippy::too_many_arguments)]
 pub fn fill_suite(
+    suite: &Suite<'_>,
     photos: &[(String, RgbImage)],
     per_photo: usize,
-    models: &Models,
     contenders: &[Contender],
-    sigma_y: f64,
-    seed: u64,
-    lpips: Option<&Lpips>,
     on_case: &mut dyn FnMut(&str),
 ) -> Result<(Vec<FillRow>, Vec<FillCase>)> {
+    let Suite {
+        models,
+        sigma_y,
+        seed,
+        lpips,
+    } = *suite;
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
     let mut counts = vec![0usize; contenders.len()];
     for (p, (name, photo)) in photos.iter().enumerate() {
         for k in 0..per_photo {
-            let mut rng = StdRng::seed_from_u64(seed ^ ((p * 1000 + k) as u64 + 1) * 0x51_7CC1);
+            let mut rng = StdRng::seed_from_u64(seed ^ (((p * 1000 + k) as u64 + 1) * 0x51_7CC1));
             let fill = object_mask(photo.width, photo.height, (0.02, 0.05), &mut rng);
             let deg = Degradation::Inpaint { fill: fill.clone() };
             let sim =
@@ -573,15 +612,18 @@ pub struct RestoreRow {
 /// EPS samples and posterior mean, against the measurement itself (blur), a tuned Wiener filter
 /// (blur) and bicubic upsampling (SR).
 pub fn restore_suite(
+    suite: &Suite<'_>,
     crops: &[RgbImage],
     deg: &Degradation,
-    models: &Models,
     samples: usize,
-    sigma_y: f64,
-    seed: u64,
-    lpips: Option<&Lpips>,
     on_case: &mut dyn FnMut(&str),
 ) -> Result<(Vec<RestoreRow>, Vec<RestoreCase>)> {
+    let Suite {
+        models,
+        sigma_y,
+        seed,
+        lpips,
+    } = *suite;
     let mut cases = Vec::new();
     let sims = crops
         .iter()

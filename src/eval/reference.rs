@@ -10,24 +10,16 @@
 
 use std::sync::Arc;
 
+use crate::inverse::classical::{bicubic_plane, biharmonic_plane};
 use crate::inverse::pad::{Padding, crop, reflect_pad};
 use crate::inverse::{Blur, Kernel, LinearOperator};
 use crate::photo::RgbImage;
 use crate::restore::{from_tensor, to_tensor};
 use crate::{Error, Result};
 
-/// Conjugate-gradient iterations per pyramid level of [`biharmonic_fill`], and the relative
-/// residual at which a level stops early.
-const CG_ITERATIONS: usize = 400;
-const CG_TOLERANCE: f64 = 1e-7;
-
 /// Fills the pixels where `fill` is true so that the result is biharmonic there (smoothest
-/// continuation of the surroundings); every other pixel is returned unchanged.
-///
-/// Solved per channel by conjugate gradients on the normal equations of
-/// `min Σ_p (Δu)(p)²` over the hidden pixels (`p` ranging over interior pixels whose stencil
-/// touches the hole), started from the solution at half resolution so large holes converge in a
-/// few hundred iterations.
+/// continuation of the surroundings, per channel, see
+/// [`crate::inverse::classical::biharmonic_plane`]); every other pixel is returned unchanged.
 pub fn biharmonic_fill(img: &RgbImage, fill: &[bool]) -> Result<RgbImage> {
     let (w, h) = (img.width, img.height);
     if fill.len() != w * h {
@@ -50,7 +42,7 @@ pub fn biharmonic_fill(img: &RgbImage, fill: &[bool]) -> Result<RgbImage> {
     let mut out = img.clone();
     for c in 0..3 {
         let plane: Vec<f64> = (0..w * h).map(|i| f64::from(img.data[i * 3 + c])).collect();
-        let solved = solve_level(&plane, fill, w, h);
+        let solved = biharmonic_plane(&plane, fill, w, h);
         for (i, v) in solved.into_iter().enumerate() {
             if fill[i] {
                 out.data[i * 3 + c] = v as f32;
@@ -58,118 +50,6 @@ pub fn biharmonic_fill(img: &RgbImage, fill: &[bool]) -> Result<RgbImage> {
         }
     }
     Ok(out)
-}
-
-/// One channel: a coarse solution as the starting point, then CG at this resolution.
-fn solve_level(plane: &[f64], fill: &[bool], w: usize, h: usize) -> Vec<f64> {
-    let hidden: Vec<usize> = (0..w * h).filter(|&i| fill[i]).collect();
-    let mut u = plane.to_vec();
-    // Starting point: the half-resolution solution, or the mean of the known pixels.
-    if w >= 12 && h >= 12 && hidden.len() > 64 {
-        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-        let mut cplane = vec![0.0; cw * ch];
-        let mut cfill = vec![false; cw * ch];
-        for cy in 0..ch {
-            for cx in 0..cw {
-                let (mut s, mut n, mut any_hidden) = (0.0, 0, false);
-                for y in 2 * cy..(2 * cy + 2).min(h) {
-                    for x in 2 * cx..(2 * cx + 2).min(w) {
-                        if fill[y * w + x] {
-                            any_hidden = true;
-                        } else {
-                            s += plane[y * w + x];
-                            n += 1;
-                        }
-                    }
-                }
-                cfill[cy * cw + cx] = any_hidden;
-                cplane[cy * cw + cx] = if n > 0 { s / n as f64 } else { 0.0 };
-            }
-        }
-        if cfill.iter().any(|&f| !f) {
-            let coarse = solve_level(&cplane, &cfill, cw, ch);
-            for &i in &hidden {
-                let (x, y) = (i % w, i / w);
-                u[i] = coarse[(y / 2).min(ch - 1) * cw + (x / 2).min(cw - 1)];
-            }
-        }
-    } else {
-        let known: Vec<f64> = (0..w * h).filter(|&i| !fill[i]).map(|i| plane[i]).collect();
-        let mean = known.iter().sum::<f64>() / known.len().max(1) as f64;
-        for &i in &hidden {
-            u[i] = mean;
-        }
-    }
-    // Interior pixels whose 5-point stencil touches the hole: the terms of the energy.
-    let interior = |i: usize| {
-        let (x, y) = (i % w, i / w);
-        x > 0 && y > 0 && x + 1 < w && y + 1 < h
-    };
-    let stencil = |i: usize| [i, i - 1, i + 1, i - w, i + w];
-    let mut touches = vec![false; w * h];
-    for &i in &hidden {
-        let (x, y) = (i % w, i / w);
-        for (dx, dy) in [(0i64, 0i64), (-1, 0), (1, 0), (0, -1), (0, 1)] {
-            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-            if nx >= 0 && ny >= 0 && (nx as usize) < w && (ny as usize) < h {
-                let j = ny as usize * w + nx as usize;
-                if interior(j) {
-                    touches[j] = true;
-                }
-            }
-        }
-    }
-    let terms: Vec<usize> = (0..w * h).filter(|&i| touches[i]).collect();
-    let laplacian = |v: &[f64], p: usize| -> f64 {
-        let s = stencil(p);
-        v[s[1]] + v[s[2]] + v[s[3]] + v[s[4]] - 4.0 * v[s[0]]
-    };
-    // Gradient of ½Σ(Δu)² with respect to the hidden pixels, scattered into a full image.
-    let grad = |v: &[f64], out: &mut [f64]| {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for &p in &terms {
-            let l = laplacian(v, p);
-            let s = stencil(p);
-            out[s[0]] -= 4.0 * l;
-            for &q in &s[1..] {
-                out[q] += l;
-            }
-        }
-    };
-    // CG on M z = −g(u0) where M is the (linear) Hessian restricted to the hidden pixels.
-    let mut g = vec![0.0; w * h];
-    grad(&u, &mut g);
-    let mut r: Vec<f64> = hidden.iter().map(|&i| -g[i]).collect();
-    let mut d = r.clone();
-    let mut rr: f64 = r.iter().map(|v| v * v).sum();
-    let start = rr.sqrt().max(1e-30);
-    let mut dir = vec![0.0; w * h];
-    let mut md = vec![0.0; w * h];
-    for _ in 0..CG_ITERATIONS {
-        if rr.sqrt() <= CG_TOLERANCE * start {
-            break;
-        }
-        for (k, &i) in hidden.iter().enumerate() {
-            dir[i] = d[k];
-        }
-        grad(&dir, &mut md);
-        let dmd: f64 = hidden.iter().enumerate().map(|(k, &i)| d[k] * md[i]).sum();
-        if dmd <= 0.0 {
-            break;
-        }
-        let a = rr / dmd;
-        for (k, &i) in hidden.iter().enumerate() {
-            u[i] += a * d[k];
-            r[k] -= a * md[i];
-        }
-        let rr_new: f64 = r.iter().map(|v| v * v).sum();
-        let beta = rr_new / rr;
-        for (dk, rk) in d.iter_mut().zip(&r) {
-            *dk = rk + beta * *dk;
-        }
-        rr = rr_new;
-    }
-    u
 }
 
 /// `(KᵀK + ε I)⁻¹ Kᵀ y`: Wiener deconvolution with a constant noise-to-signal ratio `eps`, on
@@ -205,50 +85,15 @@ pub fn best_wiener(pairs: &[(&RgbImage, &RgbImage)], kernel: &Kernel) -> Result<
     Ok(best)
 }
 
-/// Keys' cubic convolution kernel with a = −0.5 (Catmull–Rom).
-fn cubic(t: f64) -> f64 {
-    let t = t.abs();
-    if t <= 1.0 {
-        1.5 * t * t * t - 2.5 * t * t + 1.0
-    } else if t < 2.0 {
-        -0.5 * t * t * t + 2.5 * t * t - 4.0 * t + 2.0
-    } else {
-        0.0
-    }
-}
-
-/// Bicubic upsampling by an integer `factor`: output pixel `o` samples the input at
-/// `(o + 0.5)/factor − 0.5`, edges clamped.
+/// Bicubic upsampling by an integer `factor` (see
+/// [`crate::inverse::classical::bicubic_plane`]), clipped to `[0, 1]`.
 pub fn bicubic_upsample(y: &RgbImage, factor: usize) -> RgbImage {
-    let (w, h) = (y.width * factor, y.height * factor);
-    let taps = |o: usize, n_in: usize| -> [(usize, f64); 4] {
-        let src = (o as f64 + 0.5) / factor as f64 - 0.5;
-        let base = src.floor();
-        let mut t = [(0usize, 0.0f64); 4];
-        for (k, tap) in t.iter_mut().enumerate() {
-            let i = base as i64 - 1 + k as i64;
-            *tap = (i.clamp(0, n_in as i64 - 1) as usize, cubic(src - i as f64));
-        }
-        t
-    };
-    let xs: Vec<_> = (0..w).map(|x| taps(x, y.width)).collect();
-    let ys: Vec<_> = (0..h).map(|r| taps(r, y.height)).collect();
-    let mut out = RgbImage::new(w, h);
-    for (oy, yt) in ys.iter().enumerate() {
-        for (ox, xt) in xs.iter().enumerate() {
-            let mut acc = [0.0f64; 3];
-            for &(iy, wy) in yt {
-                for &(ix, wx) in xt {
-                    let p = y.pixel(ix, iy);
-                    for (a, v) in acc.iter_mut().zip(p) {
-                        *a += wy * wx * f64::from(v);
-                    }
-                }
-            }
-            let o = (oy * w + ox) * 3;
-            for (d, a) in out.data[o..o + 3].iter_mut().zip(acc) {
-                *d = (a as f32).clamp(0.0, 1.0);
-            }
+    let (w, h) = (y.width, y.height);
+    let mut out = RgbImage::new(w * factor, h * factor);
+    for c in 0..3 {
+        let plane: Vec<f64> = (0..w * h).map(|i| f64::from(y.data[i * 3 + c])).collect();
+        for (i, v) in bicubic_plane(&plane, w, h, factor).into_iter().enumerate() {
+            out.data[i * 3 + c] = (v as f32).clamp(0.0, 1.0);
         }
     }
     out
@@ -296,6 +141,34 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(err < 1e-4, "max error {err}");
+        Ok(())
+    }
+
+    /// Holes that reach the border or a corner are filled within the range of what surrounds
+    /// them (the fill is smooth; it never runs off to values the photo does not have).
+    #[test]
+    fn holes_at_the_border_stay_within_the_photos_range() -> Result<()> {
+        let (w, h) = (64, 48);
+        let truth = ramp(w, h, |x, y| {
+            0.4 * (x * 0.21).sin() * (y * 0.13).cos() + 0.1 * (x * 0.05 + y * 0.07).sin()
+        });
+        let holes: [&dyn Fn(usize, usize) -> bool; 3] = [
+            &|x, y| x < 20 && (10..30).contains(&y),
+            &|x, y| x + y < 30,
+            &|x, y| y + 12 >= h && (5..60).contains(&x) || (x + 6 >= w),
+        ];
+        for (k, hole) in holes.iter().enumerate() {
+            let fill: Vec<bool> = (0..w * h).map(|i| hole(i % w, i / w)).collect();
+            let filled = biharmonic_fill(&truth, &fill)?;
+            let (lo, hi) = filled
+                .data
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            assert!(
+                lo > -1.0 && hi < 1.0,
+                "hole {k}: fill ranges over [{lo}, {hi}], the photo over [-0.5, 0.5]"
+            );
+        }
         Ok(())
     }
 

@@ -188,6 +188,9 @@ pub struct EvalRow {
     pub secs_per_sample: f64,
     /// Images evaluated.
     pub images: usize,
+    /// Inpainting only: scores on the hole alone, means over samples (the texture ratio over
+    /// samples where the eroded hole is not empty; NaN for scattered random-pixel masks).
+    pub hole: Option<super::holes::HoleScores>,
 }
 
 /// The measured problem of one image: its operator and measurement.
@@ -290,11 +293,89 @@ pub fn evaluate(
                 secs,
             )?;
             row.features = feature_scores(&cfg.features, &samples, truth, cfg.samples)?;
+            if cases[0].op.kind() == OperatorKind::Mask {
+                row.hole = Some(hole_means(
+                    &cases,
+                    &samples,
+                    truth,
+                    cfg.samples,
+                    cfg.features.alex.as_ref(),
+                )?);
+            }
             on_row(&row);
             rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// Mean hole scores of `samples` (`[N·S, C, H, W]`, image-major) over every case's hidden pixels.
+fn hole_means(
+    cases: &[Case],
+    samples: &Tensor,
+    truth: &Tensor,
+    s: usize,
+    lpips: Option<&Lpips>,
+) -> Result<super::holes::HoleScores> {
+    use crate::restore::from_tensor;
+    let (_, _, h, w) = truth.dims4()?;
+    let ones = Tensor::ones((1, 1, h, w), DType::F32, &Device::Cpu)?;
+    let (mut p, mut q, mut l, mut t) = (0.0, 0.0, 0.0, 0.0);
+    let (mut n, mut nl, mut nt) = (0usize, 0usize, 0usize);
+    for (i, case) in cases.iter().enumerate() {
+        let m: Vec<f32> = case.op.forward(&ones)?.flatten_all()?.to_vec1()?;
+        let fill: Vec<bool> = m.iter().map(|&v| v == 0.0).collect();
+        if !fill.iter().any(|&f| f) {
+            continue;
+        }
+        let truth_img = from_tensor(truth, i)?;
+        for k in 0..s {
+            let img = from_tensor(samples, i * s + k)?;
+            let sc = super::holes::hole_scores(&img, &truth_img, &fill, lpips)?;
+            p += sc.psnr;
+            q += sc.ssim;
+            n += 1;
+            if let Some(v) = sc.lpips {
+                l += v;
+                nl += 1;
+            }
+            if sc.texture_ratio.is_finite() {
+                t += sc.texture_ratio;
+                nt += 1;
+            }
+        }
+    }
+    let k = n.max(1) as f64;
+    Ok(super::holes::HoleScores {
+        psnr: p / k,
+        ssim: q / k,
+        lpips: (nl > 0).then(|| l / nl as f64),
+        texture_ratio: if nt > 0 { t / nt as f64 } else { f64::NAN },
+    })
+}
+
+/// The hole-only scores of the inpainting rows as a markdown table.
+pub fn holes_markdown(rows: &[EvalRow]) -> String {
+    let mut s = String::from(
+        "| task | method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS-Alex ↓ | texture ratio (1 = natural) |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let Some(h) = &r.hole else { continue };
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.3} | {} | {} |\n",
+            r.task,
+            r.method,
+            h.psnr,
+            h.ssim,
+            h.lpips.map_or("–".into(), |v| format!("{v:.3}")),
+            if h.texture_ratio.is_finite() {
+                format!("{:.2}", h.texture_ratio)
+            } else {
+                "–".into()
+            }
+        ));
+    }
+    s
 }
 
 /// Scores `samples` (`[N·S, C, H, W]`, image-major) against `truth` (`[N, C, H, W]`).
@@ -336,6 +417,7 @@ fn score(
         features: FeatureScores::default(),
         secs_per_sample: secs / (n * s) as f64,
         images: n,
+        hole: None,
     })
 }
 

@@ -192,7 +192,7 @@ impl<O: LinearOperator> LinearOperator for CgOperator<O> {
         )))
     }
 
-    fn observation(&self, y: &Tensor) -> Result<Tensor> {
-        self.inner.observation(y)
+    fn observation(&self, y: &Tensor, sigma_y: f64) -> Result<Tensor> {
+        self.inner.observation(y, sigma_y)
     }
 }

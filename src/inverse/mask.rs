@@ -3,6 +3,7 @@
 //! 1 on observed pixels and 0 on hidden ones.
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 use super::{Dims4, LinearOperator, OperatorKind, Structure, check_batch, dims4};
 use crate::{Error, Result};
@@ -117,6 +118,32 @@ impl LinearOperator for Mask {
 
     fn restrict_measurement(&self, y: &Tensor) -> Result<Tensor> {
         self.forward(y)
+    }
+
+    /// `y` with every hidden pixel filled by the biharmonic continuation of the observed ones
+    /// (per image and channel; zero where nothing is observed).
+    fn observation(&self, y: &Tensor, _sigma_y: f64) -> Result<Tensor> {
+        let m = self.matching(y, "mask observation")?;
+        let (b, c, h, w) = dims4(y, "mask observation")?;
+        let (mb, mc, _, _) = self.dims;
+        let yv = super::to_host_f64(&y.broadcast_mul(&m)?)?;
+        let mv = super::to_host_f64(&self.mask)?;
+        let plane = h * w;
+        let out: Vec<f64> = (0..b * c)
+            .into_par_iter()
+            .flat_map_iter(|k| {
+                let (bi, ci) = (k / c, k % c);
+                let mo = (bi.min(mb - 1) * mc + ci.min(mc - 1)) * plane;
+                let fill: Vec<bool> = mv[mo..mo + plane].iter().map(|&v| v == 0.0).collect();
+                let src = &yv[k * plane..(k + 1) * plane];
+                if fill.iter().all(|&f| f) {
+                    vec![0.0; plane]
+                } else {
+                    super::classical::biharmonic_plane(src, &fill, w, h)
+                }
+            })
+            .collect();
+        Ok(Tensor::from_vec(out, (b, c, h, w), y.device())?.to_dtype(y.dtype())?)
     }
 
     fn is_structured(&self) -> bool {

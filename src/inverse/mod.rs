@@ -10,6 +10,7 @@
 
 pub mod blur;
 pub mod cg;
+pub mod classical;
 pub mod dense;
 pub mod fft;
 pub mod kernel;
@@ -160,9 +161,13 @@ pub trait LinearOperator: Send + Sync + std::fmt::Debug {
         Ok(y.clone())
     }
 
-    /// The image-sized conditioning input the EPS network sees next to `μ*`: the masked `y`
-    /// (inpainting), the nearest-upsampled `y` (super-resolution) or the blurred `y` (deblur).
-    fn observation(&self, y: &Tensor) -> Result<Tensor> {
+    /// The image-sized conditioning input the EPS network sees next to `μ*`: a classical
+    /// reconstruction from `y` for the structured operators — the biharmonic fill of the hole
+    /// (inpainting), bicubic upsampling (super-resolution), a Wiener filter scaled to `sigma_y`
+    /// (deblurring) — and `Aᵀy` otherwise. μ* alone determines the posterior; this image only
+    /// hands the network a smooth estimate to refine where μ* is still mostly noise.
+    fn observation(&self, y: &Tensor, sigma_y: f64) -> Result<Tensor> {
+        let _ = sigma_y;
         self.adjoint(y)
     }
 }

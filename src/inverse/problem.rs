@@ -49,7 +49,7 @@ impl Problem {
         }
         ensure_finite(y, "measurement y")?;
         let y = operator.restrict_measurement(y)?;
-        let observation = operator.observation(&y)?;
+        let observation = operator.observation(&y, sigma_y)?;
         Ok(Self {
             operator,
             y,

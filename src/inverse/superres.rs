@@ -117,7 +117,15 @@ impl LinearOperator for AvgPoolSr {
         Ok(y.upsample_nearest2d(h * self.factor, w * self.factor)?)
     }
 
-    fn observation(&self, y: &Tensor) -> Result<Tensor> {
-        self.pinv(y)
+    /// Bicubic upsampling of `y`.
+    fn observation(&self, y: &Tensor, _sigma_y: f64) -> Result<Tensor> {
+        let (b, c, h, w) = dims4(y, "super-resolution observation")?;
+        let f = self.factor;
+        let host = super::to_host_f64(y)?;
+        let out: Vec<f64> = host
+            .chunks(h * w)
+            .flat_map(|plane| super::classical::bicubic_plane(plane, w, h, f))
+            .collect();
+        Ok(Tensor::from_vec(out, (b, c, h * f, w * f), y.device())?.to_dtype(y.dtype())?)
     }
 }

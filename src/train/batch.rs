@@ -169,7 +169,7 @@ pub fn eps_batch(
         let xt = (&xi + normal_like(&xi, rng)?.affine(sigma, 0.0)?)?;
         let interp = Interpolant::edm(sigma);
         mus.push(pivot(&*op, &xt, &y, interp, sigma_y)?);
-        obs.push(op.observation(&y)?);
+        obs.push(op.observation(&y, sigma_y)?);
         variances.push(pivot_variance(&*op, interp, sigma_y, (h, w), x0.device())?);
         sigmas.push(sigma);
     }

@@ -351,6 +351,9 @@ impl RunFiles {
     fn final_weights(&self) -> PathBuf {
         self.dir.join("final.safetensors")
     }
+    fn latest_weights(&self) -> PathBuf {
+        self.dir.join("latest.safetensors")
+    }
 }
 
 fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
@@ -427,7 +430,7 @@ pub fn train(
         }
     }
     let mix: f64 = cfg.crop_mix.iter().map(|(_, p)| p).sum();
-    if cfg.crop_mix.iter().any(|(_, p)| !(*p >= 0.0)) || mix > 1.0 + 1e-9 {
+    if cfg.crop_mix.iter().any(|(_, p)| p.is_nan() || *p < 0.0) || mix > 1.0 + 1e-9 {
         return Err(Error::invalid(
             "crop mix",
             format!("{:?}", cfg.crop_mix),
@@ -532,8 +535,51 @@ pub fn train(
         Ok(Some(total / val_batches.len() as f64))
     };
 
+    let base_notes = start_file
+        .as_ref()
+        .map(|f| f.notes.clone())
+        .unwrap_or_default();
+    let stage_name = match cfg.stage {
+        Stage::Prior => "prior",
+        Stage::Eps => "eps",
+    };
+    // The EMA weights as a weight file, with the run's notes.
+    let weight_file =
+        |ema: &Ema, step: usize, wall: f64, history: &[LossPoint]| -> Result<ModelFile> {
+            let mut notes = base_notes.clone();
+            notes.insert(format!("eps_studio.{stage_name}.steps"), step.to_string());
+            notes.insert(
+                format!("eps_studio.{stage_name}.wall_secs"),
+                format!("{wall:.0}"),
+            );
+            notes.insert(
+                format!("eps_studio.{stage_name}.batch"),
+                format!(
+                    "{} × {}² (crop mix {:?})",
+                    cfg.batch, cfg.crop, cfg.crop_mix
+                ),
+            );
+            if let Some(v) = history.iter().rev().find_map(|p| p.val) {
+                notes.insert(
+                    format!("eps_studio.{stage_name}.val_loss"),
+                    format!("{v:.5}"),
+                );
+            }
+            Ok(ModelFile {
+                kind: match cfg.stage {
+                    Stage::Prior => ModelKind::Prior,
+                    Stage::Eps => ModelKind::Eps,
+                },
+                config: model.clone(),
+                tensors: ema.weights().clone(),
+                notes,
+            })
+        };
+    let step_of = |history: &[LossPoint]| history.last().map_or(0, |p| p.step);
     let checkpoint =
         |step: usize, wall: f64, ema: &Ema, adam: &Adam, history: &[LossPoint]| -> Result<()> {
+            // The averaged weights so far, usable as they are (evaluation, a run cut short).
+            weight_file(ema, step, wall, history)?.save(&files.latest_weights())?;
             let params: HashMap<String, Tensor> = vars
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
@@ -659,33 +705,7 @@ pub fn train(
         }
     }
 
-    let final_val = history.iter().rev().find_map(|p| p.val);
-    let mut notes = start_file.map(|f| f.notes).unwrap_or_default();
-    let stage = match cfg.stage {
-        Stage::Prior => "prior",
-        Stage::Eps => "eps",
-    };
-    notes.insert(format!("eps_studio.{stage}.steps"), cfg.steps.to_string());
-    notes.insert(
-        format!("eps_studio.{stage}.wall_secs"),
-        format!("{wall_secs:.0}"),
-    );
-    notes.insert(
-        format!("eps_studio.{stage}.batch"),
-        format!("{} × {}²", cfg.batch, cfg.crop),
-    );
-    if let Some(v) = final_val {
-        notes.insert(format!("eps_studio.{stage}.val_loss"), format!("{v:.5}"));
-    }
-    let file = ModelFile {
-        kind: match cfg.stage {
-            Stage::Prior => ModelKind::Prior,
-            Stage::Eps => ModelKind::Eps,
-        },
-        config: model,
-        tensors: ema.weights().clone(),
-        notes,
-    };
+    let file = weight_file(&ema, step_of(&history), wall_secs, &history)?;
     file.save(&files.final_weights())?;
     Ok(file)
 }

@@ -222,8 +222,11 @@ pub fn gallery_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             if let Some(t) = &s.texture {
                 let size = t.size_vec2();
                 let scale = 64.0 / size.x.max(size.y);
-                let resp =
-                    ui.add(egui::Image::new((t.id(), size * scale)).sense(egui::Sense::click()));
+                let resp = ui.add(
+                    egui::Image::new((t.id(), size * scale))
+                        .alt_text(format!("sample with seed {}", s.seed))
+                        .sense(egui::Sense::click()),
+                );
                 if resp.clicked() {
                     pick = Some(i);
                 }
