@@ -34,7 +34,7 @@ pub enum Error {
 
     /// A blur kernel does not fit the image.
     #[error(
-        "blur kernel {kernel_h}×{kernel_w} is larger than the image {image_h}×{image_w}; use a smaller kernel or a larger image"
+        "blur kernel {kernel_w}×{kernel_h} (width×height) is larger than the image {image_w}×{image_h}; use a smaller blur or a larger image"
     )]
     KernelTooLarge {
         /// Kernel height in pixels.

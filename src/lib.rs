@@ -29,6 +29,7 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod inverse;
+pub mod limits;
 pub mod noise;
 pub mod photo;
 pub mod prior;

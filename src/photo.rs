@@ -126,7 +126,7 @@ impl Photo {
 
 /// Reads and decodes a photo file.
 pub fn load(path: &Path) -> Result<Photo> {
-    let bytes = crate::fsutil::read(path)?;
+    let bytes = crate::fsutil::read_bounded("photo", path, crate::limits::MAX_IMAGE_FILE_BYTES)?;
     let mut photo = decode(&bytes, path)?;
     photo.path = Some(path.to_owned());
     Ok(photo)
@@ -152,26 +152,57 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
             source,
         })?;
     let format = reader.format();
-    if format.is_none() {
+    let Some(format) = format else {
         return Err(Error::invalid(
             "image file",
             name.display(),
             "not a recognised image format; EPS Studio reads JPEG, PNG, WebP and TIFF",
         ));
-    }
-    if format == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+    };
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff
+    ) {
         return Err(Error::invalid(
             "image file",
             name.display(),
-            "the JPEG is damaged or truncated (its image data ends early); copy the file again from its source",
+            format!(
+                "is a {} file, a format EPS Studio does not read; convert it to PNG, JPEG, WebP or TIFF",
+                format
+                    .extensions_str()
+                    .first()
+                    .map_or("?", |e| e)
+                    .to_uppercase()
+            ),
         ));
     }
+    let format = Some(format);
+    if format == Some(ImageFormat::Jpeg) {
+        if jpeg_is_truncated(bytes) {
+            return Err(Error::invalid(
+                "image file",
+                name.display(),
+                "the JPEG is damaged or truncated (its image data ends early); copy the file again from its source",
+            ));
+        }
+        if let Some(why) = jpeg_scan_error(bytes) {
+            return Err(Error::invalid(
+                "image file",
+                name.display(),
+                format!(
+                    "the JPEG is damaged or truncated ({why}); its missing part would come out as a flat band. Copy the file again from its source"
+                ),
+            ));
+        }
+    }
     let damaged = |e: image::ImageError| {
-        Error::invalid(
-            "image file",
-            name.display(),
-            format!("the file is damaged or truncated ({e})"),
-        )
+        let why = match &e {
+            image::ImageError::Unsupported(_) => format!(
+                "uses a variant of its format EPS Studio does not read ({e}); convert it to 8- or 16-bit PNG or JPEG"
+            ),
+            _ => format!("the file is damaged or truncated ({e})"),
+        };
+        Error::invalid("image file", name.display(), why)
     };
     let mut decoder = reader.into_decoder().map_err(damaged)?;
     let (w, h) = decoder.dimensions();
@@ -225,6 +256,24 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
         icc,
         high_bit_depth,
     })
+}
+
+/// Decodes a JPEG with the strict decoder, which stops at damaged image data (a truncated scan
+/// with an end marker appended, a marker inside the scan) where the lenient one fills the rest
+/// with grey; returns what was wrong.
+fn jpeg_scan_error(bytes: &[u8]) -> Option<String> {
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    decoder
+        .decode()
+        .err()
+        .map(|e| e.to_string().trim().to_owned())
 }
 
 /// Whether a JPEG lacks its end-of-image marker after the last scan: JPEG decoders fill the
@@ -422,15 +471,9 @@ fn add_metadata(enc: &mut impl image::ImageEncoder, image: &SaveImage<'_>) {
 
 /// Saves `image` to `path` atomically. Refuses to replace an existing file unless `overwrite`.
 pub fn save(image: &SaveImage<'_>, path: &Path, format: SaveFormat, overwrite: bool) -> Result<()> {
-    if !overwrite && path.exists() {
-        return Err(Error::invalid(
-            "output file",
-            path.display(),
-            "already exists; choose another name (EPS Studio never replaces a file silently)",
-        ));
-    }
+    crate::fsutil::check_output_file(path, overwrite)?;
     let bytes = encode(image, format)?;
-    crate::fsutil::write_atomic(path, &bytes)
+    crate::fsutil::write(path, &bytes, overwrite)
 }
 
 /// `dir/stem.ext`, or `dir/stem-2.ext`, `-3`, … — the first name not taken. An empty `ext`
@@ -444,12 +487,12 @@ pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
         }
     };
     let first = name(String::new());
-    if !first.exists() {
+    if !crate::fsutil::is_taken(&first) {
         return first;
     }
     (2..)
         .map(|i| name(format!("-{i}")))
-        .find(|p| !p.exists())
+        .find(|p| !crate::fsutil::is_taken(p))
         .unwrap_or(first)
 }
 
@@ -462,7 +505,7 @@ pub fn stem_of(path: Option<&Path>) -> String {
 /// Reads an inpainting mask image: white (or any bright, opaque pixel) marks what to fill.
 /// Returns `true` for pixels to fill. The mask must be exactly `width × height`.
 pub fn load_mask(path: &Path, width: usize, height: usize) -> Result<Vec<bool>> {
-    let bytes = crate::fsutil::read(path)?;
+    let bytes = crate::fsutil::read_bounded("mask", path, crate::limits::MAX_IMAGE_FILE_BYTES)?;
     let photo = decode(&bytes, path)?;
     if photo.width() != width || photo.height() != height {
         return Err(Error::invalid(

@@ -86,7 +86,7 @@ fn bad_arguments_fail_with_a_message() {
         .unwrap();
     assert!(
         !out.status.success()
-            && String::from_utf8_lossy(&out.stderr).contains("at least 2 samples")
+            && String::from_utf8_lossy(&out.stderr).contains("--samples 1: use 2 to")
     );
 }
 

@@ -18,8 +18,9 @@ fn random_model(cfg: &UNetConfig, kind: ModelKind) -> ModelFile {
         cfg,
     )
     .unwrap();
-    // Perturb every parameter so zero-initialised layers are not special; in name order, so the
-    // weights are the same on every run.
+    // Seeded values for every parameter, in name order, so the weights are the same on every run
+    // (candle's own initialisation is unseeded) and zero-initialised layers are not special:
+    // scaled like a fan-in initialisation for matrices and kernels, around 1 for gains.
     let mut named: Vec<(String, candle_core::Var)> = varmap
         .data()
         .lock()
@@ -35,9 +36,15 @@ fn random_model(cfg: &UNetConfig, kind: ModelKind) -> ModelFile {
             let noise = randn((1, 1, 1, v.elem_count()), 100 + i as u64)
                 .reshape(v.dims())
                 .unwrap();
-            let t = (v.as_tensor().to_dtype(DType::F64).unwrap()
-                + noise.affine(0.05, 0.0).unwrap())
-            .unwrap();
+            let dims = v.dims();
+            let t = if dims.len() > 1 {
+                let fan_in: usize = dims[1..].iter().product();
+                noise.affine(1.0 / (fan_in as f64).sqrt(), 0.0).unwrap()
+            } else if k.ends_with(".bias") {
+                noise.affine(0.05, 0.0).unwrap()
+            } else {
+                noise.affine(0.05, 1.0).unwrap()
+            };
             (k.clone(), t.to_dtype(DType::F32).unwrap())
         })
         .collect();

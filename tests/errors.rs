@@ -68,7 +68,7 @@ fn kernel_larger_than_the_image_is_refused() {
         "{e}"
     );
     assert!(
-        message(&e).contains("13×13") && message(&e).contains("8×16"),
+        message(&e).contains("13×13") && message(&e).contains("16×8"),
         "{e}"
     );
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use eps_studio::backend::BackendChoice;
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
 use eps_studio::eval::restoration::MethodChoice;
@@ -14,11 +14,10 @@ use eps_studio::photo::RgbImage;
 use eps_studio::restore::{Degradation, Models, Settings};
 use eps_studio::worker::{Command, Job, JobKind, Update, Worker};
 
+/// A network with all-zero weights: deterministic (candle's own initialisation is unseeded), and
+/// the worker's behaviour, not the pictures, is what is tested here.
 fn net(cfg: &UNetConfig) -> Network {
-    let vm = VarMap::new();
-    Network::new(
-        EdmDenoiser::new(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), cfg).unwrap(),
-    )
+    Network::new(EdmDenoiser::new(VarBuilder::zeros(DType::F32, &Device::Cpu), cfg).unwrap())
 }
 
 fn worker() -> Worker {
@@ -82,24 +81,54 @@ fn streams_steps_then_finishes() {
     }
 }
 
+/// Cancelling in the middle of the first of two regions stops the job at once: no further step,
+/// no second region, a `Cancelled` answer. The cancel is issued by the waker at the third step,
+/// so where it lands does not depend on timing; every wait is bounded.
 #[test]
 fn cancel_stops_within_a_step() {
-    let mut w = worker();
-    let id = w.next_id();
-    w.send(Command::Run(job(id, RgbImage::new(32, 24), 400)));
-    // Wait for the first step, then cancel.
-    loop {
-        if let Some(Update::Step { .. }) = w.recv_timeout(Duration::from_secs(60)) {
-            break;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let armed: Arc<Mutex<Option<(eps_studio::worker::Canceller, u64)>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (a, c) = (Arc::clone(&armed), Arc::clone(&calls));
+    let models = Models::new(
+        Some(net(&UNetConfig::tiny())),
+        Some(net(&UNetConfig::tiny().with_condition())),
+        Device::Cpu,
+    );
+    let mut w = Worker::spawn(Some(models), None, BackendChoice::Cpu, move || {
+        if let Some((canceller, id)) = a.lock().unwrap().as_ref()
+            && c.fetch_add(1, Ordering::SeqCst) + 1 == 3
+        {
+            canceller.cancel_upto(*id);
         }
-    }
-    w.cancel_upto(id);
+    })
+    .unwrap();
+    // Two holes far apart: two regions of 1000 steps each.
+    let (width, height) = (160, 32);
+    let mut fill = vec![false; width * height];
+    fill[16 * width + 8] = true;
+    fill[16 * width + 150] = true;
+    let id = w.next_id();
+    let mut j = job(id, RgbImage::new(width, height), 1000);
+    j.degradation = Arc::new(Degradation::Inpaint { fill });
+    *armed.lock().unwrap() = Some((w.canceller(), id));
+    w.send(Command::Run(j));
     let (updates, end) = until_end(&w);
     assert!(matches!(end, Update::Cancelled { .. }), "{end:?}");
+    let steps: Vec<_> = updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Step { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert!(!steps.is_empty() && steps.len() <= 3, "{steps:?}");
     assert!(
-        updates.len() < 20,
-        "stopped promptly ({} more updates)",
-        updates.len()
+        steps
+            .iter()
+            .all(|at| at.region == 0 && at.regions == 2 && at.step <= 3),
+        "ran past the cancel: {steps:?}"
     );
 }
 

@@ -335,10 +335,21 @@ impl Autosave {
 
     /// Saves the document.
     pub fn save(&self, photo_path: &Path, mask: &MaskLayer) -> crate::Result<()> {
-        let mask_name = if mask.is_empty() {
+        self.save_fill(photo_path, mask.fill(), mask.width, mask.height)
+    }
+
+    /// Saves the document from a copy of the mask's pixels (for the file thread).
+    pub fn save_fill(
+        &self,
+        photo_path: &Path,
+        fill: &[bool],
+        width: usize,
+        height: usize,
+    ) -> crate::Result<()> {
+        let mask_name = if !fill.iter().any(|&f| f) {
             None
         } else {
-            let png = photo::mask_png(mask.fill(), mask.width, mask.height)?;
+            let png = photo::mask_png(fill, width, height)?;
             crate::fsutil::write_atomic(&self.dir.join("mask.png"), &png)?;
             Some("mask.png".to_owned())
         };
@@ -360,7 +371,12 @@ impl Autosave {
 
     /// The saved document, if one exists and its photo still loads.
     pub fn load(&self) -> Option<(Photo, Option<Vec<bool>>)> {
-        let bytes = std::fs::read(self.dir.join("document.json")).ok()?;
+        let bytes = crate::fsutil::read_bounded(
+            "autosave record",
+            &self.dir.join("document.json"),
+            crate::limits::MAX_SETTINGS_FILE_BYTES,
+        )
+        .ok()?;
         let record: AutosaveRecord = serde_json::from_slice(&bytes).ok()?;
         let photo = photo::load(&record.photo).ok()?;
         let mask = record

@@ -18,6 +18,8 @@ use crate::photo::{self, Photo, RgbImage, SaveFormat, SaveImage};
 use crate::restore::{self, Degradation, resize};
 use crate::worker::{Command, Job, JobKind, Update};
 
+use super::files::FileDone;
+
 /// Photos with a longer side than this get the "downscale or keep" question.
 pub const LARGE_SIDE: usize = 6000;
 
@@ -70,26 +72,27 @@ pub fn shown(ctx: &egui::Context, name: &str, img: &RgbImage) -> Shown {
 
 impl EpsApp {
     /// Opens a photo file, reporting problems in the window.
+    ///
+    /// The file is read and decoded on the file thread; the photo replaces the open one when it
+    /// arrives ([`Self::opening`] meanwhile), and a file that is not a photo leaves it alone.
     pub fn open_path(&mut self, path: &Path) {
-        match photo::load(path) {
-            Ok(p) => {
-                self.settings.last_folder = path.parent().map(Path::to_path_buf);
-                if p.width().max(p.height()) > LARGE_SIDE {
-                    self.large_photo = Some(LargePhoto { photo: p });
-                } else {
-                    self.set_photo(p);
-                }
-            }
-            Err(e) => self.error(format!("Could not open the photo: {e}")),
-        }
+        let path = path.to_owned();
+        self.opening = Some(path.clone());
+        self.files.run(move || FileDone::Opened {
+            result: photo::load(&path),
+            path,
+        });
     }
 
-    /// Opens a photo given as bytes (drag and drop without a path).
+    /// Opens a photo given as bytes (drag and drop without a path), decoded on the file thread.
     pub fn open_bytes(&mut self, bytes: &[u8], name: &str) {
-        match photo::decode(bytes, Path::new(name)) {
-            Ok(p) => self.set_photo(p),
-            Err(e) => self.error(format!("Could not open the dropped file: {e}")),
-        }
+        let bytes = bytes.to_vec();
+        let path = PathBuf::from(name);
+        self.opening = Some(path.clone());
+        self.files.run(move || FileDone::Opened {
+            result: photo::decode(&bytes, &path),
+            path,
+        });
     }
 
     /// Makes `photo` the document, with an empty mask.
@@ -278,6 +281,8 @@ impl EpsApp {
 
     /// Starts a restoration (`JobKind::Restore`) or draws more samples (`JobKind::Resample`).
     pub fn start(&mut self, kind: JobKind) {
+        // Typed or remembered values outside their controls' ranges never reach a run.
+        self.settings.sanitize();
         if !self.models_ready {
             self.error(format!(
                 "The networks are not ready: {}",
@@ -312,6 +317,17 @@ impl EpsApp {
             crate::noise::consecutive_seeds(first, n)
         };
         let truth = truth.filter(|_| kind != JobKind::Preview);
+        let estimate = restore::Estimate::new(
+            y.width,
+            y.height,
+            &degradation,
+            &self.settings.restore_settings(method),
+            seeds.len(),
+        );
+        if let Err(e) = estimate.check_memory() {
+            self.error(format!("Not started: {e}"));
+            return;
+        }
         self.send_job(kind, y, truth, degradation, method, seeds);
     }
 
@@ -347,6 +363,7 @@ impl EpsApp {
             },
             canvas,
             texture: None,
+            canvas_dirty: false,
             scale,
         });
         if kind != JobKind::Preview {
@@ -378,6 +395,90 @@ impl EpsApp {
             };
             self.apply(ctx, update);
         }
+        // However many steps arrived, the forming picture is uploaded once per frame.
+        if let Some(r) = self.running.as_mut()
+            && r.canvas_dirty
+        {
+            r.canvas_dirty = false;
+            let image = r.canvas.clone();
+            let px = image.size[0] * image.size[1];
+            match &mut r.texture {
+                Some(t) => t.set(image, PHOTO_TEXTURE),
+                None => r.texture = Some(ctx.load_texture("live", image, PHOTO_TEXTURE)),
+            }
+            self.frame_upload_px += px;
+        }
+    }
+
+    /// Applies what the file thread finished: opened photos, saves, the autosave.
+    pub(super) fn drain_files(&mut self) {
+        while let Some(done) = self.files.try_recv() {
+            match done {
+                FileDone::Opened { path, result } => {
+                    if self.opening.as_ref() == Some(&path) {
+                        self.opening = None;
+                    }
+                    match result {
+                        Ok(p) => {
+                            if p.path.is_some() {
+                                self.settings.last_folder = path.parent().map(Path::to_path_buf);
+                            }
+                            if p.width().max(p.height()) > LARGE_SIDE {
+                                self.large_photo = Some(LargePhoto { photo: p });
+                            } else {
+                                self.set_photo(p);
+                            }
+                        }
+                        Err(e) => self.error(format!("Could not open the photo: {e}")),
+                    }
+                }
+                FileDone::Saved {
+                    message,
+                    reserved,
+                    folder,
+                } => {
+                    for r in &reserved {
+                        self.reserved.remove(r);
+                    }
+                    match message {
+                        Ok(m) => {
+                            if folder.is_some() {
+                                self.settings.last_folder = folder;
+                            }
+                            self.info(m);
+                        }
+                        Err(m) => self.error(m),
+                    }
+                }
+                FileDone::Autosaved(Ok(())) => {}
+                FileDone::Autosaved(Err(e)) => self.error(format!(
+                    "Autosave failed ({e}); your work is still open — save the mask with File > Export mask."
+                )),
+                FileDone::Reopened(Some((photo, mask))) => {
+                    // Only if the user has not opened something meanwhile.
+                    if self.photo.is_none() && self.opening.is_none() {
+                        let name = photo
+                            .path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        self.set_photo(photo);
+                        if let (Some(fill), Some(layer)) = (mask, self.mask.as_mut()) {
+                            layer.replace(fill);
+                        }
+                        self.info(format!(
+                            "Reopened {name} with its mask from your last session."
+                        ));
+                    }
+                }
+                FileDone::Reopened(None) => {}
+            }
+        }
+    }
+
+    /// Whether file work (opening, saving, autosave) is queued or running.
+    pub fn files_busy(&self) -> bool {
+        self.files.busy()
     }
 
     fn apply(&mut self, ctx: &egui::Context, update: Update) {
@@ -417,13 +518,7 @@ impl EpsApp {
                         0.7 * r.step_secs + 0.3 * step_secs
                     };
                     paste_scaled(&mut r.canvas, r.scale, rect, &preview);
-                    let image = r.canvas.clone();
-                    match &mut r.texture {
-                        Some(t) => t.set(image, PHOTO_TEXTURE),
-                        None => {
-                            r.texture = Some(ctx.load_texture("live", image, PHOTO_TEXTURE));
-                        }
-                    }
+                    r.canvas_dirty = true;
                 }
             }
             Update::Finished { id, restoration } if Some(id) == current => {
@@ -592,15 +687,12 @@ impl EpsApp {
         let (Some(a), Some(photo), Some(mask)) = (&self.autosave, &self.photo, &self.mask) else {
             return;
         };
-        let Some(path) = &photo.path else {
+        let Some(path) = photo.path.clone() else {
             return;
         };
-        if let Err(e) = a.save(path, mask) {
-            let msg = format!(
-                "Autosave failed ({e}); your work is still open — save the mask with File > Export mask."
-            );
-            self.error(msg);
-        }
+        let (a, fill, w, h) = (a.clone(), mask.fill().to_vec(), mask.width, mask.height);
+        self.files
+            .run(move || FileDone::Autosaved(a.save_fill(&path, &fill, w, h)));
     }
 
     /// Records a mask edit start (undo step).
@@ -648,10 +740,20 @@ impl EpsApp {
             .or_else(|| self.settings.last_folder.clone())
             .unwrap_or_else(|| PathBuf::from("."));
         let stem = photo::stem_of(photo_path.as_deref());
-        photo::free_path(&dir, &format!("{stem}.{suffix}"), ext)
+        let stem = crate::fsutil::fit_stem(&stem, suffix.len() + ext.len() + 16).to_owned();
+        let first = photo::free_path(&dir, &format!("{stem}.{suffix}"), ext);
+        if !self.reserved.contains(&first) {
+            return first;
+        }
+        // Taken by a save still queued: the next free name no queued save holds.
+        (2..)
+            .map(|i| photo::free_path(&dir, &format!("{stem}.{suffix}-{i}"), ext))
+            .find(|p| !self.reserved.contains(p))
+            .unwrap_or(first)
     }
 
-    /// Saves the chosen sample to `path` (never over the original photo).
+    /// Saves the chosen sample to `path` (never over the original photo). Checks the request
+    /// here and encodes and writes on the file thread; `true` when the save was queued.
     pub fn save_result_to(&mut self, path: &Path) -> bool {
         let Some(photo) = &self.photo else {
             return false;
@@ -660,56 +762,50 @@ impl EpsApp {
             self.error("Nothing to save yet: run Restore first.");
             return false;
         };
-        if photo.path.as_deref() == Some(path) {
+        // A dialog may return a bare name: give it the chosen format's extension.
+        let path = if path.extension().is_none() {
+            path.with_extension(self.save_format().extension())
+        } else {
+            path.to_owned()
+        };
+        if self.is_the_photo(&path) {
             self.error(
                 "That is the original photo; EPS Studio never overwrites it. Choose another name.",
             );
             return false;
         }
-        // A dialog may return a bare name: give it the chosen format's extension.
-        let with_ext;
-        let path = if path.extension().is_none() {
-            with_ext = path.with_extension(self.save_format().extension());
-            with_ext.as_path()
-        } else {
-            path
-        };
-        let format = match SaveFormat::from_path(path, self.settings.jpeg_quality) {
+        let format = match SaveFormat::from_path(&path, self.settings.jpeg_quality) {
             Ok(f) => f,
             Err(e) => {
                 self.error(format!("Cannot save: {e}"));
                 return false;
             }
         };
-        let meta = if (sample.image.width, sample.image.height) == (photo.width(), photo.height()) {
-            photo.clone()
-        } else {
-            Photo {
-                alpha: None,
-                ..photo.clone()
+        let meta = metadata_for(photo, &sample.image);
+        let image = sample.image.clone();
+        self.reserved.insert(path.clone());
+        self.files.run(move || {
+            // The save dialog already asked about replacing an existing file.
+            let result = photo::save(&SaveImage::like(&image, &meta), &path, format, true);
+            FileDone::Saved {
+                message: result
+                    .map(|()| format!("Saved {}", path.display()))
+                    .map_err(|e| format!("Could not save: {e}")),
+                folder: path.parent().map(Path::to_path_buf),
+                reserved: vec![path],
             }
-        };
-        // The save dialog already asked about replacing an existing file.
-        match photo::save(&SaveImage::like(&sample.image, &meta), path, format, true) {
-            Ok(()) => {
-                self.settings.last_folder = path.parent().map(Path::to_path_buf);
-                self.info(format!("Saved {}", path.display()));
-                true
-            }
-            Err(e) => {
-                self.error(format!("Could not save: {e}"));
-                false
-            }
-        }
+        });
+        true
     }
 
-    /// Saves the chosen sample under a new name next to the photo.
+    /// Saves the chosen sample under a new name next to the photo (written on the file thread).
     pub fn quick_save(&mut self) -> Option<PathBuf> {
         let path = self.default_save_path("restored", self.save_format().extension());
         self.save_result_to(&path).then_some(path)
     }
 
-    /// Saves every sample, the mean and the uncertainty map into a new folder next to the photo.
+    /// Saves every sample, the mean and the uncertainty map into a new folder next to the photo
+    /// (written on the file thread).
     pub fn save_all(&mut self) -> Option<PathBuf> {
         let photo = self.photo.clone()?;
         let Some(results) = &self.results else {
@@ -719,74 +815,95 @@ impl EpsApp {
         let format = self.save_format();
         let dir = self.default_save_path("samples", "");
         let stem = photo::stem_of(photo.path.as_deref());
-        let result = (|| -> crate::Result<()> {
-            let meta_for = |img: &RgbImage| {
-                if (img.width, img.height) == (photo.width(), photo.height()) {
-                    photo.clone()
-                } else {
-                    Photo {
-                        alpha: None,
-                        ..photo.clone()
-                    }
+        let stem = crate::fsutil::fit_stem(&stem, 40).to_owned();
+        let samples: Vec<(u64, RgbImage)> = results
+            .samples
+            .iter()
+            .map(|s| (s.seed, s.image.clone()))
+            .collect();
+        let summary = (results.mean.clone(), results.std.clone());
+        let count = samples.len();
+        self.reserved.insert(dir.clone());
+        let folder = dir.clone();
+        self.files.run(move || {
+            let result = (|| -> crate::Result<()> {
+                crate::fsutil::prepare_output_dir(&dir)?;
+                for (seed, image) in &samples {
+                    let m = metadata_for(&photo, image);
+                    let p = dir.join(format!("{stem}.sample-{seed}.{}", format.extension()));
+                    photo::save(&SaveImage::like(image, &m), &p, format, false)?;
                 }
-            };
-            for s in &results.samples {
-                let m = meta_for(&s.image);
-                let p = dir.join(format!("{stem}.sample-{}.{}", s.seed, format.extension()));
-                photo::save(&SaveImage::like(&s.image, &m), &p, format, false)?;
+                if let (Some(mean), Some(std)) = &summary {
+                    let m = metadata_for(&photo, mean);
+                    photo::save(
+                        &SaveImage::like(mean, &m),
+                        &dir.join(format!("{stem}.mean.{}", format.extension())),
+                        format,
+                        false,
+                    )?;
+                    let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
+                    let heat = restore::heat::image(std, mean.width, mean.height, full);
+                    photo::save(
+                        &SaveImage::plain(&heat),
+                        &dir.join(format!("{stem}.uncertainty.png")),
+                        SaveFormat::Png,
+                        false,
+                    )?;
+                }
+                Ok(())
+            })();
+            FileDone::Saved {
+                message: result
+                    .map(|()| {
+                        format!(
+                            "Saved {count} samples, the mean and the uncertainty map in {}",
+                            dir.display()
+                        )
+                    })
+                    .map_err(|e| format!("Could not save everything: {e}")),
+                folder: None,
+                reserved: vec![dir],
             }
-            if let (Some(mean), Some(std)) = (&results.mean, &results.std) {
-                let m = meta_for(mean);
-                photo::save(
-                    &SaveImage::like(mean, &m),
-                    &dir.join(format!("{stem}.mean.{}", format.extension())),
-                    format,
-                    false,
-                )?;
-                let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
-                let heat = restore::heat::image(std, mean.width, mean.height, full);
-                photo::save(
-                    &SaveImage::plain(&heat),
-                    &dir.join(format!("{stem}.uncertainty.png")),
-                    SaveFormat::Png,
-                    false,
-                )?;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                self.info(format!(
-                    "Saved {} samples, the mean and the uncertainty map in {}",
-                    results.samples.len(),
-                    dir.display()
-                ));
-                Some(dir)
-            }
-            Err(e) => {
-                self.error(format!("Could not save everything: {e}"));
-                None
-            }
-        }
+        });
+        Some(folder)
     }
 
-    /// Writes the mask as a PNG (white = fill).
+    /// Whether `path` is the open photo's file, however it is spelt (relative, absolute,
+    /// through a link).
+    fn is_the_photo(&self, path: &Path) -> bool {
+        self.photo
+            .as_ref()
+            .and_then(|p| p.path.as_deref())
+            .is_some_and(|original| original == path || crate::fsutil::is_same_file(original, path))
+    }
+
+    /// Writes the mask as a PNG (white = fill) on the file thread; `true` when queued.
     pub fn export_mask(&mut self, path: &Path) -> bool {
+        if self.is_the_photo(path) {
+            self.error(
+                "That is the original photo; EPS Studio never overwrites it. Choose another name for the mask.",
+            );
+            return false;
+        }
         let Some(m) = &self.mask else {
             return false;
         };
-        let result = photo::mask_png(m.fill(), m.width, m.height)
-            .and_then(|png| crate::fsutil::write_atomic(path, &png));
-        match result {
-            Ok(()) => {
-                self.info(format!("Mask saved to {}", path.display()));
-                true
+        let (fill, w, h) = (m.fill().to_vec(), m.width, m.height);
+        let path = path.to_owned();
+        self.reserved.insert(path.clone());
+        self.files.run(move || {
+            // The save dialog already asked about replacing an existing file.
+            let result = photo::mask_png(&fill, w, h)
+                .and_then(|png| crate::fsutil::write_atomic(&path, &png));
+            FileDone::Saved {
+                message: result
+                    .map(|()| format!("Mask saved to {}", path.display()))
+                    .map_err(|e| format!("Could not save the mask: {e}")),
+                folder: None,
+                reserved: vec![path],
             }
-            Err(e) => {
-                self.error(format!("Could not save the mask: {e}"));
-                false
-            }
-        }
+        });
+        true
     }
 
     /// Reads a mask PNG of the photo's size (white = fill); one undo step.
@@ -823,6 +940,19 @@ fn paste_scaled(canvas: &mut egui::ColorImage, scale: f32, rect: restore::Rect, 
             let p = patch.pixel(sx, sy);
             canvas.pixels[y * cw + x] =
                 egui::Color32::from_rgb(photo::to_u8(p[0]), photo::to_u8(p[1]), photo::to_u8(p[2]));
+        }
+    }
+}
+
+/// The photo's metadata for a saved image: alpha and orientation-free EXIF travel only with an
+/// image of the photo's own size.
+fn metadata_for(photo: &Photo, image: &RgbImage) -> Photo {
+    if (image.width, image.height) == (photo.width(), photo.height()) {
+        photo.clone()
+    } else {
+        Photo {
+            alpha: None,
+            ..photo.clone()
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Drawing lives in [`crate::ui`]; sampling on the [`crate::worker`] thread.
 
 pub mod document;
+pub mod files;
 mod logic;
 mod overlay;
 pub mod settings;
@@ -163,6 +164,8 @@ pub struct Running {
     pub canvas: egui::ColorImage,
     /// Its texture.
     pub texture: Option<egui::TextureHandle>,
+    /// Steps arrived since the texture was last uploaded.
+    pub canvas_dirty: bool,
     /// The display scale of `canvas` (display px per output px).
     pub scale: f32,
 }
@@ -228,8 +231,18 @@ pub struct EpsApp {
     pub last_canvas: egui::Rect,
     /// Leave out timings, which change from run to run (snapshot tests).
     pub hide_timings: bool,
+    /// The photo being read on the file thread.
+    pub opening: Option<PathBuf>,
+    /// Texture pixels uploaded in the current frame, and the most in one frame while a job ran:
+    /// what a frame costs, counted rather than timed.
+    pub frame_upload_px: usize,
+    /// The most texture pixels uploaded in one frame while a job ran.
+    pub worst_upload_px_sampling: usize,
 
     worker: Worker,
+    files: files::FileThread,
+    /// Output names promised to queued saves, so the next save picks another.
+    reserved: std::collections::HashSet<PathBuf>,
     autosave: Option<Autosave>,
     photo_texture: Option<Shown>,
     measurement: Option<(u64, Arc<RgbImage>, Option<Arc<RgbImage>>)>,
@@ -250,13 +263,14 @@ impl EpsApp {
     /// Builds the app (eframe calls this once the window exists).
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
         let ctx = cc.egui_ctx.clone();
-        let settings = if options.fresh_settings {
+        let mut settings: AppSettings = if options.fresh_settings {
             AppSettings::default()
         } else {
             cc.storage
                 .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
                 .unwrap_or_default()
         };
+        settings.sanitize();
         let waker_ctx = ctx.clone();
         let preloaded = options.models.is_some();
         let backend = settings.backend;
@@ -269,6 +283,9 @@ impl EpsApp {
             },
         )
         .unwrap_or_else(|e| panic!("cannot start the sampler thread: {e}"));
+        let files_ctx = ctx.clone();
+        let files = files::FileThread::spawn(move || files_ctx.request_repaint())
+            .unwrap_or_else(|e| panic!("cannot start the file thread: {e}"));
         let autosave_dir = options
             .autosave_dir
             .or_else(|| eframe::storage_dir("eps-studio").map(|d| d.join("autosave")));
@@ -302,7 +319,12 @@ impl EpsApp {
             mask_edited: false,
             last_canvas: egui::Rect::NOTHING,
             hide_timings: false,
+            opening: None,
+            frame_upload_px: 0,
+            worst_upload_px_sampling: 0,
             worker,
+            files,
+            reserved: std::collections::HashSet::new(),
             autosave: autosave_dir.map(Autosave::new),
             photo_texture: None,
             measurement: None,
@@ -321,19 +343,9 @@ impl EpsApp {
         };
         if let Some(path) = options.open {
             app.open_path(&path);
-        } else if let Some((photo, mask)) = app.autosave.as_ref().and_then(Autosave::load) {
-            let name = photo
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            app.set_photo(photo);
-            if let (Some(fill), Some(layer)) = (mask, app.mask.as_mut()) {
-                layer.replace(fill);
-            }
-            app.info(format!(
-                "Reopened {name} with its mask from your last session."
-            ));
+        } else if let Some(autosave) = app.autosave.clone() {
+            app.files
+                .run(move || files::FileDone::Reopened(autosave.load()));
         }
         app
     }
@@ -423,6 +435,8 @@ impl EpsApp {
 
 impl eframe::App for EpsApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.frame_upload_px = 0;
+        self.drain_files();
         self.drain_updates(ctx);
         self.handle_dropped_files(ctx);
         self.tick(ctx);
@@ -434,6 +448,7 @@ impl eframe::App for EpsApp {
         self.frame_ms = started.elapsed().as_secs_f32() * 1000.0;
         if self.running.is_some() {
             self.worst_frame_ms_sampling = self.worst_frame_ms_sampling.max(self.frame_ms);
+            self.worst_upload_px_sampling = self.worst_upload_px_sampling.max(self.frame_upload_px);
         }
     }
 

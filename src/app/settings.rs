@@ -108,6 +108,36 @@ impl Default for AppSettings {
 }
 
 impl AppSettings {
+    /// Brings every value into the range its control allows (and so within [`crate::limits`]):
+    /// remembered settings come from a file that may be old, edited or damaged, and a NaN or a
+    /// million samples must not reach a run.
+    pub fn sanitize(&mut self) {
+        let d = Self::default();
+        let float = |v: f64, lo: f64, hi: f64, default: f64| {
+            if v.is_finite() {
+                v.clamp(lo, hi)
+            } else {
+                default
+            }
+        };
+        self.blur_sigma = float(self.blur_sigma, 0.3, 5.0, d.blur_sigma);
+        self.motion_length = float(self.motion_length, 3.0, 31.0, d.motion_length);
+        self.motion_angle = float(self.motion_angle, 0.0, 180.0, d.motion_angle);
+        if !crate::limits::SR_FACTORS.contains(&self.sr_factor) {
+            self.sr_factor = d.sr_factor;
+        }
+        self.steps = self.steps.clamp(1, crate::limits::MAX_STEPS);
+        self.sigma_y = float(self.sigma_y, 0.0, 0.3, d.sigma_y);
+        self.samples = self.samples.clamp(1, 16);
+        self.work_side = self.work_side.clamp(64, crate::limits::WORK_SIDE.1);
+        self.brush_radius = if self.brush_radius.is_finite() {
+            self.brush_radius.clamp(1.0, 300.0)
+        } else {
+            d.brush_radius
+        };
+        self.jpeg_quality = self.jpeg_quality.clamp(50, 100);
+    }
+
     /// The blur the settings describe.
     pub fn blur(&self) -> BlurSpec {
         match self.blur_kind {

@@ -22,9 +22,12 @@ pub struct BenchArgs {
     /// Timed repetitions (medians are reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
-    /// Markdown file to write the results to.
+    /// Markdown file to write the results to (a new file unless --overwrite).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Instead of the step costs: the pivot and the sampler update of every operator on the CPU
     /// and on the wgpu device (any adapter, software ones included), next to one network call.
     #[arg(long)]
@@ -69,6 +72,18 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 
 /// Runs `eps-studio bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    check_range("--size", args.size, 8, 4096)?;
+    check_range("--batch", args.batch, 1, 64)?;
+    check_range("--repeats", args.repeats, 1, 1000)?;
+    if args.pivot_sizes.iter().any(|s| !(8..=4096).contains(s)) {
+        anyhow::bail!(
+            "invalid --pivot-sizes {:?}: every size must be 8 to 4096 pixels",
+            args.pivot_sizes
+        );
+    }
+    if let Some(out) = &args.out {
+        crate::fsutil::check_output_file(out, args.overwrite)?;
+    }
     if args.mask {
         return mask_report(args);
     }
@@ -192,7 +207,15 @@ fn write_report(args: &BenchArgs, title: &str, report: &str) -> anyhow::Result<(
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             command.join(" ")
         );
-        crate::fsutil::write_atomic(out, text.as_bytes())?;
+        crate::fsutil::write(out, text.as_bytes(), args.overwrite)?;
+    }
+    Ok(())
+}
+
+/// Refuses a count outside `lo..=hi`, naming the option and the range.
+pub(crate) fn check_range(option: &str, value: usize, lo: usize, hi: usize) -> anyhow::Result<()> {
+    if !(lo..=hi).contains(&value) {
+        anyhow::bail!("invalid {option} {value}: use {lo} to {hi}");
     }
     Ok(())
 }

@@ -41,6 +41,14 @@ fn parse_operator(s: &str) -> Result<CheckOperator, String> {
 
 /// Runs `eps-studio check-posterior`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    use super::bench::check_range;
+    check_range("--size", args.size, 2, 64)?;
+    check_range("--components", args.components, 1, 64)?;
+    check_range("--samples", args.samples, 2, 100_000)?;
+    check_range("--runs", args.runs, 1, 100)?;
+    if !(args.sigma_y > 0.0 && args.sigma_y <= 1.0) {
+        anyhow::bail!("invalid --sigma-y {}: use a value in (0, 1]", args.sigma_y);
+    }
     let cfg = CheckConfig {
         chw: (1, args.size, args.size),
         components: args.components,

@@ -18,11 +18,15 @@ pub struct DataArgs {
     /// Long side after downscaling, in pixels.
     #[arg(long, default_value_t = 1024)]
     pub long_side: usize,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Runs `eps-studio data`.
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
-    let summary = PhotoSet::pack_folder(&args.photos, &args.out, args.long_side)
+    super::bench::check_range("--long-side", args.long_side, 64, 8192)?;
+    let summary = PhotoSet::pack_folder(&args.photos, &args.out, args.long_side, args.overwrite)
         .with_context(|| format!("cannot pack {}", args.photos.display()))?;
     println!(
         "packed {} photos ({} for validation), {:.1} MP, {:.1} MiB → {}",

@@ -348,7 +348,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         }
         let crops = dg::photo_crops(&val, args.crops_per_photo, 256);
         let (rows, cases) = dg::restore_suite(&suite, &crops, &deg, args.samples, &mut |what| {
-            eprintln!("{part}: {what}")
+            eprintln!("{part}: {what}");
         })?;
         let table = dg::restore_markdown(&rows);
         println!("{table}");

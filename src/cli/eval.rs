@@ -49,9 +49,12 @@ pub struct EvalArgs {
     /// Markdown file to write the table to (with the command that produced it).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Append to --out instead of replacing it.
+    /// Append to --out (which may exist).
     #[arg(long)]
     pub append: bool,
+    /// Replace --out when it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Heading of the section written to --out.
     #[arg(long, default_value = "Results")]
     pub title: String,
@@ -65,6 +68,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     use crate::eval::restoration::{EvalConfig, MethodChoice, evaluate, to_markdown};
     use crate::inverse::TaskSpec;
     use crate::train::data::{Split, grid_crops};
+    if let Some(out) = &args.out {
+        crate::fsutil::check_output_file(out, args.append || args.overwrite)?;
+    }
+    super::bench::check_range("--batch", args.batch, 1, 64)?;
     let device = candle_core::Device::Cpu;
     let suite = TaskSpec::evaluation_suite();
     let tasks: Vec<(String, TaskSpec)> = if args.tasks == "all" {
@@ -204,7 +211,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         } else {
             section
         };
-        crate::fsutil::write_atomic(out, text.as_bytes())?;
+        crate::fsutil::write(out, text.as_bytes(), args.append || args.overwrite)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())

@@ -63,8 +63,79 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Restore(args)) => restore::run(args),
-        None => run_app(cli.photo.clone(), cli.weights.clone()),
+        None => {
+            if let Some(photo) = &cli.photo {
+                check_photo_argument(photo)?;
+            }
+            run_app(cli.photo.clone(), cli.weights.clone())
+        }
     }
+}
+
+/// The subcommands' names, for the message about a misspelt one.
+const SUBCOMMANDS: [&str; 7] = [
+    "restore",
+    "check-posterior",
+    "data",
+    "train",
+    "eval",
+    "diagnose",
+    "bench",
+];
+
+/// A photo to open must exist; a word that is neither a file nor a subcommand is most likely a
+/// misspelt subcommand (`restorr`), so say that rather than "no display found".
+pub fn check_photo_argument(photo: &std::path::Path) -> anyhow::Result<()> {
+    if crate::fsutil::is_taken(photo) {
+        return Ok(());
+    }
+    let word = photo.to_string_lossy();
+    let close = SUBCOMMANDS
+        .iter()
+        .find(|s| edit_distance(s, &word) <= 2 || s.starts_with(word.as_ref()));
+    match close {
+        Some(s) => anyhow::bail!(
+            "'{word}' is neither a subcommand nor an existing photo; did you mean `eps-studio {s}`? (see `eps-studio --help`)"
+        ),
+        None => anyhow::bail!(
+            "'{word}' is neither a subcommand ({}) nor an existing photo",
+            SUBCOMMANDS.join(", ")
+        ),
+    }
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != *cb)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
+/// An error and its causes on one line, each cause once: library errors already include their
+/// cause in their own message (`photo.jpg: No such file or directory`), so a cause whose text is
+/// already shown is not repeated.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Opens the desktop window.

@@ -67,21 +67,47 @@ pub struct RestoreArgs {
 }
 
 /// Runs `eps-studio restore`.
+///
+/// Everything that can be checked is checked before any work, in this order: the parameters,
+/// the output folder, the photo and mask files (regular files of bounded size), the degradation
+/// against the photo's size, the memory the job needs, and the weight files.
 pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
+    // Parameters alone.
     let method = MethodChoice::parse(&args.method).with_context(|| {
         format!(
             "unknown method '{}'; use eps, eps-mean, dps, pigdm, ddnm or diffpir",
             args.method
         )
     })?;
+    crate::limits::samples(args.samples)?;
+    let blur = args.blur.as_deref().map(BlurSpec::parse).transpose()?;
+    if let Some(factor) = args.sr {
+        crate::limits::sr_factor(factor)?;
+    }
+    if !(1..=100).contains(&args.quality) {
+        anyhow::bail!("invalid JPEG quality = {}: use 1 to 100", args.quality);
+    }
+    let (settings, floor_note) = Settings {
+        method,
+        steps: args.steps,
+        sigma_y: args.sigma_y,
+        work_side: args.work_side,
+    }
+    .checked()?;
+    if let Some(note) = floor_note {
+        eprintln!("note: {note}");
+    }
+    crate::fsutil::prepare_output_dir(&args.out)?;
+
+    // Files.
     let input = photo::load(&args.input)?;
     let degradation = if let Some(mask) = &args.mask {
         Degradation::Inpaint {
             fill: photo::load_mask(mask, input.width(), input.height())
                 .with_context(|| format!("reading the mask {}", mask.display()))?,
         }
-    } else if let Some(blur) = &args.blur {
-        Degradation::Deblur(BlurSpec::parse(blur)?)
+    } else if let Some(blur) = blur {
+        Degradation::Deblur(blur)
     } else if let Some(factor) = args.sr {
         Degradation::SuperRes { factor }
     } else {
@@ -92,13 +118,23 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         other => SaveFormat::from_path(Path::new(&format!("x.{other}")), args.quality)
             .with_context(|| format!("unknown --format '{other}'"))?,
     };
-    let settings = Settings {
-        method,
-        steps: args.steps,
-        sigma_y: args.sigma_y,
-        work_side: args.work_side,
+
+    // The job against the photo, before degrading it or loading the networks.
+    let (w, h) = if args.simulate {
+        degradation.validate_simulation(input.width(), input.height())?;
+        match &degradation {
+            Degradation::SuperRes { factor } => (input.width() / factor, input.height() / factor),
+            _ => (input.width(), input.height()),
+        }
+    } else {
+        degradation.validate(input.width(), input.height())?;
+        (input.width(), input.height())
     };
+    let estimate = restore::Estimate::new(w, h, &degradation, &settings, args.samples);
+    estimate.check_memory()?;
+
     let (y, truth) = if args.simulate {
+        // The measurement gets the noise asked for; the restoration assumes at least the floor.
         let s = restore::simulate(&input.rgb, &degradation, args.sigma_y, args.seed)?;
         (s.y, Some(s.truth))
     } else {
@@ -114,13 +150,16 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading the networks from {}", folder.display()))?;
     let seeds = consecutive_seeds(args.seed, args.samples);
     eprintln!(
-        "{} on {}×{} ({}), {} sample(s), backend {}",
+        "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB",
         settings.sampler_method(&degradation).name(),
         y.width,
         y.height,
         degradation.label(),
         seeds.len(),
-        compute.label()
+        compute.label(),
+        estimate.regions,
+        estimate.network_calls,
+        estimate.bytes as f64 / 1e9
     );
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
@@ -151,9 +190,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         result.seconds, result.backend, result.nfe, result.regions
     );
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    // Room for ".measurement-NN.webp" after the photo's name.
     let stem = photo::stem_of(Some(&args.input));
+    let stem = crate::fsutil::fit_stem(&stem, 32).to_owned();
     let save = |image: &SaveImage<'_>, name: String, fmt: SaveFormat| -> anyhow::Result<PathBuf> {
         let path = photo::free_path(&args.out, &name, fmt.extension());
         photo::save(image, &path, fmt, false)?;
@@ -180,7 +219,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     });
     println!(
         "| sample | seed | residual RMS (σ_y = {:.3}) | PSNR | LPIPS | file |",
-        args.sigma_y
+        settings.sigma_y
     );
     println!("|---|---|---|---|---|---|");
     for (i, (s, r)) in result.samples.iter().zip(&result.residuals).enumerate() {
@@ -209,6 +248,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    let mut mean_psnr = None;
     if let Some((mean, std)) = restore::mean_and_std(&result.samples.iter().collect::<Vec<_>>()) {
         let meta = meta_source(&mean);
         let mean_path = save(
@@ -223,9 +263,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             format!("{stem}.std"),
             SaveFormat::Png,
         )?;
-        let psnr = truth
-            .as_ref()
-            .map(|t| format!(", PSNR {:.2} dB", restore::psnr(&mean, t)))
+        mean_psnr = truth.as_ref().map(|t| restore::psnr(&mean, t));
+        let psnr = mean_psnr
+            .map(|p| format!(", PSNR {p:.2} dB"))
             .unwrap_or_default();
         println!(
             "mean: {}{psnr}; uncertainty (std, full scale {max_std:.3}): {}",
@@ -254,6 +294,16 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
                 ),
             };
             println!("reference: {what}, PSNR {:.2} dB", restore::psnr(&img, t));
+            let nothing = restore::psnr(&restore::unrestored(&y, &degradation), t);
+            println!("doing nothing (the measurement as it is): PSNR {nothing:.2} dB");
+            if let Some(p) = mean_psnr {
+                let warning = restore::check_beats_doing_nothing(p, nothing).context(
+                    "the restoration failed its check; its files are kept for inspection",
+                )?;
+                if let Some(w) = warning {
+                    eprintln!("warning: {w}");
+                }
+            }
         }
     }
     println!(

@@ -164,6 +164,17 @@ impl UNetConfig {
                 "must be even and between 4 and 4096",
             );
         }
+        let weights = self.weight_count();
+        if weights > crate::limits::MAX_PARAMETERS {
+            return bad(
+                "architecture",
+                format!("{:.0} M weights", weights as f64 / 1e6),
+                &format!(
+                    "more than the {} M EPS Studio loads",
+                    crate::limits::MAX_PARAMETERS / 1_000_000
+                ),
+            );
+        }
         if !(self.sigma_data > 0.0 && self.sigma_data.is_finite()) {
             return bad(
                 "sigma_data",
@@ -177,8 +188,23 @@ impl UNetConfig {
     /// Multiply–accumulate operations ×2 (FLOPs) of the convolutions, linear layers and
     /// attention products for one `h × w` image; activations are not counted.
     pub fn flops(&self, h: usize, w: usize) -> u64 {
-        let conv =
-            |cin: usize, cout: usize, k: usize, px: usize| 2 * (cin * cout * k * k * px) as u64;
+        self.cost(h, w, false)
+    }
+
+    /// The convolution and projection weights the architecture declares (biases, embeddings
+    /// and attention products aside), computed from the description alone, so a weight file
+    /// claiming an absurd network is refused before anything is allocated.
+    pub fn weight_count(&self) -> u64 {
+        self.cost(1, 1, true) / 2
+    }
+
+    /// FLOPs for an `h × w` image, or with `weights_only` twice the weight count (every layer
+    /// at one pixel, no attention products).
+    fn cost(&self, h: usize, w: usize, weights_only: bool) -> u64 {
+        let one = |px: usize| if weights_only { 1 } else { px as u64 };
+        let conv = |cin: usize, cout: usize, k: usize, px: usize| {
+            2 * (cin as u64) * (cout as u64) * (k * k) as u64 * one(px)
+        };
         let res = |cin: usize, cout: usize, px: usize| {
             conv(cin, cout, 3, px)
                 + conv(cout, cout, 3, px)
@@ -210,7 +236,10 @@ impl UNetConfig {
             total += res(c, c, px);
             if b == 0 && self.attention {
                 // qkv and out projections, q·kᵀ and attn·v.
-                total += 2 * (4 * c * c * px) as u64 + 2 * 2 * (px * px * c) as u64;
+                total += 2 * 4 * (c * c) as u64 * one(px);
+                if !weights_only {
+                    total += 2 * 2 * (px * px * c) as u64;
+                }
             }
         }
         for (level, &ch) in self.channels.iter().enumerate().rev() {
@@ -228,7 +257,7 @@ impl UNetConfig {
         }
         total += conv(c, self.image_channels * r * r, 3, px);
         if self.head > 0 {
-            let full = h * w;
+            let full = if weights_only { 1 } else { h * w };
             let cin = 2 * self.image_channels + self.cond_channels + 1;
             total += conv(cin, self.head, 3, full) + conv(self.head, self.image_channels, 3, full);
         }

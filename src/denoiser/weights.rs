@@ -67,7 +67,8 @@ pub fn expected_shapes(cfg: &UNetConfig) -> Result<BTreeMap<String, Vec<usize>>>
 impl ModelFile {
     /// Reads and validates a weight file.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = crate::fsutil::read(path)?;
+        let bytes =
+            crate::fsutil::read_bounded("weight file", path, crate::limits::MAX_WEIGHT_FILE_BYTES)?;
         Self::from_bytes(&bytes, device).map_err(|e| match e {
             Error::Io { .. } => e,
             other => Error::InvalidParameter {

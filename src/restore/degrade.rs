@@ -27,8 +27,9 @@ pub enum BlurSpec {
 }
 
 impl BlurSpec {
-    /// The kernel.
+    /// The kernel, after [`Self::validate`] (so it is never larger than 151 × 151).
     pub fn kernel(&self) -> Result<Kernel> {
+        self.validate()?;
         match *self {
             Self::Gaussian { sigma } => {
                 Kernel::gaussian(sigma, Kernel::gaussian_default_size(sigma).max(3))
@@ -37,7 +38,27 @@ impl BlurSpec {
         }
     }
 
-    /// Parses `gaussian:SIGMA` or `motion:LENGTH,ANGLE`.
+    /// Checks σ, length and angle against [`crate::limits`].
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Self::Gaussian { sigma } => crate::limits::gaussian_sigma(sigma),
+            Self::Motion { length, angle_deg } => crate::limits::motion(length, angle_deg),
+        }
+    }
+
+    /// The kernel's side in pixels, computed without building it (after [`Self::validate`]).
+    pub fn kernel_side(&self) -> Result<usize> {
+        self.validate()?;
+        Ok(match *self {
+            Self::Gaussian { sigma } => Kernel::gaussian_default_size(sigma).max(3),
+            Self::Motion { length, .. } => {
+                let s = length.ceil() as usize;
+                if s.is_multiple_of(2) { s + 1 } else { s }
+            }
+        })
+    }
+
+    /// Parses and validates `gaussian:SIGMA` or `motion:LENGTH,ANGLE`.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(
@@ -52,11 +73,13 @@ impl BlurSpec {
             .map(|a| a.trim().parse::<f64>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| bad())?;
-        match (kind.trim(), nums.as_slice()) {
-            ("gaussian", &[sigma]) => Ok(Self::Gaussian { sigma }),
-            ("motion", &[length, angle_deg]) => Ok(Self::Motion { length, angle_deg }),
-            _ => Err(bad()),
-        }
+        let spec = match (kind.trim(), nums.as_slice()) {
+            ("gaussian", &[sigma]) => Self::Gaussian { sigma },
+            ("motion", &[length, angle_deg]) => Self::Motion { length, angle_deg },
+            _ => return Err(bad()),
+        };
+        spec.validate()?;
+        Ok(spec)
     }
 
     /// A short label, e.g. `"Gaussian σ=2.0"`.
@@ -93,6 +116,68 @@ impl Degradation {
         match self {
             Self::SuperRes { factor } => (w * factor, h * factor),
             _ => (w, h),
+        }
+    }
+
+    /// Checks the degradation against a measurement of `w × h` without allocating anything large:
+    /// the mask's size and that it marks something, the blur kernel fitting inside the photo, the
+    /// super-resolution factor.
+    pub fn validate(&self, w: usize, h: usize) -> Result<()> {
+        match self {
+            Self::Inpaint { fill } => {
+                if fill.len() != w * h {
+                    return Err(Error::shape(
+                        "inpainting mask",
+                        format!("{w}×{h} pixels (the photo's size)"),
+                        format!("{} pixels", fill.len()),
+                    ));
+                }
+                if !fill.iter().any(|&f| f) {
+                    return Err(Error::invalid(
+                        "mask",
+                        "empty",
+                        "paint over what should be filled first",
+                    ));
+                }
+            }
+            Self::Deblur(spec) => {
+                let side = spec.kernel_side()?;
+                if side > w || side > h {
+                    return Err(Error::KernelTooLarge {
+                        kernel_w: side,
+                        kernel_h: side,
+                        image_w: w,
+                        image_h: h,
+                    });
+                }
+            }
+            Self::SuperRes { factor } => crate::limits::sr_factor(*factor)?,
+        }
+        Ok(())
+    }
+
+    /// Checks that [`simulate`] can degrade a clean `w × h` photo, and that the result passes
+    /// [`Self::validate`].
+    pub fn validate_simulation(&self, w: usize, h: usize) -> Result<()> {
+        match self {
+            Self::SuperRes { factor } => {
+                crate::limits::sr_factor(*factor)?;
+                let (sw, sh) = (w / factor, h / factor);
+                if sw < 8 || sh < 8 {
+                    return Err(Error::invalid(
+                        "super-resolution factor",
+                        factor,
+                        format!(
+                            "the photo {w}×{h} would shrink to {sw}×{sh}; simulate with a photo at least {} pixels on each side",
+                            8 * factor
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            // An empty mask simulates nothing to fill, which is fine to show; restoring it is not.
+            Self::Inpaint { fill } if fill.len() == w * h => Ok(()),
+            other => other.validate(w, h),
         }
     }
 
@@ -200,6 +285,7 @@ pub fn simulate(
     sigma_y: f64,
     seed: u64,
 ) -> Result<Simulated> {
+    degradation.validate_simulation(x.width, x.height)?;
     let (truth, mut y) = match degradation {
         Degradation::Inpaint { fill } => {
             if fill.len() != x.width * x.height {

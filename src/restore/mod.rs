@@ -53,6 +53,24 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Checks steps, working size and σ_y against [`crate::limits`].
+    pub fn validate(&self) -> Result<()> {
+        if let Some(steps) = self.steps {
+            crate::limits::steps(steps)?;
+        }
+        crate::limits::work_side(self.work_side)?;
+        crate::limits::sigma_y(self.sigma_y)?;
+        Ok(())
+    }
+
+    /// [`Self::validate`]d settings with σ_y raised to [`crate::limits::SIGMA_Y_FLOOR`] when it is
+    /// below it, and the note that says so.
+    pub fn checked(&self) -> Result<(Self, Option<String>)> {
+        self.validate()?;
+        let (sigma_y, note) = crate::limits::sigma_y(self.sigma_y)?;
+        Ok((Self { sigma_y, ..*self }, note))
+    }
+
     /// The sampler method for `degradation`, with the step override applied.
     pub fn sampler_method(&self, degradation: &Degradation) -> Method {
         let task = match degradation {
@@ -179,6 +197,115 @@ pub struct Restoration {
     /// LPIPS (AlexNet) of each sample against the truth, when one is known (simulate mode) and
     /// the caller computed it ([`lpips`]); empty otherwise.
     pub lpips: Vec<f64>,
+}
+
+/// What a restoration will cost, estimated from its sizes before any work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    /// Regions (crops around holes, or tiles) worked on one after another.
+    pub regions: usize,
+    /// Network calls over all regions (each call denoises every sample at once).
+    pub network_calls: usize,
+    /// Peak memory, in bytes: whole-photo buffers plus the working batch.
+    pub bytes: u64,
+}
+
+impl Estimate {
+    /// Estimates the job `degradation` on a `w × h` measurement with `samples` samples.
+    /// Call after the inputs are validated.
+    pub fn new(
+        w: usize,
+        h: usize,
+        degradation: &Degradation,
+        settings: &Settings,
+        samples: usize,
+    ) -> Self {
+        let y = RgbImage {
+            width: w,
+            height: h,
+            data: Vec::new(),
+        };
+        let regions = regions(&y, degradation, settings).len();
+        let method = settings.sampler_method(degradation);
+        let nfe = method.network_calls();
+        let (out_w, out_h) = degradation.output_size(w, h);
+        let out_px = (out_w * out_h) as u64;
+        // Whole-photo f32 RGB buffers: the measurement, each sample and its weights, mean and std.
+        let photo = (2 * samples as u64 + 4) * out_px * 12 + (w * h) as u64 * 12;
+        // The working batch: about 1 KiB of activations per working pixel and sample for a
+        // forward pass (measured peak of the shipped network), four times that with a backward
+        // pass (DPS, ΠGDM).
+        let side = settings.work_side as u64;
+        let per_px = if method.uses_gradients() { 4096 } else { 1024 };
+        let working = samples as u64 * side * side * per_px;
+        Self {
+            regions,
+            network_calls: regions * nfe,
+            bytes: photo + working,
+        }
+    }
+
+    /// Refuses a job that needs more memory than the machine has available.
+    pub fn check_memory(&self) -> Result<()> {
+        let Some(available) = available_memory() else {
+            return Ok(());
+        };
+        if self.bytes > available {
+            return Err(Error::invalid(
+                "job size",
+                format!("about {:.1} GB", self.bytes as f64 / 1e9),
+                format!(
+                    "more memory than this machine has free ({:.1} GB); ask for fewer samples, a smaller working size or a smaller photo",
+                    available as f64 / 1e9
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Memory the system can give without swapping (Linux `MemAvailable`); `None` where unknown.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What doing nothing gives at the output size: the measurement as it is (grey holes, the blurry
+/// photo) or, for super-resolution, its pixels repeated.
+pub fn unrestored(y: &RgbImage, degradation: &Degradation) -> RgbImage {
+    match degradation {
+        Degradation::SuperRes { factor } => resize::nearest(y, y.width * factor, y.height * factor),
+        _ => y.clone(),
+    }
+}
+
+/// How far below doing nothing ([`unrestored`]) a simulated restoration may score before it is
+/// called garbage, in dB. Within this margin it is reported with a warning.
+pub const GARBAGE_MARGIN_DB: f64 = 1.0;
+
+/// Judges a simulated restoration against doing nothing ([`unrestored`]): `Ok(None)` when it
+/// scores at least as well, `Ok(Some(warning))` when it is slightly worse, and an error when it is
+/// worse by more than [`GARBAGE_MARGIN_DB`] — a result clearly worse than its own input is
+/// garbage, however well it fits the measurement (a blur hides exactly what goes wrong), and must
+/// not be reported as a success.
+pub fn check_beats_doing_nothing(restored_psnr: f64, nothing_psnr: f64) -> Result<Option<String>> {
+    if restored_psnr.is_finite() && restored_psnr >= nothing_psnr {
+        return Ok(None);
+    }
+    if restored_psnr.is_finite() && restored_psnr >= nothing_psnr - GARBAGE_MARGIN_DB {
+        return Ok(Some(format!(
+            "the restoration scores {restored_psnr:.2} dB, slightly below the {nothing_psnr:.2} dB of the unrestored measurement; more steps or another method may do better"
+        )));
+    }
+    Err(Error::invalid(
+        "restoration",
+        format!("PSNR {restored_psnr:.2} dB"),
+        format!(
+            "is more than {GARBAGE_MARGIN_DB} dB below the {nothing_psnr:.2} dB of the unrestored measurement; try a larger σ_y or another method"
+        ),
+    ))
 }
 
 /// PSNR in dB of a result against the truth (both `[0, 1]`, clipped as a saved file would be);
@@ -348,6 +475,8 @@ fn restore_on(
 ) -> Result<Restoration> {
     let started = Instant::now();
     validate(y, degradation, settings, seeds)?;
+    let (settings, floor_note) = settings.checked()?;
+    let settings = &settings;
     let method = settings.sampler_method(degradation);
     let denoisers = models.denoisers(&method)?;
     let device = models.device().clone();
@@ -355,13 +484,14 @@ fn restore_on(
     let regions = regions(y, degradation, settings);
     let n_regions = regions.len();
     let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser());
-    let mut notices = Vec::new();
+    let mut notices: Vec<String> = floor_note.into_iter().collect();
 
     let mut acc: Vec<Accumulator> = seeds
         .iter()
         .map(|_| Accumulator::new(out_w, out_h, y.width, y.height))
         .collect();
     let mut nfe = 0;
+    let mut fell_back_to_cpu = false;
     for (index, region) in regions.iter().enumerate() {
         let job = build_job(y, degradation, settings, *region, &device)?;
         let mut observe = |info: &StepInfo<'_>| -> Flow {
@@ -387,6 +517,7 @@ fn restore_on(
             match sample_on_gpu(ctx, &method, denoisers, &job.problem, seeds, &mut observe) {
                 Ok(o) => out = Some(o),
                 Err(e) if is_device_failure(&e) => {
+                    fell_back_to_cpu = true;
                     notices.push(format!(
                         "The GPU failed ({e}); this restoration continued on the CPU."
                     ));
@@ -428,7 +559,7 @@ fn restore_on(
         regions: n_regions,
         seconds: started.elapsed().as_secs_f64(),
         backend,
-        fell_back_to_cpu: !notices.is_empty(),
+        fell_back_to_cpu,
         lpips: Vec::new(),
         notices,
     })
@@ -472,61 +603,13 @@ fn validate(
             "the image has no pixels",
         ));
     }
-    if seeds.is_empty() {
-        return Err(Error::invalid("samples", 0, "ask for at least one sample"));
-    }
-    if settings.work_side < 32 {
-        return Err(Error::invalid(
-            "working size",
-            settings.work_side,
-            "use at least 32 pixels",
-        ));
-    }
-    if settings.steps == Some(0) {
-        return Err(Error::invalid("steps", 0, "use at least one step"));
-    }
+    crate::limits::samples(seeds.len())?;
+    settings.validate()?;
+    degradation.validate(y.width, y.height)?;
     if y.data.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             what: "the photo".into(),
         });
-    }
-    match degradation {
-        Degradation::Inpaint { fill } => {
-            if fill.len() != y.width * y.height {
-                return Err(Error::shape(
-                    "inpainting mask",
-                    format!("{}×{}", y.width, y.height),
-                    format!("{} pixels", fill.len()),
-                ));
-            }
-            if !fill.iter().any(|&f| f) {
-                return Err(Error::invalid(
-                    "mask",
-                    "empty",
-                    "paint over what should be filled first",
-                ));
-            }
-        }
-        Degradation::Deblur(spec) => {
-            let k = spec.kernel()?;
-            if k.height() > y.height || k.width() > y.width {
-                return Err(Error::KernelTooLarge {
-                    kernel_h: k.height(),
-                    kernel_w: k.width(),
-                    image_h: y.height,
-                    image_w: y.width,
-                });
-            }
-        }
-        Degradation::SuperRes { factor } => {
-            if ![2, 4, 8].contains(factor) {
-                return Err(Error::invalid(
-                    "super-resolution factor",
-                    factor,
-                    "use 2, 4 or 8",
-                ));
-            }
-        }
     }
     Ok(())
 }
@@ -823,7 +906,44 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
-    use super::StepCount;
+    use super::*;
+
+    #[test]
+    fn garbage_is_never_a_success() {
+        assert!(check_beats_doing_nothing(25.0, 20.0).is_ok_and(|w| w.is_none()));
+        assert!(check_beats_doing_nothing(19.5, 20.0).is_ok_and(|w| w.is_some()));
+        let e = check_beats_doing_nothing(4.8, 18.9)
+            .expect_err("must be refused")
+            .to_string();
+        assert!(e.contains("below the 18.90 dB"), "{e}");
+        assert!(check_beats_doing_nothing(f64::NAN, 18.9).is_err());
+    }
+
+    #[test]
+    fn the_estimate_grows_with_samples_and_photo_size() {
+        let s = Settings::default();
+        let mut fill = vec![false; 6000 * 4000];
+        fill[2000 * 6000 + 3000] = true;
+        let small = Estimate::new(
+            6000,
+            4000,
+            &Degradation::Inpaint { fill: fill.clone() },
+            &s,
+            1,
+        );
+        let many = Estimate::new(6000, 4000, &Degradation::Inpaint { fill }, &s, 64);
+        assert_eq!(small.regions, 1);
+        assert_eq!(small.network_calls, 20);
+        assert!(many.bytes > 10 * small.bytes);
+        let tiles = Estimate::new(
+            1000,
+            1000,
+            &Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 }),
+            &s,
+            1,
+        );
+        assert!(tiles.regions > 1);
+    }
 
     #[test]
     fn step_counts_add_up_over_regions() {

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use image::RgbImage;
 use image::imageops::FilterType;
-use image::{ImageReader, RgbImage};
 use rand::Rng;
 
 use crate::{Error, Result};
@@ -77,7 +77,13 @@ pub struct PhotoSet {
 impl PhotoSet {
     /// Packs every image in `dir` (JPEG, PNG, WebP, TIFF) into `out`: each downscaled so its long
     /// side is at most `long_side` pixels, stored as JPEG q95, with the split in the metadata.
-    pub fn pack_folder(dir: &Path, out: &Path, long_side: usize) -> Result<PackSummary> {
+    pub fn pack_folder(
+        dir: &Path,
+        out: &Path,
+        long_side: usize,
+        overwrite: bool,
+    ) -> Result<PackSummary> {
+        crate::fsutil::check_output_file(out, overwrite)?;
         let io = |source| Error::Io {
             path: dir.to_owned(),
             source,
@@ -115,22 +121,16 @@ impl PhotoSet {
         let mut sources = BTreeMap::new();
         let mut pixels = 0usize;
         for (path, name) in files.iter().zip(&names) {
-            let img = ImageReader::open(path)
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .with_guessed_format()
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .decode()
-                .map_err(|source| Error::Image {
-                    path: path.clone(),
-                    source,
-                })?
-                .to_rgb8();
+            // The app's own decoder: what restore refuses (a truncated JPEG) is refused here too.
+            let photo = crate::photo::load(path)?;
+            let img = RgbImage::from_raw(
+                photo.width() as u32,
+                photo.height() as u32,
+                photo.rgb.to_rgb8(),
+            )
+            .ok_or_else(|| {
+                Error::shape("decoded photo", "width × height × 3 bytes", path.display())
+            })?;
             let (w, h) = img.dimensions();
             let scale = (long_side as f64 / f64::from(w.max(h))).min(1.0);
             let (nw, nh) = (
@@ -174,7 +174,7 @@ impl PhotoSet {
         ]);
         let bytes = safetensors::serialize(tensors.iter(), Some(meta))
             .map_err(|e| Error::Unsupported(format!("cannot write the photo pack: {e}")))?;
-        crate::fsutil::write_atomic(out, &bytes)?;
+        crate::fsutil::write(out, &bytes, overwrite)?;
         Ok(PackSummary {
             photos: names.len(),
             validation: split.values().filter(|s| **s == Split::Validation).count(),

@@ -5,4 +5,4 @@ pub mod protocol;
 mod run;
 
 pub use protocol::{Command, Job, JobKind, Update};
-pub use run::Worker;
+pub use run::{Canceller, Worker};

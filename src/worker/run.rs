@@ -17,6 +17,17 @@ use crate::sampler::Flow;
 /// Updates waiting for the UI; step previews beyond this are dropped, never blocking the sampler.
 const UPDATE_CAPACITY: usize = 64;
 
+/// Cancels every job up to an id, from any thread; see [`Worker::canceller`].
+#[derive(Debug, Clone)]
+pub struct Canceller(Arc<AtomicU64>);
+
+impl Canceller {
+    /// Cancels every job with an id up to `id`, as [`Worker::cancel_upto`] does.
+    pub fn cancel_upto(&self, id: u64) {
+        self.0.fetch_max(id, Ordering::SeqCst);
+    }
+}
+
 /// Handle to the sampler thread. Dropping it cancels any running job and joins the thread.
 pub struct Worker {
     commands: Option<Sender<Command>>,
@@ -96,6 +107,11 @@ impl Worker {
     /// Cancels every job with an id up to `id` (the running one stops within one step).
     pub fn cancel_upto(&self, id: u64) {
         self.cancel_upto.fetch_max(id, Ordering::SeqCst);
+    }
+
+    /// A handle that cancels jobs from any thread (or from the waker) without the worker.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(Arc::clone(&self.cancel_upto))
     }
 
     /// The next update, if any.
