@@ -132,8 +132,53 @@ pub fn load(path: &Path) -> Result<Photo> {
     Ok(photo)
 }
 
+/// A decoded file before it becomes a [`Photo`]: the pixels in the file's own bit depth,
+/// oriented, and the metadata.
+struct Decoded {
+    image: DynamicImage,
+    format: Option<ImageFormat>,
+    exif: Option<Vec<u8>>,
+    icc: Option<Vec<u8>>,
+    high_bit_depth: bool,
+}
+
 /// Decodes a photo from memory; `name` is used in error messages.
 pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
+    let Decoded {
+        image,
+        format,
+        exif,
+        icc,
+        high_bit_depth,
+    } = decode_image(bytes, name)?;
+    let alpha = image.color().has_alpha().then(|| {
+        image
+            .to_rgba32f()
+            .pixels()
+            .map(|p| p.0[3].clamp(0.0, 1.0))
+            .collect()
+    });
+    let rgb = image.to_rgb32f();
+    drop(image);
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let data = rgb
+        .into_raw()
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect();
+    Ok(Photo {
+        rgb: RgbImage::from_data(w, h, data)?,
+        alpha,
+        path: None,
+        format,
+        exif,
+        icc,
+        high_bit_depth,
+    })
+}
+
+/// Checks and decodes an image file (see [`decode`]) into its own bit depth, oriented.
+fn decode_image(bytes: &[u8], name: &Path) -> Result<Decoded> {
     let image_error = |source| Error::Image {
         path: name.to_owned(),
         source,
@@ -233,24 +278,8 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(damaged)?;
     image.apply_orientation(orientation);
     let high_bit_depth = colour.bytes_per_pixel() / colour.channel_count().max(1) > 1;
-    let alpha = colour.has_alpha().then(|| {
-        image
-            .to_rgba32f()
-            .pixels()
-            .map(|p| p.0[3].clamp(0.0, 1.0))
-            .collect()
-    });
-    let rgb = image.to_rgb32f();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let data = rgb
-        .into_raw()
-        .into_iter()
-        .map(|v| v.clamp(0.0, 1.0))
-        .collect();
-    Ok(Photo {
-        rgb: RgbImage::from_data(w, h, data)?,
-        alpha,
-        path: None,
+    Ok(Decoded {
+        image,
         format,
         exif,
         icc,
@@ -405,18 +434,22 @@ pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
     let with_alpha = image.alpha.is_some() && !matches!(format, SaveFormat::Jpeg { .. });
     let channels = if with_alpha { 4 } else { 3 };
     let n = image.rgb.width * image.rgb.height;
-    let mut values = Vec::with_capacity(n * channels);
-    for i in 0..n {
-        values.extend_from_slice(&image.rgb.data[i * 3..i * 3 + 3]);
-        if with_alpha {
-            values.push(image.alpha.map_or(1.0, |a| a[i]));
+    // Straight to the encoder's integer samples, with no full-size float copy in between.
+    let value = |i: usize, c: usize| -> f32 {
+        if c < 3 {
+            image.rgb.data[i * 3 + c]
+        } else {
+            image.alpha.map_or(1.0, |a| a[i])
         }
-    }
+    };
     let (bytes, colour): (Vec<u8>, image::ExtendedColorType) = if wide {
-        let words: Vec<u8> = values
-            .iter()
-            .flat_map(|&v| ((v.clamp(0.0, 1.0) * 65535.0).round() as u16).to_ne_bytes())
-            .collect();
+        let mut words = Vec::with_capacity(n * channels * 2);
+        for i in 0..n {
+            for c in 0..channels {
+                let v = (value(i, c).clamp(0.0, 1.0) * 65535.0).round() as u16;
+                words.extend_from_slice(&v.to_ne_bytes());
+            }
+        }
         let colour = if with_alpha {
             image::ExtendedColorType::Rgba16
         } else {
@@ -424,12 +457,18 @@ pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
         };
         (words, colour)
     } else {
+        let mut bytes = Vec::with_capacity(n * channels);
+        for i in 0..n {
+            for c in 0..channels {
+                bytes.push(to_u8(value(i, c)));
+            }
+        }
         let colour = if with_alpha {
             image::ExtendedColorType::Rgba8
         } else {
             image::ExtendedColorType::Rgb8
         };
-        (values.iter().map(|&v| to_u8(v)).collect(), colour)
+        (bytes, colour)
     };
     let mut out = Vec::new();
     let failed =
@@ -504,17 +543,33 @@ pub fn stem_of(path: Option<&Path>) -> String {
 
 /// Reads an inpainting mask image: white (or any bright, opaque pixel) marks what to fill.
 /// Returns `true` for pixels to fill. The mask must be exactly `width × height`.
+///
+/// The mask is read at 8 bits per channel (a float copy of a 24-megapixel mask would take
+/// 380 MB for one bit of information per pixel), with the same rule as [`mask_from_photo`].
 pub fn load_mask(path: &Path, width: usize, height: usize) -> Result<Vec<bool>> {
     let bytes = crate::fsutil::read_bounded("mask", path, crate::limits::MAX_IMAGE_FILE_BYTES)?;
-    let photo = decode(&bytes, path)?;
-    if photo.width() != width || photo.height() != height {
+    let decoded = decode_image(&bytes, path)?;
+    let (w, h) = (
+        decoded.image.width() as usize,
+        decoded.image.height() as usize,
+    );
+    if w != width || h != height {
         return Err(Error::invalid(
             "mask size",
-            format!("{}×{}", photo.width(), photo.height()),
+            format!("{w}×{h}"),
             format!("the photo is {width}×{height}; the mask must have the same size"),
         ));
     }
-    Ok(mask_from_photo(&photo))
+    let has_alpha = decoded.image.color().has_alpha();
+    let rgba = decoded.image.into_rgba8();
+    Ok(rgba
+        .pixels()
+        .map(|p| {
+            let [r, g, b, a] = p.0;
+            let luma = 0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b);
+            (!has_alpha || a >= 128) && luma >= 127.5
+        })
+        .collect())
 }
 
 /// Bright, opaque pixels of an image as a fill mask.
@@ -634,6 +689,42 @@ mod tests {
             (back.rgb.data[5] - 0.123_45).abs() < 1e-4,
             "16-bit precision kept"
         );
+        Ok(())
+    }
+
+    /// Masks are read at 8 bits with the same rule as [`mask_from_photo`]: bright and opaque
+    /// pixels fill; 16-bit and transparent masks agree with the photo path.
+    #[test]
+    fn masks_read_at_8_bits_agree_with_the_photo_rule() -> Result<()> {
+        let dir = tempfile_dir("mask");
+        let (w, h) = (7, 5);
+        let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+            let v = (x * 40) as u8;
+            image::Rgba([v, v, v, if y == 2 { 0 } else { 255 }])
+        });
+        let path = dir.join("m.png");
+        rgba.save(&path).map_err(|source| Error::Image {
+            path: path.clone(),
+            source,
+        })?;
+        let fast = load_mask(&path, w as usize, h as usize)?;
+        let slow = mask_from_photo(&load(&path)?);
+        assert_eq!(fast, slow);
+        assert!(fast.iter().any(|&f| f) && !fast.iter().all(|&f| f));
+        assert!(!fast[2 * w as usize + 6], "transparent pixels never fill");
+        let wide = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(w, h, |x, _| {
+            image::Luma([(x * 11000) as u16])
+        });
+        let path16 = dir.join("m16.png");
+        wide.save(&path16).map_err(|source| Error::Image {
+            path: path16.clone(),
+            source,
+        })?;
+        assert_eq!(
+            load_mask(&path16, w as usize, h as usize)?,
+            mask_from_photo(&load(&path16)?)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 

@@ -807,11 +807,16 @@ impl EpsApp {
     /// Saves every sample, the mean and the uncertainty map into a new folder next to the photo
     /// (written on the file thread).
     pub fn save_all(&mut self) -> Option<PathBuf> {
-        let photo = self.photo.clone()?;
+        let photo = self.photo.as_ref()?;
         let Some(results) = &self.results else {
             self.error("Nothing to save yet: run Restore first.");
             return None;
         };
+        // Every output of a run has the same size: one set of metadata, without pixels.
+        let meta = results
+            .samples
+            .first()
+            .map(|s| metadata_for(photo, &s.image))?;
         let format = self.save_format();
         let dir = self.default_save_path("samples", "");
         let stem = photo::stem_of(photo.path.as_deref());
@@ -829,14 +834,12 @@ impl EpsApp {
             let result = (|| -> crate::Result<()> {
                 crate::fsutil::prepare_output_dir(&dir)?;
                 for (seed, image) in &samples {
-                    let m = metadata_for(&photo, image);
                     let p = dir.join(format!("{stem}.sample-{seed}.{}", format.extension()));
-                    photo::save(&SaveImage::like(image, &m), &p, format, false)?;
+                    photo::save(&SaveImage::like(image, &meta), &p, format, false)?;
                 }
                 if let (Some(mean), Some(std)) = &summary {
-                    let m = metadata_for(&photo, mean);
                     photo::save(
-                        &SaveImage::like(mean, &m),
+                        &SaveImage::like(mean, &meta),
                         &dir.join(format!("{stem}.mean.{}", format.extension())),
                         format,
                         false,
@@ -944,15 +947,22 @@ fn paste_scaled(canvas: &mut egui::ColorImage, scale: f32, rect: restore::Rect, 
     }
 }
 
-/// The photo's metadata for a saved image: alpha and orientation-free EXIF travel only with an
-/// image of the photo's own size.
+/// The photo's metadata for a saved image, without its pixels (a 24-megapixel photo's float
+/// copy is 290 MB): EXIF, ICC and bit depth always, alpha only with an image of the photo's own
+/// size.
 fn metadata_for(photo: &Photo, image: &RgbImage) -> Photo {
-    if (image.width, image.height) == (photo.width(), photo.height()) {
-        photo.clone()
-    } else {
-        Photo {
-            alpha: None,
-            ..photo.clone()
-        }
+    let same_size = (image.width, image.height) == (photo.width(), photo.height());
+    Photo {
+        rgb: RgbImage {
+            width: 0,
+            height: 0,
+            data: Vec::new(),
+        },
+        alpha: photo.alpha.clone().filter(|_| same_size),
+        path: photo.path.clone(),
+        format: photo.format,
+        exif: photo.exif.clone(),
+        icc: photo.icc.clone(),
+        high_bit_depth: photo.high_bit_depth,
     }
 }

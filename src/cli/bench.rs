@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// GEMM-backed convolutions and fused activations and with candle's own operations.
     #[arg(long)]
     pub train: bool,
+    /// Instead of the step costs: peak memory of `restore` on a `--mask-size` JPEG with one
+    /// 150-pixel hole, for 1, 2 and 4 samples, against the 1 GB target (Linux).
+    #[arg(long)]
+    pub memory: bool,
     /// Photo pack for `--train` (synthetic photos when absent).
     #[arg(long, default_value = "data/photos.pack")]
     pub data: PathBuf,
@@ -89,6 +93,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.train {
         return train_report(args);
+    }
+    if args.memory {
+        return memory_report(args);
     }
     use crate::eval::bench::{forward_time, model_size, restoration_time, step_costs};
     use crate::inverse::TaskSpec;
@@ -276,6 +283,96 @@ fn pivot_report(
 }
 
 /// `eps-studio bench --mask`: painting on a large photo's mask.
+/// `eps-studio bench --memory`: the CLI's own restore path in this process, its peak resident
+/// memory read from the kernel (VmHWM, reset between runs through /proc/self/clear_refs).
+fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let status = |key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib * 1024)
+    };
+    let reset_peak = || std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    if status("VmHWM:").is_none() || !reset_peak() {
+        anyhow::bail!("bench --memory reads the peak from /proc/self (Linux only)");
+    }
+    let (w, h) = args.mask_size;
+    let dir = std::env::temp_dir().join(format!("eps-bench-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let photo = dir.join("photo.jpg");
+    let mask = dir.join("mask.png");
+    // A photo-like 8-bit picture and a 150-pixel disc, written without float copies.
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([
+            (x * 255 / w as u32) as u8,
+            (y * 255 / h as u32) as u8,
+            (((x / 37 + y / 53) % 7) * 36) as u8,
+        ])
+    })
+    .save(&photo)
+    .context("writing the test photo")?;
+    let (cx, cy) = (w as i64 / 2, h as i64 / 2);
+    image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
+        image::Luma([if dx * dx + dy * dy <= 75 * 75 { 255 } else { 0 }])
+    })
+    .save(&mask)
+    .context("writing the test mask")?;
+    let mut rows = Vec::new();
+    for samples in [1_usize, 2, 4] {
+        let out = dir.join(format!("out-{samples}"));
+        reset_peak();
+        let before = status("VmRSS:").unwrap_or(0);
+        super::restore::run(&super::restore::RestoreArgs {
+            input: photo.clone(),
+            mask: Some(mask.clone()),
+            blur: None,
+            sr: None,
+            simulate: false,
+            method: "eps".into(),
+            steps: Some(4),
+            samples,
+            seed: 0,
+            sigma_y: 0.05,
+            work_side: 256,
+            weights: None,
+            out: out.clone(),
+            format: "same".into(),
+            quality: 92,
+            backend: crate::backend::BackendChoice::Cpu,
+        })?;
+        let peak = status("VmHWM:").unwrap_or(0);
+        let fill = crate::photo::load_mask(&mask, w, h)?;
+        let estimate = crate::restore::Estimate::new(
+            w,
+            h,
+            &crate::restore::Degradation::Inpaint { fill },
+            &crate::restore::Settings::default(),
+            samples,
+        );
+        rows.push(format!(
+            "| {samples} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            peak as f64 / 1e6,
+            before as f64 / 1e6,
+            estimate.bytes as f64 / 1e6,
+            peak as f64 / 1e9
+        ));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = format!(
+        "Peak resident memory of `restore` (the command line's own path, in this process) on a \
+         {w}×{h} JPEG with one 150-pixel hole. Target: ≤ 1 GB.\n\n\
+         | samples | peak MB | resident before MB | estimate MB | peak / 1 GB |\n|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    write_report(args, "Memory on a big photo", &report)
+}
+
 fn mask_report(args: &BenchArgs) -> anyhow::Result<()> {
     let (w, h) = args.mask_size;
     let c = crate::app::bench_mask_editing(w, h, args.repeats.max(5));

@@ -133,13 +133,20 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     let estimate = restore::Estimate::new(w, h, &degradation, &settings, args.samples);
     estimate.check_memory()?;
 
-    let (y, truth) = if args.simulate {
-        // The measurement gets the noise asked for; the restoration assumes at least the floor.
-        let s = restore::simulate(&input.rgb, &degradation, args.sigma_y, args.seed)?;
-        (s.y, Some(s.truth))
+    // The measurement gets the noise asked for; the restoration assumes at least the floor.
+    // Without --simulate the photo itself is the measurement (borrowed: no second copy).
+    let simulated = if args.simulate {
+        Some(restore::simulate(
+            &input.rgb,
+            &degradation,
+            args.sigma_y,
+            args.seed,
+        )?)
     } else {
-        (input.rgb.clone(), None)
+        None
     };
+    let y: &photo::RgbImage = simulated.as_ref().map_or(&input.rgb, |s| &s.y);
+    let truth: Option<&photo::RgbImage> = simulated.as_ref().map(|s| &s.truth);
 
     let folder = Models::locate(args.weights.as_deref())?;
     let (compute, notes) = Compute::select(args.backend);
@@ -168,10 +175,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let result = restore::restore(
+    let mut result = restore::restore(
         &models,
         compute.gpu(),
-        &y,
+        y,
         &degradation,
         &settings,
         &seeds,
@@ -198,17 +205,6 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         photo::save(image, &path, fmt, false)?;
         Ok(path)
     };
-    // Alpha and metadata follow the output only when it has the input's size.
-    let meta_source = |img: &photo::RgbImage| -> photo::Photo {
-        if img.width == input.width() && img.height == input.height() {
-            input.clone()
-        } else {
-            photo::Photo {
-                alpha: None,
-                ..input.clone()
-            }
-        }
-    };
     let lpips_net = truth.as_ref().and_then(|_| {
         crate::eval::lpips::Lpips::locate_and_load(
             crate::eval::lpips::Backbone::Alex,
@@ -223,9 +219,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for (i, (s, r)) in result.samples.iter().zip(&result.residuals).enumerate() {
-        let meta = meta_source(s);
+        // Alpha follows the output only when it has the input's size (SaveImage::like).
         let path = save(
-            &SaveImage::like(s, &meta),
+            &SaveImage::like(s, &input),
             format!("{stem}.sample-{}", result.seeds[i]),
             format,
         )?;
@@ -248,22 +244,37 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    // Residual maps are printed above; the mean and its spread are built one after the other,
+    // each dropped once saved, so a big photo holds at most one extra full-size buffer.
+    result.residuals.clear();
     let mut mean_psnr = None;
-    if let Some((mean, std)) = restore::mean_and_std(&result.samples.iter().collect::<Vec<_>>()) {
-        let meta = meta_source(&mean);
+    let summary = if result.samples.len() == 1 {
+        // One sample is its own mean, with no spread: no copy.
+        result.samples.pop().map(|s| {
+            let n = s.width * s.height;
+            (s, vec![0.0; n])
+        })
+    } else {
+        restore::mean_and_std(&result.samples.iter().collect::<Vec<_>>())
+    };
+    result.samples.clear();
+    if let Some((mean, std)) = summary {
+        let (mean_w, mean_h) = (mean.width, mean.height);
         let mean_path = save(
-            &SaveImage::like(&mean, &meta),
+            &SaveImage::like(&mean, &input),
             format!("{stem}.mean"),
             format,
         )?;
+        mean_psnr = truth.map(|t| restore::psnr(&mean, t));
+        drop(mean);
         let max_std = std.iter().copied().fold(0.0_f32, f32::max);
-        let heat = restore::heat::image(&std, mean.width, mean.height, max_std.max(1e-6));
+        let heat = restore::heat::image(&std, mean_w, mean_h, max_std.max(1e-6));
+        drop(std);
         let std_path = save(
             &SaveImage::plain(&heat),
             format!("{stem}.std"),
             SaveFormat::Png,
         )?;
-        mean_psnr = truth.as_ref().map(|t| restore::psnr(&mean, t));
         let psnr = mean_psnr
             .map(|p| format!(", PSNR {p:.2} dB"))
             .unwrap_or_default();
@@ -275,26 +286,26 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     if args.simulate {
         let path = save(
-            &SaveImage::plain(&y),
+            &SaveImage::plain(y),
             format!("{stem}.measurement"),
             SaveFormat::Png,
         )?;
         println!("simulated measurement: {}", path.display());
         // What doing little would score, so a restoration can be judged against it.
-        if let Some(t) = &truth {
+        if let Some(t) = truth {
             let (what, img) = match &degradation {
                 restore::Degradation::Inpaint { fill } => (
                     "biharmonic fill (classical)",
-                    crate::eval::reference::biharmonic_fill(&y, fill)?,
+                    crate::eval::reference::biharmonic_fill(y, fill)?,
                 ),
                 restore::Degradation::Deblur(_) => ("the blurry measurement itself", y.clone()),
                 restore::Degradation::SuperRes { factor } => (
                     "bicubic upsampling",
-                    crate::eval::reference::bicubic_upsample(&y, *factor),
+                    crate::eval::reference::bicubic_upsample(y, *factor),
                 ),
             };
             println!("reference: {what}, PSNR {:.2} dB", restore::psnr(&img, t));
-            let nothing = restore::psnr(&restore::unrestored(&y, &degradation), t);
+            let nothing = restore::psnr(&restore::unrestored(y, &degradation), t);
             println!("doing nothing (the measurement as it is): PSNR {nothing:.2} dB");
             if let Some(p) = mean_psnr {
                 let warning = restore::check_beats_doing_nothing(p, nothing).context(

@@ -381,6 +381,10 @@ pub struct FillRow {
     pub crop_psnr: f64,
     /// Seconds per image.
     pub secs: f64,
+    /// Cases where the method diverged (a NaN or infinity): left out of the scores.
+    pub diverged: usize,
+    /// Cases run.
+    pub cases: usize,
 }
 
 /// Downscales a photo so its long side is at most `long` (area filter).
@@ -426,6 +430,7 @@ pub fn fill_suite(
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
     let mut counts = vec![0usize; contenders.len()];
+    let mut diverged = vec![0usize; contenders.len()];
     for (p, (name, photo)) in photos.iter().enumerate() {
         for k in 0..per_photo {
             let mut rng = StdRng::seed_from_u64(seed ^ (((p * 1000 + k) as u64 + 1) * 0x51_7CC1));
@@ -448,10 +453,18 @@ pub fn fill_suite(
                         let seeds: Vec<u64> = (0..samples as u64)
                             .map(|s| seed.wrapping_mul(31).wrapping_add(s))
                             .collect();
-                        restore(models, None, &sim.y, &deg, &settings, &seeds, &mut |_| {
+                        match restore(models, None, &sim.y, &deg, &settings, &seeds, &mut |_| {
                             sampler::Flow::Continue
-                        })?
-                        .samples
+                        }) {
+                            Ok(r) => r.samples,
+                            // A diverging method is a result to report, not the end of the run.
+                            Err(e @ crate::Error::NonFinite { .. }) => {
+                                on_case(&format!("{name} #{k}: {} diverged ({e})", c.label()));
+                                diverged[ci] += 1;
+                                Vec::new()
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 };
                 timings[ci] += t.elapsed().as_secs_f64();
@@ -510,6 +523,8 @@ pub fn fill_suite(
             },
             crop_psnr: crop / k,
             secs: timings[ci] / counts[ci].max(1) as f64,
+            diverged: diverged[ci],
+            cases: cases.len(),
         });
     }
     Ok((rows, cases))
@@ -526,18 +541,27 @@ fn context_region(fill: &[bool], w: usize, h: usize) -> Rect {
 /// The fill table as markdown.
 pub fn fill_markdown(rows: &[FillRow]) -> String {
     let mut s = String::from(
-        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio (1 = natural) | crop PSNR ↑ | s / image |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio (1 = natural) | crop PSNR ↑ | s / image | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
+        if r.diverged == r.cases {
+            s.push_str(&format!(
+                "| {} | – | – | – | – | – | – | {}/{} |\n",
+                r.label, r.diverged, r.cases
+            ));
+            continue;
+        }
         s.push_str(&format!(
-            "| {} | {:.2} | {:.3} | {} | {:.2} | {:.2} | {:.1} |\n",
+            "| {} | {:.2} | {:.3} | {} | {:.2} | {:.2} | {:.1} | {}/{} |\n",
             r.label,
             r.hole.psnr,
             r.hole.ssim,
             r.hole.lpips.map_or("–".into(), |v| format!("{v:.3}")),
             r.hole.texture_ratio,
             r.crop_psnr,
-            r.secs
+            r.secs,
+            r.diverged,
+            r.cases
         ));
     }
     s
@@ -546,6 +570,21 @@ pub fn fill_markdown(rows: &[FillRow]) -> String {
 /// A picture of every case: per row, the truth, the measurement, then each contender's images,
 /// all cropped around the hole (its box plus half its size on every side) and resized to `tile`.
 pub fn fill_picture(cases: &[FillCase], tile: usize) -> Result<Vec<u8>> {
+    // A diverged run has no images: a black tile per missing sample keeps the columns aligned.
+    let per_contender: Vec<usize> = (0..cases.first().map_or(0, |c| c.results.len()))
+        .map(|ci| {
+            cases
+                .iter()
+                .map(|c| c.results.get(ci).map_or(0, |r| r.1.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let black = RgbImage {
+        width: tile,
+        height: tile,
+        data: vec![0.0; tile * tile * 3],
+    };
     let mut tiles = Vec::new();
     let mut cols = 0;
     for case in cases {
@@ -564,8 +603,10 @@ pub fn fill_picture(cases: &[FillCase], tile: usize) -> Result<Vec<u8>> {
             crate::restore::resize::bilinear(&img.crop(r.x, r.y, r.w, r.h), tile, tile)
         };
         let mut row = vec![cut(&case.truth), cut(&case.y)];
-        for (_, imgs) in &case.results {
+        for (ci, (_, imgs)) in case.results.iter().enumerate() {
             row.extend(imgs.iter().map(&cut));
+            let want = per_contender.get(ci).copied().unwrap_or(0);
+            row.extend((imgs.len()..want).map(|_| black.clone()));
         }
         cols = cols.max(row.len());
         tiles.push(row);
