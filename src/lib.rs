@@ -21,6 +21,7 @@
 //! - [`worker`]: the sampler thread and its plain-data protocol.
 //! - [`app`] and [`ui`]: the desktop app (eframe/egui).
 
+#[cfg(feature = "gui")]
 pub mod app;
 pub mod backend;
 pub mod cli;
@@ -36,8 +37,10 @@ pub mod prior;
 pub mod restore;
 pub mod sampler;
 pub mod train;
+#[cfg(feature = "gui")]
 pub mod ui;
 pub mod worker;
 
+#[cfg(feature = "gui")]
 pub use app::{AppOptions, EpsApp};
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! The desktop app, driven like a user would: egui_kittest on the real app type with the shipped
 //! networks. Paint a stroke, restore, resample, undo, wipe, export; errors keep the app alive.
+#![cfg(feature = "gui")]
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::Device;
+#[cfg(feature = "gui")]
 use eps_studio::app::AppSettings;
 use eps_studio::denoiser::ModelFile;
 use eps_studio::eval::restoration::MethodChoice;
@@ -183,6 +184,7 @@ proptest! {
         }
     }
 
+    #[cfg(feature = "gui")]
     #[test]
     fn remembered_settings_are_brought_into_range(json in settings_json()) {
         if let Ok(mut s) = serde_json::from_str::<AppSettings>(&json) {
@@ -194,6 +196,7 @@ proptest! {
         }
     }
 
+    #[cfg(feature = "gui")]
     #[test]
     fn autosave_records_never_panic(json in prop::collection::vec(any::<u8>(), 0..256)) {
         let dir = std::env::temp_dir().join(format!("eps-fuzz-autosave-{}", std::process::id()));
@@ -204,6 +207,7 @@ proptest! {
 }
 
 /// Settings files with absurd numbers where numbers belong.
+#[cfg(feature = "gui")]
 fn settings_json() -> impl Strategy<Value = String> {
     let num = prop_oneof![
         Just("1e308".to_owned()),

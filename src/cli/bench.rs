@@ -373,6 +373,12 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
     write_report(args, "Memory on a big photo", &report)
 }
 
+#[cfg(not(feature = "gui"))]
+fn mask_report(_args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::bail!("bench --mask measures the app's mask editing; this build has no app (gui feature)")
+}
+
+#[cfg(feature = "gui")]
 fn mask_report(args: &BenchArgs) -> anyhow::Result<()> {
     let (w, h) = args.mask_size;
     let c = crate::app::bench_mask_editing(w, h, args.repeats.max(5));

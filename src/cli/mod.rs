@@ -138,7 +138,21 @@ pub fn error_line(e: &anyhow::Error) -> String {
     line
 }
 
+/// Without the `gui` feature there is no window to open.
+#[cfg(not(feature = "gui"))]
+pub fn run_app(
+    _photo: Option<std::path::PathBuf>,
+    _weights: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build of EPS Studio is the command line only (built without the gui feature); \
+         restore with `eps-studio restore --input photo.jpg --mask mask.png --out results/`, \
+         see `eps-studio --help`"
+    )
+}
+
 /// Opens the desktop window.
+#[cfg(feature = "gui")]
 pub fn run_app(
     photo: Option<std::path::PathBuf>,
     weights: Option<std::path::PathBuf>,
