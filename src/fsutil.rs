@@ -138,6 +138,13 @@ pub fn prepare_output_dir(dir: &Path) -> Result<()> {
 /// Checks, before any work, that a new file can be written at `path`: nothing has the name yet
 /// (unless `overwrite`), the name is not too long and its folder is writable.
 pub fn check_output_file(path: &Path, overwrite: bool) -> Result<()> {
+    check_output_name(path, overwrite)?;
+    prepare_output_dir(parent_of(path))
+}
+
+/// The name checks of [`check_output_file`] alone (length, nothing there unless `overwrite`, not
+/// a folder), without touching the disk: for each file of a run whose folder was checked once.
+pub fn check_output_name(path: &Path, overwrite: bool) -> Result<()> {
     check_name(path)?;
     if is_taken(path) {
         if !overwrite {
@@ -151,7 +158,7 @@ pub fn check_output_file(path: &Path, overwrite: bool) -> Result<()> {
             ));
         }
     }
-    prepare_output_dir(parent_of(path))
+    Ok(())
 }
 
 /// Shortens `stem` so that `stem` plus a suffix of `reserve` bytes fits in a file name, cutting at

@@ -510,7 +510,9 @@ fn add_metadata(enc: &mut impl image::ImageEncoder, image: &SaveImage<'_>) {
 
 /// Saves `image` to `path` atomically. Refuses to replace an existing file unless `overwrite`.
 pub fn save(image: &SaveImage<'_>, path: &Path, format: SaveFormat, overwrite: bool) -> Result<()> {
-    crate::fsutil::check_output_file(path, overwrite)?;
+    // Before encoding; the folder itself is checked once per run by the caller, and the write
+    // creates it if needed.
+    crate::fsutil::check_output_name(path, overwrite)?;
     let bytes = encode(image, format)?;
     crate::fsutil::write(path, &bytes, overwrite)
 }

@@ -375,7 +375,9 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "gui"))]
 fn mask_report(_args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench --mask measures the app's mask editing; this build has no app (gui feature)")
+    anyhow::bail!(
+        "bench --mask measures the app's mask editing; this build has no app (gui feature)"
+    )
 }
 
 #[cfg(feature = "gui")]
