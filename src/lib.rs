@@ -36,6 +36,7 @@ pub mod photo;
 pub mod prior;
 pub mod restore;
 pub mod sampler;
+pub mod selftest;
 pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;

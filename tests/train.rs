@@ -160,3 +160,24 @@ fn bad_training_requests_are_refused() {
         .contains("positive")
     );
 }
+
+/// A wall-clock budget stops the run after the step that passes it, with a validation loss and a
+/// checkpoint, and the next invocation goes on from there (what a GPU lease of a few minutes
+/// relies on). A zero budget is passed by the first step.
+#[test]
+fn a_time_budget_stops_with_a_checkpoint_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgeted = TrainConfig {
+        max_secs: Some(0.0),
+        ..config(Stage::Prior, 30)
+    };
+    let (_, first) = run(&budgeted, dir.path(), None);
+    assert_eq!(first.len(), 1, "one step, then the budget was spent");
+    assert!(first[0].val_loss.is_some(), "validated before stopping");
+    assert!(dir.path().join("final.safetensors").exists());
+    let (_, second) = run(&budgeted, dir.path(), None);
+    assert_eq!(second.iter().map(|l| l.step).collect::<Vec<_>>(), [2]);
+    let (_, rest) = run(&config(Stage::Prior, 30), dir.path(), None);
+    assert_eq!(rest.first().unwrap().step, 3);
+    assert_eq!(rest.last().unwrap().step, 30);
+}

@@ -119,20 +119,11 @@ impl Compute {
     }
 
     fn cuda() -> std::result::Result<Self, String> {
-        if !candle_core::utils::cuda_is_available() {
-            return Err(
-                "this build has no CUDA support (build with `--features cuda`); using the CPU"
-                    .into(),
-            );
-        }
-        match Device::new_cuda(0) {
-            Ok(device) => Ok(Self {
-                device,
-                gpu: None,
-                label: "CUDA (device 0)".into(),
-            }),
-            Err(e) => Err(format!("no CUDA device answered ({e}); using the CPU")),
-        }
+        cuda_device().map(|device| Self {
+            device,
+            gpu: None,
+            label: "CUDA (device 0)".into(),
+        })
     }
 
     /// The device the networks run on.
@@ -149,4 +140,60 @@ impl Compute {
     pub fn label(&self) -> &str {
         &self.label
     }
+}
+
+/// candle's CUDA device 0, or why not (the reason ends in "using the CPU", for notes). Float
+/// matrix products may use TF32 tensor cores there (10-bit mantissa products, f32 sums), as
+/// PyTorch does for convolutions by default.
+pub fn cuda_device() -> std::result::Result<Device, String> {
+    if !candle_core::utils::cuda_is_available() {
+        return Err(
+            "this build has no CUDA support (build with `--features cuda`); using the CPU".into(),
+        );
+    }
+    let missing = cuda_libraries_missing();
+    if !missing.is_empty() {
+        return Err(format!(
+            "CUDA libraries not found ({}): install the NVIDIA driver and the CUDA 13 runtime, \
+             or add their folder to LD_LIBRARY_PATH; using the CPU",
+            missing.join(", ")
+        ));
+    }
+    match Device::new_cuda(0) {
+        Ok(device) => {
+            candle_core::cuda::set_gemm_reduced_precision_f32(true);
+            Ok(device)
+        }
+        Err(e) => Err(format!("no CUDA device answered ({e}); using the CPU")),
+    }
+}
+
+/// The CUDA libraries a `cuda` build loads at run time that cannot be found on this machine
+/// (empty when all of them load). A build without the `cuda` feature loads none and says so with
+/// an empty list.
+///
+/// candle would panic on first use of a missing library; asking first turns that into a fallback.
+pub fn cuda_libraries_missing() -> Vec<&'static str> {
+    #[cfg(feature = "cuda")]
+    {
+        // SAFETY: each `is_culib_present` only tries `dlopen` on the library's usual names and
+        // closes what it opened; loading the NVIDIA libraries runs no code of ours.
+        #[allow(unsafe_code)]
+        let present = unsafe {
+            [
+                ("libcuda (the NVIDIA driver)", cudarc::driver::sys::is_culib_present()),
+                ("libcublas", cudarc::cublas::sys::is_culib_present()),
+                ("libcublasLt", cudarc::cublaslt::sys::is_culib_present()),
+                ("libcurand", cudarc::curand::sys::is_culib_present()),
+                ("libnvrtc", cudarc::nvrtc::sys::is_culib_present()),
+            ]
+        };
+        present
+            .into_iter()
+            .filter(|(_, found)| !found)
+            .map(|(name, _)| name)
+            .collect()
+    }
+    #[cfg(not(feature = "cuda"))]
+    Vec::new()
 }

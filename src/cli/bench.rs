@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Mask size `WIDTHxHEIGHT` for `--mask`.
     #[arg(long, default_value = "6000x4000", value_parser = parse_size)]
     pub mask_size: (usize, usize),
+    /// Where the networks run for the step costs (the other reports run on the CPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: super::DeviceArg,
     /// Image sides for `--pivot`.
     #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
     pub pivot_sizes: Vec<usize>,
@@ -100,7 +103,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     use crate::eval::bench::{forward_time, model_size, restoration_time, step_costs};
     use crate::inverse::TaskSpec;
     use std::sync::Arc;
-    let device = candle_core::Device::Cpu;
+    let device = args.device.device()?;
     let load = |p: &PathBuf,
                 cfg: UNetConfig,
                 kind: crate::denoiser::ModelKind|
@@ -141,7 +144,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return metrics_report(args);
     }
     let n = args.size;
-    let mut lines = vec![format!("networks: prior = {prior_src}, EPS = {eps_src}")];
+    let mut lines = vec![format!(
+        "networks on {}: prior = {prior_src}, EPS = {eps_src}",
+        args.device.name()
+    )];
     for (name, cfg) in [
         ("prior", prior.inner().config().clone()),
         ("EPS", eps.inner().config().clone()),
@@ -153,8 +159,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             flops as f64 / 1e9
         ));
     }
-    let fwd = forward_time(&prior, args.batch, n, args.repeats)?;
+    let fwd = forward_time(&prior, args.batch, n, args.repeats, &device)?;
     let fwd_eps = {
+        device.synchronize()?;
         let t = std::time::Instant::now();
         let x =
             candle_core::Tensor::zeros((args.batch, 3, n, n), candle_core::DType::F32, &device)?;
@@ -164,11 +171,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             variance: candle_core::Tensor::ones((1, 1, n, n), candle_core::DType::F32, &device)?,
         };
         eps.inner().forward_padded(&x, &s, Some(&cond))?;
+        device.synchronize()?;
         t.elapsed().as_secs_f64()
     };
     lines.push(format!(
         "forward pass, {}×{n}×{n}: prior {fwd:.3} s, EPS {fwd_eps:.3} s (single run)",
         args.batch
+    ));
+    // Arithmetic rate of the network alone, at a batch that fills a GPU.
+    let wide = if device.is_cuda() { 16 } else { args.batch };
+    let fwd_wide = if wide == args.batch {
+        fwd
+    } else {
+        forward_time(&prior, wide, n, args.repeats, &device)?
+    };
+    let flops = prior.inner().config().flops(n, n) as f64 * wide as f64;
+    lines.push(format!(
+        "forward pass, {wide}×{n}×{n}: {fwd_wide:.3} s, {:.2} TFLOP/s (convolution, linear and \
+         attention FLOPs, f32 storage{})",
+        flops / fwd_wide / 1e12,
+        if device.is_cuda() { ", TF32 products" } else { "" }
     ));
     let mut table = String::from("| measurement | seconds | × bare step |\n|---|---:|---:|\n");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
@@ -197,10 +219,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let op = TaskSpec::BoxInpaint.operator(n, n, &mut rng)?;
     let problem = crate::inverse::Problem::simulate(op, &x0.narrow(0, 0, 1)?, 0.05, 1)?;
-    let (secs, nfe) = restoration_time(&eps, &problem, 1)?;
-    table.push_str(&format!(
-        "| {n}×{n} box inpainting, EPS {nfe} NFE, 1 sample, end to end | {secs:.3} | |\n"
-    ));
+    // A batch of 16 samples where a GPU runs them in parallel; on the CPU it is 16× one sample.
+    let sample_counts: &[usize] = if device.is_cuda() { &[1, 16] } else { &[1] };
+    for &samples in sample_counts {
+        let (secs, nfe) = restoration_time(&eps, &problem, samples)?;
+        table.push_str(&format!(
+            "| {n}×{n} box inpainting, EPS {nfe} NFE, {samples} sample(s), end to end | {secs:.3} | |\n"
+        ));
+    }
     let report = format!("{}\n\n{table}", lines.join("  \n"));
     write_report(args, "Benchmarks", &report)
 }

@@ -58,6 +58,9 @@ pub struct EvalArgs {
     /// Heading of the section written to --out.
     #[arg(long, default_value = "Results")]
     pub title: String,
+    /// Where the networks run.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: super::DeviceArg,
     /// Pixel metrics only: leave out LPIPS and the VGG16-feature metrics (FD, KID, MMD², CRPS).
     #[arg(long)]
     pub no_features: bool,
@@ -72,7 +75,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         crate::fsutil::check_output_file(out, args.append || args.overwrite)?;
     }
     super::bench::check_range("--batch", args.batch, 1, 64)?;
-    let device = candle_core::Device::Cpu;
+    let device = args.device.device()?;
     let suite = TaskSpec::evaluation_suite();
     let tasks: Vec<(String, TaskSpec)> = if args.tasks == "all" {
         suite.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect()

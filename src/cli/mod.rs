@@ -51,6 +51,45 @@ pub enum Command {
     /// Measure speed: one forward pass, per-step cost of EPS/DPS/ΠGDM relative to a bare denoiser
     /// step (ratios from one run), and a full 20-NFE restoration.
     Bench(bench::BenchArgs),
+    /// Check a compute device: the shipped networks, restorations and both training stages on
+    /// it, each compared with the CPU or the measurement (exit status 1 if any check fails).
+    Selftest(SelftestArgs),
+}
+
+/// Arguments of `eps-studio selftest`.
+#[derive(clap::Args, Debug)]
+pub struct SelftestArgs {
+    /// The device to check.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+/// Runs `eps-studio selftest`.
+fn selftest(args: &SelftestArgs) -> anyhow::Result<()> {
+    let device = args.device.device()?;
+    let mut failed = 0;
+    for check in &crate::selftest::CHECKS {
+        let t = std::time::Instant::now();
+        match (check.run)(&device) {
+            Ok(measured) => println!(
+                "ok      {} ({:.1} s): {measured}",
+                check.name,
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}: {}", check.name, error_line(&e));
+            }
+        }
+    }
+    let total = crate::selftest::CHECKS.len();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {total} checks failed on {}",
+        args.device.name()
+    );
+    println!("all {total} checks passed on {}", args.device.name());
+    Ok(())
 }
 
 /// Runs a parsed command line.
@@ -63,6 +102,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Restore(args)) => restore::run(args),
+        Some(Command::Selftest(args)) => selftest(args),
         None => {
             if let Some(photo) = &cli.photo {
                 check_photo_argument(photo)?;
@@ -73,7 +113,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
 }
 
 /// The subcommands' names, for the message about a misspelt one.
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 8] = [
     "restore",
     "check-posterior",
     "data",
@@ -81,6 +121,7 @@ const SUBCOMMANDS: [&str; 7] = [
     "eval",
     "diagnose",
     "bench",
+    "selftest",
 ];
 
 /// A photo to open must exist; a word that is neither a file nor a subcommand is most likely a
@@ -189,4 +230,39 @@ pub fn run_app(
         }),
     )
     .map_err(|e| anyhow::anyhow!("the window could not start: {e}"))
+}
+
+/// Where `train`, `eval` and `bench` run the networks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// candle's CUDA device 0: a build with `--features cuda` on a machine with an NVIDIA GPU
+    /// and its driver (scripts/build-cuda.sh).
+    Cuda,
+}
+
+impl DeviceArg {
+    /// `"the CPU"` or `"CUDA"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "the CPU",
+            Self::Cuda => "CUDA",
+        }
+    }
+
+    /// The candle device, or a message saying why CUDA cannot be used (an explicit request is
+    /// never quietly moved to the CPU).
+    pub fn device(self) -> anyhow::Result<candle_core::Device> {
+        match self {
+            Self::Cpu => Ok(candle_core::Device::Cpu),
+            Self::Cuda => crate::backend::cuda_device().map_err(|why| {
+                anyhow::anyhow!(
+                    "--device cuda: {}; or pass --device cpu",
+                    why.trim_end_matches("; using the CPU")
+                )
+            }),
+        }
+    }
 }

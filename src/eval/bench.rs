@@ -29,9 +29,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time(f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+/// Wall time of `f`, with the device's queue drained before and after (CUDA runs asynchronously:
+/// without it a launch would be timed, not the work).
+fn time(device: &candle_core::Device, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    device.synchronize()?;
     let t = Instant::now();
     f()?;
+    device.synchronize()?;
     Ok(t.elapsed().as_secs_f64())
 }
 
@@ -101,12 +105,12 @@ pub fn step_costs(
     }
     let mut t = vec![Vec::new(); 6];
     for _ in 0..repeats.max(1) {
-        t[0].push(time(&mut bare)?);
-        t[1].push(time(&mut eps_step)?);
-        t[2].push(time(&mut dps)?);
-        t[3].push(time(&mut pigdm)?);
-        t[4].push(time(&mut pivot_only)?);
-        t[5].push(time(&mut eps_net)?);
+        t[0].push(time(problem.device(), &mut bare)?);
+        t[1].push(time(problem.device(), &mut eps_step)?);
+        t[2].push(time(problem.device(), &mut dps)?);
+        t[3].push(time(problem.device(), &mut pigdm)?);
+        t[4].push(time(problem.device(), &mut pivot_only)?);
+        t[5].push(time(problem.device(), &mut eps_net)?);
     }
     let m: Vec<f64> = t.into_iter().map(median).collect();
     let row = |what: &str, i: usize| BenchRow {
@@ -130,14 +134,19 @@ pub fn step_costs(
 }
 
 /// Time of one forward pass of `net` on a `[batch, 3, size, size]` input, median of `repeats`.
-pub fn forward_time(net: &Network, batch: usize, size: usize, repeats: usize) -> Result<f64> {
+pub fn forward_time(
+    net: &Network,
+    batch: usize,
+    size: usize,
+    repeats: usize,
+    device: &candle_core::Device,
+) -> Result<f64> {
     let seeds: Vec<u64> = (0..batch as u64).collect();
-    let x =
-        SeededNoise::new(&seeds).normal((3, size, size), DType::F32, &candle_core::Device::Cpu)?;
+    let x = SeededNoise::new(&seeds).normal((3, size, size), DType::F32, device)?;
     Denoiser::denoise(net, &x, 1.0)?;
     let mut v = Vec::new();
     for _ in 0..repeats.max(1) {
-        v.push(time(&mut || Denoiser::denoise(net, &x, 1.0).map(drop))?);
+        v.push(time(device, &mut || Denoiser::denoise(net, &x, 1.0).map(drop))?);
     }
     Ok(median(v))
 }
@@ -204,6 +213,7 @@ pub fn restoration_time(eps: &Network, problem: &Problem, samples: usize) -> Res
             "use a single measurement",
         ));
     }
+    problem.device().synchronize()?;
     let t = Instant::now();
     let out = sampler::sample(
         &Method::Eps(cfg),
@@ -215,6 +225,7 @@ pub fn restoration_time(eps: &Network, problem: &Problem, samples: usize) -> Res
         &seeds,
         &mut ignore_progress,
     )?;
+    problem.device().synchronize()?;
     Ok((t.elapsed().as_secs_f64(), out.nfe))
 }
 
@@ -288,7 +299,7 @@ pub fn pivot_costs(
                 call()?;
                 let mut v = Vec::new();
                 for _ in 0..repeats.max(1) {
-                    v.push(time(&mut call)?);
+                    v.push(time(&candle_core::Device::Cpu, &mut call)?);
                 }
                 network_step = Some(median(v));
             }
@@ -303,8 +314,8 @@ pub fn pivot_costs(
             cpu_pivot()?;
             let mut t = [Vec::new(), Vec::new()];
             for _ in 0..repeats.max(1) {
-                t[0].push(time(&mut cpu_pivot)?);
-                t[1].push(time(&mut cpu_update)?);
+                t[0].push(time(&candle_core::Device::Cpu, &mut cpu_pivot)?);
+                t[1].push(time(&candle_core::Device::Cpu, &mut cpu_update)?);
             }
             let [cpu_p, cpu_u] = t.map(median);
             let (mut gpu_p, mut gpu_pr, mut gpu_u) = (None, None, None);
@@ -314,12 +325,12 @@ pub fn pivot_costs(
                 g.pivot(&ga, interp)?;
                 let mut t = [Vec::new(), Vec::new(), Vec::new()];
                 for _ in 0..repeats.max(1) {
-                    t[0].push(time(&mut || {
+                    t[0].push(time(&candle_core::Device::Cpu, &mut || {
                         g.pivot_in_place(&ga, interp)?;
                         ctx.wait()
                     })?);
-                    t[1].push(time(&mut || g.pivot(&ga, interp).map(drop))?);
-                    t[2].push(time(&mut || {
+                    t[1].push(time(&candle_core::Device::Cpu, &mut || g.pivot(&ga, interp).map(drop))?);
+                    t[2].push(time(&candle_core::Device::Cpu, &mut || {
                         let out = g.combine(&[(0.8, &ga), (0.3, &gb), (-0.1, &ga)])?;
                         ctx.wait()?;
                         drop(out);

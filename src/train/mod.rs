@@ -86,6 +86,14 @@ pub struct TrainConfig {
     pub val_crops_per_photo: usize,
     /// σ_y range (log-uniform) of the EPS stage.
     pub sigma_y_range: (f64, f64),
+    /// Wall-clock budget of this invocation in seconds: the run stops after the step that
+    /// passes it, validates and checkpoints (a resumed run goes on from there). `None`: all steps.
+    #[serde(default)]
+    pub max_secs: Option<f64>,
+    /// Also checkpoint whenever this many seconds have passed since the last checkpoint, so a
+    /// killed run loses at most that much work.
+    #[serde(default)]
+    pub checkpoint_secs: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +118,8 @@ impl Default for TrainConfig {
             val_every: 100,
             val_crops_per_photo: 8,
             sigma_y_range: (0.01, 0.1),
+            max_secs: None,
+            checkpoint_secs: None,
         }
     }
 }
@@ -636,6 +646,8 @@ pub fn train(
         )
         .map_err(csv_err)?;
     }
+    let began = Instant::now();
+    let mut last_checkpoint = Instant::now();
     for step in start..cfg.steps {
         let t0 = Instant::now();
         let mut rng = step_rng(cfg.seed, step);
@@ -663,7 +675,10 @@ pub fn train(
             update: t0.elapsed().as_secs_f64() - t_backward,
         };
         let done = step + 1;
-        let val = if done % cfg.val_every == 0 || done == cfg.steps {
+        let out_of_time = cfg
+            .max_secs
+            .is_some_and(|budget| began.elapsed().as_secs_f64() >= budget);
+        let val = if done % cfg.val_every == 0 || done == cfg.steps || out_of_time {
             val_loss(ema.weights())?
         } else {
             None
@@ -696,12 +711,20 @@ pub fn train(
             source,
         })?;
         on_log(&log);
-        if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+        let time_for_checkpoint = cfg
+            .checkpoint_secs
+            .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
+        if done % cfg.checkpoint_every == 0 || done == cfg.steps || out_of_time || time_for_checkpoint
+        {
+            last_checkpoint = Instant::now();
             csv.flush().map_err(|source| Error::Io {
                 path: files.csv(),
                 source,
             })?;
             checkpoint(done, wall_secs, &ema, &adam, &history)?;
+        }
+        if out_of_time {
+            break;
         }
     }
 
