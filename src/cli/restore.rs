@@ -156,8 +156,12 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     let models = Models::load(&folder, compute.device())
         .with_context(|| format!("loading the networks from {}", folder.display()))?;
     let seeds = consecutive_seeds(args.seed, args.samples);
+    let duration = models
+        .seconds_per_megapixel()
+        .map(|rate| format!(", about {}", restore::human_duration(estimate.seconds(rate))))
+        .unwrap_or_default();
     eprintln!(
-        "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB",
+        "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB{duration}",
         settings.sampler_method(&degradation).name(),
         y.width,
         y.height,

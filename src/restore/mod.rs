@@ -208,6 +208,9 @@ pub struct Estimate {
     pub network_calls: usize,
     /// Peak memory, in bytes: whole-photo buffers plus the working batch.
     pub bytes: u64,
+    /// Network work: pixels the networks see over all calls, regions and samples, a
+    /// backward pass counted as two forward passes (DPS, ΠGDM).
+    pub network_pixels: u64,
 }
 
 impl Estimate {
@@ -225,7 +228,8 @@ impl Estimate {
             height: h,
             data: Vec::new(),
         };
-        let regions = regions(&y, degradation, settings).len();
+        let rects = regions(&y, degradation, settings);
+        let regions = rects.len();
         let method = settings.sampler_method(degradation);
         let nfe = method.network_calls();
         let (out_w, out_h) = degradation.output_size(w, h);
@@ -245,11 +249,32 @@ impl Estimate {
         let side = settings.work_side as u64;
         let per_px = if method.uses_gradients() { 4096 } else { 1024 };
         let working = samples as u64 * side * side * per_px;
+        // Each region is worked on at its output size, scaled down to the working side.
+        let factor = match degradation {
+            Degradation::SuperRes { factor } => *factor as u64,
+            _ => 1,
+        };
+        let region_pixels: u64 = rects
+            .iter()
+            .map(|r| {
+                let (w, h) = (r.w as u64 * factor, r.h as u64 * factor);
+                let scale = (side as f64 / w.max(h).max(1) as f64).min(1.0);
+                (w as f64 * scale).ceil() as u64 * (h as f64 * scale).ceil() as u64
+            })
+            .sum();
+        let passes = if method.uses_gradients() { 3 } else { 1 };
         Self {
             regions,
             network_calls: regions * nfe,
             bytes: photo + working,
+            network_pixels: region_pixels * (nfe * samples * passes) as u64,
         }
+    }
+
+    /// Seconds the job should take at `secs_per_megapixel` network seconds per million pixels
+    /// ([`Models::seconds_per_megapixel`]); the sampler's own arithmetic is a few per cent more.
+    pub fn seconds(&self, secs_per_megapixel: f64) -> f64 {
+        self.network_pixels as f64 / 1e6 * secs_per_megapixel
     }
 
     /// Refuses a job that needs more memory than the machine has available.
@@ -940,6 +965,17 @@ impl Accumulator {
     }
 }
 
+/// A duration for people: `"40 s"`, `"3 min"`, `"1.5 h"`.
+pub fn human_duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{:.0} s", secs.max(1.0))
+    } else if secs < 90.0 * 60.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,6 +1015,41 @@ mod tests {
             1,
         );
         assert!(tiles.regions > 1);
+    }
+
+    #[test]
+    fn the_time_estimate_counts_the_pixels_the_networks_see() {
+        let s = Settings::default();
+        let deblur = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
+        let one = Estimate::new(256, 256, &deblur, &s, 1);
+        assert_eq!(one.regions, 1);
+        assert_eq!(one.network_pixels, 256 * 256 * 20);
+        assert_eq!(
+            Estimate::new(256, 256, &deblur, &s, 4).network_pixels,
+            4 * one.network_pixels
+        );
+        // ΠGDM differentiates through the network: a backward pass counts twice.
+        let pigdm = Settings {
+            method: MethodChoice::Pigdm,
+            steps: Some(20),
+            ..Settings::default()
+        };
+        assert_eq!(
+            Estimate::new(256, 256, &deblur, &pigdm, 1).network_pixels,
+            3 * one.network_pixels
+        );
+        // SR ×4 works at the output size: a 64×64 photo is 256×256 of network work.
+        let sr = Estimate::new(64, 64, &Degradation::SuperRes { factor: 4 }, &s, 1);
+        assert_eq!(sr.network_pixels, one.network_pixels);
+        // A small hole is worked on as a crop around it, not the whole photo.
+        let mut fill = vec![false; 6000 * 4000];
+        fill[2000 * 6000 + 3000] = true;
+        let hole = Estimate::new(6000, 4000, &Degradation::Inpaint { fill }, &s, 1);
+        assert!(hole.network_pixels <= one.network_pixels, "{hole:?}");
+        assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * 20.0 / 1e6).abs() < 1e-9);
+        assert_eq!(human_duration(40.0), "40 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(5400.0), "1.5 h");
     }
 
     #[test]

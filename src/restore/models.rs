@@ -114,6 +114,39 @@ impl Models {
         self.eps.as_ref()
     }
 
+    /// Seconds one network call takes per million pixels on this device, timed on a 128×128
+    /// image (the EPS network where loaded, the prior otherwise; the second of two calls, so
+    /// start-up costs are left out).
+    pub fn seconds_per_megapixel(&self) -> Result<f64> {
+        use candle_core::{DType, Tensor};
+        let net = self
+            .eps
+            .as_ref()
+            .or(self.prior.as_ref())
+            .ok_or_else(|| Error::Unsupported("no network loaded".into()))?
+            .inner();
+        let n = 128;
+        let x = Tensor::zeros((1, 3, n, n), DType::F32, &self.device)?;
+        let sigma = Tensor::ones(1, DType::F64, &self.device)?;
+        let cond = if net.config().cond_channels > 0 {
+            Some(crate::denoiser::Conditioning {
+                obs: x.clone(),
+                variance: Tensor::ones((1, 1, n, n), DType::F32, &self.device)?,
+            })
+        } else {
+            None
+        };
+        let mut secs = 0.0;
+        for _ in 0..2 {
+            self.device.synchronize()?;
+            let t = std::time::Instant::now();
+            net.forward_padded(&x, &sigma, cond.as_ref())?;
+            self.device.synchronize()?;
+            secs = t.elapsed().as_secs_f64();
+        }
+        Ok(secs / (n * n) as f64 * 1e6)
+    }
+
     /// The device the networks run on.
     pub fn device(&self) -> &Device {
         &self.device
