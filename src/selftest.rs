@@ -259,8 +259,9 @@ pub fn eps_fills_a_hole_better_than_grey(device: &Device) -> anyhow::Result<Stri
     ))
 }
 
-/// Smooth synthetic photos: colour gradients with a soft blob.
-fn synthetic_photos() -> PhotoSet {
+/// Smooth synthetic photos: colour gradients with a soft blob (three to train on, one to
+/// validate), for training checks that need no photo pack.
+pub fn synthetic_photos() -> PhotoSet {
     let make = |k: u32| {
         image::RgbImage::from_fn(96, 96, |x, y| {
             let (fx, fy) = (f64::from(x) / 95.0, f64::from(y) / 95.0);
@@ -309,11 +310,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Both stages train on the device: the prior's validation loss falls, the EPS stage starts
-/// from it and stays finite, and the weights come back as a loadable file.
-pub fn training_lowers_the_loss(device: &Device) -> anyhow::Result<String> {
-    let dir = Scratch::new("train")?;
-    let cfg = |stage, steps| TrainConfig {
+/// A tiny network's training settings that fit a run of seconds: the loss falls within 30
+/// steps on [`synthetic_photos`].
+pub fn tiny_training(stage: Stage, steps: usize) -> TrainConfig {
+    TrainConfig {
         stage,
         model: UNetConfig::tiny(),
         steps,
@@ -329,7 +329,14 @@ pub fn training_lowers_the_loss(device: &Device) -> anyhow::Result<String> {
         val_crops_per_photo: 4,
         seed: 7,
         ..TrainConfig::default()
-    };
+    }
+}
+
+/// Both stages train on the device: the prior's validation loss falls, the EPS stage starts
+/// from it and stays finite, and the weights come back as a loadable file.
+pub fn training_lowers_the_loss(device: &Device) -> anyhow::Result<String> {
+    let dir = Scratch::new("train")?;
+    let cfg = tiny_training;
     let photos = synthetic_photos();
     let vals = RefCell::new(Vec::new());
     let prior = train(

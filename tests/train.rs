@@ -5,52 +5,16 @@
 use std::cell::RefCell;
 
 use candle_core::Device;
-use eps_studio::denoiser::{ModelFile, ModelKind, UNetConfig};
-use eps_studio::train::data::{PhotoSet, Split};
+use eps_studio::denoiser::{ModelFile, ModelKind};
+use eps_studio::train::data::PhotoSet;
 use eps_studio::train::{Stage, StepLog, TrainConfig, train};
-use image::{Rgb, RgbImage};
 
-/// Smooth synthetic "photos": colour gradients with a few soft blobs.
 fn photos() -> PhotoSet {
-    let make = |k: u32| {
-        RgbImage::from_fn(96, 96, |x, y| {
-            let (fx, fy) = (f64::from(x) / 95.0, f64::from(y) / 95.0);
-            let blob =
-                (-((fx - 0.3 - 0.1 * f64::from(k)).powi(2) + (fy - 0.6).powi(2)) * 12.0).exp();
-            let c = |a: f64| (255.0 * a.clamp(0.0, 1.0)) as u8;
-            Rgb([
-                c(0.2 + 0.6 * fx + 0.3 * blob),
-                c(0.3 + 0.4 * fy * f64::from(k % 2)),
-                c(0.8 - 0.5 * fx * fy + 0.2 * blob),
-            ])
-        })
-    };
-    PhotoSet::from_images(vec![
-        ("syn__a".into(), Split::Train, make(0)),
-        ("syn__b".into(), Split::Train, make(1)),
-        ("syn__c".into(), Split::Train, make(2)),
-        ("syn__d".into(), Split::Validation, make(3)),
-    ])
+    eps_studio::selftest::synthetic_photos()
 }
 
 fn config(stage: Stage, steps: usize) -> TrainConfig {
-    TrainConfig {
-        stage,
-        model: UNetConfig::tiny(),
-        steps,
-        batch: 4,
-        crop: 32,
-        lr: 3e-3,
-        warmup: 1,
-        ema_rel: 0.2,
-        crop_mix: vec![(48, 0.3)],
-        lr_decay: 20,
-        checkpoint_every: 10,
-        val_every: 10,
-        val_crops_per_photo: 4,
-        seed: 7,
-        ..TrainConfig::default()
-    }
+    eps_studio::selftest::tiny_training(stage, steps)
 }
 
 fn run(
