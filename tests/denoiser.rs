@@ -181,6 +181,57 @@ fn widened_eps_network_starts_at_the_gaussian_denoiser_around_the_observation() 
     assert!(prior_file.widen_to_eps().unwrap().widen_to_eps().is_err());
 }
 
+/// The Wiener input: the same network computes the same at σ → 0 as with EDM's `c_in x`, and at
+/// high σ its estimate no longer follows the noise in `x` — whatever the weights, so a partly
+/// trained network cannot put its input noise into the one-call mean or into ΠGDM's guidance.
+/// With EDM's input the same weights follow it (the property is the option's, not the weights').
+#[test]
+fn wiener_input_keeps_the_input_noise_out_of_high_noise_estimates() {
+    for cfg in [UNetConfig::tiny(), UNetConfig::tiny().with_condition()] {
+        let kind = if cfg.cond_channels > 0 {
+            ModelKind::Eps
+        } else {
+            ModelKind::Prior
+        };
+        let mut edm_file = random_model(&cfg, kind);
+        edm_file.config.wiener_input = false;
+        let mut wiener_file = edm_file.clone();
+        wiener_file.config.wiener_input = true;
+        let edm = edm_file.build(&Device::Cpu).unwrap();
+        let wiener = wiener_file.build(&Device::Cpu).unwrap();
+        let x0 = f32(randn((2, 3, 16, 16), 7).affine(0.5, 0.0).unwrap());
+        let obs = f32(randn((2, 3, 16, 16), 8).affine(0.5, 0.0).unwrap());
+        let eps = f32(randn((2, 3, 16, 16), 9));
+        let other = f32(randn((2, 3, 16, 16), 10));
+        let cond = |s: f64| {
+            (cfg.cond_channels > 0).then(|| Conditioning {
+                obs: obs.clone(),
+                variance: Tensor::full((s * s) as f32, (1, 1, 16, 16), &Device::Cpu).unwrap(),
+            })
+        };
+        let run = |net: &EdmDenoiser, noise: &Tensor, s: f64| {
+            let x = (&x0 + noise.affine(s, 0.0).unwrap()).unwrap();
+            net.forward(&x, &sig(2, s), cond(s).as_ref()).unwrap()
+        };
+        // σ → 0: c_skip → 1 and c_in → 1/σ_d, the two inputs agree.
+        let s = 1e-3;
+        let gap = max_abs_diff(&run(&edm, &eps, s), &run(&wiener, &eps, s));
+        assert!(gap < 1e-4, "{kind:?}: σ = {s}: the inputs differ by {gap}");
+        // σ = 80: two noise draws, two estimates. Each moves `x` by 80 per unit of noise.
+        let s = 80.0;
+        let follow = |net: &EdmDenoiser| max_abs_diff(&run(net, &eps, s), &run(net, &other, s));
+        let (w, e) = (follow(&wiener), follow(&edm));
+        assert!(
+            w < 0.05,
+            "{kind:?}: with the Wiener input the σ = 80 estimate still moves by {w} with the noise"
+        );
+        assert!(
+            e > 0.1,
+            "{kind:?}: with EDM's input the same weights were expected to follow the noise ({e})"
+        );
+    }
+}
+
 /// Per-pixel preconditioning: pixels whose pivot noise is small (observed ones, σ* ≈ σ_y) reach
 /// the network at unit scale and pass through the denoiser almost unchanged at every σ, whatever
 /// the weights — the context is never scaled away at the first, σ = 80 steps.

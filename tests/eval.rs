@@ -204,3 +204,54 @@ fn feature_scores_are_zero_for_the_truth_and_grow_with_noise() {
         assert!(worse.kid_vgg.unwrap().is_finite() && worse.mmd_vgg.unwrap().is_finite());
     }
 }
+
+/// The hole curve scores the network the EPS sampler calls: an EPS network that is exactly its
+/// starting point (a widened prior, output layers zeroed) scores exactly as the centred Gaussian
+/// column, and every column is a finite PSNR above the noisy input's at high σ.
+#[test]
+fn hole_curve_scores_the_denoiser_the_sampler_calls() {
+    use eps_studio::denoiser::{ModelFile, ModelKind};
+    use eps_studio::eval::diagnose::hole_curve;
+    let cfg = UNetConfig::tiny();
+    let varmap = VarMap::new();
+    EdmDenoiser::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let tensors = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let prior_file = ModelFile {
+        kind: ModelKind::Prior,
+        config: cfg,
+        tensors,
+        notes: Default::default(),
+    };
+    let eps = Network::new(prior_file.widen_to_eps().unwrap().build(&Device::Cpu).unwrap());
+    let prior = Network::new(prior_file.build(&Device::Cpu).unwrap());
+    // Smooth crops with structure: gradients and a bump, in [-1, 1].
+    let (n, h, w) = (3usize, 32usize, 32usize);
+    let data: Vec<f32> = (0..n * 3 * h * w)
+        .map(|i| {
+            let (b, c, y, x) = (i / (3 * h * w), (i / (h * w)) % 3, (i / w) % h, i % w);
+            (0.6 * ((x as f32 / 7.0 + b as f32).sin() * (y as f32 / 9.0 + c as f32).cos())) as f32
+        })
+        .collect();
+    let truth = Tensor::from_vec(data, (n, 3, h, w), &Device::Cpu).unwrap();
+    let rows = hole_curve(&truth, &[0.1, 5.0, 80.0], Some(&prior), Some(&eps), 0.05, 3).unwrap();
+    for r in &rows {
+        let (e, g) = (r.eps.unwrap(), r.gaussian);
+        assert!(
+            (e.0 - g.0).abs() < 1e-3,
+            "σ = {}: the starting EPS network scores {} dB, its Gaussian {} dB",
+            r.sigma,
+            e.0,
+            g.0
+        );
+        assert!(r.prior.unwrap().0.is_finite() && e.1.is_finite());
+        if r.sigma > 1.0 {
+            assert!(e.0 > r.input + 5.0, "σ = {}: {e:?} vs input {}", r.sigma, r.input);
+        }
+    }
+}

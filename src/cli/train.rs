@@ -134,6 +134,10 @@ pub struct TrainArgs {
     /// per-pixel noise level (ablation).
     #[arg(long)]
     pub scalar_precond: bool,
+    /// Switch an --init network that reads EDM's c_in·x to the Wiener input (the Gaussian
+    /// estimate of x0, docs/training.md §3.5); new networks always use it.
+    #[arg(long)]
+    pub wiener_input: bool,
     /// Instead of training, write the batch of step 0 as pictures into this folder and print
     /// its value ranges and noise levels (a pipeline check).
     #[arg(long)]
@@ -175,6 +179,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             .take()
             .context("--add-head grows the --init network; pass --init")?;
         init = Some(file.with_head(args.model.config().head, args.seed)?);
+    }
+    if args.wiener_input
+        && let Some(file) = init.as_mut()
+    {
+        file.config.wiener_input = true;
     }
     let cfg = TrainConfig {
         stage: match args.stage {

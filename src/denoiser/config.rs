@@ -43,6 +43,13 @@ pub struct UNetConfig {
     /// `c_skip μ* + (1 − c_skip) obs + c_out F` (see [`super::unet`]).
     #[serde(default)]
     pub obs_base: bool,
+    /// The image input is the Gaussian (linear MMSE) estimate of `x0` — `c_skip x`, plus
+    /// `(1 − c_skip) obs` when centred on the observation — divided by σ_d, instead of EDM's
+    /// `c_in x` (see [`super::unet`]). The same information and, as σ → 0, the same input; but
+    /// its noise is at most σ_d/2 and falls as 1/σ above σ_d, where `c_in x` is unit-variance
+    /// noise at every high σ. On for new networks; weight files without the field are EDM's.
+    #[serde(default)]
+    pub wiener_input: bool,
     /// Data standard deviation σ_data of the EDM preconditioning (0.5 for images in [-1, 1]).
     pub sigma_data: f64,
 }
@@ -63,6 +70,7 @@ impl Default for UNetConfig {
             emb_dim: 128,
             pixel_precond: true,
             obs_base: false,
+            wiener_input: true,
             sigma_data: 0.5,
         }
     }

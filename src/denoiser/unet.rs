@@ -16,6 +16,16 @@
 //! deconvolution, bicubic upsampling; [`crate::inverse::Problem::observation`]) — and the
 //! per-pixel noise level, so an observed mid-grey pixel and a hidden pixel never look alike.
 //!
+//! **Wiener input** (`wiener_input`). EDM feeds the network `c_in x`, which at high σ is
+//! unit-variance noise with a signal of σ_d/σ in it: a network must learn to ignore its own
+//! input there, and a partly trained one passes some of that noise to `F` — blotches in the
+//! one-call mean, noise left in every sample, an input Jacobian that makes ΠGDM's guidance
+//! diverge. With `wiener_input` the input is instead the Gaussian estimate of `x0`,
+//! `(c_skip x + (1 − c_skip) base) / σ_d` (`base` = the observation for an EPS network centred on
+//! it, 0 for the prior): an invertible per-σ map of the same `x`, equal to `c_in x` as σ → 0, whose
+//! noise `c_skip σ / σ_d` is at most 1/2 (at σ = σ_d) and falls as 1/σ above it. At σ = 80 the
+//! network sees the observation with noise of 0.006 rather than noise with a trace of signal.
+//!
 //! **Centred on the observation** (`obs_base`). EDM's `c_skip` is the optimal linear denoiser
 //! for data `~ N(0, σ_d²)`. An EPS network knows more than 0 about each pixel before it looks:
 //! the observation image. Centring that Gaussian on it gives
@@ -256,6 +266,25 @@ impl Precond {
     }
 }
 
+impl Precond {
+    /// The network's image input: EDM's `c_in x`, or with `wiener_input` the Gaussian estimate
+    /// `(c_skip x + (1 − c_skip) base) / σ_d` (`base` the observation, or 0).
+    fn image_input(&self, x: &Tensor, base: Option<&Tensor>, cfg: &UNetConfig) -> Result<Tensor> {
+        let dtype = x.dtype();
+        if !cfg.wiener_input {
+            return Ok(x.broadcast_mul(&self.input.to_dtype(dtype)?)?);
+        }
+        let scale = 1.0 / cfg.sigma_data;
+        let skip = self.skip.to_dtype(dtype)?;
+        let estimate = x.broadcast_mul(&skip)?;
+        let estimate = match base {
+            Some(base) => (estimate + base.broadcast_mul(&skip.affine(-1.0, 1.0)?)?)?,
+            None => estimate,
+        };
+        Ok(estimate.affine(scale, 0.0)?)
+    }
+}
+
 impl EdmDenoiser {
     /// Builds the network under `vb`.
     pub fn new(vb: VarBuilder<'_>, cfg: &UNetConfig) -> Result<Self> {
@@ -339,7 +368,7 @@ impl EdmDenoiser {
                     dev,
                 )?;
                 let p = Precond::from_variance(&var, sd)?;
-                let scaled = x.broadcast_mul(&p.input.to_dtype(dtype)?)?;
+                let scaled = p.image_input(x, None, cfg)?;
                 (p, scaled)
             }
             (0, Some(_)) => {
@@ -382,8 +411,8 @@ impl EdmDenoiser {
                     .broadcast_as((b, 1, h, w))?
                 };
                 let p = Precond::from_variance(&var, sd)?;
-                let scaled = x.broadcast_mul(&p.input.to_dtype(dtype)?)?;
                 let obs = cond.obs.to_dtype(dtype)?.broadcast_as((b, k_obs, h, w))?;
+                let scaled = p.image_input(x, cfg.obs_base.then_some(&obs), cfg)?;
                 if cfg.obs_base {
                     let weight = p.skip.affine(-1.0, 1.0)?.to_dtype(dtype)?;
                     base = Some(obs.broadcast_mul(&weight)?);

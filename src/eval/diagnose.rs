@@ -410,6 +410,8 @@ pub struct Suite<'a> {
     pub seed: u64,
     /// LPIPS (AlexNet), when loaded.
     pub lpips: Option<&'a Lpips>,
+    /// Sampler steps (`None`: each method's default).
+    pub steps: Option<usize>,
 }
 
 /// Runs the fill suite: for each photo, `per_photo` object-sized masks (2–5% of the photo),
@@ -426,6 +428,7 @@ pub fn fill_suite(
         sigma_y,
         seed,
         lpips,
+        steps,
     } = *suite;
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
@@ -448,6 +451,7 @@ pub fn fill_suite(
                         let settings = Settings {
                             method: m,
                             sigma_y,
+                            steps,
                             ..Settings::default()
                         };
                         let seeds: Vec<u64> = (0..samples as u64)
@@ -664,6 +668,7 @@ pub fn restore_suite(
         sigma_y,
         seed,
         lpips,
+        steps,
     } = *suite;
     let mut cases = Vec::new();
     let sims = crops
@@ -710,6 +715,7 @@ pub fn restore_suite(
             let settings = Settings {
                 method: m,
                 sigma_y,
+                steps,
                 ..Settings::default()
             };
             let seeds: Vec<u64> = (0..n as u64).map(|s| seed.wrapping_add(s)).collect();
@@ -807,4 +813,166 @@ pub fn photo_crops(photos: &[(String, RgbImage)], per_photo: usize, size: usize)
 /// Gaussian blur used by the deblurring part (σ = 2 px).
 pub fn diagnose_blur() -> Degradation {
     Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 })
+}
+
+/// One row of the hole curve: how well each network denoises the *hidden* pixels of a masked
+/// crop at one noise level. Each entry is (hole PSNR in dB, texture ratio of the estimate in the
+/// hole against the truth).
+#[derive(Debug, Clone, Copy)]
+pub struct HoleCurveRow {
+    /// Noise level.
+    pub sigma: f64,
+    /// Hole PSNR of the noisy input `x_t`.
+    pub input: f64,
+    /// The prior's `D(x_t, σ)`, which ignores the observed pixels' lower noise.
+    pub prior: Option<(f64, f64)>,
+    /// The EPS network's `D_θ(μ*, obs, σ)`, the denoiser the EPS sampler calls.
+    pub eps: Option<(f64, f64)>,
+    /// The EPS network's starting point, the Gaussian denoiser centred on the classical
+    /// observation (`F = 0`: `c_skip μ* + (1 − c_skip) obs`); the network should do better.
+    pub gaussian: (f64, f64),
+}
+
+/// The hole curve: on each crop of `truth` (`[N, 3, H, W]` in `[-1, 1]`) an object-sized hole
+/// (10–25% of the crop) with `y` the observed pixels plus `σ_y` noise; at every σ, `x_t = x0 + σε`
+/// and both networks' estimates scored on the hole. This is the denoiser the EPS sampler sees at
+/// each of its steps: a network that leaves noise in the hole at low σ leaves it in every sample.
+pub fn hole_curve(
+    truth: &Tensor,
+    sigmas: &[f64],
+    prior: Option<&Network>,
+    eps: Option<&Network>,
+    sigma_y: f64,
+    seed: u64,
+) -> Result<Vec<HoleCurveRow>> {
+    let (n, _, h, w) = truth.dims4()?;
+    let noisy = noisy_inputs(truth, sigmas, seed)?;
+    let mut acc = vec![[0.0f64; 7]; sigmas.len()];
+    for b in 0..n {
+        let mut rng = StdRng::seed_from_u64(seed ^ ((b as u64 + 1) * 0x2545_F491));
+        let fill = object_mask(w, h, (0.1, 0.25), &mut rng);
+        let observed: Vec<f32> = fill.iter().map(|f| if *f { 0.0 } else { 1.0 }).collect();
+        let mask = Tensor::from_vec(observed, (1, 1, h, w), truth.device())?;
+        let x0 = truth.narrow(0, b, 1)?;
+        let problem = Problem::simulate(
+            std::sync::Arc::new(Mask::new(&mask)?),
+            &x0,
+            sigma_y,
+            seed ^ b as u64,
+        )?;
+        let clean = from_tensor(truth, b)?;
+        let inner = super::holes::erode(&fill, w, h, 2);
+        let truth_energy = laplacian_energy(&clean, &inner);
+        let score = |x: &Tensor| -> Result<(f64, f64)> {
+            let img = from_tensor(&x.clamp(-1.0, 1.0)?, 0)?;
+            Ok((
+                super::holes::hole_psnr(&img, &clean, &fill)?,
+                laplacian_energy(&img, &inner) / truth_energy.max(1e-12),
+            ))
+        };
+        for (k, (&s, x)) in sigmas.iter().zip(&noisy).enumerate() {
+            let x_t = x.narrow(0, b, 1)?;
+            acc[k][0] += score(&x_t)?.0;
+            if let Some(p) = prior {
+                let (q, t) = score(&Denoiser::denoise(p, &x_t, s)?)?;
+                acc[k][1] += q;
+                acc[k][2] += t;
+            }
+            let mu = problem.pivot(&x_t, Interpolant::edm(s))?;
+            if let Some(e) = eps {
+                let (q, t) = score(&PosteriorDenoiser::denoise(e, &mu, &problem, s)?)?;
+                acc[k][3] += q;
+                acc[k][4] += t;
+            }
+            let sd = eps.map_or(0.5, |e| e.inner().config().sigma_data);
+            let var = problem.pivot_variance(Interpolant::edm(s))?;
+            let skip = (var.affine(1.0, sd * sd)?.recip()? * (sd * sd))?;
+            let obs = problem.observation();
+            let gauss = (obs + (mu - obs)?.broadcast_mul(&skip)?)?;
+            let (q, t) = score(&gauss)?;
+            acc[k][5] += q;
+            acc[k][6] += t;
+        }
+    }
+    let k = n.max(1) as f64;
+    Ok(sigmas
+        .iter()
+        .zip(acc)
+        .map(|(&sigma, a)| HoleCurveRow {
+            sigma,
+            input: a[0] / k,
+            prior: prior.map(|_| (a[1] / k, a[2] / k)),
+            eps: eps.map(|_| (a[3] / k, a[4] / k)),
+            gaussian: (a[5] / k, a[6] / k),
+        })
+        .collect())
+}
+
+/// A picture of the hole curve on the first `n` crops: the truth, then for each σ of `show` rows
+/// of `x_t`, the prior's estimate and the EPS network's (the hole is where they differ from the
+/// truth most).
+pub fn hole_curve_picture(
+    truth: &Tensor,
+    show: &[f64],
+    prior: Option<&Network>,
+    eps: Option<&Network>,
+    sigma_y: f64,
+    seed: u64,
+    n: usize,
+) -> Result<Vec<u8>> {
+    let (count, _, h, w) = truth.dims4()?;
+    let n = n.min(count);
+    let noisy = noisy_inputs(truth, show, seed)?;
+    let mut rows: Vec<Vec<Tensor>> = vec![Vec::new(); 1 + 3 * show.len()];
+    for b in 0..n {
+        let mut rng = StdRng::seed_from_u64(seed ^ ((b as u64 + 1) * 0x2545_F491));
+        let fill = object_mask(w, h, (0.1, 0.25), &mut rng);
+        let observed: Vec<f32> = fill.iter().map(|f| if *f { 0.0 } else { 1.0 }).collect();
+        let mask = Tensor::from_vec(observed, (1, 1, h, w), truth.device())?;
+        let x0 = truth.narrow(0, b, 1)?;
+        let problem = Problem::simulate(
+            std::sync::Arc::new(Mask::new(&mask)?),
+            &x0,
+            sigma_y,
+            seed ^ b as u64,
+        )?;
+        rows[0].push(x0.clone());
+        for (k, (&s, x)) in show.iter().zip(&noisy).enumerate() {
+            let x_t = x.narrow(0, b, 1)?;
+            let grey = x_t.zeros_like()?;
+            rows[1 + 3 * k].push(x_t.clone());
+            rows[2 + 3 * k].push(match prior {
+                Some(p) => Denoiser::denoise(p, &x_t, s)?,
+                None => grey.clone(),
+            });
+            rows[3 + 3 * k].push(match eps {
+                Some(e) => {
+                    let mu = problem.pivot(&x_t, Interpolant::edm(s))?;
+                    PosteriorDenoiser::denoise(e, &mu, &problem, s)?
+                }
+                None => grey,
+            });
+        }
+    }
+    let all: Vec<Tensor> = rows.into_iter().flatten().collect();
+    grid_png(&Tensor::cat(&all, 0)?.clamp(-1.0, 1.0)?, n)
+}
+
+/// The hole curve as markdown.
+pub fn hole_curve_markdown(rows: &[HoleCurveRow]) -> String {
+    let f = |v: Option<(f64, f64)>| v.map_or("– | –".into(), |(p, t)| format!("{p:.2} | {t:.2}"));
+    let mut s = String::from(
+        "| σ ([-1, 1]) | noisy input | prior: hole PSNR | prior: texture ratio | EPS: hole PSNR | EPS: texture ratio | centred Gaussian (F = 0): hole PSNR | texture ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {:.2} | {} | {} | {} |\n",
+            r.sigma,
+            r.input,
+            f(r.prior),
+            f(r.eps),
+            f(Some(r.gaussian))
+        ));
+    }
+    s
 }
