@@ -84,7 +84,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     };
     let (a, b) = (flat(a)?, flat(b)?);
     ensure!(a.len() == b.len(), "outputs of different sizes");
-    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
 }
 
 /// Both shipped networks give the CPU's denoised image on the device, from the highest noise
@@ -106,7 +109,10 @@ pub fn shipped_networks_agree_with_the_cpu(device: &Device) -> anyhow::Result<St
             )?)
         };
         let diff = max_abs_diff(&prior(device)?, &prior(&Device::Cpu)?)?;
-        ensure!(diff <= 0.02, "prior at σ = {sigma}: the device differs by {diff}");
+        ensure!(
+            diff <= 0.02,
+            "prior at σ = {sigma}: the device differs by {diff}"
+        );
         worst = worst.max(diff);
 
         let eps = |d: &Device| -> anyhow::Result<Tensor> {
@@ -119,7 +125,10 @@ pub fn shipped_networks_agree_with_the_cpu(device: &Device) -> anyhow::Result<St
             Ok(net.inner().forward_padded(&x(d)?, &s, Some(&cond))?)
         };
         let diff = max_abs_diff(&eps(device)?, &eps(&Device::Cpu)?)?;
-        ensure!(diff <= 0.02, "EPS at σ = {sigma}: the device differs by {diff}");
+        ensure!(
+            diff <= 0.02,
+            "EPS at σ = {sigma}: the device differs by {diff}"
+        );
         worst = worst.max(diff);
     }
     Ok(format!("largest difference from the CPU {worst:.1e}"))
@@ -191,7 +200,11 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
             "{}: the device's mean differs from the CPU's by {d}",
             degradation.label()
         );
-        report.push(format!("{} mean within {:.2}/255", degradation.label(), d * 255.0));
+        report.push(format!(
+            "{} mean within {:.2}/255",
+            degradation.label(),
+            d * 255.0
+        ));
     }
     let degradation = Degradation::Inpaint { fill: fill.clone() };
     let sim = restore::simulate(&truth, &degradation, 0.05, 9)?;
@@ -203,7 +216,10 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
     )?;
     ensure!(got.nfe == 20, "{} network calls, expected 20", got.nfe);
     let sample = &got.samples[0];
-    ensure!(sample.data.iter().all(|v| v.is_finite()), "non-finite pixels");
+    ensure!(
+        sample.data.iter().all(|v| v.is_finite()),
+        "non-finite pixels"
+    );
     // Outside the hole the sample agrees with the measurement to within its noise: σ_y = 0.05 in
     // the network's [-1, 1] units is 0.025 in [0, 1].
     let (mut sq, mut n) = (0.0f64, 0usize);
@@ -221,7 +237,9 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
         rms <= 2.0 * 0.025,
         "outside the hole the sample strays {rms:.4} from the measurement (noise 0.025)"
     );
-    report.push(format!("sample {rms:.4} RMS from the measurement outside the hole"));
+    report.push(format!(
+        "sample {rms:.4} RMS from the measurement outside the hole"
+    ));
     Ok(report.join("; "))
 }
 
@@ -369,5 +387,7 @@ pub fn training_lowers_the_loss(device: &Device) -> anyhow::Result<String> {
     )?;
     ensure!(finite, "the EPS stage's loss went non-finite");
     ModelFile::load(&dir.path().join("eps/final.safetensors"), &Device::Cpu)?;
-    Ok(format!("prior validation loss {first_val:.4} → {last_val:.4}"))
+    Ok(format!(
+        "prior validation loss {first_val:.4} → {last_val:.4}"
+    ))
 }

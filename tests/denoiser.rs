@@ -436,7 +436,10 @@ fn weight_files_round_trip_and_bad_files_are_named() {
         .forward(&x, &sig(1, 0.3), None)
         .unwrap();
     let d = max_abs_diff(&a, &b);
-    assert!(d <= 2e-3, "the saved network denoises {d} away from the one in memory");
+    assert!(
+        d <= 2e-3,
+        "the saved network denoises {d} away from the one in memory"
+    );
     // Half precision is the file's precision: saving what was loaded gives the same bytes.
     let again = ModelFile::from_bytes(&back.to_bytes().unwrap(), &Device::Cpu).unwrap();
     for (name, t) in &back.tensors {
@@ -612,7 +615,10 @@ fn half_precision_weight_files_denoise_like_f32() {
     model.save(&path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len() as usize;
     let f32_bytes: usize = model.tensors.values().map(|t| 4 * t.elem_count()).sum();
-    assert!(size < f32_bytes * 6 / 10, "{size} bytes for {f32_bytes} bytes of f32");
+    assert!(
+        size < f32_bytes * 6 / 10,
+        "{size} bytes for {f32_bytes} bytes of f32"
+    );
     let back = ModelFile::load(&path, &Device::Cpu).unwrap();
     let (full, half) = (
         model.build(&Device::Cpu).unwrap(),
@@ -624,6 +630,9 @@ fn half_precision_weight_files_denoise_like_f32() {
         let b = half.forward(&x, &sig(1, sigma), None).unwrap();
         let d = max_abs_diff(&a, &b);
         eprintln!("σ = {sigma}: max |f32 − f16| = {d:.2e}");
-        assert!(d <= 2e-3, "σ = {sigma}: half-precision weights move the output by {d}");
+        assert!(
+            d <= 2e-3,
+            "σ = {sigma}: half-precision weights move the output by {d}"
+        );
     }
 }

@@ -70,5 +70,8 @@ fn selftest_on_a_missing_gpu_fails_and_says_why() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("--device cuda") && err.contains("--device cpu"), "{err}");
+    assert!(
+        err.contains("--device cuda") && err.contains("--device cpu"),
+        "{err}"
+    );
 }

@@ -214,7 +214,11 @@ fn hole_curve_scores_the_denoiser_the_sampler_calls() {
     use eps_studio::eval::diagnose::hole_curve;
     let cfg = UNetConfig::tiny();
     let varmap = VarMap::new();
-    EdmDenoiser::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+    EdmDenoiser::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap();
     let tensors = varmap
         .data()
         .lock()
@@ -228,14 +232,20 @@ fn hole_curve_scores_the_denoiser_the_sampler_calls() {
         tensors,
         notes: Default::default(),
     };
-    let eps = Network::new(prior_file.widen_to_eps().unwrap().build(&Device::Cpu).unwrap());
+    let eps = Network::new(
+        prior_file
+            .widen_to_eps()
+            .unwrap()
+            .build(&Device::Cpu)
+            .unwrap(),
+    );
     let prior = Network::new(prior_file.build(&Device::Cpu).unwrap());
     // Smooth crops with structure: gradients and a bump, in [-1, 1].
     let (n, h, w) = (3usize, 32usize, 32usize);
     let data: Vec<f32> = (0..n * 3 * h * w)
         .map(|i| {
             let (b, c, y, x) = (i / (3 * h * w), (i / (h * w)) % 3, (i / w) % h, i % w);
-            (0.6 * ((x as f32 / 7.0 + b as f32).sin() * (y as f32 / 9.0 + c as f32).cos())) as f32
+            0.6 * ((x as f32 / 7.0 + b as f32).sin() * (y as f32 / 9.0 + c as f32).cos())
         })
         .collect();
     let truth = Tensor::from_vec(data, (n, 3, h, w), &Device::Cpu).unwrap();
@@ -251,7 +261,12 @@ fn hole_curve_scores_the_denoiser_the_sampler_calls() {
         );
         assert!(r.prior.unwrap().0.is_finite() && e.1.is_finite());
         if r.sigma > 1.0 {
-            assert!(e.0 > r.input + 5.0, "σ = {}: {e:?} vs input {}", r.sigma, r.input);
+            assert!(
+                e.0 > r.input + 5.0,
+                "σ = {}: {e:?} vs input {}",
+                r.sigma,
+                r.input
+            );
         }
     }
 }

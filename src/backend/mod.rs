@@ -181,7 +181,10 @@ pub fn cuda_libraries_missing() -> Vec<&'static str> {
         #[allow(unsafe_code)]
         let present = unsafe {
             [
-                ("libcuda (the NVIDIA driver)", cudarc::driver::sys::is_culib_present()),
+                (
+                    "libcuda (the NVIDIA driver)",
+                    cudarc::driver::sys::is_culib_present(),
+                ),
                 ("libcublas", cudarc::cublas::sys::is_culib_present()),
                 ("libcublasLt", cudarc::cublaslt::sys::is_culib_present()),
                 ("libcurand", cudarc::curand::sys::is_culib_present()),

@@ -190,7 +190,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "forward pass, {wide}×{n}×{n}: {fwd_wide:.3} s, {:.2} TFLOP/s (convolution, linear and \
          attention FLOPs, f32 storage{})",
         flops / fwd_wide / 1e12,
-        if device.is_cuda() { ", TF32 products" } else { "" }
+        if device.is_cuda() {
+            ", TF32 products"
+        } else {
+            ""
+        }
     ));
     let mut table = String::from("| measurement | seconds | × bare step |\n|---|---:|---:|\n");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);

@@ -243,7 +243,14 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             args.crops.min(per * val_refs.len()),
         )?;
         eprintln!("hole curve on {} crops…", truth.dim(0)?);
-        let rows = dg::hole_curve(&truth, &dg::CURVE_SIGMAS, prior, eps, args.sigma_y, args.seed)?;
+        let rows = dg::hole_curve(
+            &truth,
+            &dg::CURVE_SIGMAS,
+            prior,
+            eps,
+            args.sigma_y,
+            args.seed,
+        )?;
         let table = dg::hole_curve_markdown(&rows);
         println!("{table}");
         let show = [80.0, 5.0, 0.5, 0.1];

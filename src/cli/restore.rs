@@ -158,7 +158,12 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     let seeds = consecutive_seeds(args.seed, args.samples);
     let duration = models
         .seconds_per_megapixel()
-        .map(|rate| format!(", about {}", restore::human_duration(estimate.seconds(rate))))
+        .map(|rate| {
+            format!(
+                ", about {}",
+                restore::human_duration(estimate.seconds(rate))
+            )
+        })
         .unwrap_or_default();
     eprintln!(
         "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB{duration}",

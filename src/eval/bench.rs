@@ -146,7 +146,9 @@ pub fn forward_time(
     Denoiser::denoise(net, &x, 1.0)?;
     let mut v = Vec::new();
     for _ in 0..repeats.max(1) {
-        v.push(time(device, &mut || Denoiser::denoise(net, &x, 1.0).map(drop))?);
+        v.push(time(device, &mut || {
+            Denoiser::denoise(net, &x, 1.0).map(drop)
+        })?);
     }
     Ok(median(v))
 }
@@ -329,7 +331,9 @@ pub fn pivot_costs(
                         g.pivot_in_place(&ga, interp)?;
                         ctx.wait()
                     })?);
-                    t[1].push(time(&candle_core::Device::Cpu, &mut || g.pivot(&ga, interp).map(drop))?);
+                    t[1].push(time(&candle_core::Device::Cpu, &mut || {
+                        g.pivot(&ga, interp).map(drop)
+                    })?);
                     t[2].push(time(&candle_core::Device::Cpu, &mut || {
                         let out = g.combine(&[(0.8, &ga), (0.3, &gb), (-0.1, &ga)])?;
                         ctx.wait()?;

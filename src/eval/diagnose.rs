@@ -960,7 +960,8 @@ pub fn hole_curve_picture(
 
 /// The hole curve as markdown.
 pub fn hole_curve_markdown(rows: &[HoleCurveRow]) -> String {
-    let f = |v: Option<(f64, f64)>| v.map_or("– | –".into(), |(p, t)| format!("{p:.2} | {t:.2}"));
+    let f =
+        |v: Option<(f64, f64)>| v.map_or("– | –".into(), |(p, t)| format!("{p:.2} | {t:.2}"));
     let mut s = String::from(
         "| σ ([-1, 1]) | noisy input | prior: hole PSNR | prior: texture ratio | EPS: hole PSNR | EPS: texture ratio | centred Gaussian (F = 0): hole PSNR | texture ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );

@@ -714,7 +714,10 @@ pub fn train(
         let time_for_checkpoint = cfg
             .checkpoint_secs
             .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
-        if done % cfg.checkpoint_every == 0 || done == cfg.steps || out_of_time || time_for_checkpoint
+        if done % cfg.checkpoint_every == 0
+            || done == cfg.steps
+            || out_of_time
+            || time_for_checkpoint
         {
             last_checkpoint = Instant::now();
             csv.flush().map_err(|source| Error::Io {
