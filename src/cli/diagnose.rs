@@ -167,14 +167,21 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         steps: args.steps,
     };
 
-    if parts.contains(&"curve") {
+    // The validation crops of the curve and hole parts: `--crops` of `--crop-size`, spread over
+    // the validation photos.
+    let curve_crops = || -> anyhow::Result<candle_core::Tensor> {
         let val_refs = photos.split(Split::Validation);
         let per = args.crops.div_ceil(val_refs.len());
-        let truth = grid_crops(&val_refs, per, args.crop_size, 1.0, &device)?.narrow(
-            0,
-            0,
-            args.crops.min(per * val_refs.len()),
-        )?;
+        Ok(
+            grid_crops(&val_refs, per, args.crop_size, 1.0, &device)?.narrow(
+                0,
+                0,
+                args.crops.min(per * val_refs.len()),
+            )?,
+        )
+    };
+    if parts.contains(&"curve") {
+        let truth = curve_crops()?;
         let noisy = dg::noisy_inputs(&truth, &dg::CURVE_SIGMAS, args.seed)?;
         if let Some(dir) = &args.export_noisy {
             std::fs::create_dir_all(dir)?;
@@ -235,13 +242,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     }
 
     if parts.contains(&"holes") {
-        let val_refs = photos.split(Split::Validation);
-        let per = args.crops.div_ceil(val_refs.len());
-        let truth = grid_crops(&val_refs, per, args.crop_size, 1.0, &device)?.narrow(
-            0,
-            0,
-            args.crops.min(per * val_refs.len()),
-        )?;
+        let truth = curve_crops()?;
         eprintln!("hole curve on {} crops…", truth.dim(0)?);
         let rows = dg::hole_curve(
             &truth,

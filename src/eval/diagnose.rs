@@ -833,6 +833,29 @@ pub struct HoleCurveRow {
     pub gaussian: (f64, f64),
 }
 
+/// Crop `b` of `truth` with its object-sized hole (10–25% of the crop, seeded by `b`): the hole,
+/// the clean crop and the masked problem with `σ_y` noise on the observed pixels.
+fn hole_case(
+    truth: &Tensor,
+    b: usize,
+    sigma_y: f64,
+    seed: u64,
+) -> Result<(Vec<bool>, Tensor, Problem)> {
+    let (_, _, h, w) = truth.dims4()?;
+    let mut rng = StdRng::seed_from_u64(seed ^ ((b as u64 + 1) * 0x2545_F491));
+    let fill = object_mask(w, h, (0.1, 0.25), &mut rng);
+    let observed: Vec<f32> = fill.iter().map(|f| if *f { 0.0 } else { 1.0 }).collect();
+    let mask = Tensor::from_vec(observed, (1, 1, h, w), truth.device())?;
+    let x0 = truth.narrow(0, b, 1)?;
+    let problem = Problem::simulate(
+        std::sync::Arc::new(Mask::new(&mask)?),
+        &x0,
+        sigma_y,
+        seed ^ b as u64,
+    )?;
+    Ok((fill, x0, problem))
+}
+
 /// The hole curve: on each crop of `truth` (`[N, 3, H, W]` in `[-1, 1]`) an object-sized hole
 /// (10–25% of the crop) with `y` the observed pixels plus `σ_y` noise; at every σ, `x_t = x0 + σε`
 /// and both networks' estimates scored on the hole. This is the denoiser the EPS sampler sees at
@@ -849,17 +872,7 @@ pub fn hole_curve(
     let noisy = noisy_inputs(truth, sigmas, seed)?;
     let mut acc = vec![[0.0f64; 7]; sigmas.len()];
     for b in 0..n {
-        let mut rng = StdRng::seed_from_u64(seed ^ ((b as u64 + 1) * 0x2545_F491));
-        let fill = object_mask(w, h, (0.1, 0.25), &mut rng);
-        let observed: Vec<f32> = fill.iter().map(|f| if *f { 0.0 } else { 1.0 }).collect();
-        let mask = Tensor::from_vec(observed, (1, 1, h, w), truth.device())?;
-        let x0 = truth.narrow(0, b, 1)?;
-        let problem = Problem::simulate(
-            std::sync::Arc::new(Mask::new(&mask)?),
-            &x0,
-            sigma_y,
-            seed ^ b as u64,
-        )?;
+        let (fill, _, problem) = hole_case(truth, b, sigma_y, seed)?;
         let clean = from_tensor(truth, b)?;
         let inner = super::holes::erode(&fill, w, h, 2);
         let truth_energy = laplacian_energy(&clean, &inner);
@@ -920,22 +933,12 @@ pub fn hole_curve_picture(
     seed: u64,
     n: usize,
 ) -> Result<Vec<u8>> {
-    let (count, _, h, w) = truth.dims4()?;
+    let count = truth.dim(0)?;
     let n = n.min(count);
     let noisy = noisy_inputs(truth, show, seed)?;
     let mut rows: Vec<Vec<Tensor>> = vec![Vec::new(); 1 + 3 * show.len()];
     for b in 0..n {
-        let mut rng = StdRng::seed_from_u64(seed ^ ((b as u64 + 1) * 0x2545_F491));
-        let fill = object_mask(w, h, (0.1, 0.25), &mut rng);
-        let observed: Vec<f32> = fill.iter().map(|f| if *f { 0.0 } else { 1.0 }).collect();
-        let mask = Tensor::from_vec(observed, (1, 1, h, w), truth.device())?;
-        let x0 = truth.narrow(0, b, 1)?;
-        let problem = Problem::simulate(
-            std::sync::Arc::new(Mask::new(&mask)?),
-            &x0,
-            sigma_y,
-            seed ^ b as u64,
-        )?;
+        let (_, x0, problem) = hole_case(truth, b, sigma_y, seed)?;
         rows[0].push(x0.clone());
         for (k, (&s, x)) in show.iter().zip(&noisy).enumerate() {
             let x_t = x.narrow(0, b, 1)?;
