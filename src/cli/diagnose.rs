@@ -123,6 +123,9 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 }),
         })
         .collect::<anyhow::Result<_>>()?;
+    if let Some(steps) = args.steps {
+        crate::limits::steps(steps)?;
+    }
     anyhow::ensure!(
         args.crops > 0 && args.crop_size >= 32,
         "use --crops ≥ 1 and --crop-size ≥ 32"
