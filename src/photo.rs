@@ -80,11 +80,361 @@ pub fn to_u8(v: f32) -> u8 {
     (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
+/// `[0, 1]` to a rounded 16-bit word.
+pub fn to_u16(v: f32) -> u16 {
+    (v.clamp(0.0, 1.0) * 65535.0).round() as u16
+}
+
+/// How the values of a [`Pixels`] buffer are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// 8 bits per channel (JPEG, most PNG and WebP files).
+    U8,
+    /// 16 bits per channel (16-bit PNG and TIFF).
+    U16,
+    /// 32-bit float (simulated measurements, computed images).
+    F32,
+}
+
+impl Depth {
+    /// Bytes per channel value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::U16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Read access to an RGB image in `[0, 1]`, interleaved, row-major, whatever its storage:
+/// restorations read whole photos through it and make float copies only of the regions they
+/// work on.
+pub trait Raster: std::fmt::Debug + Sync {
+    /// Width in pixels.
+    fn width(&self) -> usize;
+    /// Height in pixels.
+    fn height(&self) -> usize;
+    /// Value `i` of the interleaved data (`(y × width + x) × 3 + channel`), in `[0, 1]`.
+    fn value(&self, i: usize) -> f32;
+    /// How the values are stored.
+    fn depth(&self) -> Depth;
+
+    /// The `w × h` region with top-left corner `(x, y)` as floats (must lie inside the image).
+    fn crop_rgb(&self, x: usize, y: usize, w: usize, h: usize) -> RgbImage {
+        let mut data = Vec::with_capacity(w * h * 3);
+        for row in y..y + h {
+            let start = (row * self.width() + x) * 3;
+            data.extend((start..start + w * 3).map(|i| self.value(i)));
+        }
+        RgbImage {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// The whole image as floats (a copy; for small images).
+    fn to_rgb(&self) -> RgbImage {
+        self.crop_rgb(0, 0, self.width(), self.height())
+    }
+
+    /// The image in the same storage, owned.
+    fn to_pixels(&self) -> Pixels;
+
+    /// Whether every value is finite (integer storage always is).
+    fn all_finite(&self) -> bool {
+        true
+    }
+
+    /// The values as bytes, when stored as 8 bits (lets encoders skip the arithmetic).
+    fn as_u8(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// Forwards every method, so shared and borrowed images read the same way.
+macro_rules! forward_raster {
+    ($($ty:ty),*) => {$(
+        impl<T: Raster + Send + ?Sized> Raster for $ty {
+            fn width(&self) -> usize {
+                (**self).width()
+            }
+
+            fn height(&self) -> usize {
+                (**self).height()
+            }
+
+            fn value(&self, i: usize) -> f32 {
+                (**self).value(i)
+            }
+
+            fn depth(&self) -> Depth {
+                (**self).depth()
+            }
+
+            fn crop_rgb(&self, x: usize, y: usize, w: usize, h: usize) -> RgbImage {
+                (**self).crop_rgb(x, y, w, h)
+            }
+
+            fn to_rgb(&self) -> RgbImage {
+                (**self).to_rgb()
+            }
+
+            fn to_pixels(&self) -> Pixels {
+                (**self).to_pixels()
+            }
+
+            fn all_finite(&self) -> bool {
+                (**self).all_finite()
+            }
+
+            fn as_u8(&self) -> Option<&[u8]> {
+                (**self).as_u8()
+            }
+        }
+    )*};
+}
+
+forward_raster!(&T, std::sync::Arc<T>);
+
+impl Raster for RgbImage {
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    fn value(&self, i: usize) -> f32 {
+        self.data[i]
+    }
+
+    fn depth(&self) -> Depth {
+        Depth::F32
+    }
+
+    fn crop_rgb(&self, x: usize, y: usize, w: usize, h: usize) -> RgbImage {
+        self.crop(x, y, w, h)
+    }
+
+    fn to_rgb(&self) -> RgbImage {
+        self.clone()
+    }
+
+    fn to_pixels(&self) -> Pixels {
+        Pixels::F32(self.clone())
+    }
+
+    fn all_finite(&self) -> bool {
+        self.data.iter().all(|v| v.is_finite())
+    }
+}
+
+/// A whole-photo RGB buffer in the photo's own bit depth: a 24-megapixel JPEG takes 72 MB as
+/// bytes where float RGB would take 288 MB.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    /// 8 bits per channel.
+    U8 {
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// `width × height × 3` values, 255 = 1.
+        data: Vec<u8>,
+    },
+    /// 16 bits per channel.
+    U16 {
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// `width × height × 3` values, 65535 = 1.
+        data: Vec<u16>,
+    },
+    /// Floats.
+    F32(RgbImage),
+}
+
+impl Pixels {
+    /// A black image in `depth`.
+    pub fn new(width: usize, height: usize, depth: Depth) -> Self {
+        let n = width * height * 3;
+        match depth {
+            Depth::U8 => Self::U8 {
+                width,
+                height,
+                data: vec![0; n],
+            },
+            Depth::U16 => Self::U16 {
+                width,
+                height,
+                data: vec![0; n],
+            },
+            Depth::F32 => Self::F32(RgbImage::new(width, height)),
+        }
+    }
+
+    /// `rgb` stored in `depth` (rounded for the integer depths).
+    pub fn quantised(rgb: RgbImage, depth: Depth) -> Self {
+        let (width, height) = (rgb.width, rgb.height);
+        match depth {
+            Depth::U8 => Self::U8 {
+                width,
+                height,
+                data: rgb.data.iter().map(|&v| to_u8(v)).collect(),
+            },
+            Depth::U16 => Self::U16 {
+                width,
+                height,
+                data: rgb.data.iter().map(|&v| to_u16(v)).collect(),
+            },
+            Depth::F32 => Self::F32(rgb),
+        }
+    }
+
+    /// Sets value `i` (see [`Raster::value`]), clamped to `[0, 1]` and rounded to the storage.
+    pub fn set(&mut self, i: usize, v: f32) {
+        match self {
+            Self::U8 { data, .. } => data[i] = to_u8(v),
+            Self::U16 { data, .. } => data[i] = to_u16(v),
+            Self::F32(rgb) => rgb.data[i] = v.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The image as floats, without a copy when it already is.
+    pub fn into_rgb(self) -> RgbImage {
+        match self {
+            Self::F32(rgb) => rgb,
+            other => other.to_rgb(),
+        }
+    }
+
+    /// The float image when stored as floats.
+    pub fn as_rgb(&self) -> Option<&RgbImage> {
+        match self {
+            Self::F32(rgb) => Some(rgb),
+            _ => None,
+        }
+    }
+
+    /// The float image, borrowed when stored as floats and converted otherwise.
+    pub fn rgb(&self) -> std::borrow::Cow<'_, RgbImage> {
+        match self {
+            Self::F32(rgb) => std::borrow::Cow::Borrowed(rgb),
+            other => std::borrow::Cow::Owned(other.to_rgb()),
+        }
+    }
+
+    /// 8-bit values (RGB, interleaved), rounded; no arithmetic when already 8-bit.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        match self {
+            Self::U8 { data, .. } => data.clone(),
+            Self::U16 { data, .. } => data
+                .iter()
+                .map(|&v| to_u8(f32::from(v) / 65535.0))
+                .collect(),
+            Self::F32(rgb) => rgb.to_rgb8(),
+        }
+    }
+
+    /// Bytes the values take.
+    pub fn bytes(&self) -> usize {
+        self.width() * self.height() * 3 * self.depth().bytes()
+    }
+}
+
+impl From<RgbImage> for Pixels {
+    fn from(rgb: RgbImage) -> Self {
+        Self::F32(rgb)
+    }
+}
+
+impl Raster for Pixels {
+    fn width(&self) -> usize {
+        match self {
+            Self::U8 { width, .. } | Self::U16 { width, .. } => *width,
+            Self::F32(rgb) => rgb.width,
+        }
+    }
+
+    fn height(&self) -> usize {
+        match self {
+            Self::U8 { height, .. } | Self::U16 { height, .. } => *height,
+            Self::F32(rgb) => rgb.height,
+        }
+    }
+
+    fn value(&self, i: usize) -> f32 {
+        match self {
+            Self::U8 { data, .. } => f32::from(data[i]) / 255.0,
+            Self::U16 { data, .. } => f32::from(data[i]) / 65535.0,
+            Self::F32(rgb) => rgb.data[i],
+        }
+    }
+
+    fn depth(&self) -> Depth {
+        match self {
+            Self::U8 { .. } => Depth::U8,
+            Self::U16 { .. } => Depth::U16,
+            Self::F32(_) => Depth::F32,
+        }
+    }
+
+    fn crop_rgb(&self, x: usize, y: usize, w: usize, h: usize) -> RgbImage {
+        /// Rows `y..y + h`, columns `x..x + w` of interleaved integer values, as floats.
+        fn rows<T: Copy>(
+            values: &[T],
+            width: usize,
+            (x, y, w, h): (usize, usize, usize, usize),
+            to_f32: impl Fn(T) -> f32,
+        ) -> RgbImage {
+            let mut data = Vec::with_capacity(w * h * 3);
+            for row in y..y + h {
+                let start = (row * width + x) * 3;
+                data.extend(values[start..start + w * 3].iter().map(|&v| to_f32(v)));
+            }
+            RgbImage {
+                width: w,
+                height: h,
+                data,
+            }
+        }
+        match self {
+            Self::U8 { width, data, .. } => {
+                rows(data, *width, (x, y, w, h), |v| f32::from(v) / 255.0)
+            }
+            Self::U16 { width, data, .. } => {
+                rows(data, *width, (x, y, w, h), |v| f32::from(v) / 65535.0)
+            }
+            Self::F32(rgb) => rgb.crop(x, y, w, h),
+        }
+    }
+
+    fn to_pixels(&self) -> Pixels {
+        self.clone()
+    }
+
+    fn all_finite(&self) -> bool {
+        self.as_rgb().is_none_or(Raster::all_finite)
+    }
+
+    fn as_u8(&self) -> Option<&[u8]> {
+        match self {
+            Self::U8 { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+}
+
 /// A decoded photo and what is needed to save a result the way the original was stored.
 #[derive(Debug, Clone)]
 pub struct Photo {
-    /// The colour image with orientation applied.
-    pub rgb: RgbImage,
+    /// The colour image with orientation applied, in the file's own bit depth (shared with
+    /// the measurement that restores it, not copied).
+    pub pixels: std::sync::Arc<Pixels>,
     /// Alpha in `[0, 1]` per pixel, when the file had an alpha channel.
     pub alpha: Option<Vec<f32>>,
     /// The file it came from, if any.
@@ -103,7 +453,7 @@ impl Photo {
     /// Wraps an RGB image with no file behind it.
     pub fn from_rgb(rgb: RgbImage) -> Self {
         Self {
-            rgb,
+            pixels: std::sync::Arc::new(Pixels::F32(rgb)),
             alpha: None,
             path: None,
             format: None,
@@ -115,12 +465,12 @@ impl Photo {
 
     /// Width in pixels.
     pub fn width(&self) -> usize {
-        self.rgb.width
+        self.pixels.width()
     }
 
     /// Height in pixels.
     pub fn height(&self) -> usize {
-        self.rgb.height
+        self.pixels.height()
     }
 }
 
@@ -151,23 +501,9 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
         icc,
         high_bit_depth,
     } = decode_image(bytes, name)?;
-    let alpha = image.color().has_alpha().then(|| {
-        image
-            .to_rgba32f()
-            .pixels()
-            .map(|p| p.0[3].clamp(0.0, 1.0))
-            .collect()
-    });
-    let rgb = image.to_rgb32f();
-    drop(image);
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let data = rgb
-        .into_raw()
-        .into_iter()
-        .map(|v| v.clamp(0.0, 1.0))
-        .collect();
+    let (pixels, alpha) = split_alpha(image);
     Ok(Photo {
-        rgb: RgbImage::from_data(w, h, data)?,
+        pixels: std::sync::Arc::new(pixels),
         alpha,
         path: None,
         format,
@@ -175,6 +511,86 @@ pub fn decode(bytes: &[u8], name: &Path) -> Result<Photo> {
         icc,
         high_bit_depth,
     })
+}
+
+/// The colour of a decoded image in its own bit depth (8, 16 or float), and its alpha.
+fn split_alpha(image: DynamicImage) -> (Pixels, Option<Vec<f32>>) {
+    /// Separates interleaved RGBA into RGB and alpha (as `[0, 1]`).
+    fn split<T: Copy>(rgba: &[T], to_f32: impl Fn(T) -> f32) -> (Vec<T>, Vec<f32>) {
+        let n = rgba.len() / 4;
+        let mut rgb = Vec::with_capacity(n * 3);
+        let mut alpha = Vec::with_capacity(n);
+        for p in rgba.chunks_exact(4) {
+            rgb.extend_from_slice(&p[..3]);
+            alpha.push(to_f32(p[3]));
+        }
+        (rgb, alpha)
+    }
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let colour = image.color();
+    let has_alpha = colour.has_alpha();
+    match colour.bytes_per_pixel() / colour.channel_count().max(1) {
+        1 if has_alpha => {
+            let (data, alpha) = split(&image.into_rgba8().into_raw(), |v| f32::from(v) / 255.0);
+            (
+                Pixels::U8 {
+                    width,
+                    height,
+                    data,
+                },
+                Some(alpha),
+            )
+        }
+        1 => {
+            let data = image.into_rgb8().into_raw();
+            (
+                Pixels::U8 {
+                    width,
+                    height,
+                    data,
+                },
+                None,
+            )
+        }
+        2 if has_alpha => {
+            let (data, alpha) = split(&image.into_rgba16().into_raw(), |v| f32::from(v) / 65535.0);
+            (
+                Pixels::U16 {
+                    width,
+                    height,
+                    data,
+                },
+                Some(alpha),
+            )
+        }
+        2 => {
+            let data = image.into_rgb16().into_raw();
+            (
+                Pixels::U16 {
+                    width,
+                    height,
+                    data,
+                },
+                None,
+            )
+        }
+        _ => {
+            let clamp = |v: f32| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+            let (data, alpha) = if has_alpha {
+                let (rgb, alpha) = split(&image.into_rgba32f().into_raw(), clamp);
+                (rgb, Some(alpha))
+            } else {
+                (image.into_rgb32f().into_raw(), None)
+            };
+            let data = data.into_iter().map(clamp).collect();
+            let rgb = RgbImage {
+                width,
+                height,
+                data,
+            };
+            (Pixels::F32(rgb), alpha)
+        }
+    }
 }
 
 /// Checks and decodes an image file (see [`decode`]) into its own bit depth, oriented.
@@ -387,7 +803,7 @@ impl SaveFormat {
 #[derive(Debug, Clone, Copy)]
 pub struct SaveImage<'a> {
     /// The colour pixels.
-    pub rgb: &'a RgbImage,
+    pub rgb: &'a dyn Raster,
     /// Alpha to keep (same size), if any.
     pub alpha: Option<&'a [f32]>,
     /// EXIF to embed (orientation already reset).
@@ -400,11 +816,11 @@ pub struct SaveImage<'a> {
 
 impl<'a> SaveImage<'a> {
     /// Pixels with the metadata of `photo` (its alpha only when the sizes agree).
-    pub fn like(rgb: &'a RgbImage, photo: &'a Photo) -> Self {
+    pub fn like(rgb: &'a dyn Raster, photo: &'a Photo) -> Self {
         let alpha = photo
             .alpha
             .as_deref()
-            .filter(|a| a.len() == rgb.width * rgb.height);
+            .filter(|a| a.len() == rgb.width() * rgb.height());
         Self {
             rgb,
             alpha,
@@ -415,7 +831,7 @@ impl<'a> SaveImage<'a> {
     }
 
     /// Bare pixels, no metadata.
-    pub fn plain(rgb: &'a RgbImage) -> Self {
+    pub fn plain(rgb: &'a dyn Raster) -> Self {
         Self {
             rgb,
             alpha: None,
@@ -428,25 +844,25 @@ impl<'a> SaveImage<'a> {
 
 /// Encodes `image` in `format`.
 pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
-    let (w, h) = (image.rgb.width as u32, image.rgb.height as u32);
+    let (w, h) = (image.rgb.width() as u32, image.rgb.height() as u32);
     let wide = image.high_bit_depth && matches!(format, SaveFormat::Png | SaveFormat::Tiff);
     // JPEG has no alpha; WebP/PNG/TIFF keep it.
     let with_alpha = image.alpha.is_some() && !matches!(format, SaveFormat::Jpeg { .. });
     let channels = if with_alpha { 4 } else { 3 };
-    let n = image.rgb.width * image.rgb.height;
+    let n = image.rgb.width() * image.rgb.height();
     // Straight to the encoder's integer samples, with no full-size float copy in between.
     let value = |i: usize, c: usize| -> f32 {
         if c < 3 {
-            image.rgb.data[i * 3 + c]
+            image.rgb.value(i * 3 + c)
         } else {
             image.alpha.map_or(1.0, |a| a[i])
         }
     };
-    let (bytes, colour): (Vec<u8>, image::ExtendedColorType) = if wide {
+    let (bytes, colour): (std::borrow::Cow<'_, [u8]>, image::ExtendedColorType) = if wide {
         let mut words = Vec::with_capacity(n * channels * 2);
         for i in 0..n {
             for c in 0..channels {
-                let v = (value(i, c).clamp(0.0, 1.0) * 65535.0).round() as u16;
+                let v = to_u16(value(i, c));
                 words.extend_from_slice(&v.to_ne_bytes());
             }
         }
@@ -455,7 +871,10 @@ pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
         } else {
             image::ExtendedColorType::Rgb16
         };
-        (words, colour)
+        (words.into(), colour)
+    } else if let (Some(bytes), false) = (image.rgb.as_u8(), with_alpha) {
+        // Already the encoder's bytes.
+        (bytes.into(), image::ExtendedColorType::Rgb8)
     } else {
         let mut bytes = Vec::with_capacity(n * channels);
         for i in 0..n {
@@ -468,7 +887,7 @@ pub fn encode(image: &SaveImage<'_>, format: SaveFormat) -> Result<Vec<u8>> {
         } else {
             image::ExtendedColorType::Rgb8
         };
-        (bytes, colour)
+        (bytes.into(), colour)
     };
     let mut out = Vec::new();
     let failed =
@@ -579,8 +998,8 @@ pub fn mask_from_photo(photo: &Photo) -> Vec<bool> {
     let n = photo.width() * photo.height();
     (0..n)
         .map(|i| {
-            let p = &photo.rgb.data[i * 3..i * 3 + 3];
-            let luma = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+            let p = |c: usize| photo.pixels.value(i * 3 + c);
+            let luma = 0.299 * p(0) + 0.587 * p(1) + 0.114 * p(2);
             let opaque = photo.alpha.as_ref().is_none_or(|a| a[i] >= 0.5);
             opaque && luma >= 0.5
         })
@@ -657,14 +1076,15 @@ mod tests {
             "orientation applied"
         );
         // After a clockwise turn the bright right half is at the bottom.
-        assert!(photo.rgb.pixel(0, 0)[0] < 0.5 && photo.rgb.pixel(0, 3)[0] > 0.5);
+        let rgb = photo.pixels.to_rgb();
+        assert!(rgb.pixel(0, 0)[0] < 0.5 && rgb.pixel(0, 3)[0] > 0.5);
         let kept = photo.exif.clone().unwrap_or_default();
         assert_eq!(
             image::metadata::Orientation::from_exif_chunk(&kept),
             Some(image::metadata::Orientation::NoTransforms),
             "the saved EXIF must not rotate the upright pixels again"
         );
-        let again = encode(&SaveImage::like(&photo.rgb, &photo), SaveFormat::Png)?;
+        let again = encode(&SaveImage::like(&*photo.pixels, &photo), SaveFormat::Png)?;
         let back = decode(&again, Path::new("saved.png"))?;
         assert_eq!((back.width(), back.height()), (2, 4));
         assert!(back.exif.is_some(), "EXIF is carried into the saved file");
@@ -688,9 +1108,54 @@ mod tests {
         let a = back.alpha.clone().unwrap_or_default();
         assert!((a[0] - 0.5).abs() < 1e-4 && (a[1] - 1.0).abs() < 1e-6);
         assert!(
-            (back.rgb.data[5] - 0.123_45).abs() < 1e-4,
+            (back.pixels.value(5) - 0.123_45).abs() < 1e-4,
             "16-bit precision kept"
         );
+        Ok(())
+    }
+
+    /// Photos stay in their file's bit depth, read back the values a float decode gives, and
+    /// an 8-bit image saves to the same file whether it is held as bytes or as floats.
+    #[test]
+    fn photos_keep_their_bit_depth_and_their_values() -> Result<()> {
+        let (w, h) = (5_usize, 3_usize);
+        let data: Vec<f32> = (0..w * h * 3)
+            .map(|i| (i * 17 % 256) as f32 / 255.0)
+            .collect();
+        let rgb = RgbImage::from_data(w, h, data)?;
+        let png8 = encode(&SaveImage::plain(&rgb), SaveFormat::Png)?;
+        let photo = decode(&png8, Path::new("a.png"))?;
+        assert_eq!(photo.pixels.depth(), Depth::U8);
+        assert_eq!(photo.pixels.bytes(), w * h * 3);
+        let back = photo.pixels.to_rgb();
+        assert!(back.data.iter().zip(&rgb.data).all(|(a, b)| a == b));
+        // Crops agree with the float image's own crop.
+        assert_eq!(photo.pixels.crop_rgb(1, 1, 3, 2), rgb.crop(1, 1, 3, 2));
+        // The byte fast path writes what the float path writes.
+        assert_eq!(
+            encode(&SaveImage::plain(&*photo.pixels), SaveFormat::Png)?,
+            png8
+        );
+        let wide = SaveImage {
+            high_bit_depth: true,
+            ..SaveImage::plain(&rgb)
+        };
+        let photo16 = decode(&encode(&wide, SaveFormat::Png)?, Path::new("b.png"))?;
+        assert_eq!(photo16.pixels.depth(), Depth::U16);
+        assert!(
+            photo16
+                .pixels
+                .to_rgb()
+                .data
+                .iter()
+                .zip(&rgb.data)
+                .all(|(a, b)| (a - b).abs() < 1e-6)
+        );
+        // Writing a value rounds it to the storage and clamps it.
+        let mut p = Pixels::quantised(rgb, Depth::U8);
+        p.set(0, 0.5);
+        p.set(1, 7.0);
+        assert_eq!((p.value(0), p.value(1)), (128.0 / 255.0, 1.0));
         Ok(())
     }
 

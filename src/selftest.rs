@@ -15,7 +15,7 @@ use crate::denoiser::{Conditioning, ModelFile, Network, UNetConfig};
 use crate::eval::holes::{hole_scores, object_mask};
 use crate::eval::restoration::MethodChoice;
 use crate::noise::SeededNoise;
-use crate::photo::RgbImage;
+use crate::photo::{Raster as _, RgbImage};
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
 use crate::sampler::{Denoiser, Flow};
 use crate::train::data::{PhotoSet, Split};
@@ -63,8 +63,8 @@ fn photo(name: &str) -> anyhow::Result<RgbImage> {
     let path = assets()?.join("samples").join(name);
     let full = crate::photo::load(&path)
         .with_context(|| format!("cannot read {}", path.display()))?
-        .rgb;
-    Ok(full.crop(128, 64, 128, 96))
+        .pixels;
+    Ok(full.crop_rgb(128, 64, 128, 96))
 }
 
 fn max_pixel_diff(a: &RgbImage, b: &RgbImage) -> f32 {
@@ -194,7 +194,7 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
             got.backend
         );
         let want = restore_on(&on_cpu, &sim.y, &degradation, &mean)?;
-        let d = max_pixel_diff(&got.samples[0], &want.samples[0]);
+        let d = max_pixel_diff(&got.samples[0].rgb(), &want.samples[0].rgb());
         ensure!(
             d <= 3.0 / 255.0,
             "{}: the device's mean differs from the CPU's by {d}",
@@ -215,7 +215,7 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
         &settings(MethodChoice::Eps, 20),
     )?;
     ensure!(got.nfe == 20, "{} network calls, expected 20", got.nfe);
-    let sample = &got.samples[0];
+    let sample = got.samples[0].rgb();
     ensure!(
         sample.data.iter().all(|v| v.is_finite()),
         "non-finite pixels"
@@ -263,7 +263,7 @@ pub fn eps_fills_a_hole_better_than_grey(device: &Device) -> anyhow::Result<Stri
             grey.data[3 * i..3 * i + 3].fill(0.5);
         }
     }
-    let ours = hole_scores(&got.samples[0], &truth, &fill, None)?;
+    let ours = hole_scores(&got.samples[0].rgb(), &truth, &fill, None)?;
     let flat = hole_scores(&grey, &truth, &fill, None)?;
     ensure!(
         ours.psnr > flat.psnr,

@@ -231,12 +231,13 @@ fn paint_restore_resample_undo_compare_export() {
     let results = h.state().results.as_ref().unwrap();
     assert_eq!(results.samples.len(), 2);
     let fill = h.state().mask.as_ref().unwrap().fill().to_vec();
-    let photo_rgb = &h.state().photo.as_ref().unwrap().rgb;
+    let photo_rgb = h.state().photo.as_ref().unwrap().pixels.rgb();
     for s in &results.samples {
+        let image = s.image.rgb();
         for (i, &f) in fill.iter().enumerate() {
             if !f {
                 assert_eq!(
-                    &s.image.data[i * 3..i * 3 + 3],
+                    &image.data[i * 3..i * 3 + 3],
                     &photo_rgb.data[i * 3..i * 3 + 3],
                     "pixel {i} outside the mask must stay bit-exact"
                 );
@@ -445,9 +446,12 @@ fn snapshot_of_a_finished_restoration() {
         a.running.is_none() && a.has_results()
     });
     // The fill, against the pixels it replaced.
-    let truth = photo::load(&photo_path).unwrap().rgb;
+    let truth = photo::load(&photo_path).unwrap().pixels.rgb().into_owned();
     let fill = h.state().mask.as_ref().unwrap().fill().to_vec();
-    let sample = h.state().results.as_ref().unwrap().samples[0].image.clone();
+    let sample = h.state().results.as_ref().unwrap().samples[0]
+        .image
+        .rgb()
+        .into_owned();
     let ours = hole_scores(&sample, &truth, &fill, None).unwrap();
     let classical = hole_scores(
         &biharmonic_fill(&truth, &fill).unwrap(),

@@ -159,8 +159,8 @@ fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
             let i = (y * 384 + x) * 3;
             let inside = (150..200).contains(&x) && (90..130).contains(&y);
             let same = (0..3).all(|c| {
-                eps_studio::photo::to_u8(s.rgb.data[i + c])
-                    == eps_studio::photo::to_u8(input.rgb.data[i + c])
+                eps_studio::photo::to_u8(s.pixels.rgb().data[i + c])
+                    == eps_studio::photo::to_u8(input.pixels.rgb().data[i + c])
             });
             if !inside {
                 assert!(same, "pixel ({x}, {y}) outside the mask changed");

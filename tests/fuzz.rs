@@ -124,8 +124,9 @@ proptest! {
     #[test]
     fn photo_and_mask_decoders_never_panic_on_damaged_files(bytes in any_seed_mutated()) {
         if let Ok(p) = photo::decode(&bytes, Path::new("mutated")) {
-            prop_assert_eq!(p.rgb.data.len(), p.width() * p.height() * 3);
-            prop_assert!(p.rgb.data.iter().all(|v| (0.0..=1.0).contains(v)));
+            let rgb = p.pixels.rgb();
+            prop_assert_eq!(rgb.data.len(), p.width() * p.height() * 3);
+            prop_assert!(rgb.data.iter().all(|v| (0.0..=1.0).contains(v)));
             let mask = photo::mask_from_photo(&p);
             prop_assert_eq!(mask.len(), p.width() * p.height());
         }

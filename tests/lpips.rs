@@ -13,7 +13,7 @@ fn image(name: &str) -> Tensor {
         .join("tests/data/lpips")
         .join(name);
     let photo = eps_studio::photo::load(&path).unwrap();
-    eps_studio::restore::to_tensor(&photo.rgb, &Device::Cpu).unwrap()
+    eps_studio::restore::to_tensor(&photo.pixels.rgb(), &Device::Cpu).unwrap()
 }
 
 fn network(backbone: Backbone) -> Option<Lpips> {

@@ -26,7 +26,11 @@ fn sample_photo(name: &str) -> RgbImage {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/samples")
         .join(name);
-    eps_studio::photo::load(&path).unwrap().rgb
+    eps_studio::photo::load(&path)
+        .unwrap()
+        .pixels
+        .rgb()
+        .into_owned()
 }
 
 fn run(
@@ -46,6 +50,9 @@ fn run(
     })
     .unwrap()
     .samples
+    .into_iter()
+    .map(eps_studio::photo::Pixels::into_rgb)
+    .collect()
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn job(id: u64, y: RgbImage, steps: usize) -> Job {
     Job {
         id,
         kind: JobKind::Restore,
-        y: Arc::new(y),
+        y: Arc::new(y.into()),
         degradation: Arc::new(Degradation::Inpaint { fill }),
         settings: Settings {
             method: MethodChoice::Eps,
@@ -163,7 +163,7 @@ fn simulate_mode_scores_each_sample_with_lpips() {
         *v = ((i % 144) as f32 / 144.0).clamp(0.0, 1.0);
     }
     let mut j = job(id, truth.clone(), 3);
-    j.truth = Some(Arc::new(truth));
+    j.truth = Some(Arc::new(truth.into()));
     w.send(Command::Run(j));
     match until_end(&w).1 {
         Update::Finished { restoration, .. } => {

@@ -14,7 +14,7 @@ use super::{
     SampleView, SaveChoice, Shown, ViewMode,
 };
 use crate::eval::restoration::MethodChoice;
-use crate::photo::{self, Photo, RgbImage, SaveFormat, SaveImage};
+use crate::photo::{self, Photo, Pixels, Raster, RgbImage, SaveFormat, SaveImage};
 use crate::restore::{self, Degradation, resize};
 use crate::worker::{Command, Job, JobKind, Update};
 
@@ -45,28 +45,31 @@ pub fn display_size(w: usize, h: usize, max_side: usize) -> ([usize; 2], f32) {
 }
 
 /// An `egui` image at display scale.
-pub fn color_image(img: &RgbImage, max_side: usize) -> (egui::ColorImage, f32) {
-    let ([w, h], scale) = display_size(img.width, img.height, max_side);
-    let small;
-    let src = if scale < 1.0 {
-        small = resize::area(img, w, h);
-        &small
-    } else {
-        img
+pub fn color_image(img: &dyn Raster, max_side: usize) -> (egui::ColorImage, f32) {
+    let ([w, h], scale) = display_size(img.width(), img.height(), max_side);
+    if scale < 1.0 {
+        let small = resize::area(img, w, h);
+        return (egui::ColorImage::from_rgb([w, h], &small.to_rgb8()), scale);
+    }
+    let bytes: Vec<u8> = match img.as_u8() {
+        Some(bytes) => bytes.to_vec(),
+        None => (0..img.width() * img.height() * 3)
+            .map(|i| photo::to_u8(img.value(i)))
+            .collect(),
     };
     (
-        egui::ColorImage::from_rgb([src.width, src.height], &src.to_rgb8()),
+        egui::ColorImage::from_rgb([img.width(), img.height()], &bytes),
         scale,
     )
 }
 
 /// A texture of `img` for display.
-pub fn shown(ctx: &egui::Context, name: &str, img: &RgbImage) -> Shown {
+pub fn shown(ctx: &egui::Context, name: &str, img: &dyn Raster) -> Shown {
     let (ci, _) = color_image(img, DISPLAY_MAX_SIDE);
     Shown {
         texture: ctx.load_texture(name, ci, PHOTO_TEXTURE),
-        width: img.width,
-        height: img.height,
+        width: img.width(),
+        height: img.height(),
     }
 }
 
@@ -99,7 +102,7 @@ impl EpsApp {
     pub fn set_photo(&mut self, photo: Photo) {
         self.cancel();
         self.mask = Some(MaskLayer::new(photo.width(), photo.height()));
-        self.photo_texture = Some(shown(&self.ctx, "photo", &photo.rgb));
+        self.photo_texture = Some(shown(&self.ctx, "photo", &*photo.pixels));
         self.photo = Some(photo);
         self.results = None;
         self.preview = None;
@@ -126,7 +129,8 @@ impl EpsApp {
                 ((photo.width() as f32 * s).round() as usize).max(1),
                 ((photo.height() as f32 * s).round() as usize).max(1),
             );
-            photo.rgb = resize::area(&photo.rgb, w, h);
+            let depth = photo.pixels.depth();
+            photo.pixels = Arc::new(Pixels::quantised(resize::area(&*photo.pixels, w, h), depth));
             photo.alpha = None;
             self.info(format!(
                 "Working on a {w}×{h} copy; the original file is untouched."
@@ -179,7 +183,7 @@ impl EpsApp {
     }
 
     /// The measurement `y` for the current settings and the truth in simulate mode.
-    pub fn measurement(&mut self) -> Option<(Arc<RgbImage>, Option<Arc<RgbImage>>)> {
+    pub fn measurement(&mut self) -> Option<(Arc<Pixels>, Option<Arc<Pixels>>)> {
         let key = self.problem_key();
         if let Some((k, y, t)) = &self.measurement
             && *k == key
@@ -194,15 +198,24 @@ impl EpsApp {
             .unwrap_or_default();
         let (y, truth) = if self.settings.simulate {
             let d = self.settings.degradation(&fill);
-            match restore::simulate(&photo.rgb, &d, self.settings.sigma_y, self.settings.seed) {
-                Ok(s) => (Arc::new(s.y), Some(Arc::new(s.truth))),
+            match restore::simulate(
+                &photo.pixels.rgb(),
+                &d,
+                self.settings.sigma_y,
+                self.settings.seed,
+            ) {
+                Ok(s) => (
+                    Arc::new(Pixels::F32(s.y)),
+                    Some(Arc::new(Pixels::F32(s.truth))),
+                ),
                 Err(e) => {
                     self.error(format!("Cannot simulate this degradation: {e}"));
                     return None;
                 }
             }
         } else {
-            (Arc::new(photo.rgb.clone()), None)
+            // The photo itself, shared: no copy.
+            (Arc::clone(&photo.pixels), None)
         };
         self.measurement = Some((key, Arc::clone(&y), truth.clone()));
         Some((y, truth))
@@ -217,8 +230,8 @@ impl EpsApp {
             .is_none_or(|(k, _)| *k != key)
         {
             let (y, truth) = self.measurement()?;
-            self.measurement_texture = Some((key, shown(&self.ctx, "measurement", &y)));
-            self.truth_texture = truth.map(|t| (key, shown(&self.ctx, "truth", &t)));
+            self.measurement_texture = Some((key, shown(&self.ctx, "measurement", &*y)));
+            self.truth_texture = truth.map(|t| (key, shown(&self.ctx, "truth", &*t)));
         }
         self.measurement_texture.as_ref().map(|(_, s)| s)
     }
@@ -318,8 +331,8 @@ impl EpsApp {
         };
         let truth = truth.filter(|_| kind != JobKind::Preview);
         let estimate = restore::Estimate::new(
-            y.width,
-            y.height,
+            (y.width(), y.height()),
+            y.depth(),
             &degradation,
             &self.settings.restore_settings(method),
             seeds.len(),
@@ -334,19 +347,25 @@ impl EpsApp {
     fn send_job(
         &mut self,
         kind: JobKind,
-        y: Arc<RgbImage>,
-        truth: Option<Arc<RgbImage>>,
+        y: Arc<Pixels>,
+        truth: Option<Arc<Pixels>>,
         degradation: Degradation,
         method: MethodChoice,
         seeds: Vec<u64>,
     ) {
         self.cancel();
         let settings = self.settings.restore_settings(method);
-        let (out_w, out_h) = degradation.output_size(y.width, y.height);
+        let (out_w, out_h) = degradation.output_size(y.width(), y.height());
         // The picture forming starts from what is known: the photo for inpainting, the
-        // measurement stretched to the output size otherwise.
-        let start = resize::bilinear(&y, out_w, out_h);
-        let (canvas, scale) = color_image(&start, DISPLAY_MAX_SIDE);
+        // measurement stretched to the output size otherwise; made at display size, never as
+        // a full-size float copy.
+        let ([dw, dh], scale) = display_size(out_w, out_h, DISPLAY_MAX_SIDE);
+        let start = if dw <= y.width() {
+            resize::area(&*y, dw, dh)
+        } else {
+            resize::bilinear(&*y, dw, dh)
+        };
+        let canvas = egui::ColorImage::from_rgb([dw, dh], &start.to_rgb8());
         let id = self.worker.next_id();
         let degradation = Arc::new(degradation);
         self.running = Some(Running {
@@ -554,11 +573,11 @@ impl EpsApp {
             .zip(restoration.seeds)
             .enumerate()
             .map(|(i, ((image, residual), seed))| SampleView {
-                psnr: truth.as_ref().map(|t| restore::psnr(&image, t)),
+                psnr: truth.as_ref().map(|t| restore::psnr(&image, &**t)),
                 lpips: lpips.get(i).copied().filter(|v| v.is_finite()),
                 texture: Some(shown(ctx, &format!("sample-{seed}"), &image).texture),
                 seed,
-                image,
+                image: Arc::new(image),
                 residual,
             })
             .collect();
@@ -593,18 +612,18 @@ impl EpsApp {
         self.refresh_statistics(ctx, truth.as_deref());
     }
 
-    fn refresh_statistics(&mut self, ctx: &egui::Context, truth: Option<&RgbImage>) {
+    fn refresh_statistics(&mut self, ctx: &egui::Context, truth: Option<&Pixels>) {
         let Some(r) = self.results.as_mut() else {
             return;
         };
-        let images: Vec<&RgbImage> = r.samples.iter().map(|s| &s.image).collect();
+        let images: Vec<&Pixels> = r.samples.iter().map(|s| &*s.image).collect();
         if let Some((mean, std)) = restore::mean_and_std(&images) {
             let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
-            let heat = restore::heat::image(&std, mean.width, mean.height, full);
+            let heat = restore::heat::image(&std, mean.width(), mean.height(), full);
             r.mean_psnr = truth.map(|t| restore::psnr(&mean, t));
             r.mean_texture = Some(shown(ctx, "mean", &mean));
             r.std_texture = Some(shown(ctx, "uncertainty", &heat));
-            r.mean = Some(mean);
+            r.mean = Some(Arc::new(mean));
             r.std = Some(std);
         }
         r.residual_texture = None;
@@ -617,7 +636,7 @@ impl EpsApp {
         if r.residual_texture.as_ref().is_none_or(|(s, _)| *s != sel) {
             let res = &r.samples[sel].residual;
             let heat = restore::heat::image(
-                &res.map,
+                &res.map(),
                 res.width,
                 res.height,
                 (3.0 * r.problem.sigma_y as f32).max(1e-3),
@@ -677,7 +696,7 @@ impl EpsApp {
             (Some(r), Some((w, h))) => r
                 .samples
                 .first()
-                .is_some_and(|s| (s.image.width, s.image.height) != (w, h)),
+                .is_some_and(|s| (s.image.width(), s.image.height()) != (w, h)),
             _ => false,
         }
     }
@@ -821,10 +840,10 @@ impl EpsApp {
         let dir = self.default_save_path("samples", "");
         let stem = photo::stem_of(photo.path.as_deref());
         let stem = crate::fsutil::fit_stem(&stem, 40).to_owned();
-        let samples: Vec<(u64, RgbImage)> = results
+        let samples: Vec<(u64, Arc<Pixels>)> = results
             .samples
             .iter()
-            .map(|s| (s.seed, s.image.clone()))
+            .map(|s| (s.seed, Arc::clone(&s.image)))
             .collect();
         let summary = (results.mean.clone(), results.std.clone());
         let count = samples.len();
@@ -835,17 +854,17 @@ impl EpsApp {
                 crate::fsutil::prepare_output_dir(&dir)?;
                 for (seed, image) in &samples {
                     let p = dir.join(format!("{stem}.sample-{seed}.{}", format.extension()));
-                    photo::save(&SaveImage::like(image, &meta), &p, format, false)?;
+                    photo::save(&SaveImage::like(&**image, &meta), &p, format, false)?;
                 }
                 if let (Some(mean), Some(std)) = &summary {
                     photo::save(
-                        &SaveImage::like(mean, &meta),
+                        &SaveImage::like(&**mean, &meta),
                         &dir.join(format!("{stem}.mean.{}", format.extension())),
                         format,
                         false,
                     )?;
                     let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
-                    let heat = restore::heat::image(std, mean.width, mean.height, full);
+                    let heat = restore::heat::image(std, mean.width(), mean.height(), full);
                     photo::save(
                         &SaveImage::plain(&heat),
                         &dir.join(format!("{stem}.uncertainty.png")),
@@ -947,17 +966,12 @@ fn paste_scaled(canvas: &mut egui::ColorImage, scale: f32, rect: restore::Rect, 
     }
 }
 
-/// The photo's metadata for a saved image, without its pixels (a 24-megapixel photo's float
-/// copy is 290 MB): EXIF, ICC and bit depth always, alpha only with an image of the photo's own
-/// size.
-fn metadata_for(photo: &Photo, image: &RgbImage) -> Photo {
-    let same_size = (image.width, image.height) == (photo.width(), photo.height());
+/// The photo's metadata for a saved image (its pixels shared, not copied): EXIF, ICC and bit
+/// depth always, alpha only with an image of the photo's own size.
+fn metadata_for(photo: &Photo, image: &dyn Raster) -> Photo {
+    let same_size = (image.width(), image.height()) == (photo.width(), photo.height());
     Photo {
-        rgb: RgbImage {
-            width: 0,
-            height: 0,
-            data: Vec::new(),
-        },
+        pixels: Arc::clone(&photo.pixels),
         alpha: photo.alpha.clone().filter(|_| same_size),
         path: photo.path.clone(),
         format: photo.format,

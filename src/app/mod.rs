@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::photo::{Photo, RgbImage};
+use crate::photo::{Photo, Pixels};
 use crate::restore::{Degradation, Models, Residual, StepCount};
 use crate::worker::{JobKind, Worker};
 
@@ -95,8 +95,9 @@ pub struct Shown {
 pub struct SampleView {
     /// Its seed.
     pub seed: u64,
-    /// The image at output resolution.
-    pub image: RgbImage,
+    /// The image at output resolution, in the photo's bit depth (shared with saves in
+    /// flight).
+    pub image: Arc<Pixels>,
     /// Its measurement residual.
     pub residual: Residual,
     /// PSNR against the truth (simulate mode).
@@ -111,7 +112,7 @@ pub struct SampleView {
 #[derive(Clone)]
 pub struct Problem {
     /// The measurement.
-    pub y: Arc<RgbImage>,
+    pub y: Arc<Pixels>,
     /// The operator.
     pub degradation: Arc<Degradation>,
     /// σ_y.
@@ -131,7 +132,7 @@ pub struct Results {
     /// Chosen sample.
     pub selected: usize,
     /// Sample mean and std (recomputed when samples are added).
-    pub mean: Option<RgbImage>,
+    pub mean: Option<Arc<Pixels>>,
     /// Per-pixel std.
     pub std: Option<Vec<f32>>,
     /// Mean PSNR (simulate mode).
@@ -245,7 +246,7 @@ pub struct EpsApp {
     reserved: std::collections::HashSet<PathBuf>,
     autosave: Option<Autosave>,
     photo_texture: Option<Shown>,
-    measurement: Option<(u64, Arc<RgbImage>, Option<Arc<RgbImage>>)>,
+    measurement: Option<(u64, Arc<Pixels>, Option<Arc<Pixels>>)>,
     measurement_texture: Option<(u64, Shown)>,
     truth_texture: Option<(u64, Shown)>,
     mask_texture: Option<overlay::MaskOverlay>,

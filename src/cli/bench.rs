@@ -378,8 +378,8 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
         let peak = status("VmHWM:").unwrap_or(0);
         let fill = crate::photo::load_mask(&mask, w, h)?;
         let estimate = crate::restore::Estimate::new(
-            w,
-            h,
+            (w, h),
+            crate::photo::Depth::U8,
             &crate::restore::Degradation::Inpaint { fill },
             &crate::restore::Settings::default(),
             samples,

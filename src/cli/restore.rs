@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::backend::{BackendChoice, Compute};
 use crate::eval::restoration::MethodChoice;
 use crate::noise::consecutive_seeds;
-use crate::photo::{self, SaveFormat, SaveImage};
+use crate::photo::{self, Raster, SaveFormat, SaveImage};
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
 use crate::sampler::Flow;
 
@@ -130,14 +130,20 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         degradation.validate(input.width(), input.height())?;
         (input.width(), input.height())
     };
-    let estimate = restore::Estimate::new(w, h, &degradation, &settings, args.samples);
+    // A simulated measurement is floats; a photo stays in its own bit depth.
+    let depth = if args.simulate {
+        photo::Depth::F32
+    } else {
+        input.pixels.depth()
+    };
+    let estimate = restore::Estimate::new((w, h), depth, &degradation, &settings, args.samples);
     estimate.check_memory()?;
 
     // The measurement gets the noise asked for; the restoration assumes at least the floor.
     // Without --simulate the photo itself is the measurement (borrowed: no second copy).
     let simulated = if args.simulate {
         Some(restore::simulate(
-            &input.rgb,
+            &input.pixels.rgb(),
             &degradation,
             args.sigma_y,
             args.seed,
@@ -145,7 +151,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let y: &photo::RgbImage = simulated.as_ref().map_or(&input.rgb, |s| &s.y);
+    let y: &dyn Raster = simulated
+        .as_ref()
+        .map_or(&*input.pixels as &dyn Raster, |s| &s.y);
     let truth: Option<&photo::RgbImage> = simulated.as_ref().map(|s| &s.truth);
 
     let folder = Models::locate(args.weights.as_deref())?;
@@ -168,8 +176,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     eprintln!(
         "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB{duration}",
         settings.sampler_method(&degradation).name(),
-        y.width,
-        y.height,
+        y.width(),
+        y.height(),
         degradation.label(),
         seeds.len(),
         compute.label(),
@@ -260,7 +268,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     let summary = if result.samples.len() == 1 {
         // One sample is its own mean, with no spread: no copy.
         result.samples.pop().map(|s| {
-            let n = s.width * s.height;
+            let n = s.width() * s.height();
             (s, vec![0.0; n])
         })
     } else {
@@ -268,7 +276,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     };
     result.samples.clear();
     if let Some((mean, std)) = summary {
-        let (mean_w, mean_h) = (mean.width, mean.height);
+        let (mean_w, mean_h) = (mean.width(), mean.height());
         let mean_path = save(
             &SaveImage::like(&mean, &input),
             format!("{stem}.mean"),
@@ -293,7 +301,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             std_path.display()
         );
     }
-    if args.simulate {
+    if let Some(simulated) = &simulated {
+        let y = &simulated.y;
         let path = save(
             &SaveImage::plain(y),
             format!("{stem}.measurement"),

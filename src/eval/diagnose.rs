@@ -26,7 +26,7 @@ use super::reference::{best_wiener, bicubic_upsample, biharmonic_fill, wiener_de
 use crate::denoiser::Network;
 use crate::inverse::{Interpolant, Mask, Problem};
 use crate::noise::SeededNoise;
-use crate::photo::RgbImage;
+use crate::photo::{Pixels, RgbImage};
 use crate::restore::{BlurSpec, Degradation, Models, Rect, Settings, from_tensor, restore};
 use crate::sampler::{self, Denoiser, EpsConfig, PosteriorDenoiser, ignore_progress};
 use crate::{Error, Result};
@@ -460,7 +460,7 @@ pub fn fill_suite(
                         match restore(models, None, &sim.y, &deg, &settings, &seeds, &mut |_| {
                             sampler::Flow::Continue
                         }) {
-                            Ok(r) => r.samples,
+                            Ok(r) => r.samples.into_iter().map(Pixels::into_rgb).collect(),
                             // A diverging method is a result to report, not the end of the run.
                             Err(e @ crate::Error::NonFinite { .. }) => {
                                 on_case(&format!("{name} #{k}: {} diverged ({e})", c.label()));
@@ -722,7 +722,8 @@ pub fn restore_suite(
             let out = restore(models, None, &sim.y, deg, &settings, &seeds, &mut |_| {
                 sampler::Flow::Continue
             })?;
-            results.push((Contender::Method(m, n).label(), out.samples));
+            let samples = out.samples.into_iter().map(Pixels::into_rgb).collect();
+            results.push((Contender::Method(m, n).label(), samples));
         }
         cases.push(RestoreCase {
             truth: sim.truth.clone(),

@@ -27,20 +27,19 @@ pub fn colour(v: f32) -> [f32; 3] {
     ]
 }
 
-/// A heat-map image of `values` (`width × height`), scaled so `full_scale` maps to the top colour.
-pub fn image(
-    values: &[f32],
-    width: usize,
-    height: usize,
-    full_scale: f32,
-) -> crate::photo::RgbImage {
+/// A heat-map image of `values` (`width × height`), scaled so `full_scale` maps to the top
+/// colour; 8 bits per channel, like the picture it becomes.
+pub fn image(values: &[f32], width: usize, height: usize, full_scale: f32) -> crate::photo::Pixels {
     let scale = if full_scale > 0.0 {
         1.0 / full_scale
     } else {
         0.0
     };
-    let data = values.iter().flat_map(|&v| colour(v * scale)).collect();
-    crate::photo::RgbImage {
+    let data = values
+        .iter()
+        .flat_map(|&v| colour(v * scale).map(crate::photo::to_u8))
+        .collect();
+    crate::photo::Pixels::U8 {
         width,
         height,
         data,

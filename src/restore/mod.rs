@@ -19,7 +19,7 @@ use crate::backend::{GpuArithmetic, GpuContext};
 use crate::eval::restoration::MethodChoice;
 use crate::inverse::pad::{Padding, crop, reflect_pad};
 use crate::inverse::{AvgPoolSr, Blur, LinearOperator, Mask, Problem, TaskSpec};
-use crate::photo::RgbImage;
+use crate::photo::{Depth, Pixels, Raster, RgbImage};
 use crate::sampler::{self, Flow, Method, StepInfo, eps};
 use crate::{Error, Result};
 
@@ -160,24 +160,43 @@ pub struct Progress<'a> {
 }
 
 /// The measurement residual `A x̂ − y` of one sample, on the measurement's pixel grid.
+///
+/// Kept only over the worked regions: a small hole in a 24-megapixel photo has a residual the
+/// size of the hole's crop, not of the photo.
 #[derive(Debug, Clone)]
 pub struct Residual {
     /// Grid width.
     pub width: usize,
     /// Grid height.
     pub height: usize,
-    /// Per-pixel residual magnitude (RMS over channels, `[-1, 1]` units); NaN where nothing is
-    /// measured (hidden pixels, or outside the worked regions).
-    pub map: Vec<f32>,
+    /// Per-pixel residual magnitude (RMS over channels, `[-1, 1]` units) over each worked
+    /// rectangle, row-major; NaN where nothing is measured (hidden pixels). Rectangles do not
+    /// overlap; outside them nothing was measured.
+    pub patches: Vec<(Rect, Vec<f32>)>,
     /// RMS over measured pixels: a faithful sample sits near σ_y.
     pub rms: f64,
+}
+
+impl Residual {
+    /// The whole grid, NaN where nothing was measured (`width × height` floats).
+    pub fn map(&self) -> Vec<f32> {
+        let mut map = vec![f32::NAN; self.width * self.height];
+        for (r, values) in &self.patches {
+            for row in 0..r.h {
+                let start = (r.y + row) * self.width + r.x;
+                map[start..start + r.w].copy_from_slice(&values[row * r.w..(row + 1) * r.w]);
+            }
+        }
+        map
+    }
 }
 
 /// The result of a restoration.
 #[derive(Debug, Clone)]
 pub struct Restoration {
-    /// One image per seed, at output resolution.
-    pub samples: Vec<RgbImage>,
+    /// One image per seed, at output resolution, in the measurement's own storage (the bit
+    /// depth of a photo, floats for a simulated measurement).
+    pub samples: Vec<Pixels>,
     /// The residual of each sample.
     pub residuals: Vec<Residual>,
     /// The seeds, in sample order.
@@ -214,35 +233,34 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// Estimates the job `degradation` on a `w × h` measurement with `samples` samples.
-    /// Call after the inputs are validated.
+    /// Estimates the job `degradation` on a `w × h` measurement stored in `depth` with
+    /// `samples` samples. Call after the inputs are validated.
     pub fn new(
-        w: usize,
-        h: usize,
+        (w, h): (usize, usize),
+        depth: Depth,
         degradation: &Degradation,
         settings: &Settings,
         samples: usize,
     ) -> Self {
-        let y = RgbImage {
-            width: w,
-            height: h,
-            data: Vec::new(),
-        };
-        let rects = regions(&y, degradation, settings);
+        let rects = regions(w, h, degradation, settings);
         let regions = rects.len();
         let method = settings.sampler_method(degradation);
         let nfe = method.network_calls();
         let (out_w, out_h) = degradation.output_size(w, h);
         let out_px = (out_w * out_h) as u64;
-        // Whole-photo buffers, in bytes per pixel: the photo (f32 RGB, 12), each sample (12) with
-        // its residual map (4) and, for tiles, its weight planes (8), then the mean (12), the
-        // spread (4) and its heat map (12), made one after the other when saving.
-        let per_sample = if matches!(degradation, Degradation::Inpaint { .. }) {
-            16
-        } else {
-            24
+        let y_px = (w * h) as u64;
+        let rgb = 3 * depth.bytes() as u64;
+        // Whole-photo buffers, in bytes: the photo (`rgb` per pixel) and, for inpainting, each
+        // sample in the photo's storage with its residual over the regions only; tiles add
+        // float sums and weights (16 per output pixel) and residual sums (8 per measured pixel)
+        // per sample until they are stored. Then the mean (`rgb`), the spread (4) and its heat
+        // map (3), made one after the other when saving.
+        let worked: u64 = rects.iter().map(|r| (r.w * r.h) as u64).sum();
+        let per_sample = match degradation {
+            Degradation::Inpaint { .. } => out_px * rgb + worked.min(y_px) * 4,
+            _ => out_px * (rgb + 16) + y_px * 8,
         };
-        let photo = (w * h) as u64 * 12 + out_px * (per_sample * samples as u64 + 16);
+        let photo = y_px * rgb + per_sample * samples as u64 + out_px * (rgb + 7);
         // The working batch: about 1 KiB of activations per working pixel and sample for a
         // forward pass (measured peak of the shipped network), four times that with a backward
         // pass (DPS, ΠGDM).
@@ -342,13 +360,17 @@ pub fn check_beats_doing_nothing(restored_psnr: f64, nothing_psnr: f64) -> Resul
 
 /// PSNR in dB of a result against the truth (both `[0, 1]`, clipped as a saved file would be);
 /// NaN when the sizes differ.
-pub fn psnr(x: &RgbImage, truth: &RgbImage) -> f64 {
-    if (x.width, x.height) != (truth.width, truth.height) {
+pub fn psnr(x: &dyn Raster, truth: &dyn Raster) -> f64 {
+    if (x.width(), x.height()) != (truth.width(), truth.height()) {
         return f64::NAN;
     }
-    let clip =
-        |v: &Vec<f32>| -> Vec<f64> { v.iter().map(|&p| f64::from(p.clamp(0.0, 1.0))).collect() };
-    crate::eval::metrics::psnr(&clip(&x.data), &clip(&truth.data)).unwrap_or(f64::NAN)
+    let n = x.width() * x.height() * 3;
+    if n == 0 {
+        return f64::NAN;
+    }
+    let clip = |img: &dyn Raster, i: usize| f64::from(img.value(i).clamp(0.0, 1.0));
+    let sum: f64 = (0..n).map(|i| (clip(x, i) - clip(truth, i)).powi(2)).sum();
+    -10.0 * (sum / n as f64).log10()
 }
 
 /// Longest side LPIPS is computed at; larger images are area-downscaled first (AlexNet on a
@@ -356,26 +378,27 @@ pub fn psnr(x: &RgbImage, truth: &RgbImage) -> f64 {
 pub const LPIPS_MAX_SIDE: usize = 1024;
 
 /// LPIPS of a result against the truth (both `[0, 1]`, same size), at most [`LPIPS_MAX_SIDE`].
-pub fn lpips(net: &crate::eval::lpips::Lpips, x: &RgbImage, truth: &RgbImage) -> Result<f64> {
-    if (x.width, x.height) != (truth.width, truth.height) {
+pub fn lpips(net: &crate::eval::lpips::Lpips, x: &dyn Raster, truth: &dyn Raster) -> Result<f64> {
+    if (x.width(), x.height()) != (truth.width(), truth.height()) {
         return Err(Error::shape(
             "LPIPS",
-            format!("{}×{}", truth.width, truth.height),
-            format!("{}×{}", x.width, x.height),
+            format!("{}×{}", truth.width(), truth.height()),
+            format!("{}×{}", x.width(), x.height()),
         ));
     }
-    let long = x.width.max(x.height);
-    let fit = |img: &RgbImage| -> RgbImage {
+    let long = x.width().max(x.height());
+    let fit = |img: &dyn Raster| -> RgbImage {
+        let img = img.to_rgb();
         if long <= LPIPS_MAX_SIDE {
-            img.clone()
+            img
         } else {
             let k = LPIPS_MAX_SIDE as f64 / long as f64;
             let w = ((img.width as f64 * k).round() as usize).max(1);
             let h = ((img.height as f64 * k).round() as usize).max(1);
-            resize::area(img, w, h)
+            resize::area(&img, w, h)
         }
     };
-    let t = |img: &RgbImage| to_tensor(&fit(img), &Device::Cpu);
+    let t = |img: &dyn Raster| to_tensor(&fit(img), &Device::Cpu);
     Ok(net
         .distance(&t(x)?, &t(truth)?)?
         .first()
@@ -383,28 +406,34 @@ pub fn lpips(net: &crate::eval::lpips::Lpips, x: &RgbImage, truth: &RgbImage) ->
         .unwrap_or(f64::NAN))
 }
 
-/// Per-pixel mean and standard deviation (averaged over channels) of a set of samples.
-pub fn mean_and_std(samples: &[&RgbImage]) -> Option<(RgbImage, Vec<f32>)> {
+/// Per-pixel mean (stored like the first sample) and standard deviation (averaged over
+/// channels) of a set of samples of one size; `None` for no samples or mixed sizes. Works a
+/// pixel at a time: no float copy of a whole sample.
+pub fn mean_and_std(samples: &[&Pixels]) -> Option<(Pixels, Vec<f32>)> {
     let first = samples.first()?;
-    let n = samples.len() as f32;
-    let mut mean = RgbImage::new(first.width, first.height);
-    for s in samples {
-        for (m, v) in mean.data.iter_mut().zip(&s.data) {
-            *m += v / n;
-        }
+    let (w, h) = (first.width(), first.height());
+    if samples.iter().any(|s| (s.width(), s.height()) != (w, h)) {
+        return None;
     }
-    let mut std = vec![0.0_f32; first.width * first.height];
-    if samples.len() > 1 {
-        for s in samples {
-            for (i, px) in std.iter_mut().enumerate() {
-                for c in 0..3 {
-                    let d = s.data[i * 3 + c] - mean.data[i * 3 + c];
-                    *px += d * d;
-                }
+    let n = samples.len() as f32;
+    let mut mean = Pixels::new(w, h, first.depth());
+    let mut std = vec![0.0_f32; w * h];
+    for (i, px) in std.iter_mut().enumerate() {
+        let mut spread = 0.0_f32;
+        for c in 0..3 {
+            let k = i * 3 + c;
+            let m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
+            mean.set(k, m);
+            if samples.len() > 1 {
+                spread += samples
+                    .iter()
+                    .map(|s| (s.value(k) - m).powi(2))
+                    .sum::<f32>();
             }
         }
-        let denom = 3.0 * (n - 1.0);
-        std.iter_mut().for_each(|v| *v = (*v / denom).sqrt());
+        if samples.len() > 1 {
+            *px = (spread / (3.0 * (n - 1.0))).sqrt();
+        }
     }
     Some((mean, std))
 }
@@ -462,7 +491,7 @@ struct Job {
 pub fn restore(
     models: &Models,
     gpu: Option<&GpuContext>,
-    y: &RgbImage,
+    y: &dyn Raster,
     degradation: &Degradation,
     settings: &Settings,
     seeds: &[u64],
@@ -499,7 +528,7 @@ fn is_device_failure(e: &Error) -> bool {
 fn restore_on(
     models: &Models,
     gpu: Option<&GpuContext>,
-    y: &RgbImage,
+    y: &dyn Raster,
     degradation: &Degradation,
     settings: &Settings,
     seeds: &[u64],
@@ -512,8 +541,8 @@ fn restore_on(
     let method = settings.sampler_method(degradation);
     let denoisers = models.denoisers(&method)?;
     let device = models.device().clone();
-    let (out_w, out_h) = degradation.output_size(y.width, y.height);
-    let regions = regions(y, degradation, settings);
+    let (out_w, out_h) = degradation.output_size(y.width(), y.height());
+    let regions = regions(y.width(), y.height(), degradation, settings);
     let n_regions = regions.len();
     let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser());
     let mut notices: Vec<String> = floor_note.into_iter().collect();
@@ -574,7 +603,7 @@ fn restore_on(
     let mut samples = Vec::with_capacity(seeds.len());
     let mut residuals = Vec::with_capacity(seeds.len());
     for a in acc {
-        let (s, r) = a.finish(degradation);
+        let (s, r) = a.finish();
         samples.push(s);
         residuals.push(r);
     }
@@ -623,22 +652,22 @@ fn sample_on_gpu(
 }
 
 fn validate(
-    y: &RgbImage,
+    y: &dyn Raster,
     degradation: &Degradation,
     settings: &Settings,
     seeds: &[u64],
 ) -> Result<()> {
-    if y.width == 0 || y.height == 0 {
+    if y.width() == 0 || y.height() == 0 {
         return Err(Error::invalid(
             "image size",
-            format!("{}×{}", y.width, y.height),
+            format!("{}×{}", y.width(), y.height()),
             "the image has no pixels",
         ));
     }
     crate::limits::samples(seeds.len())?;
     settings.validate()?;
-    degradation.validate(y.width, y.height)?;
-    if y.data.iter().any(|v| !v.is_finite()) {
+    degradation.validate(y.width(), y.height())?;
+    if !y.all_finite() {
         return Err(Error::NonFinite {
             what: "the photo".into(),
         });
@@ -646,12 +675,12 @@ fn validate(
     Ok(())
 }
 
-/// The regions to work on, in measurement (`y`) coordinates.
-fn regions(y: &RgbImage, degradation: &Degradation, settings: &Settings) -> Vec<Rect> {
+/// The regions to work on, in the coordinates of a `w × h` measurement.
+fn regions(w: usize, h: usize, degradation: &Degradation, settings: &Settings) -> Vec<Rect> {
     match (degradation, tiling(degradation, settings)) {
-        (Degradation::Inpaint { fill }, _) => plan::inpaint_regions(fill, y.width, y.height),
-        (_, Some((tile, overlap))) => plan::tiles(y.width, y.height, tile, overlap),
-        (_, None) => vec![Rect::new(0, 0, y.width, y.height)],
+        (Degradation::Inpaint { fill }, _) => plan::inpaint_regions(fill, w, h),
+        (_, Some((tile, overlap))) => plan::tiles(w, h, tile, overlap),
+        (_, None) => vec![Rect::new(0, 0, w, h)],
     }
 }
 
@@ -671,13 +700,13 @@ fn tiling(degradation: &Degradation, settings: &Settings) -> Option<(usize, usiz
 }
 
 fn build_job(
-    y: &RgbImage,
+    y: &dyn Raster,
     degradation: &Degradation,
     settings: &Settings,
     region: Rect,
     device: &Device,
 ) -> Result<Job> {
-    let crop_y = y.crop(region.x, region.y, region.w, region.h);
+    let crop_y = y.crop_rgb(region.x, region.y, region.w, region.h);
     let none = Padding::default();
     match degradation {
         Degradation::Inpaint { fill } => {
@@ -686,7 +715,7 @@ fn build_job(
             let wh = ((region.h as f64 * scale).round() as usize).max(1);
             let fill_crop: Vec<bool> = (region.y..region.bottom())
                 .flat_map(|r| {
-                    fill[r * y.width + region.x..r * y.width + region.right()]
+                    fill[r * y.width() + region.x..r * y.width() + region.right()]
                         .iter()
                         .copied()
                 })
@@ -755,7 +784,7 @@ fn working_to_output(x: &Tensor, b: usize, job: &Job) -> Result<RgbImage> {
 /// The preview patch as the user should see it: inpainting keeps the photo outside the mask.
 fn composite_preview(
     mut patch: RgbImage,
-    y: &RgbImage,
+    y: &dyn Raster,
     degradation: &Degradation,
     job: &Job,
 ) -> RgbImage {
@@ -763,10 +792,12 @@ fn composite_preview(
         let r = job.out_rect;
         for row in 0..r.h {
             for col in 0..r.w {
-                let i = (r.y + row) * y.width + r.x + col;
+                let i = (r.y + row) * y.width() + r.x + col;
                 if !fill[i] {
                     let o = (row * r.w + col) * 3;
-                    patch.data[o..o + 3].copy_from_slice(&y.data[i * 3..i * 3 + 3]);
+                    for c in 0..3 {
+                        patch.data[o + c] = y.value(i * 3 + c);
+                    }
                 }
             }
         }
@@ -807,47 +838,53 @@ fn residual_patch(residual: &Tensor, b: usize, job: &Job) -> Result<Vec<f32>> {
 
 /// Blends region results into full-size images.
 struct Accumulator {
-    /// The sample being assembled: for inpainting the photo itself with the holes written in
-    /// (regions never overlap), otherwise weighted sums of the overlapping tiles.
-    out: Vec<f32>,
-    /// Tile weights per output pixel; empty for inpainting.
-    weight: Vec<f32>,
+    kind: Assembly,
     out_w: usize,
     out_h: usize,
-    /// Weighted squared residuals per measured pixel; for inpainting the residual magnitude
-    /// itself (NaN where no region measured it).
-    res_sum: Vec<f32>,
-    /// Their weights; empty for inpainting.
-    res_weight: Vec<f32>,
     y_w: usize,
     y_h: usize,
 }
 
+/// How a sample is assembled.
+enum Assembly {
+    /// Inpainting changes only the holes, and regions never overlap: the sample starts as a
+    /// copy of the photo in its own storage, the holes are written in, and the residual is kept
+    /// per region. A 24-megapixel JPEG costs 72 MB per sample.
+    Holes {
+        out: Pixels,
+        residual: Vec<(Rect, Vec<f32>)>,
+    },
+    /// Tiles overlap and cross-fade: weighted float sums and their weights until the end.
+    Tiles {
+        depth: Depth,
+        out: Vec<f32>,
+        weight: Vec<f32>,
+        res_sum: Vec<f32>,
+        res_weight: Vec<f32>,
+    },
+}
+
 impl Accumulator {
-    /// For inpainting only the holes change, so the sample starts as a copy of the photo and
-    /// needs no weight planes: 16 instead of 24 bytes per pixel, which on a 24-megapixel photo
-    /// is 190 MB less per sample.
-    fn new(out_w: usize, out_h: usize, y: &RgbImage, degradation: &Degradation) -> Self {
-        let (y_w, y_h) = (y.width, y.height);
-        if matches!(degradation, Degradation::Inpaint { .. }) {
-            return Self {
-                out: y.data.clone(),
-                weight: Vec::new(),
-                out_w,
-                out_h,
-                res_sum: vec![f32::NAN; y_w * y_h],
-                res_weight: Vec::new(),
-                y_w,
-                y_h,
-            };
-        }
+    fn new(out_w: usize, out_h: usize, y: &dyn Raster, degradation: &Degradation) -> Self {
+        let (y_w, y_h) = (y.width(), y.height());
+        let kind = if matches!(degradation, Degradation::Inpaint { .. }) {
+            Assembly::Holes {
+                out: y.to_pixels(),
+                residual: Vec::new(),
+            }
+        } else {
+            Assembly::Tiles {
+                depth: y.depth(),
+                out: vec![0.0; out_w * out_h * 3],
+                weight: vec![0.0; out_w * out_h],
+                res_sum: vec![0.0; y_w * y_h],
+                res_weight: vec![0.0; y_w * y_h],
+            }
+        };
         Self {
-            out: vec![0.0; out_w * out_h * 3],
-            weight: vec![0.0; out_w * out_h],
+            kind,
             out_w,
             out_h,
-            res_sum: vec![0.0; y_w * y_h],
-            res_weight: vec![0.0; y_w * y_h],
             y_w,
             y_h,
         }
@@ -862,103 +899,123 @@ impl Accumulator {
         settings: &Settings,
     ) {
         let r = job.out_rect;
-        let inpaint = match degradation {
-            Degradation::Inpaint { fill } => Some(fill),
-            _ => None,
-        };
-        // Cross-fade widths in measurement pixels and in output pixels.
-        let ramp_y = tiling(degradation, settings).map_or(0, |(_, overlap)| overlap);
-        let ramp = match degradation {
-            Degradation::SuperRes { factor } => ramp_y * factor,
-            _ => ramp_y,
-        };
-        for row in 0..r.h {
-            for col in 0..r.w {
-                let (x, yy) = (r.x + col, r.y + row);
-                let i = yy * self.out_w + x;
-                let w = match inpaint {
-                    // Only hidden pixels take the sample; regions never overlap.
-                    Some(fill) => {
+        let q = job.y_rect;
+        match (&mut self.kind, degradation) {
+            (Assembly::Holes { out, residual: res }, Degradation::Inpaint { fill }) => {
+                // Only hidden pixels take the sample; the residual is measured elsewhere.
+                for row in 0..r.h {
+                    for col in 0..r.w {
+                        let i = (r.y + row) * self.out_w + r.x + col;
                         if fill[i] {
-                            1.0
-                        } else {
-                            continue;
+                            let o = (row * r.w + col) * 3;
+                            for c in 0..3 {
+                                out.set(i * 3 + c, patch.data[o + c]);
+                            }
                         }
                     }
-                    None => plan::feather(&r, x, yy, ramp, self.out_w, self.out_h),
+                }
+                let values = (0..q.w * q.h)
+                    .map(|k| {
+                        let i = (q.y + k / q.w) * self.y_w + q.x + k % q.w;
+                        if fill[i] { f32::NAN } else { residual[k].abs() }
+                    })
+                    .collect();
+                res.push((q, values));
+            }
+            (
+                Assembly::Tiles {
+                    out,
+                    weight,
+                    res_sum,
+                    res_weight,
+                    ..
+                },
+                _,
+            ) => {
+                // Cross-fade widths in measurement pixels and in output pixels.
+                let ramp_y = tiling(degradation, settings).map_or(0, |(_, overlap)| overlap);
+                let ramp = match degradation {
+                    Degradation::SuperRes { factor } => ramp_y * factor,
+                    _ => ramp_y,
                 };
-                let o = (row * r.w + col) * 3;
-                if inpaint.is_some() {
-                    for c in 0..3 {
-                        self.out[i * 3 + c] = patch.data[o + c].clamp(0.0, 1.0);
+                for row in 0..r.h {
+                    for col in 0..r.w {
+                        let (x, yy) = (r.x + col, r.y + row);
+                        let i = yy * self.out_w + x;
+                        let w = plan::feather(&r, x, yy, ramp, self.out_w, self.out_h);
+                        let o = (row * r.w + col) * 3;
+                        for c in 0..3 {
+                            out[i * 3 + c] += w * patch.data[o + c];
+                        }
+                        weight[i] += w;
                     }
-                    continue;
                 }
-                for c in 0..3 {
-                    self.out[i * 3 + c] += w * patch.data[o + c];
+                for row in 0..q.h {
+                    for col in 0..q.w {
+                        let (x, yy) = (q.x + col, q.y + row);
+                        let i = yy * self.y_w + x;
+                        let v = residual[row * q.w + col];
+                        let w = plan::feather(&q, x, yy, ramp_y, self.y_w, self.y_h);
+                        res_sum[i] += w * v * v;
+                        res_weight[i] += w;
+                    }
                 }
-                self.weight[i] += w;
             }
-        }
-        let q = job.y_rect;
-        for row in 0..q.h {
-            for col in 0..q.w {
-                let (x, yy) = (q.x + col, q.y + row);
-                let i = yy * self.y_w + x;
-                if let Some(fill) = inpaint
-                    && fill[i]
-                {
-                    continue;
-                }
-                let v = residual[row * q.w + col];
-                if inpaint.is_some() {
-                    self.res_sum[i] = v.abs();
-                    continue;
-                }
-                let w = plan::feather(&q, x, yy, ramp_y, self.y_w, self.y_h);
-                self.res_sum[i] += w * v * v;
-                self.res_weight[i] += w;
-            }
+            // An inpainting accumulator is only made for inpainting.
+            (Assembly::Holes { .. }, _) => {}
         }
     }
 
-    fn finish(self, degradation: &Degradation) -> (RgbImage, Residual) {
-        let mut data = self.out;
-        let map: Vec<f32> = if matches!(degradation, Degradation::Inpaint { .. }) {
-            // Holes are written in place and clamped; every other pixel is the photo, bit-exact.
-            self.res_sum
-        } else {
-            for (i, &w) in self.weight.iter().enumerate() {
-                if w > 0.0 {
-                    for c in 0..3 {
-                        data[i * 3 + c] = (data[i * 3 + c] / w).clamp(0.0, 1.0);
+    fn finish(self) -> (Pixels, Residual) {
+        let (image, patches) = match self.kind {
+            // Holes were written in place and clamped; every other pixel is the photo,
+            // bit-exact.
+            Assembly::Holes { out, residual } => (out, residual),
+            Assembly::Tiles {
+                depth,
+                mut out,
+                weight,
+                res_sum,
+                res_weight,
+            } => {
+                for (i, &w) in weight.iter().enumerate() {
+                    if w > 0.0 {
+                        for c in 0..3 {
+                            out[i * 3 + c] = (out[i * 3 + c] / w).clamp(0.0, 1.0);
+                        }
                     }
                 }
+                drop(weight);
+                let rgb = RgbImage {
+                    width: self.out_w,
+                    height: self.out_h,
+                    data: out,
+                };
+                let map = res_sum
+                    .iter()
+                    .zip(&res_weight)
+                    .map(|(&s, &w)| if w > 0.0 { (s / w).sqrt() } else { f32::NAN })
+                    .collect();
+                (
+                    Pixels::quantised(rgb, depth),
+                    vec![(Rect::new(0, 0, self.y_w, self.y_h), map)],
+                )
             }
-            self.res_sum
-                .iter()
-                .zip(&self.res_weight)
-                .map(|(&s, &w)| if w > 0.0 { (s / w).sqrt() } else { f32::NAN })
-                .collect()
         };
-        let (sum, n) = map
+        let (sum, n) = patches
             .iter()
+            .flat_map(|(_, values)| values)
             .filter(|v| v.is_finite())
             .fold((0.0_f64, 0_usize), |(s, n), &v| {
                 (s + f64::from(v * v), n + 1)
             });
         let rms = if n > 0 { (sum / n as f64).sqrt() } else { 0.0 };
-        let image = RgbImage {
-            width: self.out_w,
-            height: self.out_h,
-            data,
-        };
         (
             image,
             Residual {
                 width: self.y_w,
                 height: self.y_h,
-                map,
+                patches,
                 rms,
             },
         )
@@ -980,6 +1037,43 @@ pub fn human_duration(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    /// The mean and spread read samples in any storage and keep the first one's; a residual
+    /// kept per region draws as the whole grid with nothing measured elsewhere.
+    #[test]
+    fn statistics_and_residuals_work_on_stored_samples() {
+        let a = Pixels::U8 {
+            width: 2,
+            height: 1,
+            data: vec![0, 255, 100, 50, 50, 50],
+        };
+        let b = Pixels::U8 {
+            width: 2,
+            height: 1,
+            data: vec![255, 255, 100, 50, 50, 50],
+        };
+        let Some((mean, std)) = mean_and_std(&[&a, &b]) else {
+            panic!("two samples of one size have a mean");
+        };
+        assert_eq!(mean.depth(), Depth::U8);
+        assert_eq!(mean.as_u8(), Some(&[128_u8, 255, 100, 50, 50, 50][..]));
+        // One channel differs by 1: std = sqrt((0.5² · 2) / (3 · 1)).
+        assert!((std[0] - (0.5_f32 / 3.0).sqrt()).abs() < 1e-6, "{std:?}");
+        assert_eq!(std[1], 0.0);
+        let c = Pixels::new(1, 1, Depth::U8);
+        assert!(mean_and_std(&[&a, &c]).is_none(), "mixed sizes");
+
+        let residual = Residual {
+            width: 4,
+            height: 3,
+            patches: vec![(Rect::new(1, 1, 2, 2), vec![0.1, f32::NAN, 0.2, 0.3])],
+            rms: 0.0,
+        };
+        let map = residual.map();
+        assert_eq!(map.len(), 12);
+        assert_eq!((map[5], map[9], map[10]), (0.1, 0.2, 0.3));
+        assert!(map[6].is_nan() && map[0].is_nan() && map[11].is_nan());
+    }
+
     #[test]
     fn garbage_is_never_a_success() {
         assert!(check_beats_doing_nothing(25.0, 20.0).is_ok_and(|w| w.is_none()));
@@ -997,19 +1091,25 @@ mod tests {
         let mut fill = vec![false; 6000 * 4000];
         fill[2000 * 6000 + 3000] = true;
         let small = Estimate::new(
-            6000,
-            4000,
+            (6000, 4000),
+            Depth::U8,
             &Degradation::Inpaint { fill: fill.clone() },
             &s,
             1,
         );
-        let many = Estimate::new(6000, 4000, &Degradation::Inpaint { fill }, &s, 64);
+        let many = Estimate::new(
+            (6000, 4000),
+            Depth::U8,
+            &Degradation::Inpaint { fill },
+            &s,
+            64,
+        );
         assert_eq!(small.regions, 1);
         assert_eq!(small.network_calls, 20);
         assert!(many.bytes > 10 * small.bytes);
         let tiles = Estimate::new(
-            1000,
-            1000,
+            (1000, 1000),
+            Depth::U8,
             &Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 }),
             &s,
             1,
@@ -1021,11 +1121,11 @@ mod tests {
     fn the_time_estimate_counts_the_pixels_the_networks_see() {
         let s = Settings::default();
         let deblur = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
-        let one = Estimate::new(256, 256, &deblur, &s, 1);
+        let one = Estimate::new((256, 256), Depth::U8, &deblur, &s, 1);
         assert_eq!(one.regions, 1);
         assert_eq!(one.network_pixels, 256 * 256 * 20);
         assert_eq!(
-            Estimate::new(256, 256, &deblur, &s, 4).network_pixels,
+            Estimate::new((256, 256), Depth::U8, &deblur, &s, 4).network_pixels,
             4 * one.network_pixels
         );
         // ΠGDM differentiates through the network: a backward pass counts twice.
@@ -1035,16 +1135,28 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(
-            Estimate::new(256, 256, &deblur, &pigdm, 1).network_pixels,
+            Estimate::new((256, 256), Depth::U8, &deblur, &pigdm, 1).network_pixels,
             3 * one.network_pixels
         );
         // SR ×4 works at the output size: a 64×64 photo is 256×256 of network work.
-        let sr = Estimate::new(64, 64, &Degradation::SuperRes { factor: 4 }, &s, 1);
+        let sr = Estimate::new(
+            (64, 64),
+            Depth::U8,
+            &Degradation::SuperRes { factor: 4 },
+            &s,
+            1,
+        );
         assert_eq!(sr.network_pixels, one.network_pixels);
         // A small hole is worked on as a crop around it, not the whole photo.
         let mut fill = vec![false; 6000 * 4000];
         fill[2000 * 6000 + 3000] = true;
-        let hole = Estimate::new(6000, 4000, &Degradation::Inpaint { fill }, &s, 1);
+        let hole = Estimate::new(
+            (6000, 4000),
+            Depth::U8,
+            &Degradation::Inpaint { fill },
+            &s,
+            1,
+        );
         assert!(hole.network_pixels <= one.network_pixels, "{hole:?}");
         assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * 20.0 / 1e6).abs() < 1e-9);
         assert_eq!(human_duration(40.0), "40 s");

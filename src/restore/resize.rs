@@ -1,15 +1,17 @@
 //! Resampling between photo resolution and the network's working resolution.
 
-use crate::photo::RgbImage;
+use crate::photo::{Raster, RgbImage};
 
 /// Area-average downscale to `w × h` (each output pixel averages the source pixels it covers,
 /// with fractional coverage at the edges), the right filter for shrinking photos.
-pub fn area(src: &RgbImage, w: usize, h: usize) -> RgbImage {
-    if (w, h) == (src.width, src.height) {
-        return src.clone();
+/// Reads any [`Raster`], so a whole photo in its own bit depth is shrunk without a float copy.
+pub fn area<R: Raster + ?Sized>(src: &R, w: usize, h: usize) -> RgbImage {
+    let (src_w, src_h) = (src.width(), src.height());
+    if (w, h) == (src_w, src_h) {
+        return src.to_rgb();
     }
-    let sx = src.width as f64 / w as f64;
-    let sy = src.height as f64 / h as f64;
+    let sx = src_w as f64 / w as f64;
+    let sy = src_h as f64 / h as f64;
     let spans = |n: usize, scale: f64, limit: usize| -> Vec<Vec<(usize, f64)>> {
         (0..n)
             .map(|o| {
@@ -27,17 +29,17 @@ pub fn area(src: &RgbImage, w: usize, h: usize) -> RgbImage {
             })
             .collect()
     };
-    let xs = spans(w, sx, src.width);
-    let ys = spans(h, sy, src.height);
+    let xs = spans(w, sx, src_w);
+    let ys = spans(h, sy, src_h);
     let mut out = RgbImage::new(w, h);
     for (oy, ytaps) in ys.iter().enumerate() {
         for (ox, xtaps) in xs.iter().enumerate() {
             let mut acc = [0.0_f64; 3];
             for &(iy, wy) in ytaps {
                 for &(ix, wx) in xtaps {
-                    let p = src.pixel(ix, iy);
-                    for (a, v) in acc.iter_mut().zip(p) {
-                        *a += wy * wx * f64::from(v);
+                    let i = (iy * src_w + ix) * 3;
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a += wy * wx * f64::from(src.value(i + c));
                     }
                 }
             }
@@ -67,10 +69,15 @@ pub fn nearest(src: &RgbImage, w: usize, h: usize) -> RgbImage {
 
 /// Bilinear resample to `w × h` (pixel centres aligned), used to bring a working-scale result
 /// back up to photo resolution.
-pub fn bilinear(src: &RgbImage, w: usize, h: usize) -> RgbImage {
-    if (w, h) == (src.width, src.height) {
-        return src.clone();
+pub fn bilinear<R: Raster + ?Sized>(src: &R, w: usize, h: usize) -> RgbImage {
+    let (src_w, src_h) = (src.width(), src.height());
+    if (w, h) == (src_w, src_h) {
+        return src.to_rgb();
     }
+    let pixel = |x: usize, y: usize| {
+        let i = (y * src_w + x) * 3;
+        [src.value(i), src.value(i + 1), src.value(i + 2)]
+    };
     let coord = |o: usize, n_out: usize, n_in: usize| -> (usize, usize, f32) {
         let f = ((o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).clamp(0.0, (n_in - 1) as f64);
         let i = f.floor() as usize;
@@ -78,15 +85,10 @@ pub fn bilinear(src: &RgbImage, w: usize, h: usize) -> RgbImage {
     };
     let mut out = RgbImage::new(w, h);
     for oy in 0..h {
-        let (y0, y1, fy) = coord(oy, h, src.height);
+        let (y0, y1, fy) = coord(oy, h, src_h);
         for ox in 0..w {
-            let (x0, x1, fx) = coord(ox, w, src.width);
-            let (a, b, c, d) = (
-                src.pixel(x0, y0),
-                src.pixel(x1, y0),
-                src.pixel(x0, y1),
-                src.pixel(x1, y1),
-            );
+            let (x0, x1, fx) = coord(ox, w, src_w);
+            let (a, b, c, d) = (pixel(x0, y0), pixel(x1, y0), pixel(x0, y1), pixel(x1, y1));
             let o = (oy * w + ox) * 3;
             for k in 0..3 {
                 let top = a[k] + (b[k] - a[k]) * fx;

@@ -126,7 +126,7 @@ impl PhotoSet {
             let img = RgbImage::from_raw(
                 photo.width() as u32,
                 photo.height() as u32,
-                photo.rgb.to_rgb8(),
+                photo.pixels.to_rgb8(),
             )
             .ok_or_else(|| {
                 Error::shape("decoded photo", "width × height × 3 bytes", path.display())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::BackendChoice;
-use crate::photo::RgbImage;
+use crate::photo::{Pixels, RgbImage};
 use crate::restore::{Degradation, Rect, Restoration, Settings, StepCount};
 
 /// Why a job runs; decides how its result is shown.
@@ -26,7 +26,7 @@ pub struct Job {
     /// What the result is for.
     pub kind: JobKind,
     /// The measured photo.
-    pub y: Arc<RgbImage>,
+    pub y: Arc<Pixels>,
     /// The operator.
     pub degradation: Arc<Degradation>,
     /// Method and its settings.
@@ -34,7 +34,7 @@ pub struct Job {
     /// One sample per seed.
     pub seeds: Vec<u64>,
     /// The clean photo in simulate mode: each sample is then scored with LPIPS against it.
-    pub truth: Option<Arc<RgbImage>>,
+    pub truth: Option<Arc<Pixels>>,
 }
 
 /// UI → worker.

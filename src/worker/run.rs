@@ -169,11 +169,7 @@ impl Loop {
     }
 
     /// LPIPS of every sample against `truth`; empty when the AlexNet weights are unavailable.
-    fn score_lpips(
-        &mut self,
-        r: &restore::Restoration,
-        truth: &crate::photo::RgbImage,
-    ) -> Vec<f64> {
+    fn score_lpips(&mut self, r: &restore::Restoration, truth: &crate::photo::Pixels) -> Vec<f64> {
         use crate::eval::lpips::{Backbone, Lpips};
         let net = self.lpips.get_or_insert_with(|| {
             Lpips::locate_and_load(Backbone::Alex, &candle_core::Device::Cpu).ok()
@@ -259,7 +255,7 @@ impl Loop {
             restore::restore(
                 models,
                 gpu,
-                &job.y,
+                &*job.y,
                 &job.degradation,
                 &job.settings,
                 &job.seeds,

@@ -1,0 +1,139 @@
+//! Peak memory of the desktop app on a big photo: open a 6000×4000 JPEG, import a mask with one
+//! 150-pixel hole, restore it with 4 samples (EPS, 4 steps), save everything, and read the
+//! process's peak resident memory from the kernel (VmHWM, reset before each run).
+//!
+//! The app runs headless (egui_kittest) with a renderer that drops texture uploads, as a GPU
+//! renderer moves them out of the process; the display textures are at most 2048 pixels on a
+//! side. Run with `cargo bench --bench app_memory` (Linux only). Target: ≤ 1 GB.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::{Harness, TestRenderer};
+use eps_studio::app::{AppOptions, EpsApp};
+use eps_studio::restore::Models;
+use eps_studio::worker::JobKind;
+
+/// Hands every texture upload to nobody: the process keeps no copy, as with a GPU renderer.
+struct Discard;
+
+impl TestRenderer for Discard {
+    fn handle_delta(&mut self, delta: &mut egui::TexturesDelta) {
+        delta.clear();
+    }
+
+    fn render(
+        &mut self,
+        _ctx: &egui::Context,
+        _output: &egui::FullOutput,
+    ) -> Result<image::RgbaImage, String> {
+        Err("this benchmark draws nothing".into())
+    }
+}
+
+fn status(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        if start.elapsed() > Duration::from_secs(1800) {
+            eprintln!("timed out waiting for {what}");
+            std::process::exit(1);
+        }
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.step();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo test --benches` asks for the list of benchmarks; there is one, run by hand.
+        println!("app_memory: bench");
+        return;
+    }
+    if status("VmHWM:").is_none() || std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        eprintln!("app_memory reads its peak from /proc/self (Linux only)");
+        std::process::exit(1);
+    }
+    let (w, h) = (6000_u32, 4000_u32);
+    let dir = std::env::temp_dir().join(format!("eps-app-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let photo = dir.join("photo.jpg");
+    let mask = dir.join("mask.png");
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            (((x / 37 + y / 53) % 7) * 36) as u8,
+        ])
+    })
+    .save(&photo)
+    .expect("writing the test photo");
+    let (cx, cy) = (i64::from(w) / 2, i64::from(h) / 2);
+    image::GrayImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
+        image::Luma([if dx * dx + dy * dy <= 75 * 75 { 255 } else { 0 }])
+    })
+    .save(&mask)
+    .expect("writing the test mask");
+
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let models = Models::load(&assets, &candle_core::Device::Cpu).expect("the shipped networks");
+    let before = status("VmRSS:").unwrap_or(0);
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = Instant::now();
+    let options = AppOptions {
+        open: Some(photo.clone()),
+        models: Some(models),
+        autosave_dir: Some(dir.join("autosave")),
+        fresh_settings: true,
+        ..Default::default()
+    };
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .renderer(Discard)
+        .build_eframe(move |cc| {
+            let mut app = EpsApp::new(cc, options);
+            app.settings.steps = 4;
+            app.settings.samples = 4;
+            app.settings.live_preview = false;
+            app
+        });
+    run_until(&mut harness, "the photo", |a| {
+        a.photo.is_some() && !a.files_busy()
+    });
+    assert!(harness.state_mut().import_mask(&mask), "the mask imports");
+    run_until(&mut harness, "the mask", |a| !a.files_busy());
+    harness.state_mut().start(JobKind::Restore);
+    run_until(&mut harness, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    let folder = harness.state_mut().save_all().expect("something to save");
+    run_until(&mut harness, "the saves", |a| !a.files_busy());
+    let peak = status("VmHWM:").unwrap_or(0);
+    let samples = harness
+        .state()
+        .results
+        .as_ref()
+        .map_or(0, |r| r.samples.len());
+    let saved = std::fs::read_dir(&folder).map_or(0, Iterator::count);
+    drop(harness);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "app on a {w}×{h} JPEG, one 150-pixel hole, {samples} samples, {saved} files saved, {:.0} s:",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "| peak MB | resident before MB | peak / 1 GB |\n|---|---|---|\n| {:.0} | {:.0} | {:.2} |",
+        peak as f64 / 1e6,
+        before as f64 / 1e6,
+        peak as f64 / 1e9
+    );
+}
