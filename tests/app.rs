@@ -13,6 +13,7 @@ use eps_studio::app::{AppOptions, EpsApp, ViewMode};
 use eps_studio::backend::BackendChoice;
 use eps_studio::photo::{self, RgbImage, SaveFormat, SaveImage};
 use eps_studio::restore::Models;
+use eps_studio::worker::JobKind;
 
 /// A 96×64 test photo: smooth gradients and a few edges, saved as PNG in `dir`.
 fn test_photo(dir: &Path) -> PathBuf {
@@ -681,6 +682,56 @@ fn absurd_settings_are_brought_into_range_before_a_run() {
             .map(|n| &n.text)
             .collect::<Vec<_>>()
     );
+}
+
+/// The panel says what Restore will cost before it starts, from the network speed the sampler
+/// thread measured; a job estimated beyond ten minutes waits for the user's go-ahead and a
+/// "not now" runs nothing.
+#[test]
+fn the_cost_is_shown_first_and_a_long_job_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = test_photo(dir.path());
+    let mut h = harness(options(dir.path(), Some(photo_path)));
+    run_until(&mut h, "the network speed", |a| {
+        a.models_ready && a.secs_per_megapixel.is_some()
+    });
+    h.state_mut().settings.steps = 3;
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
+    h.step();
+    let label = h.state_mut().estimate_label().unwrap();
+    assert!(
+        label.starts_with("about ") && label.contains(" GB"),
+        "{label}"
+    );
+    // 3 steps × 2 samples of a 96×64 crop on this machine: seconds, not minutes.
+    assert!(!label.contains("min") && !label.contains(" h "), "{label}");
+    h.get_by_label(&label);
+
+    // The same job on a machine a million times slower.
+    let rate = h.state().secs_per_megapixel.unwrap();
+    h.state_mut().secs_per_megapixel = Some(rate * 1e6);
+    h.state_mut().start(JobKind::Restore);
+    h.step();
+    let question = h.state().long_job.as_ref().map(|(_, q)| q.clone()).unwrap();
+    assert!(question.contains("will take about"), "{question}");
+    assert!(
+        h.state().running.is_none(),
+        "nothing runs before the answer"
+    );
+    h.step();
+    h.get_by_label("Not now").click();
+    h.step();
+    assert!(h.state().long_job.is_none() && h.state().running.is_none());
+    h.state_mut().start(JobKind::Restore);
+    h.step();
+    h.step();
+    h.get_by_label("Start it").click();
+    h.step();
+    run_until(&mut h, "the restoration", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    assert_eq!(h.state().results.as_ref().unwrap().samples.len(), 2);
 }
 
 /// Asking for CUDA where there is none (this build or this machine) explains why and keeps

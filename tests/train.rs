@@ -87,9 +87,21 @@ fn training_lowers_the_loss_and_resumes_exactly() {
     assert_eq!((eps.kind, eps.config.cond_channels), (ModelKind::Eps, 4));
     assert!(eps_logs.iter().all(|l| l.train_loss.is_finite()));
     let back = ModelFile::load(&dir.path().join("eps/final.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(back.notes["eps_studio.prior.steps"], "30");
+    assert_eq!(back.notes["eps_studio.eps.steps"], "10");
+
+    // Continuing the EPS network adds to its steps and says so in its recipe.
+    let (more, _) = run(
+        &config(Stage::Eps, 5),
+        &dir.path().join("eps-more"),
+        Some(&eps),
+    );
+    assert_eq!(more.notes["eps_studio.eps.steps"], "15");
+    assert_eq!(more.notes["eps_studio.prior.steps"], "30");
+    let recipe = &more.notes["eps_studio.eps.recipe"];
     assert!(
-        back.notes.contains_key("eps_studio.prior.steps")
-            && back.notes.contains_key("eps_studio.eps.steps")
+        recipe.starts_with("10 steps; then 5 steps at lr "),
+        "{recipe}"
     );
 }
 

@@ -293,7 +293,85 @@ impl EpsApp {
     }
 
     /// Starts a restoration (`JobKind::Restore`) or draws more samples (`JobKind::Resample`).
+    /// A job estimated to take longer than [`super::LONG_JOB_SECS`] waits for
+    /// [`Self::answer_long_job`].
     pub fn start(&mut self, kind: JobKind) {
+        self.start_job(kind, false);
+    }
+
+    /// Answers the long-job question: start it or drop it.
+    pub fn answer_long_job(&mut self, start: bool) {
+        if let Some((kind, _)) = self.long_job.take()
+            && start
+        {
+            self.start_job(kind, true);
+        }
+    }
+
+    /// What the restoration the settings describe will cost, for the panel: `"about 40 s ·
+    /// 0.4 GB"`. Computed again only when the photo, mask or settings change.
+    pub fn estimate_label(&mut self) -> Option<String> {
+        let estimate = self.job_estimate()?;
+        let time = self
+            .secs_per_megapixel
+            .map(|rate| {
+                format!(
+                    "about {} · ",
+                    restore::human_duration(estimate.seconds(rate))
+                )
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "{time}{:.1} GB · {} network calls",
+            estimate.bytes as f64 / 1e9,
+            estimate.network_calls
+        ))
+    }
+
+    /// The estimate of a restoration with the current settings, cached.
+    fn job_estimate(&mut self) -> Option<restore::Estimate> {
+        let method = self.settings.method;
+        let restore_settings = self.settings.restore_settings(method);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.problem_key(),
+            self.mask.as_ref().map(|m| m.revision),
+            format!("{restore_settings:?}"),
+            self.settings.samples,
+        )
+            .hash(&mut h);
+        let key = h.finish();
+        if let Some((k, e)) = &self.estimate
+            && *k == key
+        {
+            return *e;
+        }
+        let estimate = self.degradation().ok().and_then(|degradation| {
+            let photo = self.photo.as_ref()?;
+            let (w, h) = (photo.width(), photo.height());
+            let (size, depth) = match (&degradation, self.settings.simulate) {
+                (Degradation::SuperRes { factor }, true) => {
+                    ((w / factor, h / factor), crate::photo::Depth::F32)
+                }
+                (_, true) => ((w, h), crate::photo::Depth::F32),
+                (_, false) => ((w, h), photo.pixels.depth()),
+            };
+            if size.0 == 0 || size.1 == 0 || degradation.validate(size.0, size.1).is_err() {
+                return None;
+            }
+            Some(restore::Estimate::new(
+                size,
+                depth,
+                &degradation,
+                &restore_settings,
+                self.settings.samples.max(1),
+            ))
+        });
+        self.estimate = Some((key, estimate));
+        estimate
+    }
+
+    fn start_job(&mut self, kind: JobKind, confirmed: bool) {
         // Typed or remembered values outside their controls' ranges never reach a run.
         self.settings.sanitize();
         if !self.models_ready {
@@ -318,6 +396,7 @@ impl EpsApp {
             JobKind::Resample => self.next_seed,
             _ => self.settings.seed,
         };
+        let previous_seed = self.next_seed;
         self.next_seed = first + n as u64;
         let method = if kind == JobKind::Preview {
             MethodChoice::EpsMean
@@ -339,6 +418,26 @@ impl EpsApp {
         );
         if let Err(e) = estimate.check_memory() {
             self.error(format!("Not started: {e}"));
+            return;
+        }
+        if let Some(rate) = self.secs_per_megapixel
+            && kind != JobKind::Preview
+            && !confirmed
+            && estimate.seconds(rate) > super::LONG_JOB_SECS
+        {
+            // Nothing is drawn yet: the seeds are handed out again when it starts.
+            self.next_seed = previous_seed;
+            self.long_job = Some((
+                kind,
+                format!(
+                    "This restoration will take about {} on {} ({} network calls over {} region(s), {} sample(s)). Fewer samples or steps, a smaller working size or a smaller photo make it faster.",
+                    restore::human_duration(estimate.seconds(rate)),
+                    self.backend,
+                    estimate.network_calls,
+                    estimate.regions,
+                    seeds.len()
+                ),
+            ));
             return;
         }
         self.send_job(kind, y, truth, degradation, method, seeds);
@@ -513,6 +612,9 @@ impl EpsApp {
                 for note in notes {
                     self.info(format!("Compute: {note}."));
                 }
+            }
+            Update::Speed { secs_per_megapixel } => {
+                self.secs_per_megapixel = Some(secs_per_megapixel);
             }
             Update::ModelsFailed(msg) => {
                 self.models_ready = false;

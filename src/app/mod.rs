@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use crate::photo::{Photo, Pixels};
-use crate::restore::{Degradation, Models, Residual, StepCount};
+use crate::restore::{self, Degradation, Models, Residual, StepCount};
 use crate::worker::{JobKind, Worker};
 
 pub use document::{Autosave, MaskLayer};
@@ -24,6 +24,9 @@ pub use settings::{AppSettings, BlurKind, OperatorChoice, SaveChoice};
 
 /// Textures are kept at most this many pixels on a side (the photo itself keeps full resolution).
 pub const DISPLAY_MAX_SIDE: usize = 2048;
+
+/// Jobs estimated to take longer than this (seconds) are started only after the user agrees.
+pub const LONG_JOB_SECS: f64 = 600.0;
 
 /// How the app is started.
 #[derive(Default)]
@@ -218,6 +221,12 @@ pub struct EpsApp {
     pub models_ready: bool,
     /// A photo too large to work on comfortably, waiting for the user's choice.
     pub large_photo: Option<LargePhoto>,
+    /// A job estimated to take longer than [`LONG_JOB_SECS`], waiting for the user's go-ahead,
+    /// with the question to ask.
+    pub long_job: Option<(JobKind, String)>,
+    /// Seconds per million pixels of one network call where the networks run now (measured
+    /// by the sampler thread); `None` until known.
+    pub secs_per_megapixel: Option<f64>,
     /// The path typed into the "open" field (when no native dialog is available).
     pub path_input: String,
     /// Time spent in the last `ui` call, and the worst while sampling.
@@ -257,6 +266,8 @@ pub struct EpsApp {
     seen_revision: u64,
     settings_key: u64,
     next_seed: u64,
+    /// The estimate of the restoration the settings describe, and the key it was made for.
+    estimate: Option<(u64, Option<restore::Estimate>)>,
     ctx: egui::Context,
 }
 
@@ -314,6 +325,8 @@ impl EpsApp {
             backend: format!("{}…", backend.label()),
             models_ready: preloaded,
             large_photo: None,
+            long_job: None,
+            secs_per_megapixel: None,
             path_input: String::new(),
             frame_ms: 0.0,
             worst_frame_ms_sampling: 0.0,
@@ -340,6 +353,7 @@ impl EpsApp {
             seen_revision: 0,
             settings_key: 0,
             next_seed: 0,
+            estimate: None,
             ctx,
         };
         if let Some(path) = options.open {

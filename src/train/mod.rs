@@ -553,15 +553,39 @@ pub fn train(
         Stage::Prior => "prior",
         Stage::Eps => "eps",
     };
+    // A run that continues a network of the same stage adds to its steps and wall time, and
+    // its recipe says what was added.
+    let earlier = |key: &str| {
+        base_notes
+            .get(&format!("eps_studio.{stage_name}.{key}"))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let (earlier_steps, earlier_wall) = (
+        earlier("steps").map_or(0, |v| v as usize),
+        earlier("wall_secs").unwrap_or(0.0),
+    );
+    let earlier_recipe = base_notes
+        .get(&format!("eps_studio.{stage_name}.recipe"))
+        .cloned()
+        .unwrap_or_else(|| format!("{earlier_steps} steps"));
     // The EMA weights as a weight file, with the run's notes.
     let weight_file =
         |ema: &Ema, step: usize, wall: f64, history: &[LossPoint]| -> Result<ModelFile> {
             let mut notes = base_notes.clone();
-            notes.insert(format!("eps_studio.{stage_name}.steps"), step.to_string());
+            notes.insert(
+                format!("eps_studio.{stage_name}.steps"),
+                (earlier_steps + step).to_string(),
+            );
             notes.insert(
                 format!("eps_studio.{stage_name}.wall_secs"),
-                format!("{wall:.0}"),
+                format!("{:.0}", earlier_wall + wall),
             );
+            if earlier_steps > 0 {
+                notes.insert(
+                    format!("eps_studio.{stage_name}.recipe"),
+                    format!("{earlier_recipe}; then {step} steps at lr {:e}", cfg.lr),
+                );
+            }
             notes.insert(
                 format!("eps_studio.{stage_name}.batch"),
                 format!(

@@ -33,6 +33,7 @@ pub fn app_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
         });
     egui::CentralPanel::default().show(ui, |ui| canvas_ui(ui, app));
     large_photo_ui(ui, app);
+    long_job_ui(ui, app);
 }
 
 fn shortcuts(ctx: &egui::Context, app: &mut EpsApp) {
@@ -277,6 +278,29 @@ fn notices_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     }
     if let Some(i) = dismiss {
         app.notices.remove(i);
+    }
+}
+
+fn long_job_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
+    let Some((_, question)) = &app.long_job else {
+        return;
+    };
+    let question = question.clone();
+    let mut answer = None;
+    egui::Modal::new(egui::Id::unique("long-job")).show(ui.ctx(), |ui| {
+        ui.heading("A long restoration");
+        ui.label(question);
+        ui.horizontal(|ui| {
+            if ui.button("Start it").clicked() {
+                answer = Some(true);
+            }
+            if ui.button("Not now").clicked() {
+                answer = Some(false);
+            }
+        });
+    });
+    if let Some(start) = answer {
+        app.answer_long_job(start);
     }
 }
 

@@ -130,6 +130,13 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
             app.cancel();
         }
     });
+    // What Restore will cost (timings change from run to run: left out of snapshots).
+    if !app.hide_timings
+        && let Some(label) = app.estimate_label()
+    {
+        ui.label(egui::RichText::new(label).weak())
+            .on_hover_text("Estimated from the photo, the mask and the settings, before any work; jobs longer than 10 min ask first, jobs beyond the free memory are refused.");
+    }
 
     ui.separator();
     ui.heading("Export");

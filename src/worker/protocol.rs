@@ -60,6 +60,12 @@ pub enum Update {
     },
     /// The networks could not be loaded.
     ModelsFailed(String),
+    /// How fast the networks run where they are now, for time estimates
+    /// ([`crate::restore::Estimate::seconds`]).
+    Speed {
+        /// Seconds per million pixels of one network call.
+        secs_per_megapixel: f64,
+    },
     /// The compute backend in use changed.
     BackendChanged {
         /// The backend in words.

@@ -161,6 +161,15 @@ impl Loop {
         }
     }
 
+    /// Times the networks where they are and reports it ([`Update::Speed`]); nothing when no
+    /// network is loaded or the timing fails (the app then shows no time estimate).
+    fn report_speed(&self) -> bool {
+        match self.models.as_ref().map(Models::seconds_per_megapixel) {
+            Some(Ok(secs_per_megapixel)) => self.deliver(Update::Speed { secs_per_megapixel }),
+            _ => true,
+        }
+    }
+
     /// Delivers an update that must arrive; false when the UI is gone.
     fn deliver(&self, update: Update) -> bool {
         let ok = self.updates.send(update).is_ok();
@@ -209,7 +218,7 @@ impl Loop {
         self.deliver(Update::BackendChanged {
             backend: self.compute.label().to_owned(),
             notes,
-        })
+        }) && self.report_speed()
     }
 
     fn load(&mut self, folder: Option<PathBuf>) -> bool {
@@ -225,7 +234,7 @@ impl Loop {
                 self.deliver(Update::ModelsLoaded {
                     folder,
                     backend: self.compute.label().to_owned(),
-                })
+                }) && self.report_speed()
             }
             Err(e) => self.deliver(Update::ModelsFailed(e.to_string())),
         }
