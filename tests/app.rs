@@ -283,7 +283,7 @@ fn paint_restore_resample_undo_compare_export() {
         .collect();
     assert_eq!(seeds, vec![0, 1, 2, 3]);
     assert!(
-        h.state().results.as_ref().unwrap().std.is_some(),
+        h.state().results.as_ref().unwrap().std_texture.is_some(),
         "uncertainty map exists"
     );
 

@@ -191,12 +191,12 @@ impl EpsApp {
             return Some((Arc::clone(y), t.clone()));
         }
         let photo = self.photo.as_ref()?;
-        let fill = self
-            .mask
-            .as_ref()
-            .map(|m| m.fill().to_vec())
-            .unwrap_or_default();
         let (y, truth) = if self.settings.simulate {
+            let fill = self
+                .mask
+                .as_ref()
+                .map(|m| m.fill().to_vec())
+                .unwrap_or_default();
             let d = self.settings.degradation(&fill);
             match restore::simulate(
                 &photo.pixels.rgb(),
@@ -341,8 +341,11 @@ impl EpsApp {
         )
             .hash(&mut h);
         let key = h.finish();
+        // While a stroke is being painted the last estimate stands: finding the regions of a
+        // large photo's mask on every frame would slow the brush.
+        let painting = self.stroke_last.is_some() || self.rect_start.is_some();
         if let Some((k, e)) = &self.estimate
-            && *k == key
+            && (*k == key || painting)
         {
             return *e;
         }
@@ -700,8 +703,6 @@ impl EpsApp {
                 nfe: restoration.nfe,
                 samples: new,
                 selected: 0,
-                mean: None,
-                std: None,
                 mean_psnr: None,
                 mean_texture: None,
                 std_texture: None,
@@ -719,14 +720,12 @@ impl EpsApp {
             return;
         };
         let images: Vec<&Pixels> = r.samples.iter().map(|s| &*s.image).collect();
-        if let Some((mean, std)) = restore::mean_and_std(&images) {
-            let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
-            let heat = restore::heat::image(&std, mean.width(), mean.height(), full);
+        // The full-size mean and map are shown and scored, then dropped: saving makes them
+        // again from the samples, so a big photo does not hold two more images for it.
+        if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images) {
             r.mean_psnr = truth.map(|t| restore::psnr(&mean, t));
             r.mean_texture = Some(shown(ctx, "mean", &mean));
             r.std_texture = Some(shown(ctx, "uncertainty", &heat));
-            r.mean = Some(Arc::new(mean));
-            r.std = Some(std);
         }
         r.residual_texture = None;
     }
@@ -947,7 +946,6 @@ impl EpsApp {
             .iter()
             .map(|s| (s.seed, Arc::clone(&s.image)))
             .collect();
-        let summary = (results.mean.clone(), results.std.clone());
         let count = samples.len();
         self.reserved.insert(dir.clone());
         let folder = dir.clone();
@@ -958,15 +956,14 @@ impl EpsApp {
                     let p = dir.join(format!("{stem}.sample-{seed}.{}", format.extension()));
                     photo::save(&SaveImage::like(&**image, &meta), &p, format, false)?;
                 }
-                if let (Some(mean), Some(std)) = &summary {
+                let images: Vec<&Pixels> = samples.iter().map(|(_, s)| &**s).collect();
+                if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images) {
                     photo::save(
-                        &SaveImage::like(&**mean, &meta),
+                        &SaveImage::like(&mean, &meta),
                         &dir.join(format!("{stem}.mean.{}", format.extension())),
                         format,
                         false,
                     )?;
-                    let full = std.iter().copied().fold(0.0_f32, f32::max).max(1e-6);
-                    let heat = restore::heat::image(std, mean.width(), mean.height(), full);
                     photo::save(
                         &SaveImage::plain(&heat),
                         &dir.join(format!("{stem}.uncertainty.png")),

@@ -134,10 +134,6 @@ pub struct Results {
     pub samples: Vec<SampleView>,
     /// Chosen sample.
     pub selected: usize,
-    /// Sample mean and std (recomputed when samples are added).
-    pub mean: Option<Arc<Pixels>>,
-    /// Per-pixel std.
-    pub std: Option<Vec<f32>>,
     /// Mean PSNR (simulate mode).
     pub mean_psnr: Option<f64>,
     /// Textures for the mean, uncertainty and residual views.

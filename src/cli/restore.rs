@@ -269,14 +269,19 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         // One sample is its own mean, with no spread: no copy.
         result.samples.pop().map(|s| {
             let n = s.width() * s.height();
-            (s, vec![0.0; n])
+            let flat = restore::heat::colour(0.0).map(photo::to_u8);
+            let heat = photo::Pixels::U8 {
+                width: s.width(),
+                height: s.height(),
+                data: flat.repeat(n),
+            };
+            (s, heat, 0.0)
         })
     } else {
-        restore::mean_and_std(&result.samples.iter().collect::<Vec<_>>())
+        restore::mean_and_uncertainty(&result.samples.iter().collect::<Vec<_>>())
     };
     result.samples.clear();
-    if let Some((mean, std)) = summary {
-        let (mean_w, mean_h) = (mean.width(), mean.height());
+    if let Some((mean, heat, max_std)) = summary {
         let mean_path = save(
             &SaveImage::like(&mean, &input),
             format!("{stem}.mean"),
@@ -284,9 +289,6 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )?;
         mean_psnr = truth.map(|t| restore::psnr(&mean, t));
         drop(mean);
-        let max_std = std.iter().copied().fold(0.0_f32, f32::max);
-        let heat = restore::heat::image(&std, mean_w, mean_h, max_std.max(1e-6));
-        drop(std);
         let std_path = save(
             &SaveImage::plain(&heat),
             format!("{stem}.std"),

@@ -406,36 +406,56 @@ pub fn lpips(net: &crate::eval::lpips::Lpips, x: &dyn Raster, truth: &dyn Raster
         .unwrap_or(f64::NAN))
 }
 
-/// Per-pixel mean (stored like the first sample) and standard deviation (averaged over
-/// channels) of a set of samples of one size; `None` for no samples or mixed sizes. Works a
-/// pixel at a time: no float copy of a whole sample.
-pub fn mean_and_std(samples: &[&Pixels]) -> Option<(Pixels, Vec<f32>)> {
+/// The mean of a set of samples of one size (stored like the first sample) and their
+/// uncertainty map: the per-pixel standard deviation (over samples, averaged over channels) as
+/// an 8-bit heat map ([`heat`]) whose top colour is the largest std, returned too. `None` for no
+/// samples or mixed sizes.
+///
+/// Two passes over the samples, a pixel at a time: no float copy of a whole image and no
+/// full-size std plane (a 24-megapixel photo's would be 96 MB).
+pub fn mean_and_uncertainty(samples: &[&Pixels]) -> Option<(Pixels, Pixels, f32)> {
     let first = samples.first()?;
     let (w, h) = (first.width(), first.height());
     if samples.iter().any(|s| (s.width(), s.height()) != (w, h)) {
         return None;
     }
     let n = samples.len() as f32;
-    let mut mean = Pixels::new(w, h, first.depth());
-    let mut std = vec![0.0_f32; w * h];
-    for (i, px) in std.iter_mut().enumerate() {
+    // Mean and std of pixel `i`, channel values read once per sample.
+    let stats = |i: usize| -> ([f32; 3], f32) {
+        let mut mean = [0.0_f32; 3];
         let mut spread = 0.0_f32;
-        for c in 0..3 {
+        for (c, m) in mean.iter_mut().enumerate() {
             let k = i * 3 + c;
-            let m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
-            mean.set(k, m);
-            if samples.len() > 1 {
-                spread += samples
-                    .iter()
-                    .map(|s| (s.value(k) - m).powi(2))
-                    .sum::<f32>();
-            }
+            *m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
+            spread += samples
+                .iter()
+                .map(|s| (s.value(k) - *m).powi(2))
+                .sum::<f32>();
         }
-        if samples.len() > 1 {
-            *px = (spread / (3.0 * (n - 1.0))).sqrt();
+        let std = if samples.len() > 1 {
+            (spread / (3.0 * (n - 1.0))).sqrt()
+        } else {
+            0.0
+        };
+        (mean, std)
+    };
+    let full_scale = (0..w * h).map(|i| stats(i).1).fold(0.0_f32, f32::max);
+    let scale = 1.0 / full_scale.max(1e-6);
+    let mut mean = Pixels::new(w, h, first.depth());
+    let mut colours = Vec::with_capacity(w * h * 3);
+    for i in 0..w * h {
+        let (m, std) = stats(i);
+        for (c, v) in m.into_iter().enumerate() {
+            mean.set(i * 3 + c, v);
         }
+        colours.extend(heat::colour(std * scale).map(crate::photo::to_u8));
     }
-    Some((mean, std))
+    let uncertainty = Pixels::U8 {
+        width: w,
+        height: h,
+        data: colours,
+    };
+    Some((mean, uncertainty, full_scale))
 }
 
 /// `[0, 1]` interleaved to a `[1, 3, h, w]` tensor in `[-1, 1]`.
@@ -1037,8 +1057,8 @@ pub fn human_duration(secs: f64) -> String {
 mod tests {
     use super::*;
 
-    /// The mean and spread read samples in any storage and keep the first one's; a residual
-    /// kept per region draws as the whole grid with nothing measured elsewhere.
+    /// The mean and uncertainty read samples in any storage and keep the first one's; a
+    /// residual kept per region draws as the whole grid with nothing measured elsewhere.
     #[test]
     fn statistics_and_residuals_work_on_stored_samples() {
         let a = Pixels::U8 {
@@ -1051,16 +1071,18 @@ mod tests {
             height: 1,
             data: vec![255, 255, 100, 50, 50, 50],
         };
-        let Some((mean, std)) = mean_and_std(&[&a, &b]) else {
+        let Some((mean, uncertainty, full)) = mean_and_uncertainty(&[&a, &b]) else {
             panic!("two samples of one size have a mean");
         };
         assert_eq!(mean.depth(), Depth::U8);
         assert_eq!(mean.as_u8(), Some(&[128_u8, 255, 100, 50, 50, 50][..]));
-        // One channel differs by 1: std = sqrt((0.5² · 2) / (3 · 1)).
-        assert!((std[0] - (0.5_f32 / 3.0).sqrt()).abs() < 1e-6, "{std:?}");
-        assert_eq!(std[1], 0.0);
+        // One channel differs by 1: std = sqrt((0.5² · 2) / (3 · 1)), the top of the map.
+        assert!((full - (0.5_f32 / 3.0).sqrt()).abs() < 1e-6, "{full}");
+        let top = heat::colour(1.0).map(crate::photo::to_u8);
+        let bottom = heat::colour(0.0).map(crate::photo::to_u8);
+        assert_eq!(uncertainty.as_u8(), Some(&[top, bottom].concat()[..]));
         let c = Pixels::new(1, 1, Depth::U8);
-        assert!(mean_and_std(&[&a, &c]).is_none(), "mixed sizes");
+        assert!(mean_and_uncertainty(&[&a, &c]).is_none(), "mixed sizes");
 
         let residual = Residual {
             width: 4,

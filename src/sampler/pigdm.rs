@@ -1,9 +1,16 @@
 //! ΠGDM (Song et al. 2023), EDM-VE form (eps-method.md §6). The likelihood `p(y | x_t)` is
-//! approximated by `N(A x̂0, r² AAᵀ + σ_y² I)` with `r² = σ²/(1+σ²)`; its score, through the
-//! network's Jacobian, is `((1+σ²)/σ²) Jᵀ v` with
-//! `v = Aᵀ(AAᵀ + σ_y²(1+σ²)/σ² I)⁻¹(y − A x̂0)`. By Tweedie the guided clean estimate is
-//! `x̂0 + σ² · score = x̂0 + (1+σ²) Jᵀ v`, followed by a DDIM step with η. `v` uses the push-through
+//! approximated by `N(A x̂0, r² AAᵀ + σ_y² I)` with `r² = σ²/(1+σ²)`. Each step takes
+//! `v = Aᵀ(AAᵀ + σ_y²(1+σ²)/σ² I)⁻¹(y − A x̂0)`, pulls it back through the network,
+//! `g = Jᵀ v` (one vector-Jacobian product), and adds it to the DDIM step from `x̂0`:
+//! `x_next = x̂0 + √(1−η²)(σ_next/σ)(x − x̂0) + η σ_next z + g`. `v` uses the push-through
 //! identity `Aᵀ(AAᵀ + sI)⁻¹ = (AᵀA + sI)⁻¹Aᵀ`, i.e. the operator's proximal map.
+//!
+//! The guidance is `g` itself, not the Tweedie-scaled `σ² ∇ log p(y | x_t) = (1+σ²) Jᵀ v`.
+//! That scaling is exact when the prior is a unit Gaussian, whose Jacobian is `I/(1+σ²)`, but
+//! a photo prior's Jacobian is near 1 on the large structures (their variance is far above
+//! `σ_d²`): there `r² = σ²/(1+σ²)` understates the posterior spread `σ² J` by up to `1+σ²`, and
+//! the scaled step overshot by as much — every object-sized hole diverged to NaN by σ ≈ 4
+//! (docs/training.md §5).
 
 use candle_core::Tensor;
 
@@ -61,8 +68,9 @@ pub fn sample(
             op.prox(&x0.zeros_like()?, &r, shift, 1.0)
         };
         let (x0, g) = d.denoise_vjp(&x, sigma, &mut cotangent)?;
-        let x0g = (&x0 + g.affine(1.0 + s2, 0.0)?)?;
-        let x_next = ddim_step(&x, &x0g, &x0g, sigma, sigma_next, cfg.eta, &mut noise)?;
+        let x_next = (ddim_step(&x, &x0, &x0, sigma, sigma_next, cfg.eta, &mut noise)? + &g)?;
+        // What the step lands on at σ_next = 0: the guided clean estimate.
+        let x0g = (&x0 + &g)?;
         report(
             &mut observer,
             &StepInfo {
