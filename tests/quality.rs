@@ -56,7 +56,7 @@ fn run(
 }
 
 #[test]
-#[ignore = "issue 12 is open: the shipped EPS mean fills ladybird.jpg's hole at 27.5 dB against the biharmonic fill's 29.5 dB; run with --ignored"]
+#[ignore = "issue 12 is open: the shipped EPS mean fills ladybird.jpg's hole at 27.8 dB against the biharmonic fill's 29.5 dB; run with --ignored"]
 fn fills_have_the_photos_texture_and_the_mean_beats_a_classical_fill() {
     let models = models();
     for (name, seed) in [("ladybird.jpg", 3u64), ("cups.jpg", 4)] {
@@ -109,7 +109,7 @@ fn fills_have_the_photos_texture_and_the_mean_beats_a_classical_fill() {
 }
 
 #[test]
-#[ignore = "issue 12 is open: the shipped EPS mean deblurs (23.1 dB against the blurry 20.9 dB) but super-resolves cups.jpg ×4 at 21.2 dB against bicubic's 21.3 dB; run with --ignored"]
+#[ignore = "issue 12 is open: the shipped EPS mean deblurs (23.2 dB against the blurry 20.9 dB) but super-resolves cups.jpg ×4 at 21.1 dB against bicubic's 21.3 dB; run with --ignored"]
 fn deblurring_beats_the_blurry_photo_and_super_resolution_beats_bicubic() {
     let models = models();
     let truth = sample_photo("cups.jpg");
