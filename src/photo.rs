@@ -530,49 +530,34 @@ fn split_alpha(image: DynamicImage) -> (Pixels, Option<Vec<f32>>) {
     let colour = image.color();
     let has_alpha = colour.has_alpha();
     match colour.bytes_per_pixel() / colour.channel_count().max(1) {
-        1 if has_alpha => {
-            let (data, alpha) = split(&image.into_rgba8().into_raw(), |v| f32::from(v) / 255.0);
-            (
-                Pixels::U8 {
-                    width,
-                    height,
-                    data,
-                },
-                Some(alpha),
-            )
-        }
         1 => {
-            let data = image.into_rgb8().into_raw();
-            (
-                Pixels::U8 {
-                    width,
-                    height,
-                    data,
-                },
-                None,
-            )
-        }
-        2 if has_alpha => {
-            let (data, alpha) = split(&image.into_rgba16().into_raw(), |v| f32::from(v) / 65535.0);
-            (
-                Pixels::U16 {
-                    width,
-                    height,
-                    data,
-                },
-                Some(alpha),
-            )
+            let (data, alpha) = if has_alpha {
+                let (rgb, alpha) = split(&image.into_rgba8().into_raw(), |v| f32::from(v) / 255.0);
+                (rgb, Some(alpha))
+            } else {
+                (image.into_rgb8().into_raw(), None)
+            };
+            let pixels = Pixels::U8 {
+                width,
+                height,
+                data,
+            };
+            (pixels, alpha)
         }
         2 => {
-            let data = image.into_rgb16().into_raw();
-            (
-                Pixels::U16 {
-                    width,
-                    height,
-                    data,
-                },
-                None,
-            )
+            let (data, alpha) = if has_alpha {
+                let to_f32 = |v| f32::from(v) / 65535.0;
+                let (rgb, alpha) = split(&image.into_rgba16().into_raw(), to_f32);
+                (rgb, Some(alpha))
+            } else {
+                (image.into_rgb16().into_raw(), None)
+            };
+            let pixels = Pixels::U16 {
+                width,
+                height,
+                data,
+            };
+            (pixels, alpha)
         }
         _ => {
             let clamp = |v: f32| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
