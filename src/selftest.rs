@@ -140,6 +140,7 @@ fn settings(method: MethodChoice, steps: usize) -> Settings {
         steps: Some(steps),
         sigma_y: 0.05,
         work_side: 128,
+        ..Settings::default()
     }
 }
 

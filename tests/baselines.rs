@@ -193,11 +193,7 @@ fn dps_step_is_the_euler_step_minus_the_residual_norm_gradient() {
         &Plain(&prior),
         &free,
         &[seed],
-        &EpsConfig {
-            steps,
-            solver: Solver::Euler,
-            schedule: EdmSchedule::default(),
-        },
+        &EpsConfig::ode(steps, Solver::Euler),
         &mut sampler::ignore_progress,
     )
     .unwrap();

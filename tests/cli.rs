@@ -38,6 +38,7 @@ fn check_posterior_prints_the_table() {
     for row in [
         "exact vs exact",
         "EPS DPM++2M | 40",
+        "EPS Euler + churn 4 | 10",
         "EPS Heun | 39",
         "EPS mean | 1",
         "DPS ζ′=5.000 | 250",
@@ -318,6 +319,30 @@ fn restore_rejects_bad_input_with_clear_messages() {
             "invalid σ_y = -1",
         ),
     ];
+    let sampler = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "--input".into(),
+            sample_photo("ladybird.jpg").into(),
+            "--sr".into(),
+            "2".into(),
+        ];
+        v.extend(extra.iter().map(std::convert::Into::into));
+        v
+    };
+    let cases = cases.into_iter().chain([
+        (
+            sampler(&["--solver", "rk4"]),
+            "unknown solver 'rk4'; use euler, heun or dpm2m",
+        ),
+        (
+            sampler(&["--churn", "5000"]),
+            "S_churn must lie in [0, 1000]",
+        ),
+        (
+            sampler(&["--solver", "dpm2m", "--churn", "4"]),
+            "use Euler or Heun with churn",
+        ),
+    ]);
     for (args, expect) in cases {
         let run = eps_studio()
             .arg("restore")

@@ -53,7 +53,10 @@ fn benchmark_scores_every_task_and_method_reproducibly() {
     let rows = evaluate(&cfg, &truth, denoisers, &mut |_| {}).unwrap();
     assert_eq!(rows.len(), 2 * MethodChoice::ALL.len());
     let nfe: Vec<usize> = rows.iter().take(6).map(|r| r.nfe).collect();
-    assert_eq!(nfe, vec![20, 1, 250, 100, 100, 100]);
+    assert_eq!(
+        nfe,
+        vec![MethodChoice::Eps.default_steps(), 1, 250, 100, 100, 100]
+    );
     for r in &rows {
         assert!(
             r.psnr.is_finite() && r.ssim.is_finite() && r.crps.is_finite() && r.mmd.is_finite(),

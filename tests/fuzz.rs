@@ -164,6 +164,7 @@ proptest! {
             steps,
             sigma_y,
             work_side: usize::from(work_side),
+            ..Settings::default()
         };
         if let Ok((checked, _)) = settings.checked() {
             prop_assert!(checked.sigma_y >= limits::SIGMA_Y_FLOOR && checked.sigma_y <= limits::SIGMA_Y_MAX);

@@ -104,11 +104,7 @@ fn eps_trajectories_equal_the_backbone_sampler_on_the_exact_posterior() {
         let s = setup(&prior, op, 3 + k as u64);
         let reference = PosteriorAsPrior(s.posterior.clone());
         for solver in [Solver::Euler, Solver::Heun, Solver::DpmSolver2m] {
-            let cfg = EpsConfig {
-                steps: 12,
-                solver,
-                ..EpsConfig::default()
-            };
+            let cfg = EpsConfig::ode(12, solver);
             let a = sampler::eps::sample(&s.oracle, &s.problem, &seeds, &cfg, &mut ignore_progress)
                 .unwrap();
             let b = sampler::eps::sample(&reference, &empty, &seeds, &cfg, &mut ignore_progress)
@@ -124,11 +120,7 @@ fn eps_trajectories_equal_the_backbone_sampler_on_the_exact_posterior() {
 }
 
 fn eps(steps: usize, solver: Solver) -> CheckMethod {
-    CheckMethod::Sampler(Method::Eps(EpsConfig {
-        steps,
-        solver,
-        ..EpsConfig::default()
-    }))
+    CheckMethod::Sampler(Method::Eps(EpsConfig::ode(steps, solver)))
 }
 
 /// The distribution check of the issue: with the exact `D_Σ*`, EPS samples match exact posterior
@@ -150,10 +142,10 @@ fn eps_matches_exact_posterior_samples_at_40_nfe() {
         let heun39 = check.run(&eps(20, Solver::Heun)).unwrap();
         let euler20 = check.run(&eps(20, Solver::Euler)).unwrap();
         let zero_shot = check
-            .run(&CheckMethod::ZeroShotPivot(EpsConfig {
-                solver: Solver::Heun,
-                ..EpsConfig::default()
-            }))
+            .run(&CheckMethod::ZeroShotPivot(EpsConfig::ode(
+                20,
+                Solver::Heun,
+            )))
             .unwrap();
         for r in [&dpm40, &heun79, &heun39, &euler20, &zero_shot] {
             eprintln!(

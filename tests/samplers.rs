@@ -13,7 +13,7 @@ use eps_studio::inverse::{LinearOperator, Mask, Problem};
 use eps_studio::prior::{GaussianMixture, GmmPosteriorOracle};
 use eps_studio::sampler::{
     self, DdnmConfig, Denoiser, Denoisers, DiffpirConfig, DpsConfig, EpsConfig, Flow, Method,
-    PigdmConfig, PosteriorDenoiser, PosteriorMeanConfig, Solver, Task, ignore_progress,
+    PigdmConfig, PosteriorDenoiser, PosteriorMeanConfig, Solver, Task, eps::Churn, ignore_progress,
 };
 use eps_studio::{Error, Result};
 use nalgebra::{DMatrix, DVector};
@@ -70,11 +70,7 @@ fn solvers_converge_at_their_order_on_a_gaussian() {
         (Solver::DpmSolver2m, 2.0),
     ] {
         let err = |steps: usize| {
-            let cfg = EpsConfig {
-                steps,
-                solver,
-                ..EpsConfig::default()
-            };
+            let cfg = EpsConfig::ode(steps, solver);
             let out =
                 sampler::eps::sample(&gauss, &problem, &seeds, &cfg, &mut ignore_progress).unwrap();
             max_abs_diff(&out.samples, &exact)
@@ -102,11 +98,7 @@ fn nfe_is_counted_and_reported_per_solver() {
             calls: AtomicUsize::new(0),
         };
         let mut reported = Vec::new();
-        let cfg = EpsConfig {
-            steps,
-            solver,
-            ..EpsConfig::default()
-        };
+        let cfg = EpsConfig::ode(steps, solver);
         let out = sampler::eps::sample(&gauss, &problem, &[1, 2], &cfg, &mut |info| {
             reported.push((
                 info.step,
@@ -146,6 +138,131 @@ fn nfe_is_counted_and_reported_per_solver() {
     )
     .unwrap();
     assert_eq!((mean.nfe, gauss.calls.load(Ordering::SeqCst)), (1, 1));
+}
+
+/// EDM's churn: fresh noise before each step, no extra network call, and — because its
+/// per-step increase `γ = min(S_churn/N, √2 − 1)` shrinks as steps are added — the same
+/// distribution as the ODE in the limit. A churn with a fixed per-step γ would settle near 0.85 of
+/// the variance instead.
+#[test]
+fn churn_costs_no_call_and_keeps_the_distribution() {
+    let problem = unobserved(DType::F64);
+    let gauss = Gaussian {
+        mean: 0.3,
+        var: 0.04,
+        calls: AtomicUsize::new(0),
+    };
+    for (solver, steps, want) in [(Solver::Euler, 9, 9), (Solver::Heun, 9, 17)] {
+        gauss.calls.store(0, Ordering::SeqCst);
+        let cfg = EpsConfig {
+            steps,
+            solver,
+            churn: Churn::total(4.0),
+            ..EpsConfig::default()
+        };
+        let out =
+            sampler::eps::sample(&gauss, &problem, &[1, 2], &cfg, &mut ignore_progress).unwrap();
+        assert_eq!(
+            (out.nfe, gauss.calls.load(Ordering::SeqCst)),
+            (want, want),
+            "{solver:?}"
+        );
+    }
+
+    // 256 samples of 16 pixels from N(0.3, 0.04): the variance's standard error is about 2%.
+    let seeds: Vec<u64> = (0..256).collect();
+    let variance_ratio = |cfg: &EpsConfig| {
+        let out =
+            sampler::eps::sample(&gauss, &problem, &seeds, cfg, &mut ignore_progress).unwrap();
+        let v = to_vec(&out.samples);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (v.len() - 1) as f64;
+        assert!(
+            (mean - 0.3).abs() < 0.01,
+            "sample mean {mean:.4}, expected 0.3"
+        );
+        var / 0.04
+    };
+    let churned = EpsConfig {
+        steps: 400,
+        churn: Churn::total(4.0),
+        ..EpsConfig::default()
+    };
+    let ratio = variance_ratio(&churned);
+    assert!(
+        (ratio - 1.0).abs() < 0.08,
+        "400 churned Euler steps give {ratio:.3} of the prior's variance"
+    );
+    // Churn draws from each sample's own stream: the ODE from the same x_T differs.
+    let ode = sampler::eps::sample(
+        &gauss,
+        &problem,
+        &[5],
+        &EpsConfig::ode(10, Solver::Euler),
+        &mut ignore_progress,
+    )
+    .unwrap();
+    let sde = sampler::eps::sample(
+        &gauss,
+        &problem,
+        &[5],
+        &EpsConfig {
+            steps: 10,
+            ..EpsConfig::default()
+        },
+        &mut ignore_progress,
+    )
+    .unwrap();
+    assert!(max_abs_diff(&ode.samples, &sde.samples) > 1e-3);
+}
+
+#[test]
+fn churn_settings_are_checked_before_any_call() {
+    let problem = unobserved(DType::F32);
+    let gauss = Gaussian {
+        mean: 0.0,
+        var: 0.1,
+        calls: AtomicUsize::new(0),
+    };
+    let bad = [
+        (Solver::Euler, Churn::total(-1.0), "S_churn"),
+        (Solver::Euler, Churn::total(f64::NAN), "S_churn"),
+        (Solver::Euler, Churn::total(5000.0), "S_churn"),
+        (
+            Solver::Heun,
+            Churn {
+                s_noise: 0.0,
+                ..Churn::total(4.0)
+            },
+            "noise scale",
+        ),
+        (
+            Solver::Euler,
+            Churn {
+                sigma_lo: 2.0,
+                sigma_hi: 1.0,
+                ..Churn::total(4.0)
+            },
+            "σ range",
+        ),
+        (Solver::DpmSolver2m, Churn::total(4.0), "DPM-Solver++(2M)"),
+    ];
+    for (solver, churn, says) in bad {
+        let cfg = EpsConfig {
+            solver,
+            churn,
+            ..EpsConfig::default()
+        };
+        let err =
+            sampler::eps::sample(&gauss, &problem, &[1], &cfg, &mut ignore_progress).unwrap_err();
+        assert!(matches!(err, Error::InvalidParameter { .. }), "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert_eq!(
+        gauss.calls.load(Ordering::SeqCst),
+        0,
+        "no call before the check"
+    );
 }
 
 #[test]

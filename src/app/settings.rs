@@ -92,7 +92,7 @@ impl Default for AppSettings {
             sr_factor: 2,
             simulate: false,
             method: MethodChoice::Eps,
-            steps: 20,
+            steps: MethodChoice::Eps.default_steps(),
             sigma_y: 0.05,
             seed: 0,
             samples: 2,
@@ -172,6 +172,7 @@ impl AppSettings {
                 .then_some(self.steps.max(1)),
             sigma_y: self.sigma_y,
             work_side: self.work_side,
+            ..Settings::default()
         }
     }
 }

@@ -365,6 +365,8 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
             simulate: false,
             method: "eps".into(),
             steps: Some(4),
+            solver: None,
+            churn: None,
             samples,
             seed: 0,
             sigma_y: 0.05,

@@ -66,6 +66,12 @@ pub struct DiagnoseArgs {
     /// Sampler steps of the fill, deblur and SR parts (default: each method's own).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// The EPS sampler's ODE solver: euler, heun or dpm2m (default: euler).
+    #[arg(long)]
+    pub solver: Option<String>,
+    /// The EPS sampler's total churn S_churn (EDM): 0 is the deterministic ODE; per step σ rises by min(S_churn / steps, √2 − 1) (default: 4).
+    #[arg(long)]
+    pub churn: Option<f64>,
     /// Seed of masks, noise and samplers.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -126,6 +132,14 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     if let Some(steps) = args.steps {
         crate::limits::steps(steps)?;
     }
+    let solver = super::parse_solver(args.solver.as_deref())?;
+    crate::restore::Settings {
+        steps: args.steps,
+        solver,
+        churn: args.churn,
+        ..Default::default()
+    }
+    .validate()?;
     anyhow::ensure!(
         args.crops > 0 && args.crop_size >= 32,
         "use --crops ≥ 1 and --crop-size ≥ 32"
@@ -168,6 +182,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         seed: args.seed,
         lpips: lpips.as_ref(),
         steps: args.steps,
+        solver,
+        churn: args.churn,
     };
 
     // The validation crops of the curve and hole parts: `--crops` of `--crop-size`, spread over
@@ -284,14 +300,17 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         let mut text = String::new();
         for (size, n) in [(128usize, 8usize), (256, 4)] {
             eprintln!("unconditional samples at {size}×{size}…");
-            let x = dg::prior_samples(net, n, size, 20, args.seed)?;
+            let cfg = suite.eps_config();
+            let x = dg::prior_samples(net, n, size, &cfg, args.seed)?;
             let png = dg::grid_png(&x, 4)?;
             write(&args.out.join(format!("samples-{size}.png")), &png)?;
             let val_refs = photos.split(Split::Validation);
             let real = grid_crops(&val_refs, 2, size, 1.0, &device)?;
             let ratio = dg::batch_texture(&x)? / dg::batch_texture(&real)?;
             text.push_str(&format!(
-                "![unconditional prior samples, {size}×{size}](samples-{size}.png)\n\n{n} samples at {size}×{size} (DPM-Solver++(2M), 20 steps). Texture ratio against {} validation crops of the same size: **{ratio:.2}** (1 = natural).\n\n",
+                "![unconditional prior samples, {size}×{size}](samples-{size}.png)\n\n{n} samples at {size}×{size} ({}, {} steps). Texture ratio against {} validation crops of the same size: **{ratio:.2}** (1 = natural).\n\n",
+                cfg.name(),
+                cfg.steps,
                 real.dim(0)?
             ));
         }
@@ -321,7 +340,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             if !ok && parts.contains(&"fills") {
                 eprintln!(
                     "note: {} left out of the fills (its network is not loaded)",
-                    c.label()
+                    c.label(&suite)
                 );
             }
             ok
@@ -350,9 +369,9 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             };
             for k in 0..n {
                 columns.push(if n > 1 {
-                    format!("{} sample {}", c.label(), k + 1)
+                    format!("{} sample {}", c.label(&suite), k + 1)
                 } else {
-                    c.label()
+                    c.label(&suite)
                 });
             }
         }

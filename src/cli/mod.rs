@@ -266,3 +266,12 @@ impl DeviceArg {
         }
     }
 }
+
+/// Parses the `--solver` option of `restore` and `diagnose`.
+fn parse_solver(s: Option<&str>) -> anyhow::Result<Option<crate::sampler::Solver>> {
+    s.map(|s| {
+        crate::sampler::Solver::parse(s)
+            .ok_or_else(|| anyhow::anyhow!("unknown solver '{s}'; use euler, heun or dpm2m"))
+    })
+    .transpose()
+}

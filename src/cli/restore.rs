@@ -33,9 +33,15 @@ pub struct RestoreArgs {
     /// Method: eps, eps-mean, dps, pigdm, ddnm or diffpir.
     #[arg(long, default_value = "eps")]
     pub method: String,
-    /// Sampler steps (default: the method's own; EPS uses 20).
+    /// Sampler steps (default: the method's own; EPS uses 10).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// The EPS sampler's ODE solver: euler, heun or dpm2m (default: euler).
+    #[arg(long)]
+    pub solver: Option<String>,
+    /// The EPS sampler's total churn S_churn (EDM): 0 is the deterministic ODE; per step σ rises by min(S_churn / steps, √2 − 1) (default: 4).
+    #[arg(long)]
+    pub churn: Option<f64>,
     /// Posterior samples to draw.
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
@@ -90,6 +96,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     let (settings, floor_note) = Settings {
         method,
         steps: args.steps,
+        solver: super::parse_solver(args.solver.as_deref())?,
+        churn: args.churn,
         sigma_y: args.sigma_y,
         work_side: args.work_side,
     }

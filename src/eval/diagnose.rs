@@ -241,12 +241,12 @@ pub fn curve_markdown(rows: &[CurveRow]) -> String {
     s
 }
 
-/// Unconditional samples of `prior` (`n` images of `size × size`, DPM-Solver++(2M)).
+/// Unconditional samples of `prior` (`n` images of `size × size`, the EPS sampler `cfg`).
 pub fn prior_samples(
     prior: &dyn Denoiser,
     n: usize,
     size: usize,
-    steps: usize,
+    cfg: &EpsConfig,
     seed: u64,
 ) -> Result<Tensor> {
     let nothing = Tensor::zeros((1, 1, size, size), DType::F32, &Device::Cpu)?;
@@ -257,15 +257,11 @@ pub fn prior_samples(
         (3, size, size),
     )?;
     let seeds: Vec<u64> = (0..n as u64).map(|i| seed.wrapping_add(i)).collect();
-    let cfg = EpsConfig {
-        steps,
-        ..EpsConfig::default()
-    };
     let out = sampler::eps::sample(
         &Unconditional(prior),
         &problem,
         &seeds,
-        &cfg,
+        cfg,
         &mut ignore_progress,
     )?;
     Ok(out.samples.clamp(-1.0, 1.0)?)
@@ -345,10 +341,13 @@ pub enum Contender {
 }
 
 impl Contender {
-    /// Column label.
-    pub fn label(&self) -> String {
+    /// Column label; EPS names its sampler and steps as `suite` sets them.
+    pub fn label(&self, suite: &Suite<'_>) -> String {
         match self {
-            Self::Method(MethodChoice::Eps, _) => "EPS @20".into(),
+            Self::Method(MethodChoice::Eps, _) => {
+                let c = suite.eps_config();
+                format!("EPS {} @{}", c.name(), c.steps)
+            }
             Self::Method(MethodChoice::EpsMean, _) => "EPS mean (1 NFE)".into(),
             Self::Method(m, _) => m.label().into(),
             Self::Biharmonic => "biharmonic fill".into(),
@@ -377,6 +376,9 @@ pub struct FillRow {
     pub label: String,
     /// Hole scores averaged over cases and samples (LPIPS when measured).
     pub hole: HoleScores,
+    /// CRPS over the hole's values, per case over its results ([`super::holes::hole_crps`]),
+    /// averaged over cases.
+    pub hole_crps: f64,
     /// PSNR over the crop the network worked on (hole plus context).
     pub crop_psnr: f64,
     /// Seconds per image.
@@ -412,6 +414,26 @@ pub struct Suite<'a> {
     pub lpips: Option<&'a Lpips>,
     /// Sampler steps (`None`: each method's default).
     pub steps: Option<usize>,
+    /// The EPS sampler's solver (`None`: its default).
+    pub solver: Option<sampler::Solver>,
+    /// The EPS sampler's total churn `S_churn` (`None`: its default).
+    pub churn: Option<f64>,
+}
+
+impl Suite<'_> {
+    /// The EPS sampler these settings run.
+    pub fn eps_config(&self) -> EpsConfig {
+        let settings = Settings {
+            steps: self.steps,
+            solver: self.solver,
+            churn: self.churn,
+            ..Settings::default()
+        };
+        match settings.sampler_method(&Degradation::Inpaint { fill: Vec::new() }) {
+            sampler::Method::Eps(c) => c,
+            _ => EpsConfig::default(),
+        }
+    }
 }
 
 /// Runs the fill suite: for each photo, `per_photo` object-sized masks (2–5% of the photo),
@@ -429,6 +451,8 @@ pub fn fill_suite(
         seed,
         lpips,
         steps,
+        solver,
+        churn,
     } = *suite;
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
@@ -443,7 +467,7 @@ pub fn fill_suite(
                 crate::restore::simulate(photo, &deg, sigma_y, seed ^ p as u64 ^ (k as u64) << 16)?;
             let mut results = Vec::new();
             for (ci, c) in contenders.iter().enumerate() {
-                on_case(&format!("{name} #{k}: {}", c.label()));
+                on_case(&format!("{name} #{k}: {}", c.label(suite)));
                 let t = std::time::Instant::now();
                 let imgs = match *c {
                     Contender::Biharmonic => vec![biharmonic_fill(&sim.y, &fill)?],
@@ -452,6 +476,8 @@ pub fn fill_suite(
                             method: m,
                             sigma_y,
                             steps,
+                            solver,
+                            churn,
                             ..Settings::default()
                         };
                         let seeds: Vec<u64> = (0..samples as u64)
@@ -463,7 +489,7 @@ pub fn fill_suite(
                             Ok(r) => r.samples.into_iter().map(Pixels::into_rgb).collect(),
                             // A diverging method is a result to report, not the end of the run.
                             Err(e @ crate::Error::NonFinite { .. }) => {
-                                on_case(&format!("{name} #{k}: {} diverged ({e})", c.label()));
+                                on_case(&format!("{name} #{k}: {} diverged ({e})", c.label(suite)));
                                 diverged[ci] += 1;
                                 Vec::new()
                             }
@@ -498,7 +524,12 @@ pub fn fill_suite(
             0usize,
             0usize,
         );
+        let (mut crps, mut nc) = (0.0, 0usize);
         for case in &cases {
+            if !case.results[ci].1.is_empty() {
+                crps += super::holes::hole_crps(&case.results[ci].1, &case.truth, &case.fill)?;
+                nc += 1;
+            }
             let region = context_region(&case.fill, case.truth.width, case.truth.height);
             for img in &case.results[ci].1 {
                 let s = hole_scores(img, &case.truth, &case.fill, lpips)?;
@@ -518,13 +549,14 @@ pub fn fill_suite(
         }
         let k = n.max(1) as f64;
         rows.push(FillRow {
-            label: c.label(),
+            label: c.label(suite),
             hole: HoleScores {
                 psnr: acc.psnr / k,
                 ssim: acc.ssim / k,
                 lpips: (nl > 0).then(|| lp / nl as f64),
                 texture_ratio: acc.texture_ratio / k,
             },
+            hole_crps: crps / nc.max(1) as f64,
             crop_psnr: crop / k,
             secs: timings[ci] / counts[ci].max(1) as f64,
             diverged: diverged[ci],
@@ -545,23 +577,24 @@ fn context_region(fill: &[bool], w: usize, h: usize) -> Rect {
 /// The fill table as markdown.
 pub fn fill_markdown(rows: &[FillRow]) -> String {
     let mut s = String::from(
-        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio (1 = natural) | crop PSNR ↑ | s / image | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio (1 = natural) | hole CRPS ↓ | crop PSNR ↑ | s / image | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         if r.diverged == r.cases {
             s.push_str(&format!(
-                "| {} | – | – | – | – | – | – | {}/{} |\n",
+                "| {} | – | – | – | – | – | – | – | {}/{} |\n",
                 r.label, r.diverged, r.cases
             ));
             continue;
         }
         s.push_str(&format!(
-            "| {} | {:.2} | {:.3} | {} | {:.2} | {:.2} | {:.1} | {}/{} |\n",
+            "| {} | {:.2} | {:.3} | {} | {:.2} | {:.4} | {:.2} | {:.1} | {}/{} |\n",
             r.label,
             r.hole.psnr,
             r.hole.ssim,
             r.hole.lpips.map_or("–".into(), |v| format!("{v:.3}")),
             r.hole.texture_ratio,
+            r.hole_crps,
             r.crop_psnr,
             r.secs,
             r.diverged,
@@ -669,6 +702,8 @@ pub fn restore_suite(
         seed,
         lpips,
         steps,
+        solver,
+        churn,
     } = *suite;
     let mut cases = Vec::new();
     let sims = crops
@@ -716,6 +751,8 @@ pub fn restore_suite(
                 method: m,
                 sigma_y,
                 steps,
+                solver,
+                churn,
                 ..Settings::default()
             };
             let seeds: Vec<u64> = (0..n as u64).map(|s| seed.wrapping_add(s)).collect();
@@ -723,7 +760,7 @@ pub fn restore_suite(
                 sampler::Flow::Continue
             })?;
             let samples = out.samples.into_iter().map(Pixels::into_rgb).collect();
-            results.push((Contender::Method(m, n).label(), samples));
+            results.push((Contender::Method(m, n).label(suite), samples));
         }
         cases.push(RestoreCase {
             truth: sim.truth.clone(),

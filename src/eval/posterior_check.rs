@@ -130,30 +130,24 @@ impl CheckMethod {
 }
 
 /// EPS Euler at 20 steps, Heun at 20 and 40 steps (39 and 79 NFE), DPM-Solver++(2M) at 20 and
-/// 40 steps, the 1-call mean, the zero-shot control and the baselines.
+/// 40 steps, the app's sampler (Euler with churn) at 10 and 40 steps, the 1-call mean, the
+/// zero-shot control and the baselines.
 ///
 /// DPS appears twice: with its documented ζ′ (tuned for 3×64×64 images) and with ζ′ scaled by
 /// `√(dim/12288)`. The gradient of the unsquared residual norm has unit length spread over all
 /// `dim` pixels, so the documented values take steps ~14× larger per pixel on a 64-pixel image.
 pub fn default_methods(task: Task, dim: usize) -> Vec<CheckMethod> {
-    let heun = EpsConfig {
-        solver: Solver::Heun,
-        ..EpsConfig::default()
-    };
+    let heun = EpsConfig::ode(20, Solver::Heun);
     let mut v = vec![
-        CheckMethod::Sampler(Method::Eps(EpsConfig {
-            solver: Solver::Euler,
-            ..EpsConfig::default()
-        })),
+        CheckMethod::Sampler(Method::Eps(EpsConfig::ode(20, Solver::Euler))),
         CheckMethod::Sampler(Method::Eps(heun)),
         CheckMethod::Sampler(Method::Eps(EpsConfig { steps: 40, ..heun })),
-        CheckMethod::Sampler(Method::Eps(EpsConfig {
-            solver: Solver::DpmSolver2m,
-            ..EpsConfig::default()
-        })),
+        CheckMethod::Sampler(Method::Eps(EpsConfig::ode(20, Solver::DpmSolver2m))),
+        CheckMethod::Sampler(Method::Eps(EpsConfig::ode(40, Solver::DpmSolver2m))),
+        // The app's sampler (Euler with churn, 10 steps) and the same at 40 steps.
+        CheckMethod::Sampler(Method::Eps(EpsConfig::default())),
         CheckMethod::Sampler(Method::Eps(EpsConfig {
             steps: 40,
-            solver: Solver::DpmSolver2m,
             ..EpsConfig::default()
         })),
         CheckMethod::Sampler(Method::PosteriorMean(Default::default())),

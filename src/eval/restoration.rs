@@ -26,7 +26,7 @@ use crate::{Error, Result};
 /// Which methods a benchmark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MethodChoice {
-    /// EPS with the default sampler (20 NFE).
+    /// EPS with the default sampler (10 NFE).
     Eps,
     /// EPS one-call posterior mean.
     EpsMean,
@@ -79,7 +79,7 @@ impl MethodChoice {
     /// The documented number of sampler steps (0 for the one-call mean).
     pub fn default_steps(self) -> usize {
         match self {
-            Self::Eps => 20,
+            Self::Eps => EpsConfig::default().steps,
             Self::EpsMean => 0,
             Self::Dps => 250,
             Self::Pigdm | Self::Ddnm | Self::Diffpir => 100,

@@ -32,8 +32,13 @@ pub use plan::Rect;
 pub struct Settings {
     /// The sampling method.
     pub method: MethodChoice,
-    /// Sampler steps; `None` keeps the method's documented default (EPS: 20).
+    /// Sampler steps; `None` keeps the method's documented default (EPS: 10).
     pub steps: Option<usize>,
+    /// The EPS sampler's ODE solver; `None` keeps its default (Euler). Other methods ignore it.
+    pub solver: Option<sampler::Solver>,
+    /// The EPS sampler's total churn `S_churn` ([`eps::Churn`]); `None` keeps its default.
+    /// Other methods ignore it.
+    pub churn: Option<f64>,
     /// Measurement noise σ_y in the network's `[-1, 1]` units.
     pub sigma_y: f64,
     /// Longest side the network sees at once: larger holes are worked on downscaled, larger
@@ -46,6 +51,8 @@ impl Default for Settings {
         Self {
             method: MethodChoice::Eps,
             steps: None,
+            solver: None,
+            churn: None,
             sigma_y: 0.05,
             work_side: 256,
         }
@@ -53,10 +60,13 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Checks steps, working size and σ_y against [`crate::limits`].
+    /// Checks steps, the EPS sampler, working size and σ_y against [`crate::limits`].
     pub fn validate(&self) -> Result<()> {
         if let Some(steps) = self.steps {
             crate::limits::steps(steps)?;
+        }
+        if let Method::Eps(c) = self.method.method(&TaskSpec::BrushInpaint) {
+            self.eps_overrides(c).validate()?;
         }
         crate::limits::work_side(self.work_side)?;
         crate::limits::sigma_y(self.sigma_y)?;
@@ -71,7 +81,25 @@ impl Settings {
         Ok((Self { sigma_y, ..*self }, note))
     }
 
-    /// The sampler method for `degradation`, with the step override applied.
+    /// `c` with this solver and churn, where they are set.
+    fn eps_overrides(&self, mut c: eps::EpsConfig) -> eps::EpsConfig {
+        if let Some(solver) = self.solver {
+            c.solver = solver;
+            if solver == sampler::Solver::DpmSolver2m {
+                // The multistep solver takes no churn; only an explicit churn is an error.
+                c.churn = eps::Churn::NONE;
+            }
+        }
+        if let Some(s_churn) = self.churn {
+            c.churn.s_churn = s_churn;
+        }
+        if let Some(steps) = self.steps {
+            c.steps = steps;
+        }
+        c
+    }
+
+    /// The sampler method for `degradation`, with the step, solver and churn overrides applied.
     pub fn sampler_method(&self, degradation: &Degradation) -> Method {
         let task = match degradation {
             Degradation::Inpaint { .. } => TaskSpec::BrushInpaint,
@@ -85,6 +113,9 @@ impl Settings {
             Degradation::SuperRes { factor } => TaskSpec::SuperResolution { factor: *factor },
         };
         let mut method = self.method.method(&task);
+        if let Method::Eps(c) = &mut method {
+            *c = self.eps_overrides(*c);
+        }
         if let Some(s) = self.steps {
             match &mut method {
                 Method::Eps(c) => c.steps = s,
@@ -1127,7 +1158,7 @@ mod tests {
             64,
         );
         assert_eq!(small.regions, 1);
-        assert_eq!(small.network_calls, 20);
+        assert_eq!(small.network_calls, MethodChoice::Eps.default_steps());
         assert!(many.bytes > 10 * small.bytes);
         let tiles = Estimate::new(
             (1000, 1000),
@@ -1145,7 +1176,10 @@ mod tests {
         let deblur = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
         let one = Estimate::new((256, 256), Depth::U8, &deblur, &s, 1);
         assert_eq!(one.regions, 1);
-        assert_eq!(one.network_pixels, 256 * 256 * 20);
+        assert_eq!(
+            one.network_pixels,
+            256 * 256 * MethodChoice::Eps.default_steps() as u64
+        );
         assert_eq!(
             Estimate::new((256, 256), Depth::U8, &deblur, &s, 4).network_pixels,
             4 * one.network_pixels
@@ -1153,7 +1187,7 @@ mod tests {
         // ΠGDM differentiates through the network: a backward pass counts twice.
         let pigdm = Settings {
             method: MethodChoice::Pigdm,
-            steps: Some(20),
+            steps: Some(MethodChoice::Eps.default_steps()),
             ..Settings::default()
         };
         assert_eq!(
@@ -1180,7 +1214,8 @@ mod tests {
             1,
         );
         assert!(hole.network_pixels <= one.network_pixels, "{hole:?}");
-        assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * 20.0 / 1e6).abs() < 1e-9);
+        let nfe = MethodChoice::Eps.default_steps() as f64;
+        assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * nfe / 1e6).abs() < 1e-9);
         assert_eq!(human_duration(40.0), "40 s");
         assert_eq!(human_duration(600.0), "10 min");
         assert_eq!(human_duration(5400.0), "1.5 h");

@@ -78,6 +78,18 @@ pub enum Solver {
     DpmSolver2m,
 }
 
+impl Solver {
+    /// Parses `euler`, `heun` or `dpm2m`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "euler" => Self::Euler,
+            "heun" => Self::Heun,
+            "dpm2m" => Self::DpmSolver2m,
+            _ => return None,
+        })
+    }
+}
+
 /// What a sampler reports after each step.
 #[derive(Debug)]
 pub struct StepInfo<'a> {
@@ -178,7 +190,7 @@ impl Method {
     /// Short display name.
     pub fn name(&self) -> String {
         match self {
-            Self::Eps(c) => format!("EPS {}", c.solver_name()),
+            Self::Eps(c) => format!("EPS {}", c.name()),
             Self::PosteriorMean(_) => "EPS mean".into(),
             Self::Dps(c) => format!("DPS ζ′={:.3}", c.zeta),
             Self::Ddnm(_) => "DDNM+".into(),
