@@ -242,3 +242,33 @@ fn kid_is_near_zero_for_one_distribution_and_grows_with_a_shift() {
         - 2.0 * (k(0.0, 1.0) + k(0.0, 2.0) + k(1.0, 1.0) + k(1.0, 2.0)) / 4.0;
     assert!((kid(&a, &b).unwrap() - want).abs() < 1e-12);
 }
+
+/// The fills table's hole CRPS: only hole values count; one result scores its mean absolute
+/// error; two results score `mean|x_i − z| − |x_1 − x_2|/2` per value (the fair estimator).
+#[test]
+fn hole_crps_by_hand() {
+    use eps_studio::eval::holes::hole_crps;
+    use eps_studio::photo::RgbImage;
+    let img = |v: [f32; 2]| {
+        RgbImage::from_data(
+            2,
+            1,
+            vec![v[0]; 3].into_iter().chain(vec![v[1]; 3]).collect(),
+        )
+        .unwrap()
+    };
+    let truth = img([0.5, 0.0]);
+    let fill = [true, false];
+    // The unmasked pixel differs wildly and must not count.
+    let a = img([0.7, 1.0]);
+    let b = img([0.2, 1.0]);
+    let one = hole_crps(std::slice::from_ref(&a), &truth, &fill).unwrap();
+    assert!((one - 0.2).abs() < 1e-6, "{one}");
+    let two = hole_crps(&[a.clone(), b], &truth, &fill).unwrap();
+    // mean(|0.2|, |−0.3|) − |0.5|/2 = 0.25 − 0.25 = 0.
+    assert!(two.abs() < 1e-6, "{two}");
+    let same = hole_crps(&[a.clone(), a], &truth, &fill).unwrap();
+    assert!((same - 0.2).abs() < 1e-6, "{same}");
+    assert!(hole_crps(&[], &truth, &fill).is_err());
+    assert!(hole_crps(std::slice::from_ref(&truth), &truth, &[false, false]).is_err());
+}
