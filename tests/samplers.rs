@@ -39,6 +39,16 @@ struct Gaussian {
     calls: AtomicUsize,
 }
 
+impl Gaussian {
+    fn new(mean: f64, var: f64) -> Self {
+        Self {
+            mean,
+            var,
+            calls: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl PosteriorDenoiser for Gaussian {
     fn denoise(&self, mu: &Tensor, _: &Problem, sigma: f64) -> Result<Tensor> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -53,11 +63,7 @@ impl PosteriorDenoiser for Gaussian {
 fn solvers_converge_at_their_order_on_a_gaussian() {
     let problem = unobserved(DType::F64);
     let seeds = [3, 4, 5];
-    let gauss = Gaussian {
-        mean: 0.3,
-        var: 0.04,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.3, 0.04);
     let start = eps_studio::noise::SeededNoise::new(&seeds)
         .normal((1, 4, 4), DType::F64, &Device::Cpu)
         .unwrap();
@@ -92,11 +98,7 @@ fn nfe_is_counted_and_reported_per_solver() {
         (Solver::Heun, 7, 13),
         (Solver::DpmSolver2m, 7, 7),
     ] {
-        let gauss = Gaussian {
-            mean: 0.0,
-            var: 0.1,
-            calls: AtomicUsize::new(0),
-        };
+        let gauss = Gaussian::new(0.0, 0.1);
         let mut reported = Vec::new();
         let cfg = EpsConfig::ode(steps, solver);
         let out = sampler::eps::sample(&gauss, &problem, &[1, 2], &cfg, &mut |info| {
@@ -124,11 +126,7 @@ fn nfe_is_counted_and_reported_per_solver() {
         );
         assert_eq!(reported.last().unwrap().2, want);
     }
-    let gauss = Gaussian {
-        mean: 0.0,
-        var: 0.1,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.0, 0.1);
     let mean = sampler::eps::posterior_mean(
         &gauss,
         &problem,
@@ -147,11 +145,7 @@ fn nfe_is_counted_and_reported_per_solver() {
 #[test]
 fn churn_costs_no_call_and_keeps_the_distribution() {
     let problem = unobserved(DType::F64);
-    let gauss = Gaussian {
-        mean: 0.3,
-        var: 0.04,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.3, 0.04);
     for (solver, steps, want) in [(Solver::Euler, 9, 9), (Solver::Heun, 9, 17)] {
         gauss.calls.store(0, Ordering::SeqCst);
         let cfg = EpsConfig {
@@ -219,11 +213,7 @@ fn churn_costs_no_call_and_keeps_the_distribution() {
 #[test]
 fn churn_settings_are_checked_before_any_call() {
     let problem = unobserved(DType::F32);
-    let gauss = Gaussian {
-        mean: 0.0,
-        var: 0.1,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.0, 0.1);
     let bad = [
         (Solver::Euler, Churn::total(-1.0), "S_churn"),
         (Solver::Euler, Churn::total(f64::NAN), "S_churn"),
@@ -268,11 +258,7 @@ fn churn_settings_are_checked_before_any_call() {
 #[test]
 fn cancel_stops_between_steps() {
     let problem = unobserved(DType::F32);
-    let gauss = Gaussian {
-        mean: 0.0,
-        var: 0.1,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.0, 0.1);
     let cfg = EpsConfig {
         steps: 20,
         solver: Solver::Euler,
@@ -476,11 +462,7 @@ fn methods_refuse_missing_denoisers_and_bad_settings() {
             ..EpsConfig::default()
         }),
     ];
-    let gauss = Gaussian {
-        mean: 0.0,
-        var: 0.1,
-        calls: AtomicUsize::new(0),
-    };
+    let gauss = Gaussian::new(0.0, 0.1);
     let both = Denoisers {
         prior: Some(&gmm),
         posterior: Some(&gauss),

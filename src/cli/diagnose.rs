@@ -129,9 +129,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 }),
         })
         .collect::<anyhow::Result<_>>()?;
-    if let Some(steps) = args.steps {
-        crate::limits::steps(steps)?;
-    }
+    // Steps, solver and churn, checked together.
     let solver = super::parse_solver(args.solver.as_deref())?;
     crate::restore::Settings {
         steps: args.steps,

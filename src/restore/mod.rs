@@ -93,9 +93,6 @@ impl Settings {
         if let Some(s_churn) = self.churn {
             c.churn.s_churn = s_churn;
         }
-        if let Some(steps) = self.steps {
-            c.steps = steps;
-        }
         c
     }
 
