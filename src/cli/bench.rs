@@ -364,6 +364,7 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
             sr: None,
             simulate: false,
             method: "eps".into(),
+            prior: "network".into(),
             steps: Some(4),
             solver: None,
             churn: None,

@@ -75,6 +75,12 @@ pub struct DiagnoseArgs {
     /// Seed of masks, noise and samplers.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Side of each picture tile in fills.png.
+    #[arg(long, default_value_t = 160)]
+    pub tile: usize,
+    /// The patch prior's settings (patch-eps and patch-mean contenders).
+    #[command(flatten)]
+    pub patch: super::PatchArgs,
 }
 
 fn to_photo_rgb(img: &image::RgbImage) -> RgbImage {
@@ -117,6 +123,9 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         .split(',')
         .map(|m| match m.trim() {
             "biharmonic" => Ok(Contender::Biharmonic),
+            "exemplar" => Ok(Contender::Exemplar),
+            "patch-eps" => Ok(Contender::Patch(MethodChoice::Eps, args.samples)),
+            "patch-mean" => Ok(Contender::Patch(MethodChoice::EpsMean, 1)),
             other => MethodChoice::parse(other)
                 .map(|c| {
                     let n = if c == MethodChoice::Eps { args.samples } else { 1 };
@@ -182,6 +191,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         steps: args.steps,
         solver,
         churn: args.churn,
+        patch: args.patch.config()?,
     };
 
     // The validation crops of the curve and hole parts: `--crops` of `--crop-size`, spread over
@@ -331,7 +341,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 Contender::Method(MethodChoice::Eps | MethodChoice::EpsMean, _)
             );
             let ok = match c {
-                Contender::Biharmonic => true,
+                Contender::Biharmonic | Contender::Exemplar | Contender::Patch(..) => true,
                 Contender::Method(..) if needs_eps => eps.is_some(),
                 Contender::Method(..) => prior.is_some(),
             };
@@ -358,12 +368,12 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         )?;
         let table = dg::fill_markdown(&rows);
         println!("{table}");
-        write(&args.out.join("fills.png"), &dg::fill_picture(&cases, 160)?)?;
+        write(&args.out.join("fills.png"), &dg::fill_picture(&cases, args.tile.clamp(32, 1024))?)?;
         let mut columns = vec!["truth".to_string(), "measurement".to_string()];
         for c in &contenders {
             let n = match c {
-                Contender::Method(_, n) => *n,
-                Contender::Biharmonic => 1,
+                Contender::Method(_, n) | Contender::Patch(_, n) => *n,
+                Contender::Biharmonic | Contender::Exemplar => 1,
             };
             for k in 0..n {
                 columns.push(if n > 1 {

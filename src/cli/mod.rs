@@ -275,3 +275,128 @@ fn parse_solver(s: Option<&str>) -> anyhow::Result<Option<crate::sampler::Solver
     })
     .transpose()
 }
+
+/// The patch prior's settings on the command line (each unset one keeps its default).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PatchArgs {
+    /// Patch prior: patch side in pixels (odd).
+    #[arg(long)]
+    pub patch_size: Option<usize>,
+    /// Patch prior: KDE bandwidth τ in [-1, 1] units.
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Patch prior: τ follows the noise level, τ(σ) = min(τ, c·σ); 0 keeps τ fixed.
+    #[arg(long)]
+    pub tau_per_sigma: Option<f64>,
+    /// Patch prior: width of the Gaussian window over overlapping estimates, relative to the
+    /// patch's half-width ("inf": a uniform average).
+    #[arg(long)]
+    pub window: Option<f64>,
+    /// Patch prior: long side of the coarsest pyramid level.
+    #[arg(long)]
+    pub coarse_side: Option<usize>,
+    /// Patch prior: most pyramid levels (1: the crop's own size only).
+    #[arg(long)]
+    pub levels: Option<usize>,
+    /// Patch prior: sampler steps of each finer level.
+    #[arg(long)]
+    pub fine_steps: Option<usize>,
+    /// Patch prior: noise level each finer level starts from.
+    #[arg(long)]
+    pub fine_sigma: Option<f64>,
+    /// Patch prior: bank search, exact, field or auto (exact at high σ and on small banks).
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Patch prior: neighbours kept per query by the PatchMatch field.
+    #[arg(long)]
+    pub neighbours: Option<usize>,
+    /// Patch prior: leave mirror images out of the bank.
+    #[arg(long)]
+    pub no_mirror: bool,
+    /// Patch prior: start the coarsest level from a smooth layout with this much noise
+    /// instead of pure noise ("none": pure noise from σmax).
+    #[arg(long)]
+    pub coarse_start: Option<String>,
+    /// Patch prior: sampler steps of the coarsest level.
+    #[arg(long)]
+    pub coarse_steps: Option<usize>,
+    /// Patch prior: keep the bank's noise (no denoising of the known pixels).
+    #[arg(long)]
+    pub raw_bank: bool,
+    /// Patch prior: finer levels start from the bilinear upsampling of the coarser sample
+    /// instead of the finer copies of its patches.
+    #[arg(long)]
+    pub bilinear: bool,
+}
+
+impl PatchArgs {
+    /// The pyramid settings these arguments ask for, checked.
+    pub fn config(&self) -> anyhow::Result<crate::prior::patch::PyramidConfig> {
+        use crate::prior::patch::{FieldSearch, PyramidConfig, Search};
+        let mut cfg = PyramidConfig::default();
+        if let Some(p) = self.patch_size {
+            cfg.patch.patch = p;
+        }
+        if let Some(t) = self.tau {
+            cfg.patch.tau = t;
+        }
+        if let Some(c) = self.tau_per_sigma {
+            cfg.patch.tau_per_sigma = c;
+        }
+        if let Some(w) = self.window {
+            cfg.patch.window = w;
+        }
+        if let Some(s) = self.coarse_side {
+            cfg.coarse_side = s;
+        }
+        if let Some(l) = self.levels {
+            cfg.max_levels = l;
+        }
+        if let Some(n) = self.fine_steps {
+            cfg.fine.steps = n;
+        }
+        if let Some(s) = self.fine_sigma {
+            cfg.fine.schedule.sigma_max = s;
+        }
+        let field = |k: Option<usize>| FieldSearch {
+            k: k.unwrap_or(FieldSearch::default().k),
+            ..FieldSearch::default()
+        };
+        match (self.search.as_deref(), &mut cfg.patch.search) {
+            (None, Search::Auto { field: f, .. }) => *f = field(self.neighbours),
+            (None, _) => {}
+            (Some("exact"), s) => *s = Search::Exact,
+            (Some("field"), s) => *s = Search::Field(field(self.neighbours)),
+            (Some("auto"), s) => {
+                *s = Search::Auto {
+                    field: field(self.neighbours),
+                    exact_above: 2.0,
+                    exact_budget: 20_000_000,
+                };
+            }
+            (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),
+        }
+        cfg.mirror = !self.no_mirror;
+        cfg.clean_bank = !self.raw_bank;
+        if self.bilinear {
+            cfg.upsampling = crate::prior::patch::pyramid::Upsampling::Bilinear;
+        }
+        if let Some(n) = self.coarse_steps {
+            cfg.coarse.steps = n;
+        }
+        match self.coarse_start.as_deref() {
+            None => {}
+            Some("none") => cfg.coarse_start = None,
+            Some(v) => {
+                cfg.coarse_start = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| anyhow::anyhow!("--coarse-start takes a positive σ or none"))?,
+                );
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

@@ -33,6 +33,10 @@ pub struct RestoreArgs {
     /// Method: eps, eps-mean, dps, pigdm, ddnm or diffpir.
     #[arg(long, default_value = "eps")]
     pub method: String,
+    /// The prior EPS samples with: network (the trained EPS network) or patch (the photo's own
+    /// patches, inpainting only, at the photo's resolution).
+    #[arg(long, default_value = "network")]
+    pub prior: String,
     /// Sampler steps (default: the method's own; EPS uses 10).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -85,6 +89,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             args.method
         )
     })?;
+    let prior = restore::Prior::parse(&args.prior).with_context(|| {
+        format!("unknown prior '{}'; use network or patch", args.prior)
+    })?;
     crate::limits::samples(args.samples)?;
     let blur = args.blur.as_deref().map(BlurSpec::parse).transpose()?;
     if let Some(factor) = args.sr {
@@ -100,6 +107,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         churn: args.churn,
         sigma_y: args.sigma_y,
         work_side: args.work_side,
+        prior,
+        ..Settings::default()
     }
     .checked()?;
     if let Some(note) = floor_note {

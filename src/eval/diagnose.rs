@@ -336,8 +336,12 @@ use image::ImageEncoder as _;
 pub enum Contender {
     /// A sampler of the product with this many samples.
     Method(MethodChoice, usize),
+    /// A sampler of the product on the photo's own patches, with this many samples.
+    Patch(MethodChoice, usize),
     /// The biharmonic fill (inpainting only).
     Biharmonic,
+    /// Exemplar EM completion (inpainting only; [`super::exemplar`]).
+    Exemplar,
 }
 
 impl Contender {
@@ -350,7 +354,14 @@ impl Contender {
             }
             Self::Method(MethodChoice::EpsMean, _) => "EPS mean (1 NFE)".into(),
             Self::Method(m, _) => m.label().into(),
+            Self::Patch(MethodChoice::Eps, _) => {
+                let c = suite.eps_config();
+                format!("patch EPS {} @{}", c.name(), c.steps)
+            }
+            Self::Patch(MethodChoice::EpsMean, _) => "patch EPS mean".into(),
+            Self::Patch(m, _) => format!("{} (patch prior)", m.label()),
             Self::Biharmonic => "biharmonic fill".into(),
+            Self::Exemplar => "exemplar EM (Wexler)".into(),
         }
     }
 }
@@ -374,11 +385,16 @@ pub struct FillCase {
 pub struct FillRow {
     /// Contender.
     pub label: String,
-    /// Hole scores averaged over cases and samples (LPIPS when measured).
+    /// Hole scores averaged over cases and samples (LPIPS when measured); the texture and ring
+    /// ratios as geometric means (a ratio's natural average: 0.5 and 2 average to 1).
     pub hole: HoleScores,
     /// CRPS over the hole's values, per case over its results ([`super::holes::hole_crps`]),
     /// averaged over cases.
     pub hole_crps: f64,
+    /// RMS difference in the hole between two samples of the same case (`[0, 1]` units),
+    /// averaged over pairs and cases: how far the samples are from one another (NaN with one
+    /// sample per case).
+    pub spread: f64,
     /// PSNR over the crop the network worked on (hole plus context).
     pub crop_psnr: f64,
     /// Seconds per image.
@@ -387,6 +403,31 @@ pub struct FillRow {
     pub diverged: usize,
     /// Cases run.
     pub cases: usize,
+}
+
+/// RMS difference in the hole between every pair of `results`, averaged over pairs; NaN for
+/// fewer than two.
+pub fn pairwise_hole_distance(results: &[RgbImage], fill: &[bool]) -> f64 {
+    let (mut total, mut pairs) = (0.0, 0usize);
+    for i in 0..results.len() {
+        for j in i + 1..results.len() {
+            let (mut se, mut n) = (0.0, 0usize);
+            for (k, _) in fill.iter().enumerate().filter(|(_, f)| **f) {
+                for c in 0..3 {
+                    let d = f64::from(results[i].data[k * 3 + c] - results[j].data[k * 3 + c]);
+                    se += d * d;
+                    n += 1;
+                }
+            }
+            total += (se / n.max(1) as f64).sqrt();
+            pairs += 1;
+        }
+    }
+    if pairs == 0 {
+        f64::NAN
+    } else {
+        total / pairs as f64
+    }
 }
 
 /// Downscales a photo so its long side is at most `long` (area filter).
@@ -418,6 +459,8 @@ pub struct Suite<'a> {
     pub solver: Option<sampler::Solver>,
     /// The EPS sampler's total churn `S_churn` (`None`: its default).
     pub churn: Option<f64>,
+    /// The patch prior's settings (for [`Contender::Patch`]).
+    pub patch: crate::prior::patch::PyramidConfig,
 }
 
 impl Suite<'_> {
@@ -453,6 +496,7 @@ pub fn fill_suite(
         steps,
         solver,
         churn,
+        patch,
     } = *suite;
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
@@ -471,13 +515,25 @@ pub fn fill_suite(
                 let t = std::time::Instant::now();
                 let imgs = match *c {
                     Contender::Biharmonic => vec![biharmonic_fill(&sim.y, &fill)?],
-                    Contender::Method(m, samples) => {
+                    Contender::Exemplar => vec![super::exemplar::exemplar_fill(
+                        &sim.y,
+                        &fill,
+                        &super::exemplar::ExemplarConfig::default(),
+                    )?],
+                    Contender::Method(m, samples) | Contender::Patch(m, samples) => {
+                        let prior = if matches!(c, Contender::Patch(..)) {
+                            crate::restore::Prior::Patch
+                        } else {
+                            crate::restore::Prior::Network
+                        };
                         let settings = Settings {
                             method: m,
                             sigma_y,
                             steps,
                             solver,
                             churn,
+                            prior,
+                            patch,
                             ..Settings::default()
                         };
                         let seeds: Vec<u64> = (0..samples as u64)
@@ -512,30 +568,43 @@ pub fn fill_suite(
     }
     let mut rows = Vec::new();
     for (ci, c) in contenders.iter().enumerate() {
-        let (mut acc, mut lp, mut crop, mut n, mut nl) = (
-            HoleScores {
-                psnr: 0.0,
-                ssim: 0.0,
-                lpips: None,
-                texture_ratio: 0.0,
-            },
-            0.0,
-            0.0,
-            0usize,
-            0usize,
-        );
-        let (mut crps, mut nc) = (0.0, 0usize);
+        let (mut psnr, mut ssim, mut lp, mut crop, mut n, mut nl) =
+            (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
+        let (mut log_texture, mut nt, mut log_ring, mut nr) = (0.0, 0usize, 0.0, 0usize);
+        let (mut crps, mut nc, mut spread, mut ns) = (0.0, 0usize, 0.0, 0usize);
         for case in &cases {
-            if !case.results[ci].1.is_empty() {
-                crps += super::holes::hole_crps(&case.results[ci].1, &case.truth, &case.fill)?;
+            let results = &case.results[ci].1;
+            if !results.is_empty() {
+                crps += super::holes::hole_crps(results, &case.truth, &case.fill)?;
                 nc += 1;
             }
+            let d = pairwise_hole_distance(results, &case.fill);
+            if d.is_finite() {
+                spread += d;
+                ns += 1;
+            }
             let region = context_region(&case.fill, case.truth.width, case.truth.height);
-            for img in &case.results[ci].1 {
+            for (k, img) in results.iter().enumerate() {
                 let s = hole_scores(img, &case.truth, &case.fill, lpips)?;
-                acc.psnr += s.psnr;
-                acc.ssim += s.ssim;
-                acc.texture_ratio += s.texture_ratio;
+                on_case(&format!(
+                    "{} #{k} {}: hole PSNR {:.2}, LPIPS {}, texture {:.2}, ring {:.2}",
+                    case.name,
+                    c.label(suite),
+                    s.psnr,
+                    s.lpips.map_or("–".into(), |v| format!("{v:.3}")),
+                    s.texture_ratio,
+                    s.ring_ratio
+                ));
+                psnr += s.psnr;
+                ssim += s.ssim;
+                if s.texture_ratio > 0.0 && s.texture_ratio.is_finite() {
+                    log_texture += s.texture_ratio.ln();
+                    nt += 1;
+                }
+                if s.ring_ratio > 0.0 && s.ring_ratio.is_finite() {
+                    log_ring += s.ring_ratio.ln();
+                    nr += 1;
+                }
                 if let Some(l) = s.lpips {
                     lp += l;
                     nl += 1;
@@ -548,15 +617,24 @@ pub fn fill_suite(
             }
         }
         let k = n.max(1) as f64;
+        let geo = |sum: f64, count: usize| {
+            if count == 0 {
+                f64::NAN
+            } else {
+                (sum / count as f64).exp()
+            }
+        };
         rows.push(FillRow {
             label: c.label(suite),
             hole: HoleScores {
-                psnr: acc.psnr / k,
-                ssim: acc.ssim / k,
+                psnr: psnr / k,
+                ssim: ssim / k,
                 lpips: (nl > 0).then(|| lp / nl as f64),
-                texture_ratio: acc.texture_ratio / k,
+                texture_ratio: geo(log_texture, nt),
+                ring_ratio: geo(log_ring, nr),
             },
             hole_crps: crps / nc.max(1) as f64,
+            spread: if ns > 0 { spread / ns as f64 } else { f64::NAN },
             crop_psnr: crop / k,
             secs: timings[ci] / counts[ci].max(1) as f64,
             diverged: diverged[ci],
@@ -577,23 +655,32 @@ fn context_region(fill: &[bool], w: usize, h: usize) -> Rect {
 /// The fill table as markdown.
 pub fn fill_markdown(rows: &[FillRow]) -> String {
     let mut s = String::from(
-        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio (1 = natural) | hole CRPS ↓ | crop PSNR ↑ | s / image | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| method | hole PSNR ↑ | hole SSIM ↑ | hole LPIPS ↓ | texture ratio: truth (1 = natural) | texture ratio: ring | sample spread | hole CRPS ↓ | crop PSNR ↑ | s / image | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let num = |v: f64, digits: usize| {
+        if v.is_finite() {
+            format!("{v:.digits$}")
+        } else {
+            "–".into()
+        }
+    };
     for r in rows {
         if r.diverged == r.cases {
             s.push_str(&format!(
-                "| {} | – | – | – | – | – | – | – | {}/{} |\n",
+                "| {} | – | – | – | – | – | – | – | – | – | {}/{} |\n",
                 r.label, r.diverged, r.cases
             ));
             continue;
         }
         s.push_str(&format!(
-            "| {} | {:.2} | {:.3} | {} | {:.2} | {:.4} | {:.2} | {:.1} | {}/{} |\n",
+            "| {} | {:.2} | {:.3} | {} | {} | {} | {} | {:.4} | {:.2} | {:.1} | {}/{} |\n",
             r.label,
             r.hole.psnr,
             r.hole.ssim,
             r.hole.lpips.map_or("–".into(), |v| format!("{v:.3}")),
-            r.hole.texture_ratio,
+            num(r.hole.texture_ratio, 2),
+            num(r.hole.ring_ratio, 2),
+            num(r.spread, 3),
             r.hole_crps,
             r.crop_psnr,
             r.secs,
@@ -704,6 +791,7 @@ pub fn restore_suite(
         steps,
         solver,
         churn,
+        ..
     } = *suite;
     let mut cases = Vec::new();
     let sims = crops

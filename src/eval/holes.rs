@@ -32,7 +32,16 @@ pub struct HoleScores {
     /// Mean squared Laplacian of the result over that of the truth, inside the eroded hole; NaN
     /// when erosion leaves nothing.
     pub texture_ratio: f64,
+    /// Mean squared Laplacian of the result inside the eroded hole over that of the truth in the
+    /// ring of known pixels around the hole ([`ring`]): whether the fill looks like its
+    /// surroundings (the truth inside a hole is often the object that was removed). NaN when
+    /// either is empty.
+    pub ring_ratio: f64,
 }
+
+/// Inner and outer distance (pixels, square neighbourhood) of the ring around a hole that
+/// [`HoleScores::ring_ratio`] compares with.
+pub const RING: (usize, usize) = (3, 12);
 
 fn check(a: &RgbImage, b: &RgbImage, fill: &[bool]) -> Result<()> {
     if (a.width, a.height) != (b.width, b.height) || fill.len() != a.width * a.height {
@@ -112,6 +121,33 @@ pub fn erode(fill: &[bool], width: usize, height: usize, r: usize) -> Vec<bool> 
             (y - r..=y + r).all(|yy| (x - r..=x + r).all(|xx| fill[yy * width + xx]))
         })
         .collect()
+}
+
+/// `fill` grown by `r` pixels (a pixel is set when any pixel within the `(2r+1)²` square
+/// around it is), separably.
+pub fn dilate(fill: &[bool], width: usize, height: usize, r: usize) -> Vec<bool> {
+    let mut rows = vec![false; fill.len()];
+    for y in 0..height {
+        for x in 0..width {
+            let (a, b) = (x.saturating_sub(r), (x + r).min(width - 1));
+            rows[y * width + x] = fill[y * width + a..=y * width + b].iter().any(|&f| f);
+        }
+    }
+    let mut out = vec![false; fill.len()];
+    for y in 0..height {
+        let (a, b) = (y.saturating_sub(r), (y + r).min(height - 1));
+        for x in 0..width {
+            out[y * width + x] = (a..=b).any(|yy| rows[yy * width + x]);
+        }
+    }
+    out
+}
+
+/// The known pixels between [`RING`]`.0` and [`RING`]`.1` pixels from the hole.
+pub fn ring(fill: &[bool], width: usize, height: usize) -> Vec<bool> {
+    let inner = dilate(fill, width, height, RING.0 - 1);
+    let outer = dilate(fill, width, height, RING.1);
+    outer.iter().zip(&inner).map(|(&o, &i)| o && !i).collect()
 }
 
 /// Mean over `pixels` and channels of the squared 4-neighbour Laplacian (pixels at the image
@@ -217,7 +253,9 @@ pub fn hole_scores(
     check(x, truth, fill)?;
     let (w, h) = (x.width, x.height);
     let inner = erode(fill, w, h, 2);
-    let texture_ratio = laplacian_energy(x, &inner) / laplacian_energy(truth, &inner);
+    let energy = laplacian_energy(x, &inner);
+    let texture_ratio = energy / laplacian_energy(truth, &inner);
+    let ring_ratio = energy / laplacian_energy(truth, &ring(fill, w, h));
     let lpips = match (lpips, lpips_box(fill, w, h)) {
         (Some(net), Some(r)) if r.w >= 32 && r.h >= 32 => Some(crate::restore::lpips(
             net,
@@ -231,6 +269,7 @@ pub fn hole_scores(
         ssim: hole_ssim(x, truth, fill)?,
         lpips,
         texture_ratio,
+        ring_ratio,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod diagnose;
+pub mod exemplar;
 pub mod holes;
 pub mod lpips;
 pub mod metrics;

@@ -322,6 +322,7 @@ fn hole_means(
     let ones = Tensor::ones((1, 1, h, w), DType::F32, &Device::Cpu)?;
     let (mut p, mut q, mut l, mut t) = (0.0, 0.0, 0.0, 0.0);
     let (mut n, mut nl, mut nt) = (0usize, 0usize, 0usize);
+    let (mut rr, mut nr) = (0.0, 0usize);
     for (i, case) in cases.iter().enumerate() {
         let m: Vec<f32> = case.op.forward(&ones)?.flatten_all()?.to_vec1()?;
         let fill: Vec<bool> = m.iter().map(|&v| v == 0.0).collect();
@@ -343,6 +344,10 @@ fn hole_means(
                 t += sc.texture_ratio;
                 nt += 1;
             }
+            if sc.ring_ratio.is_finite() {
+                rr += sc.ring_ratio;
+                nr += 1;
+            }
         }
     }
     let k = n.max(1) as f64;
@@ -351,6 +356,7 @@ fn hole_means(
         ssim: q / k,
         lpips: (nl > 0).then(|| l / nl as f64),
         texture_ratio: if nt > 0 { t / nt as f64 } else { f64::NAN },
+        ring_ratio: if nr > 0 { rr / nr as f64 } else { f64::NAN },
     })
 }
 

@@ -7,6 +7,7 @@
 pub mod degrade;
 pub mod heat;
 pub mod models;
+mod patch_fill;
 pub mod plan;
 pub mod resize;
 
@@ -44,6 +45,10 @@ pub struct Settings {
     /// Longest side the network sees at once: larger holes are worked on downscaled, larger
     /// photos in tiles of this size.
     pub work_side: usize,
+    /// The prior the EPS methods denoise with.
+    pub prior: Prior,
+    /// The patch prior's settings (with [`Prior::Patch`]).
+    pub patch: crate::prior::patch::PyramidConfig,
 }
 
 impl Default for Settings {
@@ -55,6 +60,49 @@ impl Default for Settings {
             churn: None,
             sigma_y: 0.05,
             work_side: 256,
+            prior: Prior::Network,
+            patch: crate::prior::patch::PyramidConfig::default(),
+        }
+    }
+}
+
+/// The prior the EPS methods sample with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Prior {
+    /// The trained EPS network.
+    #[default]
+    Network,
+    /// The photo's own patches (inpainting only; training-free), coarse to fine up to the
+    /// photo's resolution ([`crate::prior::patch`]).
+    Patch,
+}
+
+impl Prior {
+    /// Every prior, default first.
+    pub const ALL: [Self; 2] = [Self::Network, Self::Patch];
+
+    /// Parses `network` or `patch`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "network" => Self::Network,
+            "patch" => Self::Patch,
+            _ => return None,
+        })
+    }
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Patch => "patch",
+        }
+    }
+
+    /// The name shown to users.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Network => "trained network",
+            Self::Patch => "photo's own patches",
         }
     }
 }
@@ -587,6 +635,15 @@ fn restore_on(
     let (settings, floor_note) = settings.checked()?;
     let settings = &settings;
     let method = settings.sampler_method(degradation);
+    if settings.prior == Prior::Patch
+        && let Degradation::Inpaint { fill } = degradation
+        && method.needs_posterior_denoiser()
+    {
+        let mut out = patch_fill::restore(y, fill, settings, &method, seeds, observer)?;
+        out.notices.splice(0..0, floor_note);
+        out.seconds = started.elapsed().as_secs_f64();
+        return Ok(out);
+    }
     let denoisers = models.denoisers(&method)?;
     let device = models.device().clone();
     let (out_w, out_h) = degradation.output_size(y.width(), y.height());
@@ -949,26 +1006,8 @@ impl Accumulator {
         let r = job.out_rect;
         let q = job.y_rect;
         match (&mut self.kind, degradation) {
-            (Assembly::Holes { out, residual: res }, Degradation::Inpaint { fill }) => {
-                // Only hidden pixels take the sample; the residual is measured elsewhere.
-                for row in 0..r.h {
-                    for col in 0..r.w {
-                        let i = (r.y + row) * self.out_w + r.x + col;
-                        if fill[i] {
-                            let o = (row * r.w + col) * 3;
-                            for c in 0..3 {
-                                out.set(i * 3 + c, patch.data[o + c]);
-                            }
-                        }
-                    }
-                }
-                let values = (0..q.w * q.h)
-                    .map(|k| {
-                        let i = (q.y + k / q.w) * self.y_w + q.x + k % q.w;
-                        if fill[i] { f32::NAN } else { residual[k].abs() }
-                    })
-                    .collect();
-                res.push((q, values));
+            (Assembly::Holes { .. }, Degradation::Inpaint { fill }) => {
+                self.add_hole(patch, residual, fill, r);
             }
             (
                 Assembly::Tiles {
@@ -1012,6 +1051,33 @@ impl Accumulator {
             // An inpainting accumulator is only made for inpainting.
             (Assembly::Holes { .. }, _) => {}
         }
+    }
+
+    /// Writes the hidden pixels of `r` from `patch` (`r`'s size) and keeps the residual over
+    /// the observed ones.
+    fn add_hole(&mut self, patch: &RgbImage, residual: &[f32], fill: &[bool], r: Rect) {
+        let Assembly::Holes { out, residual: res } = &mut self.kind else {
+            return;
+        };
+        // Only hidden pixels take the sample; the residual is measured elsewhere.
+        for row in 0..r.h {
+            for col in 0..r.w {
+                let i = (r.y + row) * self.out_w + r.x + col;
+                if fill[i] {
+                    let o = (row * r.w + col) * 3;
+                    for c in 0..3 {
+                        out.set(i * 3 + c, patch.data[o + c]);
+                    }
+                }
+            }
+        }
+        let values = (0..r.w * r.h)
+            .map(|k| {
+                let i = (r.y + k / r.w) * self.y_w + r.x + k % r.w;
+                if fill[i] { f32::NAN } else { residual[k].abs() }
+            })
+            .collect();
+        res.push((r, values));
     }
 
     fn finish(self) -> (Pixels, Residual) {

@@ -216,6 +216,29 @@ pub fn sample(
     )
 }
 
+/// [`sample`] started part-way down the schedule: `x = x_start + σ_0 ε`, where `σ_0` is the
+/// schedule's `sigma_max` and `x_start` (`[B, C, H, W]`, one image per seed) is a clean estimate
+/// whose errors are small next to `σ_0` — a coarser result brought to this resolution, as in
+/// coarse-to-fine sampling (SDEdit, Meng et al. 2022).
+pub fn sample_from(
+    d: &dyn PosteriorDenoiser,
+    problem: &Problem,
+    x_start: &Tensor,
+    seeds: &[u64],
+    cfg: &EpsConfig,
+    observer: Observer<'_>,
+) -> Result<SampleOutput> {
+    run(
+        &mut TensorArithmetic::new(problem),
+        d,
+        problem,
+        Some(x_start),
+        seeds,
+        cfg,
+        observer,
+    )
+}
+
 /// [`sample`] with the pivot and the solver updates done by `arith` (another backend).
 ///
 /// Every update is written as a linear combination of the state `x`, the current estimate `x̂0`
@@ -227,6 +250,18 @@ pub fn sample_with<A: StepArithmetic>(
     problem: &Problem,
     seeds: &[u64],
     cfg: &EpsConfig,
+    observer: Observer<'_>,
+) -> Result<SampleOutput> {
+    run(arith, d, problem, None, seeds, cfg, observer)
+}
+
+fn run<A: StepArithmetic>(
+    arith: &mut A,
+    d: &dyn PosteriorDenoiser,
+    problem: &Problem,
+    x_start: Option<&Tensor>,
+    seeds: &[u64],
+    cfg: &EpsConfig,
     mut observer: Observer<'_>,
 ) -> Result<SampleOutput> {
     cfg.validate()?;
@@ -235,6 +270,20 @@ pub fn sample_with<A: StepArithmetic>(
         x,
         mut noise,
     } = start(problem, seeds, &cfg.schedule, cfg.steps)?;
+    let x = match x_start {
+        Some(clean) => {
+            let dims = problem.check_image(clean, "the sampler's starting image")?;
+            if dims.0 != seeds.len() {
+                return Err(Error::shape(
+                    "the sampler's starting image",
+                    format!("one image per seed ({})", seeds.len()),
+                    dims.0,
+                ));
+            }
+            (clean.to_dtype(x.dtype())? + x)?
+        }
+        None => x,
+    };
     let mut x = arith.load(&x)?;
     let denoise = |arith: &mut A, x: &A::Batch, sigma: f64| -> Result<(Tensor, A::Batch)> {
         let mu = arith.pivot(x, Interpolant::edm(sigma))?;

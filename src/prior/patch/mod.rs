@@ -1,0 +1,23 @@
+//! A photo-internal patch prior for EPS (shared/docs/patch-prior.md): the smoothed empirical
+//! distribution of the photo's own known `p × p` patches. Its denoiser under any diagonal
+//! Gaussian noise is closed form, so EPS with it is exact for that prior with no training, and
+//! the prior carries this photo's grain, colour and texture.
+//!
+//! - [`bank`]: channels-last images and the bank of known windows (with mirror images).
+//! - [`clean`]: the photo's noise level and non-local means, so the bank holds clean patches.
+//! - [`search`]: exact sums over the bank (streamed matrix products) and a PatchMatch
+//!   k-nearest-neighbour field kept across calls.
+//! - [`denoise`]: the denoiser (posterior mean and variance, window-weighted aggregation), as
+//!   both the EPS posterior denoiser and the unconditional one.
+//! - [`pyramid`]: coarse-to-fine fills up to the photo's own resolution.
+
+pub mod bank;
+pub mod clean;
+pub mod denoise;
+pub mod pyramid;
+pub mod search;
+
+pub use bank::{Bank, Entry, Plane, Transforms};
+pub use denoise::{EssRecord, PatchConfig, PatchDenoiser, Search};
+pub use pyramid::{FillOutput, FillStep, Layout, PyramidConfig, fill};
+pub use search::{Field, FieldSearch, Queries};

@@ -1,0 +1,447 @@
+//! Coarse-to-fine EPS fills with the patch prior, up to the photo's own pixels.
+//!
+//! The hole's crop is halved until its long side is about `coarse_side`. At the coarsest level
+//! the EPS sampler runs from pure noise at σmax with that level's patch bank; at every finer
+//! level it starts from the coarser sample, upsampled, with noise `σ_start` added (its missing
+//! detail is smaller than that noise), and runs down to σ = 0 with the finer bank. Each level
+//! is an ordinary EPS run on that level's mask problem (its `y` the area-averaged photo, its
+//! `σ_y` halved per level as averaging four pixels halves independent noise), so the pivot and
+//! the sampler are the product's own. The PatchMatch field of each sample goes down the levels
+//! with it (Qiu, Kutulakos, Lindell 2026; Wexler, Shechtman, Irani 2007).
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+use super::bank::{Bank, Plane, Transforms};
+use super::denoise::{EssRecord, PatchConfig, PatchDenoiser};
+use super::search::Field;
+use crate::inverse::{Mask, Problem};
+use crate::sampler::schedule::EdmSchedule;
+use crate::sampler::{EpsConfig, Flow, StepInfo, eps};
+use crate::{Error, Result};
+
+/// Settings of a coarse-to-fine fill.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PyramidConfig {
+    /// The patch prior at every level.
+    pub patch: PatchConfig,
+    /// The coarsest level's long side is at most this (levels halve until it is).
+    pub coarse_side: usize,
+    /// Most levels (1: the fill at the crop's own size only).
+    pub max_levels: usize,
+    /// The sampler of the coarsest level, from pure noise.
+    pub coarse: EpsConfig,
+    /// The sampler of every finer level; its schedule's `sigma_max` is the starting noise.
+    pub fine: EpsConfig,
+    /// Mirror images in the bank.
+    pub mirror: bool,
+    /// Denoise the bank's source pixels at the photo's estimated noise level first.
+    pub clean_bank: bool,
+    /// Where the coarsest level starts: `None` from pure noise at σmax; `Some(σ)` from the
+    /// layout ([`Layout`]) with noise σ added, sampling from σ down.
+    pub coarse_start: Option<f64>,
+    /// How a finer level's starting image is made from the coarser sample.
+    pub upsampling: Upsampling,
+}
+
+/// How a coarser sample becomes the starting image of the next finer level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsampling {
+    /// Bilinear interpolation: smooth; the finer level has to make all of its detail.
+    Bilinear,
+    /// The coarser level's nearest-neighbour field, moved to the finer level, copies the finer
+    /// versions of the same patches (exemplar EM's upsampling): the texture the coarser sample
+    /// chose comes with its detail.
+    Field,
+}
+
+/// A smooth first guess of the hole at the coarsest level.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// The biharmonic continuation of the hole's surroundings.
+    Biharmonic,
+    /// An image at the crop's own size (`[-1, 1]`), e.g. the network's posterior mean.
+    Image(Plane),
+}
+
+/// The biharmonic fill of a plane's hole, per channel.
+pub fn biharmonic(y: &Plane, hole: &[bool]) -> Plane {
+    let (w, h, c) = (y.width, y.height, y.channels);
+    let mut out = y.clone();
+    for ch in 0..c {
+        let plane: Vec<f64> = (0..w * h).map(|i| f64::from(y.data[i * c + ch])).collect();
+        let solved = crate::inverse::classical::biharmonic_plane(&plane, hole, w, h);
+        for (i, v) in solved.into_iter().enumerate() {
+            out.data[i * c + ch] = v as f32;
+        }
+    }
+    out
+}
+
+/// Area-downscales a plane to `w × h` (pixel blocks averaged with fractional coverage).
+pub fn shrink(src: &Plane, w: usize, h: usize) -> Plane {
+    if (w, h) == (src.width, src.height) {
+        return src.clone();
+    }
+    let rgb = crate::photo::RgbImage {
+        width: src.width,
+        height: src.height,
+        data: src.data.clone(),
+    };
+    let small = crate::restore::resize::area(&rgb, w, h);
+    Plane {
+        width: w,
+        height: h,
+        channels: src.channels,
+        data: small.data,
+    }
+}
+
+impl Default for PyramidConfig {
+    fn default() -> Self {
+        Self {
+            patch: PatchConfig::default(),
+            coarse_side: 64,
+            max_levels: 6,
+            coarse: EpsConfig::default(),
+            fine: EpsConfig {
+                steps: 8,
+                schedule: EdmSchedule {
+                    sigma_max: 0.12,
+                    sigma_min: 0.01,
+                    rho: 3.0,
+                },
+                ..EpsConfig::default()
+            },
+            mirror: true,
+            clean_bank: true,
+            coarse_start: Some(1.0),
+            upsampling: Upsampling::Field,
+        }
+    }
+}
+
+impl PyramidConfig {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        self.patch.validate()?;
+        self.coarse.validate()?;
+        self.fine.validate()?;
+        if self.coarse_side < self.patch.patch || self.max_levels == 0 {
+            return Err(Error::invalid(
+                "pyramid",
+                format!("coarse side {} with {} levels", self.coarse_side, self.max_levels),
+                "the coarsest level must hold a patch, and there must be a level",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One level of the pyramid: the measured crop at that size and its hole.
+#[derive(Debug, Clone)]
+pub struct Level {
+    /// The measurement, `[-1, 1]`, hole pixels 0.
+    pub y: Plane,
+    /// `true` where the pixel is to be filled.
+    pub hole: Vec<bool>,
+    /// The measurement noise at this level.
+    pub sigma_y: f64,
+}
+
+/// The levels for a crop, finest (the crop itself) first.
+pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Vec<Level> {
+    let mut out = vec![Level {
+        y: y.clone(),
+        hole: hole.to_vec(),
+        sigma_y,
+    }];
+    while out.len() < cfg.max_levels {
+        let last = &out[out.len() - 1];
+        let long = last.y.width.max(last.y.height);
+        if long <= cfg.coarse_side {
+            break;
+        }
+        let (w, h) = (last.y.width.div_ceil(2), last.y.height.div_ceil(2));
+        if w.min(h) < cfg.patch.patch * 2 {
+            break;
+        }
+        let next = Level {
+            y: area_half(&last.y, &last.hole),
+            hole: hole_half(&last.hole, last.y.width, last.y.height),
+            sigma_y: last.sigma_y / 2.0,
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Halves a plane by averaging 2×2 blocks of known pixels (a block at an odd edge averages
+/// what it has); blocks with a hole pixel are left at 0 (they are hole pixels at the coarser
+/// level).
+fn area_half(y: &Plane, hole: &[bool]) -> Plane {
+    let (w, h, c) = (y.width.div_ceil(2), y.height.div_ceil(2), y.channels);
+    let mut out = Plane::zeros(w, h, c);
+    for oy in 0..h {
+        for ox in 0..w {
+            let mut acc = vec![0.0_f32; c];
+            let mut n = 0.0_f32;
+            let mut any_hole = false;
+            for sy in 2 * oy..(2 * oy + 2).min(y.height) {
+                for sx in 2 * ox..(2 * ox + 2).min(y.width) {
+                    let i = sy * y.width + sx;
+                    any_hole |= hole[i];
+                    for (ch, a) in acc.iter_mut().enumerate() {
+                        *a += y.data[i * c + ch];
+                    }
+                    n += 1.0;
+                }
+            }
+            if !any_hole {
+                for (ch, a) in acc.iter().enumerate() {
+                    out.data[(oy * w + ox) * c + ch] = a / n;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A coarse pixel is in the hole when any pixel it covers is.
+fn hole_half(hole: &[bool], width: usize, height: usize) -> Vec<bool> {
+    let (w, h) = (width.div_ceil(2), height.div_ceil(2));
+    let mut out = vec![false; w * h];
+    for y in 0..height {
+        for x in 0..width {
+            if hole[y * width + x] {
+                out[(y / 2) * w + x / 2] = true;
+            }
+        }
+    }
+    out
+}
+
+/// Bilinear resampling of a plane to `w × h` (pixel centres aligned).
+pub fn upsample(src: &Plane, w: usize, h: usize) -> Plane {
+    let c = src.channels;
+    let mut out = Plane::zeros(w, h, c);
+    let (sx, sy) = (src.width as f64 / w as f64, src.height as f64 / h as f64);
+    for oy in 0..h {
+        let fy = ((oy as f64 + 0.5) * sy - 0.5).clamp(0.0, (src.height - 1) as f64);
+        let (y0, ty) = (fy.floor() as usize, (fy - fy.floor()) as f32);
+        let y1 = (y0 + 1).min(src.height - 1);
+        for ox in 0..w {
+            let fx = ((ox as f64 + 0.5) * sx - 0.5).clamp(0.0, (src.width - 1) as f64);
+            let (x0, tx) = (fx.floor() as usize, (fx - fx.floor()) as f32);
+            let x1 = (x0 + 1).min(src.width - 1);
+            for ch in 0..c {
+                let v = |x: usize, y: usize| src.data[(y * src.width + x) * c + ch];
+                let top = v(x0, y0) * (1.0 - tx) + v(x1, y0) * tx;
+                let bottom = v(x0, y1) * (1.0 - tx) + v(x1, y1) * tx;
+                out.data[(oy * w + ox) * c + ch] = top * (1.0 - ty) + bottom * ty;
+            }
+        }
+    }
+    out
+}
+
+/// What a fill reports after each sampler step.
+#[derive(Debug)]
+pub struct FillStep<'a> {
+    /// Level being sampled (0 = the crop's own size).
+    pub level: usize,
+    /// Levels in all.
+    pub levels: usize,
+    /// Steps done over all levels.
+    pub step: usize,
+    /// Steps over all levels.
+    pub n_steps: usize,
+    /// The current estimate at this level, `[B, C, h, w]`.
+    pub x0_hat: &'a Tensor,
+}
+
+/// The result of a fill.
+#[derive(Debug, Clone)]
+pub struct FillOutput {
+    /// One sample per seed at the crop's size, `[B, C, H, W]` in `[-1, 1]`.
+    pub samples: Tensor,
+    /// Denoiser calls over all levels.
+    pub calls: usize,
+    /// Per level (0 = finest) and call, the effective-sample-size record.
+    pub ess: Vec<(usize, EssRecord)>,
+    /// Query windows per level.
+    pub queries: Vec<usize>,
+    /// Bank patches per level.
+    pub bank: Vec<usize>,
+}
+
+fn level_seeds(seeds: &[u64], level: usize) -> Vec<u64> {
+    seeds
+        .iter()
+        .map(|s| s ^ (level as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect()
+}
+
+fn level_problem(level: &Level, device: &Device) -> Result<Problem> {
+    let (w, h, c) = (level.y.width, level.y.height, level.y.channels);
+    let observed: Vec<f32> = level
+        .hole
+        .iter()
+        .map(|&f| if f { 0.0 } else { 1.0 })
+        .collect();
+    let mask = Tensor::from_vec(observed, (1, 1, h, w), device)?;
+    let y = Tensor::from_vec(level.y.to_chw(), (1, c, h, w), device)?.broadcast_mul(&mask)?;
+    Problem::new(Arc::new(Mask::new(&mask)?), &y, level.sigma_y, (c, h, w))
+}
+
+/// Noise (in `[-1, 1]` units; half an 8-bit level) below which the bank is used as it is.
+pub const CLEAN_BELOW: f64 = 0.004;
+
+/// The patch denoiser of one level: its bank from the level's known pixels, its queries the
+/// windows touching the hole.
+///
+/// `noise` is the noise level of the level's known pixels: above [`CLEAN_BELOW`] they are
+/// denoised before they become the bank ([`super::clean`]).
+pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<PatchDenoiser> {
+    let source = if cfg.clean_bank && noise > CLEAN_BELOW {
+        super::clean::nl_means(&level.y, &level.hole, noise, 7)
+    } else {
+        level.y.clone()
+    };
+    let bank = Bank::new(
+        &source,
+        &level.hole,
+        cfg.patch.patch,
+        Transforms { mirror: cfg.mirror },
+    )?;
+    PatchDenoiser::new(
+        bank,
+        cfg.patch,
+        (level.y.width, level.y.height),
+        Some(&level.hole),
+    )
+}
+
+/// Fills the hole of `y` (a crop in `[-1, 1]`, hole pixels ignored) coarse to fine, one sample
+/// per seed. `observer` sees every step and may cancel.
+pub fn fill(
+    y: &Plane,
+    hole: &[bool],
+    sigma_y: f64,
+    seeds: &[u64],
+    cfg: &PyramidConfig,
+    layout: &Layout,
+    observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
+) -> Result<FillOutput> {
+    cfg.validate()?;
+    if hole.len() != y.width * y.height {
+        return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
+    }
+    let device = Device::Cpu;
+    let levels = levels(y, hole, sigma_y, cfg);
+    let noise = super::clean::estimate_noise(y, hole);
+    if std::env::var("EPS_PATCH_NOISE").is_ok() {
+        eprintln!("noise estimate {noise:.4}");
+    }
+    let n_levels = levels.len();
+    let n_steps = cfg.coarse.steps + (n_levels - 1) * cfg.fine.steps;
+    let mut done = 0;
+    let mut calls = 0;
+    let mut ess = Vec::new();
+    let mut queries = vec![0; n_levels];
+    let mut bank = vec![0; n_levels];
+    let mut x: Option<Tensor> = None;
+    let mut previous: Option<PatchDenoiser> = None;
+    for (li, level) in levels.iter().enumerate().rev() {
+        let problem = level_problem(level, &device)?;
+        let d = level_denoiser(level, cfg, noise / f64::from(1 << li))?;
+        queries[li] = d.queries().len();
+        bank[li] = d.bank().len();
+        if let Some(prev) = &previous {
+            for slot in 0..seeds.len() {
+                if let Some(f) = prev.field(slot) {
+                    let seed = seeds[slot] ^ li as u64;
+                    d.set_field(
+                        slot,
+                        Field::upsampled(&f, prev.queries(), d.queries(), d.bank(), seed),
+                    );
+                }
+            }
+        }
+        let seeds_l = level_seeds(seeds, li);
+        let mut observe = |info: &StepInfo<'_>| {
+            observer(&FillStep {
+                level: li,
+                levels: n_levels,
+                step: done + info.step,
+                n_steps,
+                x0_hat: info.x0_hat,
+            })
+        };
+        let out = match (&x, cfg.coarse_start) {
+            (None, None) => eps::sample(&d, &problem, &seeds_l, &cfg.coarse, &mut observe)?,
+            (None, Some(sigma)) => {
+                let first = match layout {
+                    Layout::Biharmonic => biharmonic(&level.y, &level.hole),
+                    Layout::Image(img) => shrink(img, level.y.width, level.y.height),
+                };
+                let one = first.to_chw();
+                let (c, w, h) = (first.channels, first.width, first.height);
+                let batch: Vec<f32> = (0..seeds.len()).flat_map(|_| one.iter().copied()).collect();
+                let start = Tensor::from_vec(batch, (seeds.len(), c, h, w), &device)?;
+                let cfg_l = EpsConfig {
+                    schedule: EdmSchedule {
+                        sigma_max: sigma,
+                        ..cfg.coarse.schedule
+                    },
+                    ..cfg.coarse
+                };
+                eps::sample_from(&d, &problem, &start, &seeds_l, &cfg_l, &mut observe)?
+            }
+            (Some(coarse), _) => {
+                let (b, c, ch, cw) = coarse.dims4()?;
+                let (w, h) = (level.y.width, level.y.height);
+                let flat = coarse.flatten_all()?.to_vec1::<f32>()?;
+                let per = c * ch * cw;
+                let mut up = Vec::with_capacity(b * c * w * h);
+                for i in 0..b {
+                    let plane = Plane::from_chw(&flat[i * per..(i + 1) * per], (c, ch, cw));
+                    let smooth = upsample(&plane, w, h);
+                    let start = match (cfg.upsampling, d.field(i)) {
+                        (Upsampling::Field, Some(field)) => d.render(&field, &smooth)?,
+                        _ => smooth,
+                    };
+                    up.extend(start.to_chw());
+                }
+                let start = Tensor::from_vec(up, (b, c, h, w), &device)?;
+                eps::sample_from(&d, &problem, &start, &seeds_l, &cfg.fine, &mut observe)?
+            }
+        };
+        if let Ok(dir) = std::env::var("EPS_PATCH_DUMP") {
+            // TEMPORARY debug dump
+            let (b, c, hh, ww) = out.samples.dims4()?;
+            let flat = out.samples.flatten_all()?.to_vec1::<f32>()?;
+            let per = c * hh * ww;
+            let _ = b;
+            let plane = Plane::from_chw(&flat[..per], (c, hh, ww));
+            let bytes: Vec<u8> = plane.data.iter().map(|v| ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8).collect();
+            let n = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+            let _ = image::save_buffer(format!("{dir}/{n:03}-level{li}.png"), &bytes, ww as u32, hh as u32, image::ExtendedColorType::Rgb8);
+            for r in d.ess_log() { eprintln!("level {li} σ {:.4} ess median {:.2} copying {:.2} exact {}", r.sigma, r.median, r.copying, r.exact); }
+        }
+        done += out.steps;
+        calls += out.nfe;
+        ess.extend(d.ess_log().into_iter().map(|r| (li, r)));
+        x = Some(out.samples);
+        previous = Some(d);
+    }
+    let samples = x.ok_or_else(|| Error::invalid("pyramid", 0, "no level to sample"))?;
+    Ok(FillOutput {
+        samples,
+        calls,
+        ess,
+        queries,
+        bank,
+    })
+}

@@ -1,0 +1,622 @@
+//! The two ways the patch denoiser weighs the bank for a query patch `u` with per-pixel
+//! precisions `λ_j = 1/(s_j² + τ²)`:
+//!
+//! - [`exact_moments`]: every bank patch. The logits `Σ_j λ_j u_j b_ij − ½ Σ_j λ_j b_ij²` of a
+//!   block of queries are one matrix product of `[λ⊙u, −½λ]` with the bank rows `[b_i, b_i²]`;
+//!   the softmax is streamed over bank chunks (running maximum, rescaled sums), so no
+//!   queries × bank matrix is ever held, and a second product with the same rows gives
+//!   `Σ w_i b_i` and `Σ w_i b_i²` at once.
+//! - [`Field`]: a k-nearest-neighbour field found by PatchMatch (Barnes et al. 2009) —
+//!   propagation from the neighbouring queries, random search around the current matches and a
+//!   few draws from the whole bank — under the exact anisotropic distance
+//!   `Σ_j λ_j (u_j − b_ij)²`, kept from one denoiser call to the next, with exact weights over
+//!   its `k` patches. Where the weights are concentrated (low σ) the `k` best patches carry
+//!   nearly all the mass; where they are flat (high σ), the exact sums are used instead.
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use rayon::prelude::*;
+
+use super::bank::{Bank, Entry, Plane};
+use crate::Result;
+
+/// Bank patches per matrix product in [`exact_moments`].
+const BANK_CHUNK: usize = 2048;
+/// Queries per block in [`exact_moments`].
+const QUERY_BLOCK: usize = 1024;
+
+/// Where the queries are: top-left corners of `p × p` windows of a `width × height` image.
+#[derive(Debug, Clone)]
+pub struct Queries {
+    /// Patch side.
+    pub patch: usize,
+    /// Image width.
+    pub width: usize,
+    /// Image height.
+    pub height: usize,
+    /// Top-left corners `(x, y)`, row-major order.
+    pub corners: Vec<(u32, u32)>,
+    /// Per window position (`(W − p + 1) × (H − p + 1)`): the query index, or `u32::MAX`.
+    pub index: Vec<u32>,
+}
+
+impl Queries {
+    /// Every window that holds at least one pixel of `roi` (all windows when `roi` is `None`).
+    pub fn new(width: usize, height: usize, patch: usize, roi: Option<&[bool]>) -> Self {
+        let (cols, rows) = (
+            (width + 1).saturating_sub(patch),
+            (height + 1).saturating_sub(patch),
+        );
+        let touches = match roi {
+            None => vec![true; cols * rows],
+            Some(roi) => super::bank::valid_windows(roi, width, height, patch)
+                .into_iter()
+                .map(|clear| !clear)
+                .collect(),
+        };
+        let mut corners = Vec::new();
+        let mut index = vec![u32::MAX; cols * rows];
+        for y in 0..rows {
+            for x in 0..cols {
+                if touches[y * cols + x] {
+                    index[y * cols + x] = corners.len() as u32;
+                    corners.push((x as u32, y as u32));
+                }
+            }
+        }
+        Self {
+            patch,
+            width,
+            height,
+            corners,
+            index,
+        }
+    }
+
+    /// Number of queries.
+    pub fn len(&self) -> usize {
+        self.corners.len()
+    }
+
+    /// Whether there is no query.
+    pub fn is_empty(&self) -> bool {
+        self.corners.is_empty()
+    }
+
+    fn cols(&self) -> usize {
+        (self.width + 1).saturating_sub(self.patch)
+    }
+
+    /// The query at window position `(x, y)`, if any.
+    #[inline]
+    fn at(&self, x: isize, y: isize) -> Option<usize> {
+        let cols = self.cols() as isize;
+        let rows = (self.height + 1).saturating_sub(self.patch) as isize;
+        if x < 0 || y < 0 || x >= cols || y >= rows {
+            return None;
+        }
+        let i = self.index[(y * cols + x) as usize];
+        (i != u32::MAX).then_some(i as usize)
+    }
+}
+
+/// Per query: `Σ w_i b_i` and `Σ w_i b_i²` over the bank (each `d` values) and the effective
+/// sample size `1/Σ w_i²`.
+#[derive(Debug, Clone)]
+pub struct Moments {
+    /// Values per patch.
+    pub dim: usize,
+    /// `Q × d` weighted means.
+    pub mean: Vec<f32>,
+    /// `Q × d` weighted second moments.
+    pub second: Vec<f32>,
+    /// Per query, `1/Σ w²`.
+    pub ess: Vec<f32>,
+}
+
+impl Moments {
+    pub(crate) fn zeros(q: usize, dim: usize) -> Self {
+        Self {
+            dim,
+            mean: vec![0.0; q * dim],
+            second: vec![0.0; q * dim],
+            ess: vec![0.0; q],
+        }
+    }
+}
+
+/// The bank as the rows `[b_i, b_i ⊙ b_i]` of the matrix products, in chunks.
+#[derive(Debug)]
+pub struct BankMatrix {
+    chunks: Vec<Tensor>,
+}
+
+impl BankMatrix {
+    /// Lays out every bank patch as a row `[b, b²]`.
+    pub fn new(bank: &Bank) -> Result<Self> {
+        let d = bank.dim();
+        let mut chunks = Vec::new();
+        for part in bank.entries.chunks(BANK_CHUNK) {
+            let mut rows = Vec::with_capacity(part.len() * 2 * d);
+            for &e in part {
+                let b = bank.patch_values(e);
+                rows.extend_from_slice(&b);
+                rows.extend(b.iter().map(|v| v * v));
+            }
+            chunks.push(Tensor::from_vec(rows, (part.len(), 2 * d), &Device::Cpu)?);
+        }
+        Ok(Self { chunks })
+    }
+}
+
+/// The query rows `[λ ⊙ u, −½ λ]` of queries `first..first + n`.
+fn query_rows(
+    u: &Plane,
+    lambda: &[f32],
+    queries: &Queries,
+    range: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let (p, c) = (queries.patch, u.channels);
+    let d = p * p * c;
+    let mut out = vec![0.0; range.len() * 2 * d];
+    out.par_chunks_mut(2 * d)
+        .zip(&queries.corners[range])
+        .for_each(|(row, &(qx, qy))| {
+            let (qx, qy) = (qx as usize, qy as usize);
+            let mut k = 0;
+            for dy in 0..p {
+                let ur = u.row(qx, qy, dy, p);
+                let lr = &lambda[(qy + dy) * u.width + qx..][..p];
+                for dx in 0..p {
+                    for ch in 0..c {
+                        row[k] = lr[dx] * ur[dx * c + ch];
+                        row[d + k] = -0.5 * lr[dx];
+                        k += 1;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Weighted moments of the whole bank for every query (the exact sums), and with `top_k`, each
+/// query's `k` highest-weighted bank entries (`Q × k`, best first).
+pub fn exact_moments(
+    u: &Plane,
+    lambda: &[f32],
+    queries: &Queries,
+    bank: &Bank,
+    matrix: &BankMatrix,
+    top_k: Option<usize>,
+) -> Result<(Moments, Option<Vec<Entry>>)> {
+    let d = bank.dim();
+    let q = queries.len();
+    let mut out = Moments::zeros(q, d);
+    let k = top_k.map(|k| k.min(bank.len()).max(1));
+    let mut tops: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, 0); k.unwrap_or(0) * q];
+    let mut start = 0;
+    while start < q {
+        let n = QUERY_BLOCK.min(q - start);
+        let a = Tensor::from_vec(
+            query_rows(u, lambda, queries, start..start + n),
+            (n, 2 * d),
+            &Device::Cpu,
+        )?;
+        let mut max = vec![f32::NEG_INFINITY; n];
+        let mut sum = vec![0.0_f32; n];
+        let mut sum_sq = vec![0.0_f32; n];
+        let mut acc = vec![0.0_f32; n * 2 * d];
+        let mut offset = 0;
+        for chunk in &matrix.chunks {
+            let nc = chunk.dim(0)?;
+            let logits = a.matmul(&chunk.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(k) = k {
+                tops[start * k..(start + n) * k]
+                    .par_chunks_mut(k)
+                    .zip(logits.par_chunks(nc))
+                    .for_each(|(best, row)| {
+                        for (j, &v) in row.iter().enumerate() {
+                            if v > best[k - 1].0 {
+                                let mut i = k - 1;
+                                while i > 0 && best[i - 1].0 < v {
+                                    best[i] = best[i - 1];
+                                    i -= 1;
+                                }
+                                best[i] = (v, (offset + j) as u32);
+                            }
+                        }
+                    });
+            }
+            offset += nc;
+            let mut e = logits;
+            // Per query: rescale what was summed to the new maximum, then exponentiate.
+            let scales: Vec<f32> = e
+                .par_chunks_mut(nc)
+                .zip(max.par_iter_mut())
+                .zip(sum.par_iter_mut().zip(sum_sq.par_iter_mut()))
+                .map(|((row, m), (s, s2))| {
+                    let chunk_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let new_max = m.max(chunk_max);
+                    let scale = if m.is_finite() {
+                        (*m - new_max).exp()
+                    } else {
+                        0.0
+                    };
+                    *m = new_max;
+                    let (mut cs, mut cs2) = (0.0_f32, 0.0_f32);
+                    for v in row.iter_mut() {
+                        *v = (*v - new_max).exp();
+                        cs += *v;
+                        cs2 += *v * *v;
+                    }
+                    *s = *s * scale + cs;
+                    *s2 = *s2 * scale * scale + cs2;
+                    scale
+                })
+                .collect();
+            let w = Tensor::from_vec(e, (n, nc), &Device::Cpu)?;
+            let part = w.matmul(chunk)?.flatten_all()?.to_vec1::<f32>()?;
+            acc.par_chunks_mut(2 * d)
+                .zip(part.par_chunks(2 * d))
+                .zip(scales.par_iter())
+                .for_each(|((a, p), &s)| {
+                    for (x, y) in a.iter_mut().zip(p) {
+                        *x = *x * s + y;
+                    }
+                });
+        }
+        for i in 0..n {
+            let inv = 1.0 / sum[i];
+            let row = &acc[i * 2 * d..(i + 1) * 2 * d];
+            let o = (start + i) * d;
+            for k in 0..d {
+                out.mean[o + k] = row[k] * inv;
+                out.second[o + k] = row[d + k] * inv;
+            }
+            out.ess[start + i] = sum[i] * sum[i] / sum_sq[i];
+        }
+        start += n;
+    }
+    let top = k.map(|_| {
+        tops.iter()
+            .map(|&(_, i)| bank.entries[i as usize])
+            .collect()
+    });
+    Ok((out, top))
+}
+
+/// `Σ_j λ_j (u_j − b_j)²` between the query window at `(qx, qy)` and bank entry `e`, stopping
+/// early (with a value above `bound`) once the partial sum passes `bound`.
+#[inline]
+fn distance(
+    u: &Plane,
+    lambda: &[f32],
+    (qx, qy): (usize, usize),
+    bank: &Bank,
+    e: Entry,
+    bound: f32,
+) -> f32 {
+    let (p, c) = (bank.patch, u.channels);
+    let mut acc = 0.0_f32;
+    for dy in 0..p {
+        let ur = u.row(qx, qy, dy, p);
+        let br = bank.row(e, dy);
+        let lr = &lambda[(qy + dy) * u.width + qx..][..p];
+        let mut row = 0.0_f32;
+        if c == 3 {
+            for ((a, b), l) in ur.chunks_exact(3).zip(br.chunks_exact(3)).zip(lr) {
+                let (d0, d1, d2) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+                row += l * (d0 * d0 + d1 * d1 + d2 * d2);
+            }
+        } else {
+            for ((a, b), l) in ur.chunks_exact(c).zip(br.chunks_exact(c)).zip(lr) {
+                let s: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+                row += l * s;
+            }
+        }
+        acc += row;
+        if acc > bound {
+            return acc;
+        }
+    }
+    acc
+}
+
+/// A k-nearest-neighbour field: for every query, `k` bank entries sorted by distance.
+#[derive(Debug, Clone)]
+pub struct Field {
+    /// Neighbours per query.
+    pub k: usize,
+    /// `Q × k` entries.
+    pub entries: Vec<Entry>,
+    /// `Q × k` distances under the last call's `u` and `λ`.
+    pub dist: Vec<f32>,
+}
+
+/// PatchMatch settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FieldSearch {
+    /// Neighbours kept per query.
+    pub k: usize,
+    /// Propagation and random-search sweeps per denoiser call.
+    pub sweeps: usize,
+    /// Uniform draws from the whole bank per query and sweep.
+    pub random_draws: usize,
+}
+
+impl Default for FieldSearch {
+    fn default() -> Self {
+        Self {
+            k: 16,
+            sweeps: 2,
+            random_draws: 2,
+        }
+    }
+}
+
+/// Rows of window positions per parallel band.
+const BAND_ROWS: usize = 8;
+
+impl Field {
+    /// A field of `k` distinct random entries per query (fewer when the bank is smaller).
+    pub fn random(queries: &Queries, bank: &Bank, k: usize, seed: u64) -> Self {
+        let k = k.min(bank.len()).max(1);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut entries = Vec::with_capacity(queries.len() * k);
+        for _ in 0..queries.len() {
+            let start = entries.len();
+            while entries.len() - start < k {
+                let e = bank.entries[rng.random_range(0..bank.len())];
+                if !entries[start..].contains(&e) || bank.len() <= k {
+                    entries.push(e);
+                }
+            }
+        }
+        Self {
+            k,
+            dist: vec![f32::INFINITY; entries.len()],
+            entries,
+        }
+    }
+
+    /// A field for `queries` from `coarse`, the field of the same bank sources at half the
+    /// resolution: each match moves to twice its position plus the query's own sub-position,
+    /// and an entry that lands outside the finer bank is replaced by a random one.
+    pub fn upsampled(
+        coarse: &Self,
+        coarse_queries: &Queries,
+        queries: &Queries,
+        bank: &Bank,
+        seed: u64,
+    ) -> Self {
+        let mut field = Self::random(queries, bank, coarse.k, seed);
+        let k = field.k;
+        for (qi, &(qx, qy)) in queries.corners.iter().enumerate() {
+            // The coarse window covering the same place (corners scale with the image).
+            let (cx, cy) = ((qx / 2) as isize, (qy / 2) as isize);
+            let Some(ci) = coarse_queries.at(cx, cy).or_else(|| {
+                coarse_queries.at(
+                    cx.min(coarse_queries.cols() as isize - 1),
+                    cy.min((coarse_queries.height + 1).saturating_sub(coarse_queries.patch) as isize - 1),
+                )
+            }) else {
+                continue;
+            };
+            let mut n = 0;
+            for &e in &coarse.entries[ci * coarse.k..(ci + 1) * coarse.k] {
+                let fine = Entry {
+                    source: e.source,
+                    x: (usize::from(e.x) * 2 + (qx % 2) as usize).min(usize::from(u16::MAX)) as u16,
+                    y: (usize::from(e.y) * 2 + (qy % 2) as usize).min(usize::from(u16::MAX)) as u16,
+                };
+                let slot = &mut field.entries[qi * k..(qi + 1) * k];
+                if n < k && bank.is_valid(fine) && !slot[..n].contains(&fine) {
+                    slot[n] = fine;
+                    n += 1;
+                }
+            }
+        }
+        field
+    }
+
+    /// Improves the field for the current `u` and `λ` (`sweeps` rounds of propagation and
+    /// random search, in parallel bands of rows), then returns every query's weighted
+    /// moments over its `k` entries with exact softmax weights.
+    pub fn search_and_weigh(
+        &mut self,
+        u: &Plane,
+        lambda: &[f32],
+        queries: &Queries,
+        bank: &Bank,
+        search: &FieldSearch,
+        seed: u64,
+    ) -> Moments {
+        let k = self.k;
+        // Distances under the new u and λ, sorted.
+        self.entries
+            .par_chunks_mut(k)
+            .zip(self.dist.par_chunks_mut(k))
+            .zip(queries.corners.par_iter())
+            .for_each(|((es, ds), &(qx, qy))| {
+                let q = (qx as usize, qy as usize);
+                for (e, d) in es.iter().zip(ds.iter_mut()) {
+                    *d = distance(u, lambda, q, bank, *e, f32::INFINITY);
+                }
+                sort_pairs(es, ds);
+            });
+        let rows = (queries.height + 1).saturating_sub(queries.patch);
+        let max_radius = bank
+            .sources
+            .iter()
+            .map(|s| s.cols.max(s.rows))
+            .max()
+            .unwrap_or(1) as isize;
+        for sweep in 0..search.sweeps {
+            let forward = sweep % 2 == 0;
+            let snapshot = self.entries.clone();
+            // Queries are in row-major order, so a band of rows is a contiguous range.
+            let bands: Vec<(usize, usize)> = (0..rows.div_ceil(BAND_ROWS))
+                .map(|b| {
+                    let (y0, y1) = (b * BAND_ROWS, ((b + 1) * BAND_ROWS).min(rows));
+                    let first = queries.corners.partition_point(|c| (c.1 as usize) < y0);
+                    let last = queries.corners.partition_point(|c| (c.1 as usize) < y1);
+                    (first, last)
+                })
+                .collect();
+            let mut slices: Vec<(usize, &mut [Entry], &mut [f32])> = Vec::new();
+            {
+                let mut es: &mut [Entry] = &mut self.entries;
+                let mut ds: &mut [f32] = &mut self.dist;
+                let mut at = 0;
+                for &(first, last) in &bands {
+                    let (a, rest) = es.split_at_mut((last - at) * k);
+                    let (b, rest_d) = ds.split_at_mut((last - at) * k);
+                    let skip = (first - at) * k;
+                    slices.push((first, &mut a[skip..], &mut b[skip..]));
+                    es = rest;
+                    ds = rest_d;
+                    at = last;
+                }
+            }
+            slices
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(band, (first, es, ds))| {
+                    let mut rng = StdRng::seed_from_u64(
+                        seed ^ (sweep as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                            ^ (band as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    );
+                    let n = es.len() / k;
+                    let step: isize = if forward { 1 } else { -1 };
+                    for j in 0..n {
+                        let local = if forward { j } else { n - 1 - j };
+                        let qi = first + local;
+                        let (qx, qy) = queries.corners[qi];
+                        let q = (qx as usize, qy as usize);
+                        // Propagation: the neighbours behind in scan order, their matches
+                        // shifted by one (copied first: they may live in this band).
+                        let mut proposals: Vec<Entry> = Vec::with_capacity(2 * k + 16);
+                        for (dx, dy) in [(-step, 0), (0, -step)] {
+                            let Some(ni) = queries.at(qx as isize + dx, qy as isize + dy) else {
+                                continue;
+                            };
+                            let neighbour = if ni >= first && ni < first + n {
+                                &es[(ni - first) * k..(ni - first + 1) * k]
+                            } else {
+                                &snapshot[ni * k..(ni + 1) * k]
+                            };
+                            proposals.extend(neighbour.iter().filter_map(|e| {
+                                let (x, y) = (e.x as isize - dx, e.y as isize - dy);
+                                (x >= 0 && y >= 0).then(|| Entry {
+                                    source: e.source,
+                                    x: x as u16,
+                                    y: y as u16,
+                                })
+                            }));
+                        }
+                        let (mine_e, mine_d) = (
+                            &mut es[local * k..(local + 1) * k],
+                            &mut ds[local * k..(local + 1) * k],
+                        );
+                        let try_entry = |e: Entry, mine_e: &mut [Entry], mine_d: &mut [f32]| {
+                            if !bank.is_valid(e) || mine_e.contains(&e) {
+                                return;
+                            }
+                            let worst = mine_d[k - 1];
+                            let d = distance(u, lambda, q, bank, e, worst);
+                            if d < worst {
+                                insert_sorted(mine_e, mine_d, e, d);
+                            }
+                        };
+                        for e in proposals {
+                            try_entry(e, mine_e, mine_d);
+                        }
+                        // Random search around the best match, halving the radius.
+                        let best = mine_e[0];
+                        let mut radius = max_radius;
+                        while radius >= 1 {
+                            let x = best.x as isize + rng.random_range(-(radius as i64)..=radius as i64) as isize;
+                            let y = best.y as isize + rng.random_range(-(radius as i64)..=radius as i64) as isize;
+                            if x >= 0 && y >= 0 {
+                                let e = Entry {
+                                    source: best.source,
+                                    x: x.min(u16::MAX as isize) as u16,
+                                    y: y.min(u16::MAX as isize) as u16,
+                                };
+                                try_entry(e, mine_e, mine_d);
+                            }
+                            radius /= 2;
+                        }
+                        for _ in 0..search.random_draws {
+                            let e = bank.entries[rng.random_range(0..bank.len())];
+                            try_entry(e, mine_e, mine_d);
+                        }
+                    }
+                });
+        }
+        self.weigh(queries, bank)
+    }
+
+    /// Softmax weights of each query's `k` entries from their distances, and the moments.
+    fn weigh(&self, queries: &Queries, bank: &Bank) -> Moments {
+        let k = self.k;
+        let d = bank.dim();
+        let mut out = Moments::zeros(queries.len(), d);
+        out.mean
+            .par_chunks_mut(d)
+            .zip(out.second.par_chunks_mut(d))
+            .zip(out.ess.par_iter_mut())
+            .enumerate()
+            .for_each(|(qi, ((mean, second), ess))| {
+                let ds = &self.dist[qi * k..(qi + 1) * k];
+                let es = &self.entries[qi * k..(qi + 1) * k];
+                let best = ds.iter().copied().fold(f32::INFINITY, f32::min);
+                let w: Vec<f32> = ds
+                    .iter()
+                    .map(|&dd| if dd.is_finite() { (-0.5 * (dd - best)).exp() } else { 0.0 })
+                    .collect();
+                let total: f32 = w.iter().sum();
+                let mut sq = 0.0;
+                for (&wi, &e) in w.iter().zip(es) {
+                    if wi == 0.0 {
+                        continue;
+                    }
+                    let wn = wi / total;
+                    sq += wn * wn;
+                    let p = bank.patch;
+                    let mut o = 0;
+                    for dy in 0..p {
+                        for &b in bank.row(e, dy) {
+                            mean[o] += wn * b;
+                            second[o] += wn * b * b;
+                            o += 1;
+                        }
+                    }
+                }
+                *ess = 1.0 / sq.max(f32::MIN_POSITIVE);
+            });
+        out
+    }
+}
+
+fn sort_pairs(es: &mut [Entry], ds: &mut [f32]) {
+    let mut pairs: Vec<(f32, Entry)> = ds.iter().copied().zip(es.iter().copied()).collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (i, (d, e)) in pairs.into_iter().enumerate() {
+        ds[i] = d;
+        es[i] = e;
+    }
+}
+
+fn insert_sorted(es: &mut [Entry], ds: &mut [f32], e: Entry, d: f32) {
+    let k = es.len();
+    let mut i = k - 1;
+    while i > 0 && ds[i - 1] > d {
+        ds[i] = ds[i - 1];
+        es[i] = es[i - 1];
+        i -= 1;
+    }
+    ds[i] = d;
+    es[i] = e;
+}

@@ -1,0 +1,148 @@
+//! Inpainting with the photo's own patches: each hole's crop is filled coarse to fine at the
+//! photo's own resolution ([`crate::prior::patch::pyramid`]), and only the hole's pixels are
+//! pasted back.
+
+use candle_core::Tensor;
+
+use super::{Accumulator, Degradation, Progress, Rect, Restoration, Settings, StepCount, plan};
+use crate::photo::{Raster, RgbImage};
+use crate::prior::patch::{Plane, pyramid};
+use crate::sampler::{Flow, Method};
+use crate::{Error, Result};
+
+/// A crop of the photo as a plane in `[-1, 1]`.
+fn crop_plane(y: &dyn Raster, r: Rect) -> Plane {
+    let rgb = y.crop_rgb(r.x, r.y, r.w, r.h);
+    Plane {
+        width: r.w,
+        height: r.h,
+        channels: 3,
+        data: rgb.data.iter().map(|v| v * 2.0 - 1.0).collect(),
+    }
+}
+
+/// Image `b` of `[B, 3, h, w]` in `[-1, 1]` as an image in `[0, 1]` (unclipped).
+fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
+    super::from_tensor(x, b)
+}
+
+/// Restores the holes of `y` with the patch prior.
+pub(super) fn restore(
+    y: &dyn Raster,
+    fill: &[bool],
+    settings: &Settings,
+    method: &Method,
+    seeds: &[u64],
+    observer: &mut dyn FnMut(&Progress<'_>) -> Flow,
+) -> Result<Restoration> {
+    let cfg = match method {
+        Method::Eps(c) => {
+            // The coarsest level runs the EPS sampler asked for, where it was asked for.
+            let mut p = settings.patch;
+            if settings.steps.is_some() {
+                p.coarse.steps = c.steps;
+            }
+            if settings.solver.is_some() || settings.churn.is_some() {
+                p.coarse.solver = c.solver;
+                p.coarse.churn = c.churn;
+            }
+            p
+        }
+        Method::PosteriorMean(_) => settings.patch,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{} does not run on the patch prior",
+                other.name()
+            )));
+        }
+    };
+    let (w, h) = (y.width(), y.height());
+    let regions = plan::inpaint_regions(fill, w, h);
+    let n_regions = regions.len();
+    let degradation = Degradation::Inpaint {
+        fill: Vec::new(),
+    };
+    let mut acc: Vec<Accumulator> = seeds
+        .iter()
+        .map(|_| Accumulator::new(w, h, y, &degradation))
+        .collect();
+    let mut calls = 0;
+    for (index, region) in regions.iter().enumerate() {
+        let plane = crop_plane(y, *region);
+        let hole: Vec<bool> = (region.y..region.bottom())
+            .flat_map(|r| fill[r * w + region.x..r * w + region.right()].iter().copied())
+            .collect();
+        let mut observe = |step: &pyramid::FillStep<'_>| -> Flow {
+            let Ok(img) = image(step.x0_hat, 0) else {
+                return Flow::Continue;
+            };
+            let mut preview = super::resize::bilinear(&img, region.w, region.h);
+            for row in 0..region.h {
+                for col in 0..region.w {
+                    let i = (region.y + row) * w + region.x + col;
+                    if !fill[i] {
+                        let o = (row * region.w + col) * 3;
+                        for c in 0..3 {
+                            preview.data[o + c] = y.value(i * 3 + c);
+                        }
+                    }
+                }
+            }
+            observer(&Progress {
+                at: StepCount {
+                    region: index,
+                    regions: n_regions,
+                    step: step.step,
+                    n_steps: step.n_steps,
+                },
+                rect: *region,
+                preview: &preview,
+            })
+        };
+        let out = pyramid::fill(
+            &plane,
+            &hole,
+            settings.sigma_y,
+            seeds,
+            &cfg,
+            &pyramid::Layout::Biharmonic,
+            &mut observe,
+        )?;
+        crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
+        calls = out.calls;
+        for (b, a) in acc.iter_mut().enumerate() {
+            let patch = image(&out.samples, b)?;
+            // The residual on the observed pixels, RMS over channels.
+            let residual: Vec<f32> = (0..region.w * region.h)
+                .map(|k| {
+                    let i = (region.y + k / region.w) * w + region.x + k % region.w;
+                    let s: f32 = (0..3)
+                        .map(|c| 2.0 * (patch.data[k * 3 + c] - y.value(i * 3 + c)))
+                        .map(|d| d * d)
+                        .sum();
+                    (s / 3.0).sqrt()
+                })
+                .collect();
+            a.add_hole(&patch, &residual, fill, *region);
+        }
+    }
+    let mut samples = Vec::with_capacity(seeds.len());
+    let mut residuals = Vec::with_capacity(seeds.len());
+    for a in acc {
+        let (s, r) = a.finish();
+        samples.push(s);
+        residuals.push(r);
+    }
+    Ok(Restoration {
+        samples,
+        residuals,
+        seeds: seeds.to_vec(),
+        nfe: calls,
+        regions: n_regions,
+        seconds: 0.0,
+        backend: "CPU (patch prior)".into(),
+        notices: Vec::new(),
+        fell_back_to_cpu: false,
+        lpips: Vec::new(),
+    })
+}
