@@ -45,7 +45,8 @@ pub struct DiagnoseArgs {
     #[arg(long, default_value_t = 1)]
     pub masks_per_photo: usize,
     /// Contenders of the fill part (comma-separated: eps, eps-mean, ddnm, pigdm, diffpir, dps,
-    /// biharmonic).
+    /// biharmonic, exemplar; PRIOR:METHOD runs a method on another prior, e.g. patch:eps,
+    /// patch:eps-mean, patch-layout:eps, network-patch:eps).
     #[arg(long, default_value = "eps,eps-mean,ddnm,pigdm,biharmonic")]
     pub fill_methods: String,
     /// Posterior samples per case for EPS.
@@ -124,8 +125,16 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         .map(|m| match m.trim() {
             "biharmonic" => Ok(Contender::Biharmonic),
             "exemplar" => Ok(Contender::Exemplar),
-            "patch-eps" => Ok(Contender::Patch(MethodChoice::Eps, args.samples)),
-            "patch-mean" => Ok(Contender::Patch(MethodChoice::EpsMean, 1)),
+            other if other.contains(':') => {
+                let (p, m) = other.split_once(':').unwrap_or_default();
+                let prior = crate::restore::Prior::parse(p).ok_or_else(|| {
+                    anyhow::anyhow!("unknown prior '{p}'; use network, patch, patch-layout or network-patch")
+                })?;
+                let method = MethodChoice::parse(m)
+                    .ok_or_else(|| anyhow::anyhow!("unknown method '{m}' in '{other}'"))?;
+                let n = if method == MethodChoice::Eps { args.samples } else { 1 };
+                Ok(Contender::OnPrior(prior, method, n))
+            }
             other => MethodChoice::parse(other)
                 .map(|c| {
                     let n = if c == MethodChoice::Eps { args.samples } else { 1 };
@@ -341,7 +350,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 Contender::Method(MethodChoice::Eps | MethodChoice::EpsMean, _)
             );
             let ok = match c {
-                Contender::Biharmonic | Contender::Exemplar | Contender::Patch(..) => true,
+                Contender::Biharmonic | Contender::Exemplar => true,
+                Contender::OnPrior(p, ..) => !p.uses_network() || eps.is_some(),
                 Contender::Method(..) if needs_eps => eps.is_some(),
                 Contender::Method(..) => prior.is_some(),
             };
@@ -372,7 +382,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         let mut columns = vec!["truth".to_string(), "measurement".to_string()];
         for c in &contenders {
             let n = match c {
-                Contender::Method(_, n) | Contender::Patch(_, n) => *n,
+                Contender::Method(_, n) | Contender::OnPrior(_, _, n) => *n,
                 Contender::Biharmonic | Contender::Exemplar => 1,
             };
             for k in 0..n {

@@ -292,9 +292,9 @@ pub struct PatchArgs {
     /// patch's half-width ("inf": a uniform average).
     #[arg(long)]
     pub window: Option<f64>,
-    /// Patch prior: long side of the coarsest pyramid level.
+    /// Patch prior: the pyramid halves until the hole's longer side is at most this.
     #[arg(long)]
-    pub coarse_side: Option<usize>,
+    pub coarse_hole: Option<usize>,
     /// Patch prior: most pyramid levels (1: the crop's own size only).
     #[arg(long)]
     pub levels: Option<usize>,
@@ -346,8 +346,8 @@ impl PatchArgs {
         if let Some(w) = self.window {
             cfg.patch.window = w;
         }
-        if let Some(s) = self.coarse_side {
-            cfg.coarse_side = s;
+        if let Some(s) = self.coarse_hole {
+            cfg.coarse_hole = s;
         }
         if let Some(l) = self.levels {
             cfg.max_levels = l;

@@ -336,8 +336,9 @@ use image::ImageEncoder as _;
 pub enum Contender {
     /// A sampler of the product with this many samples.
     Method(MethodChoice, usize),
-    /// A sampler of the product on the photo's own patches, with this many samples.
-    Patch(MethodChoice, usize),
+    /// A sampler of the product on another prior than the network (the photo's patches, or a
+    /// hybrid), with this many samples.
+    OnPrior(crate::restore::Prior, MethodChoice, usize),
     /// The biharmonic fill (inpainting only).
     Biharmonic,
     /// Exemplar EM completion (inpainting only; [`super::exemplar`]).
@@ -354,12 +355,9 @@ impl Contender {
             }
             Self::Method(MethodChoice::EpsMean, _) => "EPS mean (1 NFE)".into(),
             Self::Method(m, _) => m.label().into(),
-            Self::Patch(MethodChoice::Eps, _) => {
-                let c = suite.eps_config();
-                format!("patch EPS {} @{}", c.name(), c.steps)
-            }
-            Self::Patch(MethodChoice::EpsMean, _) => "patch EPS mean".into(),
-            Self::Patch(m, _) => format!("{} (patch prior)", m.label()),
+            Self::OnPrior(p, MethodChoice::Eps, _) => format!("EPS on {}", p.label()),
+            Self::OnPrior(p, MethodChoice::EpsMean, _) => format!("EPS mean on {}", p.label()),
+            Self::OnPrior(p, m, _) => format!("{} on {}", m.label(), p.label()),
             Self::Biharmonic => "biharmonic fill".into(),
             Self::Exemplar => "exemplar EM (Wexler)".into(),
         }
@@ -520,11 +518,10 @@ pub fn fill_suite(
                         &fill,
                         &super::exemplar::ExemplarConfig::default(),
                     )?],
-                    Contender::Method(m, samples) | Contender::Patch(m, samples) => {
-                        let prior = if matches!(c, Contender::Patch(..)) {
-                            crate::restore::Prior::Patch
-                        } else {
-                            crate::restore::Prior::Network
+                    Contender::Method(m, samples) | Contender::OnPrior(_, m, samples) => {
+                        let prior = match c {
+                            Contender::OnPrior(p, ..) => *p,
+                            _ => crate::restore::Prior::Network,
                         };
                         let settings = Settings {
                             method: m,

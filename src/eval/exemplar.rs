@@ -26,17 +26,17 @@ pub struct ExemplarConfig {
     pub coarse_rounds: usize,
     /// EM rounds at every finer level.
     pub fine_rounds: usize,
-    /// Long side of the coarsest level.
-    pub coarse_side: usize,
+    /// The pyramid halves until the hole's longer side is at most this.
+    pub coarse_hole: usize,
 }
 
 impl Default for ExemplarConfig {
     fn default() -> Self {
         Self {
-            patch: 7,
+            patch: 9,
             coarse_rounds: 20,
             fine_rounds: 8,
-            coarse_side: 64,
+            coarse_hole: 16,
         }
     }
 }
@@ -49,7 +49,8 @@ pub fn exemplar_fill(y: &RgbImage, fill: &[bool], cfg: &ExemplarConfig) -> Resul
         return Err(Error::shape("fill mask", w * h, fill.len()));
     }
     let mut out = y.clone();
-    for r in plan::inpaint_regions(fill, w, h) {
+    let margin = PyramidConfig::default();
+    for r in plan::inpaint_regions_with(fill, w, h, |a, b| margin.context_margin(a, b)) {
         let rgb = y.crop_rgb(r.x, r.y, r.w, r.h);
         let plane = Plane {
             width: r.w,
@@ -78,7 +79,7 @@ pub fn exemplar_fill(y: &RgbImage, fill: &[bool], cfg: &ExemplarConfig) -> Resul
 
 fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
     let pcfg = PyramidConfig {
-        coarse_side: cfg.coarse_side,
+        coarse_hole: cfg.coarse_hole,
         patch: PatchConfig {
             patch: cfg.patch,
             // τ = 0 and one neighbour: each window takes its best match whole.
@@ -141,7 +142,14 @@ fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
         {
             d.set_field(
                 0,
-                Field::upsampled(&f, prev.queries(), d.queries(), d.bank(), li as u64),
+                Field::upsampled(
+                    &f,
+                    prev.queries(),
+                    prev.bank(),
+                    d.queries(),
+                    d.bank(),
+                    li as u64,
+                ),
             );
         }
         let flat = vec![1.0_f32; level.y.width * level.y.height];

@@ -73,21 +73,27 @@ pub enum Prior {
     #[default]
     Network,
     /// The photo's own patches (inpainting only; training-free), coarse to fine up to the
-    /// photo's resolution ([`crate::prior::patch`]).
+    /// photo's resolution ([`crate::prior::patch`]), from the biharmonic layout.
     Patch,
+    /// The patches, with the network's one-call posterior mean as the coarse layout.
+    PatchOnNetworkMean,
+    /// The network at the coarsest level above [`crate::prior::patch::PyramidConfig::switch_sigma`],
+    /// the patches below it and at every finer level.
+    NetworkThenPatch,
 }
 
 impl Prior {
     /// Every prior, default first.
-    pub const ALL: [Self; 2] = [Self::Network, Self::Patch];
+    pub const ALL: [Self; 4] = [
+        Self::Network,
+        Self::Patch,
+        Self::PatchOnNetworkMean,
+        Self::NetworkThenPatch,
+    ];
 
-    /// Parses `network` or `patch`.
+    /// Parses `network`, `patch`, `patch-layout` or `network-patch`.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "network" => Self::Network,
-            "patch" => Self::Patch,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|p| p.name() == s)
     }
 
     /// The name on the command line.
@@ -95,6 +101,8 @@ impl Prior {
         match self {
             Self::Network => "network",
             Self::Patch => "patch",
+            Self::PatchOnNetworkMean => "patch-layout",
+            Self::NetworkThenPatch => "network-patch",
         }
     }
 
@@ -103,7 +111,22 @@ impl Prior {
         match self {
             Self::Network => "trained network",
             Self::Patch => "photo's own patches",
+            Self::PatchOnNetworkMean => "patches on the network's layout",
+            Self::NetworkThenPatch => "network, then patches",
         }
+    }
+
+    /// Whether the prior uses the photo's patches (inpainting only).
+    pub fn uses_patches(self) -> bool {
+        self != Self::Network
+    }
+
+    /// Whether the prior needs the EPS network.
+    pub fn uses_network(self) -> bool {
+        matches!(
+            self,
+            Self::Network | Self::PatchOnNetworkMean | Self::NetworkThenPatch
+        )
     }
 }
 
@@ -635,11 +658,11 @@ fn restore_on(
     let (settings, floor_note) = settings.checked()?;
     let settings = &settings;
     let method = settings.sampler_method(degradation);
-    if settings.prior == Prior::Patch
+    if settings.prior.uses_patches()
         && let Degradation::Inpaint { fill } = degradation
         && method.needs_posterior_denoiser()
     {
-        let mut out = patch_fill::restore(y, fill, settings, &method, seeds, observer)?;
+        let mut out = patch_fill::restore(models, y, fill, settings, &method, seeds, observer)?;
         out.notices.splice(0..0, floor_note);
         out.seconds = started.elapsed().as_secs_f64();
         return Ok(out);

@@ -4,10 +4,13 @@
 
 use candle_core::Tensor;
 
-use super::{Accumulator, Degradation, Progress, Rect, Restoration, Settings, StepCount, plan};
+use super::{
+    Accumulator, Degradation, Models, Prior, Progress, Rect, Restoration, Settings, StepCount,
+    plan,
+};
 use crate::photo::{Raster, RgbImage};
 use crate::prior::patch::{Plane, pyramid};
-use crate::sampler::{Flow, Method};
+use crate::sampler::{Flow, Method, PosteriorDenoiser, PosteriorMeanConfig};
 use crate::{Error, Result};
 
 /// A crop of the photo as a plane in `[-1, 1]`.
@@ -28,6 +31,7 @@ fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
 
 /// Restores the holes of `y` with the patch prior.
 pub(super) fn restore(
+    models: &Models,
     y: &dyn Raster,
     fill: &[bool],
     settings: &Settings,
@@ -56,8 +60,18 @@ pub(super) fn restore(
             )));
         }
     };
+    let network = if settings.prior.uses_network() {
+        Some(models.eps().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} prior needs the EPS network, which is not loaded",
+                settings.prior.name()
+            ))
+        })?)
+    } else {
+        None
+    };
     let (w, h) = (y.width(), y.height());
-    let regions = plan::inpaint_regions(fill, w, h);
+    let regions = plan::inpaint_regions_with(fill, w, h, |a, b| cfg.context_margin(a, b));
     let n_regions = regions.len();
     let degradation = Degradation::Inpaint {
         fill: Vec::new(),
@@ -99,13 +113,33 @@ pub(super) fn restore(
                 preview: &preview,
             })
         };
+        let guide = match (settings.prior, network) {
+            (Prior::PatchOnNetworkMean, Some(net)) => pyramid::Guide {
+                layout: pyramid::Layout::Image(network_mean(net, y, fill, settings, *region)?),
+                above: None,
+            },
+            (Prior::NetworkThenPatch, Some(net)) => pyramid::Guide {
+                layout: pyramid::Layout::Biharmonic,
+                above: Some((net as &dyn PosteriorDenoiser, cfg.switch_sigma)),
+            },
+            _ => pyramid::Guide::patches(),
+        };
+        let cfg = if settings.prior == Prior::NetworkThenPatch {
+            // The network makes the layout from pure noise.
+            pyramid::PyramidConfig {
+                coarse_start: None,
+                ..cfg
+            }
+        } else {
+            cfg
+        };
         let out = pyramid::fill(
             &plane,
             &hole,
             settings.sigma_y,
             seeds,
             &cfg,
-            &pyramid::Layout::Biharmonic,
+            &guide,
             &mut observe,
         )?;
         crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
@@ -144,5 +178,34 @@ pub(super) fn restore(
         notices: Vec::new(),
         fell_back_to_cpu: false,
         lpips: Vec::new(),
+    })
+}
+
+/// The EPS network's one-call posterior mean over `region`, at the crop's own size in `[-1, 1]`.
+fn network_mean(
+    net: &crate::denoiser::Network,
+    y: &dyn Raster,
+    fill: &[bool],
+    settings: &Settings,
+    region: Rect,
+) -> Result<Plane> {
+    let degradation = Degradation::Inpaint {
+        fill: fill.to_vec(),
+    };
+    let device = candle_core::Device::Cpu;
+    let job = super::build_job(y, &degradation, settings, region, &device)?;
+    let out = crate::sampler::eps::posterior_mean(
+        net,
+        &job.problem,
+        &[0],
+        &PosteriorMeanConfig::default(),
+        &mut crate::sampler::ignore_progress,
+    )?;
+    let img = super::working_to_output(&out.samples, 0, &job)?;
+    Ok(Plane {
+        width: img.width,
+        height: img.height,
+        channels: 3,
+        data: img.data.iter().map(|v| v * 2.0 - 1.0).collect(),
     })
 }

@@ -116,9 +116,19 @@ pub fn context_margin(w: usize, h: usize) -> usize {
 /// Crops for inpainting: one per mask component with its context margin; crops that overlap are
 /// merged so no pixel is filled twice.
 pub fn inpaint_regions(fill: &[bool], width: usize, height: usize) -> Vec<Rect> {
+    inpaint_regions_with(fill, width, height, context_margin)
+}
+
+/// [`inpaint_regions`] with another context margin for a component of size `w × h`.
+pub fn inpaint_regions_with(
+    fill: &[bool],
+    width: usize,
+    height: usize,
+    margin: impl Fn(usize, usize) -> usize,
+) -> Vec<Rect> {
     let mut regions: Vec<Rect> = components(fill, width, height)
         .into_iter()
-        .map(|c| expand(c, context_margin(c.w, c.h), width, height))
+        .map(|c| expand(c, margin(c.w, c.h), width, height))
         .collect();
     loop {
         let mut merged = false;

@@ -123,6 +123,8 @@ pub struct Source {
     pub cols: usize,
     /// Valid positions down.
     pub rows: usize,
+    /// Whether the image is the mirror image of the photo (columns reversed).
+    pub mirrored: bool,
 }
 
 impl Source {
@@ -196,6 +198,7 @@ impl Bank {
                 valid: valid.clone(),
                 cols,
                 rows,
+                mirrored: false,
             });
             if transforms.mirror {
                 // Position x of the mirror is position cols − 1 − x of the image.
@@ -207,6 +210,7 @@ impl Bank {
                     valid: mirrored,
                     cols,
                     rows,
+                    mirrored: true,
                 });
             }
         }

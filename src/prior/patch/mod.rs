@@ -19,5 +19,5 @@ pub mod search;
 
 pub use bank::{Bank, Entry, Plane, Transforms};
 pub use denoise::{EssRecord, PatchConfig, PatchDenoiser, Search};
-pub use pyramid::{FillOutput, FillStep, Layout, PyramidConfig, fill};
+pub use pyramid::{FillOutput, FillStep, Guide, Layout, PyramidConfig, fill};
 pub use search::{Field, FieldSearch, Queries};

@@ -18,7 +18,7 @@ use super::denoise::{EssRecord, PatchConfig, PatchDenoiser};
 use super::search::Field;
 use crate::inverse::{Mask, Problem};
 use crate::sampler::schedule::EdmSchedule;
-use crate::sampler::{EpsConfig, Flow, StepInfo, eps};
+use crate::sampler::{EpsConfig, Flow, PosteriorDenoiser, StepInfo, eps};
 use crate::{Error, Result};
 
 /// Settings of a coarse-to-fine fill.
@@ -26,8 +26,10 @@ use crate::{Error, Result};
 pub struct PyramidConfig {
     /// The patch prior at every level.
     pub patch: PatchConfig,
-    /// The coarsest level's long side is at most this (levels halve until it is).
-    pub coarse_side: usize,
+    /// Levels halve until the hole's longer side is at most this many pixels (or a coarser
+    /// level would have too few windows of known pixels): the scale at which the layout is
+    /// made.
+    pub coarse_hole: usize,
     /// Most levels (1: the fill at the crop's own size only).
     pub max_levels: usize,
     /// The sampler of the coarsest level, from pure noise.
@@ -43,6 +45,19 @@ pub struct PyramidConfig {
     pub coarse_start: Option<f64>,
     /// How a finer level's starting image is made from the coarser sample.
     pub upsampling: Upsampling,
+    /// With a network guide ([`Guide::above`]), the noise level below which the patches take
+    /// over the coarsest level.
+    pub switch_sigma: f64,
+    /// Context around a hole, as a fraction of its longer side (at least 16 pixels): the
+    /// bank's source.
+    pub context: f64,
+}
+
+impl PyramidConfig {
+    /// The context margin around a hole of `w × h` pixels.
+    pub fn context_margin(&self, w: usize, h: usize) -> usize {
+        ((w.max(h) as f64 * self.context).round() as usize).max(16)
+    }
 }
 
 /// How a coarser sample becomes the starting image of the next finer level.
@@ -54,6 +69,43 @@ pub enum Upsampling {
     /// versions of the same patches (exemplar EM's upsampling): the texture the coarser sample
     /// chose comes with its detail.
     Field,
+}
+
+/// What guides the coarsest level besides the patches.
+#[derive(Clone)]
+pub struct Guide<'a> {
+    /// The first guess the coarsest level starts from (with [`PyramidConfig::coarse_start`]).
+    pub layout: Layout,
+    /// Another posterior denoiser (the EPS network) that denoises the coarsest level at noise
+    /// levels above the given σ, the patches below it.
+    pub above: Option<(&'a dyn PosteriorDenoiser, f64)>,
+}
+
+impl Guide<'_> {
+    /// The patches alone, from the biharmonic layout.
+    pub fn patches() -> Self {
+        Self {
+            layout: Layout::Biharmonic,
+            above: None,
+        }
+    }
+}
+
+/// The network above a noise level, the patches below.
+struct Switch<'a> {
+    high: &'a dyn PosteriorDenoiser,
+    low: &'a PatchDenoiser,
+    sigma: f64,
+}
+
+impl PosteriorDenoiser for Switch<'_> {
+    fn denoise(&self, mu: &Tensor, problem: &Problem, sigma: f64) -> Result<Tensor> {
+        if sigma > self.sigma {
+            self.high.denoise(mu, problem, sigma)
+        } else {
+            PosteriorDenoiser::denoise(self.low, mu, problem, sigma)
+        }
+    }
 }
 
 /// A smooth first guess of the hole at the coarsest level.
@@ -102,7 +154,7 @@ impl Default for PyramidConfig {
     fn default() -> Self {
         Self {
             patch: PatchConfig::default(),
-            coarse_side: 64,
+            coarse_hole: std::env::var("EPS_CH").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
             max_levels: 6,
             coarse: EpsConfig::default(),
             fine: EpsConfig {
@@ -118,6 +170,8 @@ impl Default for PyramidConfig {
             clean_bank: true,
             coarse_start: Some(1.0),
             upsampling: Upsampling::Field,
+            switch_sigma: 0.5,
+            context: std::env::var("EPS_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0),
         }
     }
 }
@@ -128,11 +182,11 @@ impl PyramidConfig {
         self.patch.validate()?;
         self.coarse.validate()?;
         self.fine.validate()?;
-        if self.coarse_side < self.patch.patch || self.max_levels == 0 {
+        if self.max_levels == 0 {
             return Err(Error::invalid(
-                "pyramid",
-                format!("coarse side {} with {} levels", self.coarse_side, self.max_levels),
-                "the coarsest level must hold a patch, and there must be a level",
+                "pyramid levels",
+                self.max_levels,
+                "there must be at least one level",
             ));
         }
         Ok(())
@@ -159,22 +213,52 @@ pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Ve
     }];
     while out.len() < cfg.max_levels {
         let last = &out[out.len() - 1];
-        let long = last.y.width.max(last.y.height);
-        if long <= cfg.coarse_side {
+        let (hole_w, hole_h) = hole_extent(&last.hole, last.y.width);
+        if hole_w.max(hole_h) <= cfg.coarse_hole {
             break;
         }
         let (w, h) = (last.y.width.div_ceil(2), last.y.height.div_ceil(2));
         if w.min(h) < cfg.patch.patch * 2 {
             break;
         }
+        let next_hole = hole_half(&last.hole, last.y.width, last.y.height);
+        // A level needs windows of known pixels to copy from.
+        let windows = super::bank::valid_windows(&next_hole, w, h, cfg.patch.patch)
+            .into_iter()
+            .filter(|&v| v)
+            .count();
+        if windows < MIN_WINDOWS {
+            break;
+        }
         let next = Level {
             y: area_half(&last.y, &last.hole),
-            hole: hole_half(&last.hole, last.y.width, last.y.height),
+            hole: next_hole,
             sigma_y: last.sigma_y / 2.0,
         };
         out.push(next);
     }
     out
+}
+
+/// Fewest windows of known pixels a level's bank may have: fewer and the pyramid stops at the
+/// finer level, where there are more.
+pub const MIN_WINDOWS: usize = 64;
+
+/// Width and height of the bounding box of a hole (0 × 0 when empty).
+pub fn hole_extent(hole: &[bool], width: usize) -> (usize, usize) {
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, _) in hole.iter().enumerate().filter(|(_, h)| **h) {
+        let (x, y) = (i % width, i / width);
+        x0 = x0.min(x);
+        y0 = y0.min(y);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 == usize::MAX {
+        (0, 0)
+    } else {
+        (x1 - x0 + 1, y1 - y0 + 1)
+    }
 }
 
 /// Halves a plane by averaging 2×2 blocks of known pixels (a block at an odd edge averages
@@ -331,7 +415,7 @@ pub fn fill(
     sigma_y: f64,
     seeds: &[u64],
     cfg: &PyramidConfig,
-    layout: &Layout,
+    guide: &Guide<'_>,
     observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
 ) -> Result<FillOutput> {
     cfg.validate()?;
@@ -364,7 +448,14 @@ pub fn fill(
                     let seed = seeds[slot] ^ li as u64;
                     d.set_field(
                         slot,
-                        Field::upsampled(&f, prev.queries(), d.queries(), d.bank(), seed),
+                        Field::upsampled(
+                            &f,
+                            prev.queries(),
+                            prev.bank(),
+                            d.queries(),
+                            d.bank(),
+                            seed,
+                        ),
                     );
                 }
             }
@@ -379,10 +470,19 @@ pub fn fill(
                 x0_hat: info.x0_hat,
             })
         };
+        let switch = guide.above.map(|(high, sigma)| Switch {
+            high,
+            low: &d,
+            sigma,
+        });
+        let coarse: &dyn PosteriorDenoiser = match &switch {
+            Some(s) => s,
+            None => &d,
+        };
         let out = match (&x, cfg.coarse_start) {
-            (None, None) => eps::sample(&d, &problem, &seeds_l, &cfg.coarse, &mut observe)?,
+            (None, None) => eps::sample(coarse, &problem, &seeds_l, &cfg.coarse, &mut observe)?,
             (None, Some(sigma)) => {
-                let first = match layout {
+                let first = match &guide.layout {
                     Layout::Biharmonic => biharmonic(&level.y, &level.hole),
                     Layout::Image(img) => shrink(img, level.y.width, level.y.height),
                 };
@@ -397,7 +497,7 @@ pub fn fill(
                     },
                     ..cfg.coarse
                 };
-                eps::sample_from(&d, &problem, &start, &seeds_l, &cfg_l, &mut observe)?
+                eps::sample_from(coarse, &problem, &start, &seeds_l, &cfg_l, &mut observe)?
             }
             (Some(coarse), _) => {
                 let (b, c, ch, cw) = coarse.dims4()?;

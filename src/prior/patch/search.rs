@@ -381,34 +381,61 @@ impl Field {
     }
 
     /// A field for `queries` from `coarse`, the field of the same bank sources at half the
-    /// resolution: each match moves to twice its position plus the query's own sub-position,
-    /// and an entry that lands outside the finer bank is replaced by a random one.
+    /// resolution (the patch size may differ): each match moves to the finer copy of the same
+    /// place — window centres doubled, plus the query's own sub-position, mirrored where the
+    /// source is a mirror image — and an entry that lands outside the finer bank is replaced by
+    /// a random one.
     pub fn upsampled(
         coarse: &Self,
         coarse_queries: &Queries,
+        coarse_bank: &Bank,
         queries: &Queries,
         bank: &Bank,
         seed: u64,
     ) -> Self {
         let mut field = Self::random(queries, bank, coarse.k, seed);
         let k = field.k;
+        let (rc, rf) = ((coarse_queries.patch / 2) as isize, (queries.patch / 2) as isize);
+        let ccols = coarse_queries.cols() as isize;
+        let crows = (coarse_queries.height + 1).saturating_sub(coarse_queries.patch) as isize;
         for (qi, &(qx, qy)) in queries.corners.iter().enumerate() {
-            // The coarse window covering the same place (corners scale with the image).
-            let (cx, cy) = ((qx / 2) as isize, (qy / 2) as isize);
-            let Some(ci) = coarse_queries.at(cx, cy).or_else(|| {
-                coarse_queries.at(
-                    cx.min(coarse_queries.cols() as isize - 1),
-                    cy.min((coarse_queries.height + 1).saturating_sub(coarse_queries.patch) as isize - 1),
-                )
-            }) else {
+            // The query's centre, and the coarse window centred over the same place.
+            let (fx, fy) = (qx as isize + rf, qy as isize + rf);
+            let (sx, sy) = (fx % 2, fy % 2);
+            let (cx, cy) = (
+                (fx / 2 - rc).clamp(0, (ccols - 1).max(0)),
+                (fy / 2 - rc).clamp(0, (crows - 1).max(0)),
+            );
+            let Some(ci) = coarse_queries.at(cx, cy) else {
                 continue;
             };
             let mut n = 0;
             for &e in &coarse.entries[ci * coarse.k..(ci + 1) * coarse.k] {
+                let (Some(src_c), Some(src_f)) = (
+                    coarse_bank.sources.get(usize::from(e.source)),
+                    bank.sources.get(usize::from(e.source)),
+                ) else {
+                    continue;
+                };
+                // Centre of the match in the photo's own (unmirrored) columns.
+                let (wc, wf) = (src_c.image.width as isize, src_f.image.width as isize);
+                let centre_x = e.x as isize + rc;
+                let fine_x = if src_c.mirrored {
+                    let photo_x = wc - 1 - centre_x;
+                    let fine_photo_x = 2 * photo_x + (1 - sx);
+                    wf - 1 - fine_photo_x
+                } else {
+                    2 * centre_x + sx
+                };
+                let fine_y = 2 * (e.y as isize + rc) + sy;
+                let (x, y) = (fine_x - rf, fine_y - rf);
+                if x < 0 || y < 0 {
+                    continue;
+                }
                 let fine = Entry {
                     source: e.source,
-                    x: (usize::from(e.x) * 2 + (qx % 2) as usize).min(usize::from(u16::MAX)) as u16,
-                    y: (usize::from(e.y) * 2 + (qy % 2) as usize).min(usize::from(u16::MAX)) as u16,
+                    x: x.min(u16::MAX as isize) as u16,
+                    y: y.min(u16::MAX as isize) as u16,
                 };
                 let slot = &mut field.entries[qi * k..(qi + 1) * k];
                 if n < k && bank.is_valid(fine) && !slot[..n].contains(&fine) {
