@@ -228,3 +228,30 @@ fn baselines_run_on_the_same_harness_and_are_reported() {
         }
     }
 }
+
+/// The patch prior on an image the size of one patch is a Gaussian mixture with a closed-form
+/// posterior: EPS with the patch denoiser reaches the MMD floor of two exact sample sets (the
+/// 40-step ODE sampler, as on the other mixtures).
+#[test]
+fn eps_on_the_patch_prior_reaches_the_floor() {
+    let cfg = CheckConfig {
+        samples: 500,
+        runs: 3,
+        ..CheckConfig::default()
+    };
+    let (name, floor, rows) =
+        eps_studio::eval::posterior_check::patch_prior_check(&cfg, &mut |_| {}).unwrap();
+    let ode = &rows[0];
+    assert!(
+        ode.mmd2 <= 1.5 * floor,
+        "{name}: {} MMD² {:.2e} against a floor of {floor:.2e}",
+        ode.method,
+        ode.mmd2
+    );
+    assert!(
+        (0.8..1.25).contains(&ode.variance_ratio),
+        "{}: variance ratio {}",
+        ode.method,
+        ode.variance_ratio
+    );
+}

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use crate::eval::posterior_check::{CheckConfig, CheckOperator, run_check};
+use crate::eval::posterior_check::{CheckConfig, CheckOperator, patch_prior_check, run_check};
 
 /// Arguments of `eps-studio check-posterior`.
 #[derive(clap::Args, Debug)]
@@ -67,7 +67,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
         "exact-posterior check: {}×{} images, {} components, {} runs × {} samples per method, σ_y = {}",
         args.size, args.size, args.components, args.runs, args.samples, args.sigma_y
     );
-    let report = run_check(&cfg, &mut |row| {
+    let mut on_row = |row: &crate::eval::posterior_check::CheckRow| {
         eprintln!(
             "  {:<28} {:<26} NFE {:>4}  MMD² {:>10.2e}  mean err {:.4}  var ratio {:.3}  {:.2} s",
             row.operator,
@@ -78,8 +78,14 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
             row.variance_ratio,
             row.seconds
         );
-    })
-    .context("the exact-posterior check failed")?;
+    };
+    let mut report = run_check(&cfg, &mut on_row).context("the exact-posterior check failed")?;
+    if args.operators.is_empty() || args.operators.contains(&CheckOperator::RandomMask) {
+        report.operators.push(
+            patch_prior_check(&cfg, &mut on_row)
+                .context("the exact-posterior check of the patch prior failed")?,
+        );
+    }
     println!("{}", report.to_markdown());
     Ok(())
 }

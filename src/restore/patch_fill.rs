@@ -24,6 +24,13 @@ fn crop_plane(y: &dyn Raster, r: Rect) -> Plane {
     }
 }
 
+/// The part of the fill mask (`width` wide) inside `r`.
+fn region_hole(fill: &[bool], width: usize, r: Rect) -> Vec<bool> {
+    (r.y..r.bottom())
+        .flat_map(|row| fill[row * width + r.x..row * width + r.right()].iter().copied())
+        .collect()
+}
+
 /// Image `b` of `[B, 3, h, w]` in `[-1, 1]` as an image in `[0, 1]` (unclipped).
 fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
     super::from_tensor(x, b)
@@ -52,7 +59,7 @@ pub(super) fn restore(
             }
             p
         }
-        Method::PosteriorMean(_) => settings.patch,
+        Method::PosteriorMean(_) => settings.patch.for_mean(),
         other => {
             return Err(Error::Unsupported(format!(
                 "{} does not run on the patch prior",
@@ -72,6 +79,28 @@ pub(super) fn restore(
     };
     let (w, h) = (y.width(), y.height());
     let regions = plan::inpaint_regions_with(fill, w, h, |a, b| cfg.context_margin(a, b));
+    // Every hole needs known windows to copy from: checked before any work.
+    for region in &regions {
+        let hole = region_hole(fill, w, *region);
+        let p = cfg.patch.patch;
+        let windows = crate::prior::patch::bank::valid_windows(&hole, region.w, region.h, p)
+            .into_iter()
+            .filter(|&v| v)
+            .count();
+        if windows < pyramid::MIN_WINDOWS {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "{}×{} region at ({}, {})",
+                    region.w, region.h, region.x, region.y
+                ),
+                format!(
+                    "leaves {windows} windows of {p}×{p} known pixels around the hole, and the patch prior copies from at least {}; paint a smaller mask, or choose the network prior",
+                    pyramid::MIN_WINDOWS
+                ),
+            ));
+        }
+    }
     let n_regions = regions.len();
     let degradation = Degradation::Inpaint {
         fill: Vec::new(),
@@ -83,9 +112,7 @@ pub(super) fn restore(
     let mut calls = 0;
     for (index, region) in regions.iter().enumerate() {
         let plane = crop_plane(y, *region);
-        let hole: Vec<bool> = (region.y..region.bottom())
-            .flat_map(|r| fill[r * w + region.x..r * w + region.right()].iter().copied())
-            .collect();
+        let hole = region_hole(fill, w, *region);
         let mut observe = |step: &pyramid::FillStep<'_>| -> Flow {
             let Ok(img) = image(step.x0_hat, 0) else {
                 return Flow::Continue;
@@ -133,11 +160,29 @@ pub(super) fn restore(
         } else {
             cfg
         };
+        // The mean is the average of `mean_draws` quick samples per seed.
+        let draws = if matches!(method, Method::PosteriorMean(_)) {
+            cfg.mean_draws.max(1)
+        } else {
+            1
+        };
+        let run_seeds: Vec<u64> = seeds
+            .iter()
+            .flat_map(|&s| {
+                (0..draws as u64).map(move |k| {
+                    if draws == 1 {
+                        s
+                    } else {
+                        s.wrapping_mul(0x9E37_79B9).wrapping_add(k) ^ 0x6D65_616E
+                    }
+                })
+            })
+            .collect();
         let out = pyramid::fill(
             &plane,
             &hole,
             settings.sigma_y,
-            seeds,
+            &run_seeds,
             &cfg,
             &guide,
             &mut observe,
@@ -145,7 +190,16 @@ pub(super) fn restore(
         crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
         calls = out.calls;
         for (b, a) in acc.iter_mut().enumerate() {
-            let patch = image(&out.samples, b)?;
+            let mut patch = image(&out.samples, b * draws)?;
+            for k in 1..draws {
+                let more = image(&out.samples, b * draws + k)?;
+                for (p, m) in patch.data.iter_mut().zip(&more.data) {
+                    *p += m;
+                }
+            }
+            for p in &mut patch.data {
+                *p /= draws as f32;
+            }
             // The residual on the observed pixels, RMS over channels.
             let residual: Vec<f32> = (0..region.w * region.h)
                 .map(|k| {

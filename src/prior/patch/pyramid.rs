@@ -51,9 +51,23 @@ pub struct PyramidConfig {
     /// Context around a hole, as a fraction of its longer side (at least 16 pixels): the
     /// bank's source.
     pub context: f64,
+    /// Quick samples averaged into the posterior mean ([`Self::for_mean`]).
+    pub mean_draws: usize,
 }
 
 impl PyramidConfig {
+    /// The quick sampler whose draws are averaged into the posterior mean: fewer steps at the
+    /// coarsest level, and one short step per finer level from a low noise level (the finer
+    /// levels mostly copy the finer versions of the coarse matches).
+    pub fn for_mean(&self) -> Self {
+        let steps = |v: &str, d: usize| std::env::var(v).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let mut out = *self;
+        out.coarse.steps = steps("EPS_MCS", 6).min(self.coarse.steps);
+        out.fine.steps = steps("EPS_MFS", 2).min(self.fine.steps);
+        out.fine.schedule.sigma_max = self.fine.schedule.sigma_max.min(0.05);
+        out
+    }
+
     /// The context margin around a hole of `w × h` pixels.
     pub fn context_margin(&self, w: usize, h: usize) -> usize {
         ((w.max(h) as f64 * self.context).round() as usize).max(16)
@@ -172,6 +186,7 @@ impl Default for PyramidConfig {
             upsampling: Upsampling::Field,
             switch_sigma: 0.5,
             context: std::env::var("EPS_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0),
+            mean_draws: std::env::var("EPS_MD").ok().and_then(|v| v.parse().ok()).unwrap_or(4),
         }
     }
 }

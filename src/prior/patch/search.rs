@@ -359,16 +359,21 @@ impl Default for FieldSearch {
 const BAND_ROWS: usize = 8;
 
 impl Field {
-    /// A field of `k` distinct random entries per query (fewer when the bank is smaller).
+    /// A field of `k` distinct random entries per query (the whole bank when it has no more
+    /// than `k`).
     pub fn random(queries: &Queries, bank: &Bank, k: usize, seed: u64) -> Self {
         let k = k.min(bank.len()).max(1);
         let mut rng = StdRng::seed_from_u64(seed);
         let mut entries = Vec::with_capacity(queries.len() * k);
         for _ in 0..queries.len() {
+            if k == bank.len() {
+                entries.extend_from_slice(&bank.entries);
+                continue;
+            }
             let start = entries.len();
             while entries.len() - start < k {
                 let e = bank.entries[rng.random_range(0..bank.len())];
-                if !entries[start..].contains(&e) || bank.len() <= k {
+                if !entries[start..].contains(&e) {
                     entries.push(e);
                 }
             }

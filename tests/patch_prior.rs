@@ -1,0 +1,501 @@
+//! The photo-internal patch prior: its denoiser against a brute-force computation and against
+//! the exact Gaussian-mixture posterior it must equal on a one-patch image, the bank's
+//! exclusion of hole pixels, the nearest-neighbour field, and fills through the restoration
+//! path (unmasked pixels bit-exact, seeded, diverse, bad masks refused clearly).
+#![allow(clippy::unwrap_used)]
+
+use eps_studio::eval::posterior_check::PatchCheck;
+use eps_studio::photo::{Raster, RgbImage};
+use eps_studio::prior::patch::search::{Field, FieldSearch, Queries};
+use eps_studio::prior::patch::{
+    Bank, PatchConfig, PatchDenoiser, Plane, PyramidConfig, Search, Transforms,
+};
+use eps_studio::restore::{self, Degradation, Models, Prior, Settings};
+use eps_studio::sampler::Flow;
+use nalgebra::{DMatrix, DVector};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+/// A smooth random colour image with some texture, in `[-1, 1]`.
+fn texture(w: usize, h: usize, seed: u64) -> Plane {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let f: Vec<f64> = (0..9).map(|_| rng.random::<f64>()).collect();
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let (x, y, c) = (x as f64, y as f64, c as f64);
+                let v = 0.5 * (f[0] * 1.3 * x + f[1] * 0.7 * y + c).sin()
+                    + 0.3 * (f[2] * 2.1 * x - f[3] * 1.7 * y + f[4] * c).cos()
+                    + 0.1 * (rng.random::<f64>() - 0.5);
+                data.push(v as f32);
+            }
+        }
+    }
+    Plane::from_data(w, h, 3, data).unwrap()
+}
+
+/// A blob-shaped hole.
+fn blob(w: usize, h: usize, (cx, cy): (f64, f64), r: f64) -> Vec<bool> {
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as f64, (i / w) as f64);
+            (x - cx).powi(2) + 0.6 * (y - cy).powi(2) <= r * r
+        })
+        .collect()
+}
+
+/// The denoiser written out directly from its formulas, in f64, over every bank patch.
+fn brute_force(
+    u: &Plane,
+    s2: &[f32],
+    bank: &Bank,
+    roi: &[bool],
+    p: usize,
+    tau: f64,
+    window: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (w, h, c) = (u.width, u.height, u.channels);
+    let r = (p / 2) as f64;
+    let sw = window * r.max(0.5);
+    let om = |dy: usize, dx: usize| -> f64 {
+        let (a, b) = (dy as f64 - r, dx as f64 - r);
+        (-(a * a + b * b) / (2.0 * sw * sw)).exp().max(1e-4)
+    };
+    let mut num = vec![0.0; w * h * c];
+    let mut sq = vec![0.0; w * h * c];
+    let mut den = vec![0.0; w * h];
+    for qy in 0..=h - p {
+        for qx in 0..=w - p {
+            let touches = (0..p).any(|dy| (0..p).any(|dx| roi[(qy + dy) * w + qx + dx]));
+            if !touches {
+                continue;
+            }
+            let lam = |dy: usize, dx: usize| {
+                1.0 / (f64::from(s2[(qy + dy) * w + qx + dx]) + tau * tau)
+            };
+            let uv = |dy: usize, dx: usize, ch: usize| {
+                f64::from(u.data[((qy + dy) * w + qx + dx) * c + ch])
+            };
+            let logits: Vec<f64> = bank
+                .entries
+                .iter()
+                .map(|&e| {
+                    let b = bank.patch_values(e);
+                    let mut l = 0.0;
+                    for dy in 0..p {
+                        for dx in 0..p {
+                            for ch in 0..c {
+                                let bv = f64::from(b[(dy * p + dx) * c + ch]);
+                                l += lam(dy, dx) * (uv(dy, dx, ch) * bv - 0.5 * bv * bv);
+                            }
+                        }
+                    }
+                    l
+                })
+                .collect();
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let mut m = vec![0.0; p * p * c];
+            let mut m2 = vec![0.0; p * p * c];
+            for (&e, wt) in bank.entries.iter().zip(&weights) {
+                for (k, &bv) in bank.patch_values(e).iter().enumerate() {
+                    m[k] += wt / total * f64::from(bv);
+                    m2[k] += wt / total * f64::from(bv) * f64::from(bv);
+                }
+            }
+            for dy in 0..p {
+                for dx in 0..p {
+                    let pix = (qy + dy) * w + qx + dx;
+                    let s = f64::from(s2[pix]);
+                    let g = tau * tau / (tau * tau + s);
+                    den[pix] += om(dy, dx);
+                    for ch in 0..c {
+                        let k = (dy * p + dx) * c + ch;
+                        let est = m[k] + g * (uv(dy, dx, ch) - m[k]);
+                        let var = (1.0 - g).powi(2) * (m2[k] - m[k] * m[k]) + g * s;
+                        num[pix * c + ch] += om(dy, dx) * est;
+                        sq[pix * c + ch] += om(dy, dx) * (var + est * est);
+                    }
+                }
+            }
+        }
+    }
+    let mut mean: Vec<f64> = u.data.iter().map(|&v| f64::from(v)).collect();
+    let mut variance: Vec<f64> = s2.iter().map(|&v| f64::from(v)).collect();
+    for pix in 0..w * h {
+        if den[pix] > 0.0 {
+            let mut v = 0.0;
+            for ch in 0..c {
+                let mu = num[pix * c + ch] / den[pix];
+                mean[pix * c + ch] = mu;
+                v += sq[pix * c + ch] / den[pix] - mu * mu;
+            }
+            variance[pix] = v / c as f64;
+        }
+    }
+    (mean, variance)
+}
+
+/// Every search the denoiser has — the streamed exact sums, and a field that holds the whole
+/// bank — gives the formulas' posterior mean and variance, aggregation included.
+#[test]
+fn the_denoiser_equals_a_brute_force_computation() {
+    let (w, h, p) = (15, 12, 3);
+    let y = texture(w, h, 1);
+    let hole = blob(w, h, (7.0, 6.0), 3.0);
+    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let n = bank.len();
+    assert!(n > 20, "{n}");
+    let mut rng = StdRng::seed_from_u64(3);
+    for sigma in [2.0_f64, 0.3, 0.05] {
+        let s2: Vec<f32> = hole
+            .iter()
+            .map(|&f| if f { (sigma * sigma) as f32 } else { 0.0025 })
+            .collect();
+        let mut u = y.clone();
+        for (i, v) in u.data.iter_mut().enumerate() {
+            *v += (f64::from(s2[i / 3]).sqrt() * (rng.random::<f64>() - 0.5) * 3.4) as f32;
+        }
+        for (tau, window) in [(0.05, 0.6), (0.02, f64::INFINITY)] {
+            let (want_mean, want_var) = brute_force(&u, &s2, &bank, &hole, p, tau, window);
+            for search in [
+                Search::Exact,
+                Search::Field(FieldSearch {
+                    k: n,
+                    sweeps: 1,
+                    random_draws: 0,
+                }),
+            ] {
+                let cfg = PatchConfig {
+                    patch: p,
+                    tau,
+                    tau_per_sigma: 0.0,
+                    window,
+                    search,
+                };
+                let d = PatchDenoiser::new(bank.clone(), cfg, (w, h), Some(&hole)).unwrap();
+                let est = d.estimate(&u, &s2, sigma, 0).unwrap();
+                let dm = est
+                    .mean
+                    .data
+                    .iter()
+                    .zip(&want_mean)
+                    .fold(0.0_f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                let dv = est
+                    .variance
+                    .iter()
+                    .zip(&want_var)
+                    .fold(0.0_f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                assert!(
+                    dm < 2e-4 && dv < 2e-4,
+                    "σ {sigma} τ {tau} {search:?}: mean off by {dm}, variance by {dv}"
+                );
+            }
+        }
+    }
+}
+
+/// On an image the size of one patch the prior is a Gaussian mixture (means: the bank's
+/// windows, covariance τ² I), and the denoiser must be its exact posterior mean under any
+/// diagonal noise.
+#[test]
+fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
+    let check = PatchCheck::new(3, 5, 10, 0.15, 7).unwrap();
+    let (c, p) = (3, 5);
+    let mut rng = StdRng::seed_from_u64(11);
+    for sigma in [5.0_f64, 0.5, 0.05] {
+        let s2: Vec<f32> = (0..p * p)
+            .map(|_| if rng.random::<f64>() < 0.6 { (sigma * sigma) as f32 } else { 0.0025 })
+            .collect();
+        let u_hwc: Vec<f32> = (0..p * p * c)
+            .map(|_| (rng.random::<f64>() * 1.6 - 0.8) as f32)
+            .collect();
+        let u = Plane::from_data(p, p, c, u_hwc.clone()).unwrap();
+        let est = check.denoiser.estimate(&u, &s2, sigma, 0).unwrap();
+        // The mixture works on (channel, row, column) columns.
+        let chw = |v: &[f32]| -> DVector<f64> {
+            DVector::from_fn(c * p * p, |i, _| {
+                f64::from(v[(i % (p * p)) * c + i / (p * p)])
+            })
+        };
+        let cov = DMatrix::from_fn(c * p * p, c * p * p, |i, j| {
+            if i == j {
+                f64::from(s2[i % (p * p)])
+            } else {
+                0.0
+            }
+        });
+        let u_col = DMatrix::from_column_slice(c * p * p, 1, chw(&u_hwc).as_slice());
+        let exact = check.mixture.denoise_with_covariance(&u_col, &cov).unwrap();
+        let ours = chw(&est.mean.data);
+        let err = (0..c * p * p).fold(0.0_f64, |m, i| m.max((ours[i] - exact[(i, 0)]).abs()));
+        assert!(err < 1e-4, "σ {sigma}: {err}");
+    }
+}
+
+/// No bank window holds a pixel of the hole (or a query over the hole would find itself),
+/// mirrored windows included, and every window of known pixels is there.
+#[test]
+fn no_bank_window_holds_a_hole_pixel() {
+    let (w, h, p) = (23, 17, 5);
+    let y = texture(w, h, 4);
+    let hole = blob(w, h, (9.0, 8.0), 4.5);
+    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let mut expected = 0;
+    for by in 0..=h - p {
+        for bx in 0..=w - p {
+            if (0..p).all(|dy| (0..p).all(|dx| !hole[(by + dy) * w + bx + dx])) {
+                expected += 1;
+            }
+        }
+    }
+    assert_eq!(bank.len(), 2 * expected);
+    for &e in &bank.entries {
+        let src = &bank.sources[usize::from(e.source)];
+        for dy in 0..p {
+            for dx in 0..p {
+                let x = usize::from(e.x) + dx;
+                let photo_x = if src.mirrored { w - 1 - x } else { x };
+                let pix = (usize::from(e.y) + dy) * w + photo_x;
+                assert!(!hole[pix], "{e:?} holds hole pixel {pix}");
+                // The window shows the photo's own pixels there.
+                let got = &src.image.row(usize::from(e.x), usize::from(e.y), dy, p)[dx * 3..dx * 3 + 3];
+                assert_eq!(got, &y.data[pix * 3..pix * 3 + 3]);
+            }
+        }
+    }
+}
+
+fn distance(u: &Plane, q: (u32, u32), bank: &Bank, e: eps_studio::prior::patch::Entry) -> f32 {
+    let p = bank.patch;
+    let b = bank.patch_values(e);
+    let mut d = 0.0;
+    for dy in 0..p {
+        let ur = u.row(q.0 as usize, q.1 as usize, dy, p);
+        for (k, v) in ur.iter().enumerate() {
+            d += (v - b[dy * p * 3 + k]).powi(2);
+        }
+    }
+    d
+}
+
+/// PatchMatch finds the nearest window for nearly every query, from random matches, in a few
+/// calls (propagation and random search, the field kept between calls).
+#[test]
+fn the_field_finds_the_nearest_windows() {
+    let (w, h, p) = (48, 40, 5);
+    let y = texture(w, h, 9);
+    let hole = blob(w, h, (24.0, 20.0), 9.0);
+    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let queries = Queries::new(w, h, p, Some(&hole));
+    let mut u = y.clone();
+    let mut rng = StdRng::seed_from_u64(5);
+    for v in &mut u.data {
+        *v += ((rng.random::<f64>() - 0.5) * 0.05) as f32;
+    }
+    let lambda = vec![1.0_f32; w * h];
+    let search = FieldSearch::default();
+    let mut field = Field::random(&queries, &bank, search.k, 1);
+    for call in 0..6 {
+        field.search_and_weigh(&u, &lambda, &queries, &bank, &search, call);
+    }
+    let (mut exact, mut close) = (0, 0);
+    for (qi, &q) in queries.corners.iter().enumerate() {
+        let all: Vec<f32> = bank
+            .entries
+            .iter()
+            .map(|&e| distance(&u, q, &bank, e))
+            .collect();
+        let best = all.iter().copied().fold(f32::INFINITY, f32::min);
+        let typical = all.iter().sum::<f32>() / all.len() as f32;
+        let ours = distance(&u, q, &bank, field.entries[qi * field.k]);
+        exact += usize::from(ours <= best * 1.0001 + 1e-6);
+        // Close: within 2% of the way from the nearest window to a typical one.
+        close += usize::from(ours <= best + 0.02 * (typical - best));
+    }
+    let (exact, close) = (
+        exact as f64 / queries.len() as f64,
+        close as f64 / queries.len() as f64,
+    );
+    assert!(
+        exact > 0.75 && close > 0.95,
+        "the field holds the nearest window for {exact:.3} of the queries, a close one for {close:.3}"
+    );
+}
+
+/// A coarse match moves to the finer copy of the same place: its centre doubled (plus the
+/// query's own half-pixel), in the photo's own columns for mirrored sources too.
+#[test]
+fn the_coarse_field_moves_to_the_same_places() {
+    let (w, h) = (64, 48);
+    let fine = texture(w, h, 2);
+    let hole = blob(w, h, (32.0, 24.0), 8.0);
+    let mut cfg = PyramidConfig {
+        coarse_hole: 4,
+        ..PyramidConfig::default()
+    };
+    cfg.patch.patch = 5;
+    let levels = eps_studio::prior::patch::pyramid::levels(&fine, &hole, 0.05, &cfg);
+    assert!(levels.len() >= 2);
+    let (f, c) = (&levels[0], &levels[1]);
+    let p = 5;
+    let t = Transforms { mirror: true };
+    let (fb, cb) = (
+        Bank::new(&f.y, &f.hole, p, t).unwrap(),
+        Bank::new(&c.y, &c.hole, p, t).unwrap(),
+    );
+    let (fq, cq) = (
+        Queries::new(f.y.width, f.y.height, p, Some(&f.hole)),
+        Queries::new(c.y.width, c.y.height, p, Some(&c.hole)),
+    );
+    let coarse = Field::random(&cq, &cb, 4, 3);
+    let up = Field::upsampled(&coarse, &cq, &cb, &fq, &fb, 0);
+    let r = (p / 2) as isize;
+    let photo_centre = |bank: &Bank, e: eps_studio::prior::patch::Entry| {
+        let s = &bank.sources[usize::from(e.source)];
+        let x = e.x as isize + r;
+        let x = if s.mirrored { s.image.width as isize - 1 - x } else { x };
+        (x, e.y as isize + r)
+    };
+    let mut checked = 0;
+    for (qi, &(qx, qy)) in fq.corners.iter().enumerate() {
+        let (fx, fy) = (qx as isize + r, qy as isize + r);
+        let (cx, cy) = (fx / 2 - r, fy / 2 - r);
+        let Some(ci) = cq
+            .corners
+            .iter()
+            .position(|&(x, y)| (x as isize, y as isize) == (cx, cy))
+        else {
+            continue;
+        };
+        let e = up.entries[qi * up.k];
+        let ce = coarse.entries[ci * coarse.k];
+        if !fb.is_valid(e) || e.source != ce.source {
+            continue;
+        }
+        let (px, py) = photo_centre(&cb, ce);
+        let (gx, gy) = photo_centre(&fb, e);
+        if (gx - 2 * px, gy - 2 * py) != (0, 0)
+            && (gx - 2 * px, gy - 2 * py) != (1, 0)
+            && (gx - 2 * px, gy - 2 * py) != (0, 1)
+            && (gx - 2 * px, gy - 2 * py) != (1, 1)
+        {
+            panic!("coarse centre {px},{py} went to {gx},{gy}");
+        }
+        // The query's own half-pixel picks which of the four.
+        let (dx, dy) = (gx - 2 * px, gy - 2 * py);
+        assert_eq!(dy, fy % 2);
+        let mirrored = cb.sources[usize::from(ce.source)].mirrored;
+        assert_eq!(dx, if mirrored { 1 - fx % 2 } else { fx % 2 });
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked}");
+}
+
+/// A photo-like texture with random structure (leaves, gravel): its posterior in a hole is
+/// wide, so samples must differ.
+fn photo(w: usize, h: usize, seed: u64) -> RgbImage {
+    let mut t = texture(w, h, seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 99);
+    let blobs: Vec<(f64, f64, f64, f32)> = (0..w * h / 30)
+        .map(|_| {
+            (
+                rng.random::<f64>() * w as f64,
+                rng.random::<f64>() * h as f64,
+                1.0 + 2.5 * rng.random::<f64>(),
+                (rng.random::<f32>() - 0.5) * 0.8,
+            )
+        })
+        .collect();
+    for (i, px) in t.data.chunks_mut(3).enumerate() {
+        let (x, y) = ((i % w) as f64, (i / w) as f64);
+        for &(bx, by, r, v) in &blobs {
+            if (x - bx).powi(2) + (y - by).powi(2) <= r * r {
+                for c in px.iter_mut() {
+                    *c = (*c + v).clamp(-1.0, 1.0);
+                }
+            }
+        }
+    }
+    RgbImage::from_data(w, h, t.data.iter().map(|v| (v + 1.0) * 0.5).collect()).unwrap()
+}
+
+fn patch_settings() -> Settings {
+    Settings {
+        prior: Prior::Patch,
+        ..Settings::default()
+    }
+}
+
+fn fill_with(
+    y: &RgbImage,
+    fill: &[bool],
+    seeds: &[u64],
+) -> eps_studio::Result<restore::Restoration> {
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    restore::restore(
+        &models,
+        None,
+        y,
+        &Degradation::Inpaint {
+            fill: fill.to_vec(),
+        },
+        &patch_settings(),
+        seeds,
+        &mut |_| Flow::Continue,
+    )
+}
+
+/// Through the restoration path: every unmasked pixel is the photo's own, bit for bit; the
+/// samples differ from each other inside the hole; a seed gives the same sample alone or in a
+/// batch; no network is needed.
+#[test]
+fn patch_fills_keep_the_photo_and_differ_by_seed() {
+    let (w, h) = (96, 72);
+    let y = photo(w, h, 12);
+    let fill = blob(w, h, (48.0, 36.0), 12.0);
+    let out = fill_with(&y, &fill, &[4, 5]).unwrap();
+    assert_eq!(out.samples.len(), 2);
+    for s in &out.samples {
+        for i in 0..w * h {
+            if !fill[i] {
+                for c in 0..3 {
+                    assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
+                }
+            }
+        }
+    }
+    let (a, b) = (out.samples[0].rgb(), out.samples[1].rgb());
+    let spread = eps_studio::eval::diagnose::pairwise_hole_distance(&[a.into_owned(), b.into_owned()], &fill);
+    assert!(spread > 0.005, "samples do not differ: {spread}");
+    let alone = fill_with(&y, &fill, &[5]).unwrap();
+    assert_eq!(alone.samples[0].rgb().data, out.samples[1].rgb().data);
+    for s in &out.samples {
+        assert!(s.all_finite());
+    }
+}
+
+/// A mask that leaves too little known context for a bank is refused before any work with a
+/// message that says what to do; nothing panics and nothing is NaN.
+#[test]
+fn too_little_context_is_refused_clearly() {
+    // 98% of the photo masked.
+    let (w, h) = (120, 90);
+    let y = photo(w, h, 3);
+    let fill: Vec<bool> = (0..w * h).map(|i| (i % w) > 2 && (i / w) > 1).collect();
+    let e = fill_with(&y, &fill, &[0]).expect_err("98% masked").to_string();
+    assert!(e.contains("patch") && e.contains("smaller mask"), "{e}");
+    // A tiny photo whose hole touches every border.
+    let (w, h) = (10, 9);
+    let y = photo(w, h, 4);
+    let fill: Vec<bool> = (0..w * h)
+        .map(|i| {
+            let (x, yy) = (i % w, i / w);
+            x == 0 || yy == 0 || x == w - 1 || yy == h - 1 || (x + yy) % 3 == 0
+        })
+        .collect();
+    let e = fill_with(&y, &fill, &[0]).expect_err("tiny photo").to_string();
+    assert!(e.contains("patch") && e.contains("smaller mask"), "{e}");
+}
