@@ -13,7 +13,7 @@ use rand::SeedableRng as _;
 
 use crate::denoiser::{Conditioning, ModelFile, Network, UNetConfig};
 use crate::eval::holes::{hole_scores, object_mask};
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::noise::SeededNoise;
 use crate::photo::{Raster as _, RgbImage};
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};

@@ -443,7 +443,7 @@ fn snapshot_of_a_finished_restoration() {
     let mut h = harness(options(dir.path(), Some(photo_path.clone())));
     h.step();
     // The app's own sampler at its own step count (the test harness uses fewer elsewhere).
-    h.state_mut().settings.steps = eps_studio::eval::restoration::MethodChoice::Eps.default_steps();
+    h.state_mut().settings.steps = eps_studio::restore::MethodChoice::Eps.default_steps();
     h.state_mut().settings.brush_radius = 5.0;
     drag(&mut h, &[(30.0, 20.0), (60.0, 40.0)]);
     h.get_by_label("Restore").click();

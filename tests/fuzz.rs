@@ -10,7 +10,7 @@ use candle_core::Device;
 #[cfg(feature = "gui")]
 use eps_studio::app::AppSettings;
 use eps_studio::denoiser::ModelFile;
-use eps_studio::eval::restoration::MethodChoice;
+use eps_studio::restore::MethodChoice;
 use eps_studio::restore::{BlurSpec, Degradation, Settings};
 use eps_studio::{limits, photo};
 use proptest::prelude::*;

@@ -16,7 +16,7 @@ use common::*;
 use eps_studio::Error;
 use eps_studio::backend::gpu::{AdapterPolicy, GpuArithmetic, GpuContext, SHADERS};
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
-use eps_studio::eval::restoration::MethodChoice;
+use eps_studio::restore::MethodChoice;
 use eps_studio::inverse::{
     AvgPoolSr, Blur, CgOperator, CgSettings, Interpolant, Kernel, LinearOperator, Problem,
 };

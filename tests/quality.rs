@@ -10,7 +10,7 @@
 
 use eps_studio::eval::holes::{hole_scores, object_mask};
 use eps_studio::eval::reference::{best_wiener, bicubic_upsample, biharmonic_fill};
-use eps_studio::eval::restoration::MethodChoice;
+use eps_studio::restore::MethodChoice;
 use eps_studio::photo::RgbImage;
 use eps_studio::restore::{self, BlurSpec, Degradation, Models, Settings};
 use eps_studio::sampler::Flow;

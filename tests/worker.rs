@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use eps_studio::backend::BackendChoice;
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
-use eps_studio::eval::restoration::MethodChoice;
+use eps_studio::restore::MethodChoice;
 use eps_studio::photo::RgbImage;
 use eps_studio::restore::{Degradation, Models, Settings};
 use eps_studio::worker::{Command, Job, JobKind, Update, Worker};

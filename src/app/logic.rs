@@ -13,7 +13,7 @@ use super::{
     DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Problem, Results, Running,
     SampleView, SaveChoice, Shown, ViewMode,
 };
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::photo::{self, Photo, Pixels, Raster, RgbImage, SaveFormat, SaveImage};
 use crate::restore::{self, Degradation, resize};
 use crate::worker::{Command, Job, JobKind, Update};

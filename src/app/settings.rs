@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::backend::BackendChoice;
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::restore::{BlurSpec, Degradation, Settings};
 
 /// The kind of problem being solved.

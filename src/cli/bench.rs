@@ -48,7 +48,11 @@ pub struct BenchArgs {
     /// 150-pixel hole, for 1, 2 and 4 samples, against the 1 GB target (Linux).
     #[arg(long)]
     pub memory: bool,
-    /// Photo pack for `--train` (synthetic photos when absent).
+    /// Instead of the step costs: the patch prior's fills (a 256-pixel crop's sample and
+    /// preview, cost against hole and photo size, a 24-megapixel photo's time and peak memory).
+    #[arg(long)]
+    pub patch: bool,
+    /// Photo pack for `--train` and `--patch` (synthetic photos when absent).
     #[arg(long, default_value = "data/photos.pack")]
     pub data: PathBuf,
     /// Mask size `WIDTHxHEIGHT` for `--mask`.
@@ -99,6 +103,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.memory {
         return memory_report(args);
+    }
+    if args.patch {
+        return super::bench_patch::patch_report(args);
     }
     use crate::eval::bench::{forward_time, model_size, restoration_time, step_costs};
     use crate::inverse::TaskSpec;
@@ -235,7 +242,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     write_report(args, "Benchmarks", &report)
 }
 
-fn write_report(args: &BenchArgs, title: &str, report: &str) -> anyhow::Result<()> {
+pub(super) fn write_report(args: &BenchArgs, title: &str, report: &str) -> anyhow::Result<()> {
     println!("{report}");
     if let Some(out) = &args.out {
         let command: Vec<String> = std::env::args().collect();
@@ -377,6 +384,7 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
             format: "same".into(),
             quality: 92,
             backend: crate::backend::BackendChoice::Cpu,
+            patch: super::PatchArgs::default(),
         })?;
         let peak = status("VmHWM:").unwrap_or(0);
         let fill = crate::photo::load_mask(&mask, w, h)?;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use candle_core::Device;
 
 use crate::eval::diagnose::{self as dg, Contender};
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::photo::RgbImage;
 use crate::restore::{Degradation, Models};
 use crate::train::data::{PhotoSet, Split, grid_crops};

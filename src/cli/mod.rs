@@ -2,6 +2,7 @@
 //! `anyhow` errors with context here, at the edge.
 
 pub mod bench;
+mod bench_patch;
 pub mod check;
 pub mod data;
 pub mod diagnose;
@@ -371,7 +372,7 @@ impl PatchArgs {
                 *s = Search::Auto {
                     field: field(self.neighbours),
                     exact_above: 2.0,
-                    exact_budget: 20_000_000,
+                    exact_budget: 2_000_000,
                 };
             }
             (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),

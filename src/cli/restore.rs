@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::backend::{BackendChoice, Compute};
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::noise::consecutive_seeds;
 use crate::photo::{self, Raster, SaveFormat, SaveImage};
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
@@ -74,6 +74,9 @@ pub struct RestoreArgs {
     /// cuda.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// The patch prior's settings.
+    #[command(flatten)]
+    pub patch: super::PatchArgs,
 }
 
 /// Runs `eps-studio restore`.
@@ -108,7 +111,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         sigma_y: args.sigma_y,
         work_side: args.work_side,
         prior,
-        ..Settings::default()
+        patch: args.patch.config()?,
     }
     .checked()?;
     if let Some(note) = floor_note {
@@ -173,35 +176,62 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         .map_or(&*input.pixels as &dyn Raster, |s| &s.y);
     let truth: Option<&photo::RgbImage> = simulated.as_ref().map(|s| &s.truth);
 
-    let folder = Models::locate(args.weights.as_deref())?;
-    let (compute, notes) = Compute::select(args.backend);
+    let method = settings.sampler_method(&degradation);
+    // The patch prior fills holes with no network (unless a hybrid asks for it).
+    let patches_only = settings.prior.uses_patches()
+        && !settings.prior.uses_network()
+        && matches!(degradation, Degradation::Inpaint { .. })
+        && method.needs_posterior_denoiser();
+    let (compute, notes) = if patches_only {
+        (Compute::cpu(), Vec::new())
+    } else {
+        Compute::select(args.backend)
+    };
     for note in notes {
         eprintln!("note: {note}");
     }
-    let models = Models::load(&folder, compute.device())
-        .with_context(|| format!("loading the networks from {}", folder.display()))?;
+    let models = if patches_only {
+        Models::new(None, None, candle_core::Device::Cpu)
+    } else {
+        let folder = Models::locate(args.weights.as_deref())?;
+        Models::load(&folder, compute.device())
+            .with_context(|| format!("loading the networks from {}", folder.display()))?
+    };
     let seeds = consecutive_seeds(args.seed, args.samples);
-    let duration = models
-        .seconds_per_megapixel()
-        .map(|rate| {
-            format!(
-                ", about {}",
-                restore::human_duration(estimate.seconds(rate))
-            )
-        })
-        .unwrap_or_default();
-    eprintln!(
-        "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB{duration}",
-        settings.sampler_method(&degradation).name(),
-        y.width(),
-        y.height(),
-        degradation.label(),
-        seeds.len(),
-        compute.label(),
-        estimate.regions,
-        estimate.network_calls,
-        estimate.bytes as f64 / 1e9
-    );
+    if patches_only {
+        eprintln!(
+            "{} on the photo's own patches, {}×{} ({}), {} sample(s): {} region(s), about {:.2} GB",
+            method.name(),
+            y.width(),
+            y.height(),
+            degradation.label(),
+            seeds.len(),
+            estimate.regions,
+            estimate.bytes as f64 / 1e9
+        );
+    } else {
+        let duration = models
+            .seconds_per_megapixel()
+            .map(|rate| {
+                format!(
+                    ", about {}",
+                    restore::human_duration(estimate.seconds(rate))
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "{} on {}×{} ({}), {} sample(s), backend {}: {} region(s), {} network calls, about {:.2} GB{duration}",
+            method.name(),
+            y.width(),
+            y.height(),
+            degradation.label(),
+            seeds.len(),
+            compute.label(),
+            estimate.regions,
+            estimate.network_calls,
+            estimate.bytes as f64 / 1e9
+        );
+    }
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -266,7 +296,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         let lpips = match (&lpips_net, &truth) {
             // A metric that cannot be computed must not stop the remaining files being saved.
             (Some(net), Some(t)) => {
-                restore::lpips(net, s, t).map_or_else(|e| format!("– ({e})"), |v| format!("{v:.3}"))
+                crate::eval::lpips::photo_distance(net, s, t).map_or_else(|e| format!("– ({e})"), |v| format!("{v:.3}"))
             }
             _ => "–".to_owned(),
         };

@@ -62,7 +62,7 @@ impl PosteriorDenoiser for Network {
             ));
         }
         let cond = Conditioning {
-            obs: problem.observation().clone(),
+            obs: problem.observation()?.clone(),
             variance: problem.pivot_variance(crate::inverse::Interpolant::edm(sigma))?,
         };
         self.net

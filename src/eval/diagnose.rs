@@ -31,7 +31,7 @@ use crate::restore::{BlurSpec, Degradation, Models, Rect, Settings, from_tensor,
 use crate::sampler::{self, Denoiser, EpsConfig, PosteriorDenoiser, ignore_progress};
 use crate::{Error, Result};
 
-use super::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 
 /// The noise levels of the denoising curve (image range [-1, 1]).
 pub const CURVE_SIGMAS: [f64; 10] = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0];
@@ -864,7 +864,7 @@ pub fn restore_suite(
             for img in &case.results[k].1 {
                 p += crate::restore::psnr(img, &case.truth);
                 if let Some(net) = lpips {
-                    l += crate::restore::lpips(net, img, &case.truth)?;
+                    l += super::lpips::photo_distance(net, img, &case.truth)?;
                     nl += 1;
                 }
                 n += 1;
@@ -1023,7 +1023,7 @@ pub fn hole_curve(
             let sd = eps.map_or(0.5, |e| e.inner().config().sigma_data);
             let var = problem.pivot_variance(Interpolant::edm(s))?;
             let skip = (var.affine(1.0, sd * sd)?.recip()? * (sd * sd))?;
-            let obs = problem.observation();
+            let obs = problem.observation()?;
             let gauss = (obs + (mu - obs)?.broadcast_mul(&skip)?)?;
             let (q, t) = score(&gauss)?;
             acc[k][5] += q;

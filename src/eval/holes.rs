@@ -257,7 +257,7 @@ pub fn hole_scores(
     let texture_ratio = energy / laplacian_energy(truth, &inner);
     let ring_ratio = energy / laplacian_energy(truth, &ring(fill, w, h));
     let lpips = match (lpips, lpips_box(fill, w, h)) {
-        (Some(net), Some(r)) if r.w >= 32 && r.h >= 32 => Some(crate::restore::lpips(
+        (Some(net), Some(r)) if r.w >= 32 && r.h >= 32 => Some(super::lpips::photo_distance(
             net,
             &x.crop(r.x, r.y, r.w, r.h),
             &truth.crop(r.x, r.y, r.w, r.h),

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Module};
 
+use crate::photo::{Raster, RgbImage};
 use crate::{Error, Result};
 
 /// File name of the AlexNet LPIPS weights.
@@ -272,3 +273,37 @@ fn unit_normalise(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.affine(1.0, 1e-10)?;
     Ok(x.broadcast_div(&norm)?)
 }
+
+/// Longest side LPIPS is computed at; larger images are area-downscaled first (AlexNet on a
+/// 12-megapixel photo would need gigabytes of activations).
+pub const LPIPS_MAX_SIDE: usize = 1024;
+
+/// LPIPS of a result against the truth (both `[0, 1]`, same size), at most [`LPIPS_MAX_SIDE`].
+pub fn photo_distance(net: &Lpips, x: &dyn Raster, truth: &dyn Raster) -> Result<f64> {
+    if (x.width(), x.height()) != (truth.width(), truth.height()) {
+        return Err(Error::shape(
+            "LPIPS",
+            format!("{}×{}", truth.width(), truth.height()),
+            format!("{}×{}", x.width(), x.height()),
+        ));
+    }
+    let long = x.width().max(x.height());
+    let fit = |img: &dyn Raster| -> RgbImage {
+        let img = img.to_rgb();
+        if long <= LPIPS_MAX_SIDE {
+            img
+        } else {
+            let k = LPIPS_MAX_SIDE as f64 / long as f64;
+            let w = ((img.width as f64 * k).round() as usize).max(1);
+            let h = ((img.height as f64 * k).round() as usize).max(1);
+            crate::restore::resize::area(&img, w, h)
+        }
+    };
+    let t = |img: &dyn Raster| crate::restore::to_tensor(&fit(img), &candle_core::Device::Cpu);
+    Ok(net
+        .distance(&t(x)?, &t(truth)?)?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN))
+}
+

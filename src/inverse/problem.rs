@@ -17,7 +17,9 @@ pub struct Problem {
     y: Tensor,
     sigma_y: f64,
     image_chw: (usize, usize, usize),
-    observation: Tensor,
+    /// Made on first use: only the EPS network reads it, and for a mask it is a biharmonic
+    /// solve over the whole image.
+    observation: std::sync::OnceLock<Tensor>,
 }
 
 impl Problem {
@@ -49,13 +51,12 @@ impl Problem {
         }
         ensure_finite(y, "measurement y")?;
         let y = operator.restrict_measurement(y)?;
-        let observation = operator.observation(&y, sigma_y)?;
         Ok(Self {
             operator,
             y,
             sigma_y,
             image_chw,
-            observation,
+            observation: std::sync::OnceLock::new(),
         })
     }
 
@@ -108,9 +109,14 @@ impl Problem {
         self.y.dims()[0]
     }
 
-    /// The image-sized conditioning input for EPS networks (see [`LinearOperator::observation`]).
-    pub fn observation(&self) -> &Tensor {
-        &self.observation
+    /// The image-sized conditioning input for EPS networks (see [`LinearOperator::observation`]),
+    /// made on the first call.
+    pub fn observation(&self) -> Result<&Tensor> {
+        if let Some(o) = self.observation.get() {
+            return Ok(o);
+        }
+        let o = self.operator.observation(&self.y, self.sigma_y)?;
+        Ok(self.observation.get_or_init(|| o))
     }
 
     /// Device of the measurement.

@@ -5,6 +5,7 @@
 //! Shared by the desktop app's worker and the headless `restore` command. No UI here.
 
 pub mod degrade;
+pub mod method;
 pub mod heat;
 pub mod models;
 mod patch_fill;
@@ -17,7 +18,6 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use crate::backend::{GpuArithmetic, GpuContext};
-use crate::eval::restoration::MethodChoice;
 use crate::inverse::pad::{Padding, crop, reflect_pad};
 use crate::inverse::{AvgPoolSr, Blur, LinearOperator, Mask, Problem, TaskSpec};
 use crate::photo::{Depth, Pixels, Raster, RgbImage};
@@ -25,6 +25,7 @@ use crate::sampler::{self, Flow, Method, StepInfo, eps};
 use crate::{Error, Result};
 
 pub use degrade::{BlurSpec, Degradation, Simulated, simulate};
+pub use method::MethodChoice;
 pub use models::Models;
 pub use plan::Rect;
 
@@ -313,7 +314,7 @@ pub struct Restoration {
     /// The GPU failed during the run and the CPU finished it; later runs should not use the GPU.
     pub fell_back_to_cpu: bool,
     /// LPIPS (AlexNet) of each sample against the truth, when one is known (simulate mode) and
-    /// the caller computed it ([`lpips`]); empty otherwise.
+    /// the caller computed it ([`crate::eval::lpips::photo_distance`]); empty otherwise.
     pub lpips: Vec<f64>,
 }
 
@@ -470,39 +471,6 @@ pub fn psnr(x: &dyn Raster, truth: &dyn Raster) -> f64 {
     let clip = |img: &dyn Raster, i: usize| f64::from(img.value(i).clamp(0.0, 1.0));
     let sum: f64 = (0..n).map(|i| (clip(x, i) - clip(truth, i)).powi(2)).sum();
     -10.0 * (sum / n as f64).log10()
-}
-
-/// Longest side LPIPS is computed at; larger images are area-downscaled first (AlexNet on a
-/// 12-megapixel photo would need gigabytes of activations).
-pub const LPIPS_MAX_SIDE: usize = 1024;
-
-/// LPIPS of a result against the truth (both `[0, 1]`, same size), at most [`LPIPS_MAX_SIDE`].
-pub fn lpips(net: &crate::eval::lpips::Lpips, x: &dyn Raster, truth: &dyn Raster) -> Result<f64> {
-    if (x.width(), x.height()) != (truth.width(), truth.height()) {
-        return Err(Error::shape(
-            "LPIPS",
-            format!("{}×{}", truth.width(), truth.height()),
-            format!("{}×{}", x.width(), x.height()),
-        ));
-    }
-    let long = x.width().max(x.height());
-    let fit = |img: &dyn Raster| -> RgbImage {
-        let img = img.to_rgb();
-        if long <= LPIPS_MAX_SIDE {
-            img
-        } else {
-            let k = LPIPS_MAX_SIDE as f64 / long as f64;
-            let w = ((img.width as f64 * k).round() as usize).max(1);
-            let h = ((img.height as f64 * k).round() as usize).max(1);
-            resize::area(&img, w, h)
-        }
-    };
-    let t = |img: &dyn Raster| to_tensor(&fit(img), &Device::Cpu);
-    Ok(net
-        .distance(&t(x)?, &t(truth)?)?
-        .first()
-        .copied()
-        .unwrap_or(f64::NAN))
 }
 
 /// The mean of a set of samples of one size (stored like the first sample) and their

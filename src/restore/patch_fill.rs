@@ -188,6 +188,12 @@ pub(super) fn restore(
             &mut observe,
         )?;
         crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
+        if std::env::var("EPS_PATCH_PROFILE").is_ok() {
+            eprintln!(
+                "levels (finest first): seconds {:?}, queries {:?}, bank {:?}",
+                out.seconds, out.queries, out.bank
+            );
+        }
         calls = out.calls;
         for (b, a) in acc.iter_mut().enumerate() {
             let mut patch = image(&out.samples, b * draws)?;

@@ -3,7 +3,7 @@
 use eframe::egui;
 
 use crate::app::{BlurKind, EpsApp, OperatorChoice, SaveChoice, ViewMode};
-use crate::eval::restoration::MethodChoice;
+use crate::restore::MethodChoice;
 use crate::worker::JobKind;
 
 /// The problem, the method and the buttons that run them.

@@ -188,7 +188,7 @@ impl Loop {
         };
         r.samples
             .iter()
-            .map(|s| restore::lpips(net, s, truth).unwrap_or(f64::NAN))
+            .map(|s| crate::eval::lpips::photo_distance(net, s, truth).unwrap_or(f64::NAN))
             .collect()
     }
 

@@ -86,90 +86,142 @@ pub fn estimate_noise(y: &Plane, hole: &[bool]) -> f64 {
 /// Non-local means of the known pixels of `y` at noise level `sigma` (same units as `y`);
 /// hole pixels are left as they are. Patch radius 1, search radius `search`, `h = 0.55 σ`
 /// (the IPOL settings for σ up to 25/255).
+///
+/// Computed offset by offset (Darbon et al. 2008): for each displacement in the search window,
+/// the squared difference of the whole image with its shifted copy, summed over each 3×3 patch
+/// with a separable box filter, gives every pixel's patch distance at once. A candidate patch
+/// must be wholly known and inside the image; a target patch counts its known pixels only.
 pub fn nl_means(y: &Plane, hole: &[bool], sigma: f64, search: usize) -> Plane {
     let (w, h, c) = (y.width, y.height, y.channels);
-    if sigma <= 0.0 {
+    if sigma <= 0.0 || w == 0 || h == 0 {
         return y.clone();
     }
-    let f = 1_isize;
     let s2 = (sigma * sigma) as f32;
-    let hh = (0.55 * sigma).powi(2) as f32;
+    let inv_h2 = 1.0 / (0.55 * sigma).powi(2) as f32;
     let r = search as isize;
-    // A candidate's 3×3 patch must be wholly known and inside the image.
-    let whole: Vec<bool> = (0..w * h)
-        .map(|i| {
-            let (x, yy) = ((i % w) as isize, (i / w) as isize);
-            (-f..=f).all(|dy| {
-                (-f..=f).all(|dx| {
-                    let (sx, sy) = (x + dx, yy + dy);
-                    sx >= 0
-                        && sy >= 0
-                        && sx < w as isize
-                        && sy < h as isize
-                        && !hole[sy as usize * w + sx as usize]
-                })
+    let known: Vec<f32> = hole.iter().map(|&f| if f { 0.0 } else { 1.0 }).collect();
+    // Whole: a 3×3 patch of known pixels inside the image.
+    let whole: Vec<bool> = {
+        let boxed = box3(&known, w, h);
+        (0..w * h)
+            .map(|i| {
+                let (x, yy) = (i % w, i / w);
+                x > 0 && yy > 0 && x + 1 < w && yy + 1 < h && boxed[i] >= 9.0 - 1e-3
             })
-        })
-        .collect();
-    let mut out = y.clone();
-    out.data
-        .par_chunks_mut(w * c)
-        .enumerate()
-        .for_each(|(py, row)| {
-            let py = py as isize;
-            for px in 0..w as isize {
-                let i = py as usize * w + px as usize;
-                if hole[i] {
-                    continue;
-                }
-                let mut acc = vec![0.0_f32; c];
-                let mut total = 0.0_f32;
-                let mut best = 0.0_f32;
-                for qy in (py - r).max(0)..=(py + r).min(h as isize - 1) {
-                    for qx in (px - r).max(0)..=(px + r).min(w as isize - 1) {
+            .collect()
+    };
+    let mut acc = vec![0.0_f32; w * h * c];
+    let mut total = vec![0.0_f32; w * h];
+    let mut best = vec![0.0_f32; w * h];
+    let mut diff = vec![0.0_f32; w * h];
+    let mut count = vec![0.0_f32; w * h];
+    for oy in -r..=r {
+        for ox in -r..=r {
+            if (ox, oy) == (0, 0) {
+                continue;
+            }
+            // Per pixel: the squared colour difference to the pixel at the offset (over
+            // known target pixels; 0 elsewhere), and whether it counts.
+            diff.par_chunks_mut(w)
+                .zip(count.par_chunks_mut(w))
+                .enumerate()
+                .for_each(|(py, (drow, crow))| {
+                    let qy = py as isize + oy;
+                    for px in 0..w {
+                        let qx = px as isize + ox;
+                        let i = py * w + px;
+                        if qx < 0 || qy < 0 || qx >= w as isize || qy >= h as isize || hole[i] {
+                            drow[px] = 0.0;
+                            crow[px] = 0.0;
+                            continue;
+                        }
                         let j = qy as usize * w + qx as usize;
-                        if (qx, qy) == (px, py) || !whole[j] {
+                        let mut d = 0.0;
+                        for ch in 0..c {
+                            let v = y.data[i * c + ch] - y.data[j * c + ch];
+                            d += v * v;
+                        }
+                        drow[px] = d;
+                        crow[px] = c as f32;
+                    }
+                });
+            let dsum = box3(&diff, w, h);
+            let csum = box3(&count, w, h);
+            acc.par_chunks_mut(w * c)
+                .zip(total.par_chunks_mut(w))
+                .zip(best.par_chunks_mut(w))
+                .enumerate()
+                .for_each(|(py, ((arow, trow), brow))| {
+                    let qy = py as isize + oy;
+                    if qy < 0 || qy >= h as isize {
+                        return;
+                    }
+                    for px in 0..w {
+                        let qx = px as isize + ox;
+                        let i = py * w + px;
+                        if qx < 0 || qx >= w as isize || hole[i] {
                             continue;
                         }
-                        let (mut d2, mut n) = (0.0_f32, 0_u32);
-                        for dy in -f..=f {
-                            for dx in -f..=f {
-                                let (ax, ay) = (px + dx, py + dy);
-                                if ax < 0 || ay < 0 || ax >= w as isize || ay >= h as isize {
-                                    continue;
-                                }
-                                let a = ay as usize * w + ax as usize;
-                                if hole[a] {
-                                    continue;
-                                }
-                                let b = (qy + dy) as usize * w + (qx + dx) as usize;
-                                for ch in 0..c {
-                                    let d = y.data[a * c + ch] - y.data[b * c + ch];
-                                    d2 += d * d;
-                                }
-                                n += c as u32;
-                            }
-                        }
-                        if n == 0 {
+                        let j = qy as usize * w + qx as usize;
+                        if !whole[j] || csum[i] <= 0.0 {
                             continue;
                         }
-                        let d2 = d2 / n as f32;
-                        let wgt = (-(d2 - 2.0 * s2).max(0.0) / hh).exp();
-                        best = best.max(wgt);
-                        total += wgt;
-                        for (ch, a) in acc.iter_mut().enumerate() {
-                            *a += wgt * y.data[j * c + ch];
+                        let d2 = dsum[i] / csum[i];
+                        let wgt = (-(d2 - 2.0 * s2).max(0.0) * inv_h2).exp();
+                        brow[px] = brow[px].max(wgt);
+                        trow[px] += wgt;
+                        for ch in 0..c {
+                            arow[px * c + ch] += wgt * y.data[j * c + ch];
                         }
                     }
-                }
-                // The pixel itself counts with the largest weight of the others.
-                let own = if best > 0.0 { best } else { 1.0 };
-                total += own;
-                for (ch, a) in acc.iter().enumerate() {
-                    row[px as usize * c + ch] = (a + own * y.data[i * c + ch]) / total;
-                }
+                });
+        }
+    }
+    let mut out = y.clone();
+    for i in 0..w * h {
+        if hole[i] {
+            continue;
+        }
+        // The pixel itself counts with the largest weight of the others.
+        let own = if best[i] > 0.0 { best[i] } else { 1.0 };
+        let t = total[i] + own;
+        for ch in 0..c {
+            out.data[i * c + ch] = (acc[i * c + ch] + own * y.data[i * c + ch]) / t;
+        }
+    }
+    out
+}
+
+/// 3×3 box sums of a `w × h` plane (missing neighbours at the border count as 0).
+fn box3(v: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut rows = vec![0.0_f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut s = v[i];
+            if x > 0 {
+                s += v[i - 1];
             }
-        });
+            if x + 1 < w {
+                s += v[i + 1];
+            }
+            rows[i] = s;
+        }
+    }
+    let mut out = vec![0.0_f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut s = rows[i];
+            if y > 0 {
+                s += rows[i - w];
+            }
+            if y + 1 < h {
+                s += rows[i + w];
+            }
+            out[i] = s;
+        }
+    }
     out
 }
 

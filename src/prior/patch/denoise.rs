@@ -24,7 +24,9 @@ use std::sync::Mutex;
 use candle_core::Tensor;
 
 use super::bank::{Bank, Entry, Plane};
-use super::search::{BankMatrix, Field, FieldSearch, Moments, Queries, exact_moments};
+use super::search::{
+    BankMatrix, Field, FieldSearch, QueryMoments, Queries, SparseWeights, exact_moments,
+};
 use crate::inverse::{Interpolant, Problem};
 use crate::sampler::{Denoiser, PosteriorDenoiser};
 use crate::{Error, Result};
@@ -78,7 +80,7 @@ impl Default for PatchConfig {
             search: Search::Auto {
                 field: FieldSearch::default(),
                 exact_above: 2.0,
-                exact_budget: 20_000_000,
+                exact_budget: 2_000_000,
             },
         }
     }
@@ -318,7 +320,7 @@ impl PatchDenoiser {
                     entries: top,
                 });
             }
-            m
+            QueryMoments::Dense(m)
         } else {
             let search = field_search.unwrap_or_default();
             let taken = {
@@ -343,7 +345,7 @@ impl PatchDenoiser {
                 seed ^ taken.1.wrapping_mul(0x2545_F491_4F6C_DD1D),
             );
             self.lock().slots[slot].field = Some(field);
-            m
+            QueryMoments::Sparse(m)
         };
         let est = self.aggregate(u, s2, tau2, &moments);
         {
@@ -379,24 +381,22 @@ impl PatchDenoiser {
                 field.entries.len(),
             ));
         }
-        let d = self.bank.dim();
-        let mut mean = Vec::with_capacity(self.queries.len() * d);
-        for q in 0..self.queries.len() {
-            mean.extend(self.bank.patch_values(field.entries[q * k]));
-        }
-        let moments = Moments {
-            dim: d,
-            second: mean.iter().map(|v| v * v).collect(),
-            mean,
-            ess: vec![1.0; self.queries.len()],
-        };
+        let n = self.queries.len();
+        let moments = QueryMoments::Sparse(SparseWeights {
+            k: 1,
+            entries: (0..n).map(|q| field.entries[q * k]).collect(),
+            weights: vec![1.0; n],
+            ess: vec![1.0; n],
+        });
         let flat = vec![1.0; u.width * u.height];
         Ok(self.aggregate(u, &flat, 0.0, &moments).mean)
     }
 
     /// Per-query estimates to per-pixel ones: window-weighted averages over the queries that
-    /// cover each pixel.
-    fn aggregate(&self, u: &Plane, s2: &[f32], tau2: f32, m: &Moments) -> Estimate {
+    /// cover each pixel. In parallel blocks of output rows; each block reads the rows of the
+    /// query windows that fall in it, so nothing is written twice and nothing is recomputed.
+    fn aggregate(&self, u: &Plane, s2: &[f32], tau2: f32, m: &QueryMoments) -> Estimate {
+        use rayon::prelude::*;
         let (w, h, c) = (u.width, u.height, u.channels);
         let p = self.cfg.patch;
         let r = (p / 2) as f64;
@@ -409,49 +409,65 @@ impl PatchDenoiser {
                 v.max(1e-4) as f32
             })
             .collect();
-        let mut num = vec![0.0_f32; w * h * c];
-        let mut sq = vec![0.0_f32; w * h * c];
-        let mut den = vec![0.0_f32; w * h];
-        let d = m.dim;
-        for (qi, &(qx, qy)) in self.queries.corners.iter().enumerate() {
-            let (qx, qy) = (qx as usize, qy as usize);
-            let mean = &m.mean[qi * d..(qi + 1) * d];
-            let second = &m.second[qi * d..(qi + 1) * d];
-            for dy in 0..p {
-                for dx in 0..p {
-                    let pix = (qy + dy) * w + qx + dx;
-                    let om = window[dy * p + dx];
-                    let g = tau2 / (tau2 + s2[pix].max(0.0)).max(1e-10);
-                    den[pix] += om;
-                    for ch in 0..c {
-                        let k = (dy * p + dx) * c + ch;
-                        let uj = u.data[pix * c + ch];
-                        let est = mean[k] + g * (uj - mean[k]);
-                        let spread = (second[k] - mean[k] * mean[k]).max(0.0);
-                        let var = (1.0 - g) * (1.0 - g) * spread + g * s2[pix].max(0.0);
-                        num[pix * c + ch] += om * est;
-                        sq[pix * c + ch] += om * (var + est * est);
-                    }
-                }
-            }
-        }
+        const BLOCK: usize = 16;
+        let corners = &self.queries.corners;
         let mut out = u.clone();
         let mut variance: Vec<f32> = s2.iter().map(|v| v.max(0.0)).collect();
-        for pix in 0..w * h {
-            if den[pix] > 0.0 {
-                let mut v = 0.0;
-                for ch in 0..c {
-                    let mean = num[pix * c + ch] / den[pix];
-                    out.data[pix * c + ch] = mean;
-                    v += (sq[pix * c + ch] / den[pix] - mean * mean).max(0.0);
+        out.data
+            .par_chunks_mut(BLOCK * w * c)
+            .zip(variance.par_chunks_mut(BLOCK * w))
+            .enumerate()
+            .for_each(|(block, (out_rows, var_rows))| {
+                let y0 = block * BLOCK;
+                let y1 = (y0 + BLOCK).min(h);
+                let mut num = vec![0.0_f32; (y1 - y0) * w * c];
+                let mut sq = vec![0.0_f32; (y1 - y0) * w * c];
+                let mut den = vec![0.0_f32; (y1 - y0) * w];
+                let mut mean = vec![0.0_f32; p * c];
+                let mut second = vec![0.0_f32; p * c];
+                // Queries whose windows reach rows y0..y1.
+                let first = corners.partition_point(|q| (q.1 as usize) + p <= y0);
+                let last = corners.partition_point(|q| (q.1 as usize) < y1);
+                for qi in first..last {
+                    let (qx, qy) = (corners[qi].0 as usize, corners[qi].1 as usize);
+                    for dy in y0.saturating_sub(qy)..p.min(y1 - qy) {
+                        let row = qy + dy;
+                        m.row(&self.bank, qi, dy, &mut mean, &mut second);
+                        for dx in 0..p {
+                            let pix = row * w + qx + dx;
+                            let local = (row - y0) * w + qx + dx;
+                            let om = window[dy * p + dx];
+                            let s = s2[pix].max(0.0);
+                            let g = tau2 / (tau2 + s).max(1e-10);
+                            den[local] += om;
+                            for ch in 0..c {
+                                let k = dx * c + ch;
+                                let uj = u.data[pix * c + ch];
+                                let est = mean[k] + g * (uj - mean[k]);
+                                let spread = (second[k] - mean[k] * mean[k]).max(0.0);
+                                let var = (1.0 - g) * (1.0 - g) * spread + g * s;
+                                num[local * c + ch] += om * est;
+                                sq[local * c + ch] += om * (var + est * est);
+                            }
+                        }
+                    }
                 }
-                variance[pix] = v / c as f32;
-            }
-        }
+                for local in 0..(y1 - y0) * w {
+                    if den[local] > 0.0 {
+                        let mut v = 0.0;
+                        for ch in 0..c {
+                            let mu = num[local * c + ch] / den[local];
+                            out_rows[local * c + ch] = mu;
+                            v += (sq[local * c + ch] / den[local] - mu * mu).max(0.0);
+                        }
+                        var_rows[local] = v / c as f32;
+                    }
+                }
+            });
         Estimate {
             mean: out,
             variance,
-            ess: m.ess.clone(),
+            ess: m.ess().to_vec(),
         }
     }
 

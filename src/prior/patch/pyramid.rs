@@ -53,6 +53,10 @@ pub struct PyramidConfig {
     pub context: f64,
     /// Quick samples averaged into the posterior mean ([`Self::for_mean`]).
     pub mean_draws: usize,
+    /// Levels whose hole is larger than this (longer side, pixels) are left out: the draw is
+    /// made at the finest level within it and brought to the crop's size bilinearly (the quick
+    /// draws of the mean, which is smooth anyway). `None` samples every level.
+    pub stop_above: Option<usize>,
 }
 
 impl PyramidConfig {
@@ -64,9 +68,13 @@ impl PyramidConfig {
         let mut out = *self;
         out.coarse.steps = steps("EPS_MCS", 6).min(self.coarse.steps);
         out.fine.steps = steps("EPS_MFS", 2).min(self.fine.steps);
-        out.fine.schedule.sigma_max = self.fine.schedule.sigma_max.min(0.05);
+        out.fine.schedule.sigma_max = self.fine.schedule.sigma_max.min(std::env::var("EPS_MFSIG").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05));
+        out.stop_above = Some(Self::MEAN_HOLE);
         out
     }
+
+    /// Hole size (longer side, pixels) at the finest level the quick mean samples.
+    pub const MEAN_HOLE: usize = 48;
 
     /// The context margin around a hole of `w × h` pixels.
     pub fn context_margin(&self, w: usize, h: usize) -> usize {
@@ -187,6 +195,7 @@ impl Default for PyramidConfig {
             switch_sigma: 0.5,
             context: std::env::var("EPS_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             mean_draws: std::env::var("EPS_MD").ok().and_then(|v| v.parse().ok()).unwrap_or(4),
+            stop_above: None,
         }
     }
 }
@@ -373,6 +382,8 @@ pub struct FillOutput {
     pub queries: Vec<usize>,
     /// Bank patches per level.
     pub bank: Vec<usize>,
+    /// Seconds per level (bank, search and sampling).
+    pub seconds: Vec<f64>,
 }
 
 fn level_seeds(seeds: &[u64], level: usize) -> Vec<u64> {
@@ -438,8 +449,22 @@ pub fn fill(
         return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
     }
     let device = Device::Cpu;
-    let levels = levels(y, hole, sigma_y, cfg);
-    let noise = super::clean::estimate_noise(y, hole);
+    let mut levels = levels(y, hole, sigma_y, cfg);
+    let mut noise = super::clean::estimate_noise(y, hole);
+    // The quick draws stop at the level where the hole is small enough.
+    if let Some(limit) = cfg.stop_above {
+        let skip = levels
+            .iter()
+            .take_while(|l| {
+                let (hw, hh) = hole_extent(&l.hole, l.y.width);
+                hw.max(hh) > limit
+            })
+            .count()
+            .min(levels.len() - 1);
+        levels.drain(..skip);
+        noise /= f64::from(1u32 << skip.min(31));
+    }
+
     if std::env::var("EPS_PATCH_NOISE").is_ok() {
         eprintln!("noise estimate {noise:.4}");
     }
@@ -450,9 +475,11 @@ pub fn fill(
     let mut ess = Vec::new();
     let mut queries = vec![0; n_levels];
     let mut bank = vec![0; n_levels];
+    let mut seconds = vec![0.0; n_levels];
     let mut x: Option<Tensor> = None;
     let mut previous: Option<PatchDenoiser> = None;
     for (li, level) in levels.iter().enumerate().rev() {
+        let started = std::time::Instant::now();
         let problem = level_problem(level, &device)?;
         let d = level_denoiser(level, cfg, noise / f64::from(1 << li))?;
         queries[li] = d.queries().len();
@@ -550,13 +577,33 @@ pub fn fill(
         ess.extend(d.ess_log().into_iter().map(|r| (li, r)));
         x = Some(out.samples);
         previous = Some(d);
+        seconds[li] = started.elapsed().as_secs_f64();
     }
-    let samples = x.ok_or_else(|| Error::invalid("pyramid", 0, "no level to sample"))?;
+    let mut samples = x.ok_or_else(|| Error::invalid("pyramid", 0, "no level to sample"))?;
+    let (b, c, sh, sw) = samples.dims4()?;
+    if (sw, sh) != (y.width, y.height) {
+        // Bilinear to the crop's size; the known pixels are the crop's own.
+        let flat = samples.flatten_all()?.to_vec1::<f32>()?;
+        let per = c * sh * sw;
+        let mut up = Vec::with_capacity(b * c * y.width * y.height);
+        for i in 0..b {
+            let plane = Plane::from_chw(&flat[i * per..(i + 1) * per], (c, sh, sw));
+            let mut full = upsample(&plane, y.width, y.height);
+            for (p, &f) in hole.iter().enumerate() {
+                if !f {
+                    full.data[p * c..(p + 1) * c].copy_from_slice(&y.data[p * c..(p + 1) * c]);
+                }
+            }
+            up.extend(full.to_chw());
+        }
+        samples = Tensor::from_vec(up, (b, c, y.height, y.width), &device)?;
+    }
     Ok(FillOutput {
         samples,
         calls,
         ess,
         queries,
         bank,
+        seconds,
     })
 }

@@ -453,8 +453,8 @@ impl Field {
     }
 
     /// Improves the field for the current `u` and `λ` (`sweeps` rounds of propagation and
-    /// random search, in parallel bands of rows), then returns every query's weighted
-    /// moments over its `k` entries with exact softmax weights.
+    /// random search, in parallel bands of rows), then returns every query's `k` entries with
+    /// exact softmax weights.
     pub fn search_and_weigh(
         &mut self,
         u: &Plane,
@@ -463,7 +463,7 @@ impl Field {
         bank: &Bank,
         search: &FieldSearch,
         seed: u64,
-    ) -> Moments {
+    ) -> SparseWeights {
         let k = self.k;
         // Distances under the new u and λ, sorted.
         self.entries
@@ -587,48 +587,105 @@ impl Field {
                     }
                 });
         }
-        self.weigh(queries, bank)
+        self.weigh()
     }
 
-    /// Softmax weights of each query's `k` entries from their distances, and the moments.
-    fn weigh(&self, queries: &Queries, bank: &Bank) -> Moments {
+    /// Softmax weights of each query's `k` entries from their distances (`Q × k`, normalised)
+    /// and each query's effective sample size.
+    fn weigh(&self) -> SparseWeights {
         let k = self.k;
-        let d = bank.dim();
-        let mut out = Moments::zeros(queries.len(), d);
-        out.mean
-            .par_chunks_mut(d)
-            .zip(out.second.par_chunks_mut(d))
-            .zip(out.ess.par_iter_mut())
-            .enumerate()
-            .for_each(|(qi, ((mean, second), ess))| {
-                let ds = &self.dist[qi * k..(qi + 1) * k];
-                let es = &self.entries[qi * k..(qi + 1) * k];
+        let mut weights = vec![0.0_f32; self.dist.len()];
+        let mut ess = vec![0.0_f32; self.dist.len() / k.max(1)];
+        weights
+            .par_chunks_mut(k)
+            .zip(self.dist.par_chunks(k))
+            .zip(ess.par_iter_mut())
+            .for_each(|((w, ds), ess)| {
                 let best = ds.iter().copied().fold(f32::INFINITY, f32::min);
-                let w: Vec<f32> = ds
-                    .iter()
-                    .map(|&dd| if dd.is_finite() { (-0.5 * (dd - best)).exp() } else { 0.0 })
-                    .collect();
+                for (wi, &dd) in w.iter_mut().zip(ds) {
+                    *wi = if dd.is_finite() {
+                        (-0.5 * (dd - best)).exp()
+                    } else {
+                        0.0
+                    };
+                }
                 let total: f32 = w.iter().sum();
                 let mut sq = 0.0;
-                for (&wi, &e) in w.iter().zip(es) {
-                    if wi == 0.0 {
-                        continue;
-                    }
-                    let wn = wi / total;
-                    sq += wn * wn;
-                    let p = bank.patch;
-                    let mut o = 0;
-                    for dy in 0..p {
-                        for &b in bank.row(e, dy) {
-                            mean[o] += wn * b;
-                            second[o] += wn * b * b;
-                            o += 1;
-                        }
-                    }
+                for wi in w.iter_mut() {
+                    *wi /= total;
+                    sq += *wi * *wi;
                 }
                 *ess = 1.0 / sq.max(f32::MIN_POSITIVE);
             });
-        out
+        SparseWeights {
+            k,
+            entries: self.entries.clone(),
+            weights,
+            ess,
+        }
+    }
+}
+
+/// Per query, `k` bank entries and their normalised weights: the moments are read from the
+/// bank when needed, row by row, instead of being held as `Q × d` matrices.
+#[derive(Debug, Clone)]
+pub struct SparseWeights {
+    /// Entries per query.
+    pub k: usize,
+    /// `Q × k` entries.
+    pub entries: Vec<Entry>,
+    /// `Q × k` weights, summing to one per query.
+    pub weights: Vec<f32>,
+    /// Per query, `1/Σ w²`.
+    pub ess: Vec<f32>,
+}
+
+/// What the aggregation reads per query: dense moments (the exact sums) or sparse weights
+/// over a few bank entries (the field).
+#[derive(Debug, Clone)]
+pub enum QueryMoments {
+    /// `Σ w b` and `Σ w b²` per query, held.
+    Dense(Moments),
+    /// A few entries per query with their weights.
+    Sparse(SparseWeights),
+}
+
+impl QueryMoments {
+    /// Per query, the effective sample size.
+    pub fn ess(&self) -> &[f32] {
+        match self {
+            Self::Dense(m) => &m.ess,
+            Self::Sparse(s) => &s.ess,
+        }
+    }
+
+    /// Row `dy` of query `qi`'s weighted mean and second moment (`p · C` values each).
+    #[inline]
+    pub fn row(&self, bank: &Bank, qi: usize, dy: usize, mean: &mut [f32], second: &mut [f32]) {
+        match self {
+            Self::Dense(m) => {
+                let n = mean.len();
+                let o = qi * m.dim + dy * n;
+                mean.copy_from_slice(&m.mean[o..o + n]);
+                second.copy_from_slice(&m.second[o..o + n]);
+            }
+            Self::Sparse(s) => {
+                mean.iter_mut().for_each(|v| *v = 0.0);
+                second.iter_mut().for_each(|v| *v = 0.0);
+                let es = &s.entries[qi * s.k..(qi + 1) * s.k];
+                let ws = &s.weights[qi * s.k..(qi + 1) * s.k];
+                for (&e, &w) in es.iter().zip(ws) {
+                    if w == 0.0 {
+                        continue;
+                    }
+                    for ((m, q), &b) in mean.iter_mut().zip(second.iter_mut()).zip(bank.row(e, dy))
+                    {
+                        *m += w * b;
+                        *q += w * b * b;
+                    }
+                }
+            }
+        }
     }
 }
 

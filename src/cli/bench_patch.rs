@@ -1,0 +1,237 @@
+//! `eps-studio bench --patch`: the patch prior's fills against their speed and memory targets,
+//! every number from one run.
+//!
+//! - A 256-pixel crop of a validation photo with an object-sized hole: one EPS sample and the
+//!   instant preview (the posterior mean), medians of `--repeats`.
+//! - Cost against hole and photo size: three holes × two photo sizes, one sample each.
+//! - A 24-megapixel JPEG with one 400×300 hole filled at its own resolution through `restore`
+//!   (the command line's path, in this process): seconds and peak resident memory.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use rand::SeedableRng as _;
+
+use super::bench::BenchArgs;
+use crate::photo::RgbImage;
+use crate::restore::{self, Degradation, Models, Prior, Settings};
+use crate::sampler::Flow;
+
+/// A photo of `w × h`: a validation photo of the pack resized (bilinear), or a synthetic
+/// photo-like picture when there is no pack.
+fn test_photo(args: &BenchArgs, w: usize, h: usize) -> RgbImage {
+    if let Ok(set) = crate::train::data::PhotoSet::load(&args.data)
+        && let Some((_, img)) = set
+            .named_split(crate::train::data::Split::Validation)
+            .into_iter()
+            .find(|(n, _)| n.contains("aitzgorri"))
+            .or_else(|| {
+                set.named_split(crate::train::data::Split::Validation)
+                    .into_iter()
+                    .next()
+            })
+    {
+        let (iw, ih) = img.dimensions();
+        let rgb = RgbImage {
+            width: iw as usize,
+            height: ih as usize,
+            data: img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
+        };
+        return crate::restore::resize::bilinear(&rgb, w, h);
+    }
+    let mut img = RgbImage::new(w, h);
+    for y in 0..h {
+        for x in 0..w {
+            let t = ((x / 7 + y / 11) % 5) as f32 / 5.0;
+            let i = (y * w + x) * 3;
+            img.data[i] = 0.3 + 0.4 * x as f32 / w as f32 + 0.1 * t;
+            img.data[i + 1] = 0.5 + 0.2 * (y as f32 / 23.0).sin();
+            img.data[i + 2] = 0.2 + 0.3 * t;
+        }
+    }
+    img
+}
+
+/// An elliptic hole of `hw × hh` centred in a `w × h` photo.
+fn ellipse(w: usize, h: usize, hw: usize, hh: usize) -> Vec<bool> {
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let (a, b) = (hw as f64 / 2.0, hh as f64 / 2.0);
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as f64 + 0.5, (i / w) as f64 + 0.5);
+            ((x - cx) / a).powi(2) + ((y - cy) / b).powi(2) <= 1.0
+        })
+        .collect()
+}
+
+fn time_fill(
+    y: &RgbImage,
+    fill: &[bool],
+    method: crate::restore::MethodChoice,
+    seed: u64,
+) -> anyhow::Result<f64> {
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let settings = Settings {
+        method,
+        prior: Prior::Patch,
+        ..Settings::default()
+    };
+    let t = Instant::now();
+    restore::restore(
+        &models,
+        None,
+        y,
+        &Degradation::Inpaint {
+            fill: fill.to_vec(),
+        },
+        &settings,
+        &[seed],
+        &mut |_| Flow::Continue,
+    )?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `eps-studio bench --patch`.
+pub fn patch_report(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::restore::MethodChoice;
+    let mut report = String::new();
+    // 1. The 256-pixel crop.
+    let crop = test_photo(args, 256, 256);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let fill = crate::eval::holes::object_mask(256, 256, (0.10, 0.15), &mut rng);
+    let hidden = fill.iter().filter(|f| **f).count();
+    let repeats = args.repeats.max(1);
+    let sample = median(
+        (0..repeats)
+            .map(|k| time_fill(&crop, &fill, MethodChoice::Eps, k as u64))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let preview = median(
+        (0..repeats)
+            .map(|k| time_fill(&crop, &fill, MethodChoice::EpsMean, k as u64))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    eprintln!("256-px crop: sample {sample:.2} s, preview {preview:.2} s");
+    report.push_str(&format!(
+        "A 256×256 crop with an object-sized hole ({hidden} pixels, {:.0}% of the crop), default settings, {} threads, median of {repeats}:\n\n\
+         | | seconds | target | ratio to target |\n|---|---:|---:|---:|\n\
+         | one EPS sample | {sample:.2} | 3 | {:.2} |\n\
+         | instant preview (posterior mean) | {preview:.2} | 0.3 | {:.2} |\n\n",
+        100.0 * hidden as f64 / 65536.0,
+        rayon::current_num_threads(),
+        sample / 3.0,
+        preview / 0.3
+    ));
+    // 2. Cost against hole and photo size.
+    let mut rows = Vec::new();
+    for (pw, ph) in [(1200_usize, 800_usize), (6000, 4000)] {
+        let photo = test_photo(args, pw, ph);
+        for (hw, hh) in [(100_usize, 75_usize), (200, 150), (400, 300)] {
+            let fill = ellipse(pw, ph, hw, hh);
+            let secs = time_fill(&photo, &fill, MethodChoice::Eps, 0)?;
+            eprintln!("{pw}×{ph}, hole {hw}×{hh}: {secs:.2} s");
+            rows.push(format!(
+                "| {:.1} MP | {hw}×{hh} | {secs:.2} |",
+                (pw * ph) as f64 / 1e6
+            ));
+        }
+    }
+    report.push_str(&format!(
+        "One sample against photo and hole size (elliptic holes in the photo's middle, filled at the photo's own resolution):\n\n\
+         | photo | hole | seconds |\n|---|---|---:|\n{}\n\n",
+        rows.join("\n")
+    ));
+    // 3. The 24-megapixel JPEG through `restore`.
+    report.push_str(&big_photo(args)?);
+    super::bench::write_report(args, "The patch prior's fills: speed and memory", &report)
+}
+
+/// Seconds and peak memory of `restore --prior patch` on a 24-megapixel JPEG with a 400×300
+/// hole.
+fn big_photo(args: &BenchArgs) -> anyhow::Result<String> {
+    let status = |key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib * 1024)
+    };
+    let reset_peak = || std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let (w, h) = (6000_usize, 4000_usize);
+    let dir = std::env::temp_dir().join(format!("eps-bench-patch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let photo = dir.join("photo.jpg");
+    let mask = dir.join("mask.png");
+    {
+        let img = test_photo(args, w, h);
+        image::RgbImage::from_raw(w as u32, h as u32, img.to_rgb8())
+            .context("building the test photo")?
+            .save(&photo)
+            .context("writing the test photo")?;
+    }
+    let fill = ellipse(w, h, 400, 300);
+    image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Luma([if fill[y as usize * w + x as usize] {
+            255
+        } else {
+            0
+        }])
+    })
+    .save(&mask)
+    .context("writing the test mask")?;
+    drop(fill);
+    let out = dir.join("out");
+    let measured = reset_peak();
+    let before = status("VmRSS:").unwrap_or(0);
+    let t = Instant::now();
+    super::restore::run(&super::restore::RestoreArgs {
+        input: photo.clone(),
+        mask: Some(mask.clone()),
+        blur: None,
+        sr: None,
+        simulate: false,
+        method: "eps".into(),
+        prior: "patch".into(),
+        steps: None,
+        solver: None,
+        churn: None,
+        samples: 1,
+        seed: 0,
+        sigma_y: 0.05,
+        work_side: 256,
+        weights: None,
+        out: out.clone(),
+        format: "same".into(),
+        quality: 92,
+        backend: crate::backend::BackendChoice::Cpu,
+        patch: super::PatchArgs::default(),
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let peak = status("VmHWM:").unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("24 MP JPEG, 400×300 hole: {secs:.1} s, peak {:.2} GB", peak as f64 / 1e9);
+    let memory = if measured {
+        format!(
+            "{:.2} GB (resident before: {:.2} GB)",
+            peak as f64 / 1e9,
+            before as f64 / 1e9
+        )
+    } else {
+        "not measured (needs Linux's /proc/self)".into()
+    };
+    Ok(format!(
+        "`restore --prior patch` on a {w}×{h} JPEG with one 400×300 hole, one sample at the photo's own resolution, in this process (decode, fill, encode and save included):\n\n\
+         | | measured | target | ratio to target |\n|---|---:|---:|---:|\n\
+         | seconds | {secs:.1} | 30 | {:.2} |\n\
+         | peak memory | {memory} | 1 GB | {:.2} |\n",
+        secs / 30.0,
+        peak as f64 / 1e9
+    ))
+}
