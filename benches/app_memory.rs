@@ -1,6 +1,8 @@
 //! Peak memory of the desktop app on a big photo: open a 6000×4000 JPEG, import a mask with one
-//! 150-pixel hole, restore it with 4 samples (EPS, 4 steps), save everything, and read the
-//! process's peak resident memory from the kernel (VmHWM, reset before each run).
+//! hole, restore it with 4 samples, save everything, and read the process's peak resident memory
+//! from the kernel (VmHWM, reset before each run). The default prior (the photo's own patches)
+//! fills a 400×300 hole at the photo's resolution with its default steps; `EPS_BENCH_PRIOR=network`
+//! runs the network (EPS, 4 steps) on a 150-pixel hole instead.
 //!
 //! The app runs headless (egui_kittest) with a renderer that drops texture uploads, as a GPU
 //! renderer moves them out of the process; the display textures are at most 2048 pixels on a
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::{Harness, TestRenderer};
 use eps_studio::app::{AppOptions, EpsApp};
-use eps_studio::restore::Models;
+use eps_studio::restore::{Models, Prior};
 use eps_studio::worker::JobKind;
 
 /// Hands every texture upload to nobody: the process keeps no copy, as with a GPU renderer.
@@ -76,10 +78,17 @@ fn main() {
     })
     .save(&photo)
     .expect("writing the test photo");
-    let (cx, cy) = (i64::from(w) / 2, i64::from(h) / 2);
+    let network = std::env::var("EPS_BENCH_PRIOR").as_deref() == Ok("network");
+    // Semi-axes of the elliptic hole.
+    let (a, b) = if network {
+        (75.0, 75.0)
+    } else {
+        (200.0, 150.0)
+    };
+    let (cx, cy) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
     image::GrayImage::from_fn(w, h, |x, y| {
-        let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
-        image::Luma([if dx * dx + dy * dy <= 75 * 75 { 255 } else { 0 }])
+        let (dx, dy) = ((f64::from(x) - cx) / a, (f64::from(y) - cy) / b);
+        image::Luma([if dx * dx + dy * dy <= 1.0 { 255 } else { 0 }])
     })
     .save(&mask)
     .expect("writing the test mask");
@@ -101,7 +110,10 @@ fn main() {
         .renderer(Discard)
         .build_eframe(move |cc| {
             let mut app = EpsApp::new(cc, options);
-            app.settings.steps = 4;
+            if network {
+                app.settings.prior = Prior::Network;
+                app.settings.steps = 4;
+            }
             app.settings.samples = 4;
             app.settings.live_preview = false;
             app
@@ -137,7 +149,10 @@ fn main() {
     drop(harness);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "app on a {w}×{h} JPEG, one 150-pixel hole, {samples} samples, {saved} files saved, {:.0} s:",
+        "app on a {w}×{h} JPEG, one {}×{} hole, {} prior, {samples} samples, {saved} files saved, {:.0} s:",
+        2.0 * a,
+        2.0 * b,
+        if network { "network" } else { "patch" },
         started.elapsed().as_secs_f64()
     );
     println!("| stage | peak MB |\n|---|---|");

@@ -13,9 +13,9 @@ use rand::SeedableRng as _;
 
 use crate::denoiser::{Conditioning, ModelFile, Network, UNetConfig};
 use crate::eval::holes::{hole_scores, object_mask};
-use crate::restore::MethodChoice;
 use crate::noise::SeededNoise;
 use crate::photo::{Raster as _, RgbImage};
+use crate::restore::MethodChoice;
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
 use crate::sampler::{Denoiser, Flow};
 use crate::train::data::{PhotoSet, Split};
@@ -140,6 +140,7 @@ fn settings(method: MethodChoice, steps: usize) -> Settings {
         steps: Some(steps),
         sigma_y: 0.05,
         work_side: 128,
+        prior: crate::restore::Prior::Network,
         ..Settings::default()
     }
 }

@@ -12,7 +12,7 @@ use egui_kittest::kittest::Queryable as _;
 use eps_studio::app::{AppOptions, EpsApp, ViewMode};
 use eps_studio::backend::BackendChoice;
 use eps_studio::photo::{self, RgbImage, SaveFormat, SaveImage};
-use eps_studio::restore::Models;
+use eps_studio::restore::{Models, Prior};
 use eps_studio::worker::JobKind;
 
 /// A 96×64 test photo: smooth gradients and a few edges, saved as PNG in `dir`.
@@ -411,10 +411,14 @@ fn bad_files_and_missing_weights_give_messages_not_crashes() {
         "{:?}",
         h.state().notices
     );
-    // Still usable: a good photo opens, Restore explains what is missing.
+    // Still usable: a good photo opens; with the network prior Restore explains what is
+    // missing, and the photo's own patches fill the hole with no network at all.
     h.state_mut().open_path(&photo_path);
     settle(&mut h);
     assert!(h.state().photo.is_some());
+    h.state_mut().settings.prior = Prior::Network;
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
     h.get_by_label("Restore").click();
     h.step();
     assert!(h.state().running.is_none());
@@ -422,8 +426,16 @@ fn bad_files_and_missing_weights_give_messages_not_crashes() {
         h.state()
             .notices
             .iter()
-            .any(|n| n.text.contains("networks are not ready"))
+            .any(|n| n.text.contains("networks are not ready")),
+        "{:?}",
+        h.state().notices
     );
+    h.state_mut().settings.prior = Prior::Patch;
+    h.state_mut().start(JobKind::Restore);
+    h.step();
+    run_until(&mut h, "the patch fill without networks", |a| {
+        a.running.is_none() && a.has_results()
+    });
 }
 
 /// The finished restoration as the user sees it. The fill is held to two promises that do not
@@ -577,6 +589,8 @@ fn the_compute_setting_switches_the_backend() {
         return;
     }
     h.get_by_label_contains(&format!("backend: {backend}"));
+    // The network prior: its pivot and sampler arithmetic are what moves to the GPU.
+    h.state_mut().settings.prior = Prior::Network;
     paint_and_restore(&mut h);
     assert!(
         h.state().notices.iter().all(|n| !n.error),
@@ -710,6 +724,8 @@ fn the_cost_is_shown_first_and_a_long_job_asks() {
     run_until(&mut h, "the network speed", |a| {
         a.models_ready && a.secs_per_megapixel.is_some()
     });
+    // The network's cost is what grows with steps, samples and photo size.
+    h.state_mut().settings.prior = Prior::Network;
     h.state_mut().settings.steps = 3;
     h.state_mut().settings.brush_radius = 4.0;
     drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);

@@ -16,12 +16,12 @@ use common::*;
 use eps_studio::Error;
 use eps_studio::backend::gpu::{AdapterPolicy, GpuArithmetic, GpuContext, SHADERS};
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
-use eps_studio::restore::MethodChoice;
 use eps_studio::inverse::{
     AvgPoolSr, Blur, CgOperator, CgSettings, Interpolant, Kernel, LinearOperator, Problem,
 };
 use eps_studio::photo::RgbImage;
 use eps_studio::prior::gmm::{GaussianMixture, GmmPosteriorOracle};
+use eps_studio::restore::MethodChoice;
 use eps_studio::restore::{self, BlurSpec, Degradation, Models, Settings};
 use eps_studio::sampler::Flow;
 use eps_studio::sampler::eps::{self, EpsConfig};
@@ -326,6 +326,7 @@ fn restoration_on_the_gpu_matches_the_cpu() {
                 method,
                 steps: Some(6),
                 work_side: 32,
+                prior: eps_studio::restore::Prior::Network,
                 ..Settings::default()
             };
             let run = |gpu| {
@@ -365,6 +366,7 @@ fn a_gpu_lost_mid_run_falls_back_to_the_cpu() {
         method: MethodChoice::Eps,
         steps: Some(8),
         work_side: 40,
+        prior: eps_studio::restore::Prior::Network,
         ..Settings::default()
     };
     let cpu = restore::restore(

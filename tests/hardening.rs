@@ -383,6 +383,8 @@ fn weight_files_claiming_huge_networks_are_refused() {
         &d.s("m.png"),
         "--method",
         "ddnm",
+        "--prior",
+        "network",
         "--weights",
         &d.s("w"),
         "--out",

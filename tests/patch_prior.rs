@@ -71,9 +71,8 @@ fn brute_force(
             if !touches {
                 continue;
             }
-            let lam = |dy: usize, dx: usize| {
-                1.0 / (f64::from(s2[(qy + dy) * w + qx + dx]) + tau * tau)
-            };
+            let lam =
+                |dy: usize, dx: usize| 1.0 / (f64::from(s2[(qy + dy) * w + qx + dx]) + tau * tau);
             let uv = |dy: usize, dx: usize, ch: usize| {
                 f64::from(u.data[((qy + dy) * w + qx + dx) * c + ch])
             };
@@ -207,7 +206,13 @@ fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
     let mut rng = StdRng::seed_from_u64(11);
     for sigma in [5.0_f64, 0.5, 0.05] {
         let s2: Vec<f32> = (0..p * p)
-            .map(|_| if rng.random::<f64>() < 0.6 { (sigma * sigma) as f32 } else { 0.0025 })
+            .map(|_| {
+                if rng.random::<f64>() < 0.6 {
+                    (sigma * sigma) as f32
+                } else {
+                    0.0025
+                }
+            })
             .collect();
         let u_hwc: Vec<f32> = (0..p * p * c)
             .map(|_| (rng.random::<f64>() * 1.6 - 0.8) as f32)
@@ -232,6 +237,19 @@ fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
         let ours = chw(&est.mean.data);
         let err = (0..c * p * p).fold(0.0_f64, |m, i| m.max((ours[i] - exact[(i, 0)]).abs()));
         assert!(err < 1e-4, "σ {sigma}: {err}");
+        // The variance too: the exact posterior's per-pixel variance averaged over channels.
+        let exact_var = check
+            .mixture
+            .denoise_variance_with_covariance(&u_col, &cov)
+            .unwrap();
+        for j in 0..p * p {
+            let want = (0..c).map(|k| exact_var[k * p * p + j]).sum::<f64>() / c as f64;
+            let got = f64::from(est.variance[j]);
+            assert!(
+                (got - want).abs() < 1e-4 * want.max(1.0),
+                "σ {sigma}, pixel {j}: variance {got} against the exact {want}"
+            );
+        }
     }
 }
 
@@ -261,7 +279,8 @@ fn no_bank_window_holds_a_hole_pixel() {
                 let pix = (usize::from(e.y) + dy) * w + photo_x;
                 assert!(!hole[pix], "{e:?} holds hole pixel {pix}");
                 // The window shows the photo's own pixels there.
-                let got = &src.image.row(usize::from(e.x), usize::from(e.y), dy, p)[dx * 3..dx * 3 + 3];
+                let got =
+                    &src.image.row(usize::from(e.x), usize::from(e.y), dy, p)[dx * 3..dx * 3 + 3];
                 assert_eq!(got, &y.data[pix * 3..pix * 3 + 3]);
             }
         }
@@ -356,7 +375,11 @@ fn the_coarse_field_moves_to_the_same_places() {
     let photo_centre = |bank: &Bank, e: eps_studio::prior::patch::Entry| {
         let s = &bank.sources[usize::from(e.source)];
         let x = e.x as isize + r;
-        let x = if s.mirrored { s.image.width as isize - 1 - x } else { x };
+        let x = if s.mirrored {
+            s.image.width as isize - 1 - x
+        } else {
+            x
+        };
         (x, e.y as isize + r)
     };
     let mut checked = 0;
@@ -468,7 +491,10 @@ fn patch_fills_keep_the_photo_and_differ_by_seed() {
         }
     }
     let (a, b) = (out.samples[0].rgb(), out.samples[1].rgb());
-    let spread = eps_studio::eval::diagnose::pairwise_hole_distance(&[a.into_owned(), b.into_owned()], &fill);
+    let spread = eps_studio::eval::diagnose::pairwise_hole_distance(
+        &[a.into_owned(), b.into_owned()],
+        &fill,
+    );
     assert!(spread > 0.005, "samples do not differ: {spread}");
     let alone = fill_with(&y, &fill, &[5]).unwrap();
     assert_eq!(alone.samples[0].rgb().data, out.samples[1].rgb().data);
@@ -485,7 +511,9 @@ fn too_little_context_is_refused_clearly() {
     let (w, h) = (120, 90);
     let y = photo(w, h, 3);
     let fill: Vec<bool> = (0..w * h).map(|i| (i % w) > 2 && (i / w) > 1).collect();
-    let e = fill_with(&y, &fill, &[0]).expect_err("98% masked").to_string();
+    let e = fill_with(&y, &fill, &[0])
+        .expect_err("98% masked")
+        .to_string();
     assert!(e.contains("patch") && e.contains("smaller mask"), "{e}");
     // A tiny photo whose hole touches every border.
     let (w, h) = (10, 9);
@@ -496,6 +524,75 @@ fn too_little_context_is_refused_clearly() {
             x == 0 || yy == 0 || x == w - 1 || yy == h - 1 || (x + yy) % 3 == 0
         })
         .collect();
-    let e = fill_with(&y, &fill, &[0]).expect_err("tiny photo").to_string();
+    let e = fill_with(&y, &fill, &[0])
+        .expect_err("tiny photo")
+        .to_string();
     assert!(e.contains("patch") && e.contains("smaller mask"), "{e}");
+}
+
+/// The uncertainty map is the patch prior's own posterior variance at the finest level's first
+/// call (law of total variance over the seeds): one sample already has one, it is zero on known
+/// pixels and positive in the hole, and over several samples it is at least their spread (the
+/// default churned sampler keeps samples narrower than the posterior: about 0.37 of its variance
+/// on the exact mixture check) and within a factor 4 of it.
+#[test]
+fn the_uncertainty_map_is_the_patch_posterior_variance() {
+    let (w, h) = (96, 72);
+    let y = photo(w, h, 21);
+    let fill = blob(w, h, (48.0, 36.0), 12.0);
+    let one = fill_with(&y, &fill, &[1]).unwrap();
+    let map = one.variance.expect("the patch prior gives its variance");
+    assert_eq!((map.width, map.height), (w, h));
+    for i in 0..w * h {
+        let v = map.at(i % w, i / w);
+        assert!(v.is_finite() && v >= 0.0, "variance {v} at {i}");
+        if !fill[i] {
+            assert_eq!(v, 0.0, "known pixel {i} has variance {v}");
+        }
+    }
+    let (_, _, full) = restore::mean_and_uncertainty(&[&one.samples[0]], Some(&map)).unwrap();
+    assert!(full > 0.0, "one sample's uncertainty map is flat");
+
+    let hole: Vec<usize> = (0..w * h).filter(|&i| fill[i]).collect();
+    let n = hole.len() as f64;
+    let seeds: Vec<u64> = (10..22).collect();
+    let many = fill_with(&y, &fill, &seeds).unwrap();
+    let map = many.variance.expect("the patch prior gives its variance");
+    let map_hole: Vec<f64> = hole
+        .iter()
+        .map(|&i| f64::from(map.at(i % w, i / w)))
+        .collect();
+    let k = seeds.len() as f64;
+    let spread: Vec<f64> = hole
+        .iter()
+        .map(|&i| {
+            (0..3)
+                .map(|c| {
+                    let v: Vec<f64> = many
+                        .samples
+                        .iter()
+                        .map(|s| f64::from(s.value(i * 3 + c)))
+                        .collect();
+                    let m = v.iter().sum::<f64>() / k;
+                    v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (k - 1.0) / 3.0
+                })
+                .sum()
+        })
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
+    let (mm, ms) = (mean(&map_hole), mean(&spread));
+    let cov: f64 = map_hole
+        .iter()
+        .zip(&spread)
+        .map(|(a, b)| (a - mm) * (b - ms))
+        .sum();
+    let sd = |v: &[f64], m: f64| v.iter().map(|a| (a - m).powi(2)).sum::<f64>().sqrt();
+    let correlation = cov / (sd(&map_hole, mm) * sd(&spread, ms));
+    eprintln!(
+        "hole variance: map {mm:.5}, between {k} samples {ms:.5}; correlation {correlation:.2}"
+    );
+    assert!(
+        (1.0..=4.0).contains(&(mm / ms)),
+        "the map ({mm:.5}) and the samples' spread ({ms:.5}) disagree"
+    );
 }

@@ -9,8 +9,8 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use eps_studio::backend::BackendChoice;
 use eps_studio::denoiser::{EdmDenoiser, Network, UNetConfig};
-use eps_studio::restore::MethodChoice;
 use eps_studio::photo::RgbImage;
+use eps_studio::restore::MethodChoice;
 use eps_studio::restore::{Degradation, Models, Settings};
 use eps_studio::worker::{Command, Job, JobKind, Update, Worker};
 
@@ -41,6 +41,7 @@ fn job(id: u64, y: RgbImage, steps: usize) -> Job {
         settings: Settings {
             method: MethodChoice::Eps,
             steps: Some(steps),
+            prior: eps_studio::restore::Prior::Network,
             ..Settings::default()
         },
         seeds: vec![0, 1],

@@ -13,8 +13,8 @@ use super::{
     DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Problem, Results, Running,
     SampleView, SaveChoice, Shown, ViewMode,
 };
-use crate::restore::MethodChoice;
 use crate::photo::{self, Photo, Pixels, Raster, RgbImage, SaveFormat, SaveImage};
+use crate::restore::MethodChoice;
 use crate::restore::{self, Degradation, resize};
 use crate::worker::{Command, Job, JobKind, Update};
 
@@ -374,16 +374,22 @@ impl EpsApp {
         estimate
     }
 
+    /// Whether a job of `kind` on `degradation` needs the networks (a fill on the photo's own
+    /// patches does not).
+    fn needs_network(&self, kind: JobKind, degradation: &Degradation) -> bool {
+        let method = if kind == JobKind::Preview {
+            MethodChoice::EpsMean
+        } else {
+            self.settings.method
+        };
+        self.settings
+            .restore_settings(method)
+            .needs_network(degradation)
+    }
+
     fn start_job(&mut self, kind: JobKind, confirmed: bool) {
         // Typed or remembered values outside their controls' ranges never reach a run.
         self.settings.sanitize();
-        if !self.models_ready {
-            self.error(format!(
-                "The networks are not ready: {}",
-                self.models_status
-            ));
-            return;
-        }
         let degradation = match self.degradation() {
             Ok(d) => d,
             Err(msg) => {
@@ -391,6 +397,13 @@ impl EpsApp {
                 return;
             }
         };
+        if !self.models_ready && self.needs_network(kind, &degradation) {
+            self.error(format!(
+                "The networks are not ready: {}",
+                self.models_status
+            ));
+            return;
+        }
         let Some((y, truth)) = self.measurement() else {
             return;
         };
@@ -456,7 +469,10 @@ impl EpsApp {
         seeds: Vec<u64>,
     ) {
         self.cancel();
-        let settings = self.settings.restore_settings(method);
+        let settings = restore::Settings {
+            preview: kind == JobKind::Preview,
+            ..self.settings.restore_settings(method)
+        };
         let (out_w, out_h) = degradation.output_size(y.width(), y.height());
         // The picture forming starts from what is known: the photo for inpainting, the
         // measurement stretched to the output size otherwise; made at display size, never as
@@ -671,6 +687,7 @@ impl EpsApp {
         }
         let truth = self.measurement.as_ref().and_then(|(_, _, t)| t.clone());
         let lpips = restoration.lpips;
+        let variance = restoration.variance;
         let new: Vec<SampleView> = restoration
             .samples
             .into_iter()
@@ -696,6 +713,11 @@ impl EpsApp {
                 r.selected = r.samples.len();
                 r.samples.extend(new);
                 r.seconds = restoration.seconds;
+                // A map only while every run gave one: otherwise the spread speaks for all.
+                match (&mut r.variance, &variance) {
+                    (Some(old), Some(v)) => old.merge(v),
+                    _ => r.variance = None,
+                }
             }
         } else {
             self.results = Some(Results {
@@ -708,6 +730,7 @@ impl EpsApp {
                 std_texture: None,
                 residual_texture: None,
                 seconds: restoration.seconds,
+                variance,
             });
         }
         self.preview = None;
@@ -722,7 +745,7 @@ impl EpsApp {
         let images: Vec<&Pixels> = r.samples.iter().map(|s| &*s.image).collect();
         // The full-size mean and map are shown and scored, then dropped: saving makes them
         // again from the samples, so a big photo does not hold two more images for it.
-        if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images) {
+        if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images, r.variance.as_ref()) {
             r.mean_psnr = truth.map(|t| restore::psnr(&mean, t));
             r.mean_texture = Some(shown(ctx, "mean", &mean));
             r.std_texture = Some(shown(ctx, "uncertainty", &heat));
@@ -772,7 +795,10 @@ impl EpsApp {
         if let Some(due) = self.preview_due {
             if now >= due && !painting {
                 self.preview_due = None;
-                if !self.is_restoring() && self.models_ready && self.degradation().is_ok() {
+                let ready = self
+                    .degradation()
+                    .is_ok_and(|d| self.models_ready || !self.needs_network(JobKind::Preview, &d));
+                if !self.is_restoring() && ready {
                     self.start(JobKind::Preview);
                 }
             } else {
@@ -946,6 +972,7 @@ impl EpsApp {
             .iter()
             .map(|s| (s.seed, Arc::clone(&s.image)))
             .collect();
+        let variance = results.variance.clone();
         let count = samples.len();
         self.reserved.insert(dir.clone());
         let folder = dir.clone();
@@ -957,7 +984,9 @@ impl EpsApp {
                     photo::save(&SaveImage::like(&**image, &meta), &p, format, false)?;
                 }
                 let images: Vec<&Pixels> = samples.iter().map(|(_, s)| &**s).collect();
-                if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images) {
+                if let Some((mean, heat, _)) =
+                    restore::mean_and_uncertainty(&images, variance.as_ref())
+                {
                     photo::save(
                         &SaveImage::like(&mean, &meta),
                         &dir.join(format!("{stem}.mean.{}", format.extension())),

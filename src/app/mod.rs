@@ -144,6 +144,8 @@ pub struct Results {
     pub residual_texture: Option<(usize, Shown)>,
     /// Seconds the last run took.
     pub seconds: f64,
+    /// The prior's closed-form posterior variance, merged over the runs (resamples).
+    pub variance: Option<restore::VarianceMap>,
 }
 
 /// A job in flight.

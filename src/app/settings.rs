@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::backend::BackendChoice;
 use crate::restore::MethodChoice;
-use crate::restore::{BlurSpec, Degradation, Settings};
+use crate::restore::{BlurSpec, Degradation, Prior, Settings};
 
 /// The kind of problem being solved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +57,8 @@ pub struct AppSettings {
     pub simulate: bool,
     /// Sampling method.
     pub method: MethodChoice,
+    /// The prior EPS fills holes with.
+    pub prior: Prior,
     /// Sampler steps (NFE for EPS).
     pub steps: usize,
     /// Measurement noise σ_y.
@@ -92,6 +94,7 @@ impl Default for AppSettings {
             sr_factor: 2,
             simulate: false,
             method: MethodChoice::Eps,
+            prior: Prior::default(),
             steps: MethodChoice::Eps.default_steps(),
             sigma_y: 0.05,
             seed: 0,
@@ -172,6 +175,7 @@ impl AppSettings {
                 .then_some(self.steps.max(1)),
             sigma_y: self.sigma_y,
             work_side: self.work_side,
+            prior: self.prior,
             ..Settings::default()
         }
     }

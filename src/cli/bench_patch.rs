@@ -71,9 +71,11 @@ fn time_fill(
     seed: u64,
 ) -> anyhow::Result<f64> {
     let models = Models::new(None, None, candle_core::Device::Cpu);
+    // The posterior mean is timed as the app's instant preview.
     let settings = Settings {
         method,
         prior: Prior::Patch,
+        preview: method == crate::restore::MethodChoice::EpsMean,
         ..Settings::default()
     };
     let t = Instant::now();
@@ -216,7 +218,10 @@ fn big_photo(args: &BenchArgs) -> anyhow::Result<String> {
     let secs = t.elapsed().as_secs_f64();
     let peak = status("VmHWM:").unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("24 MP JPEG, 400×300 hole: {secs:.1} s, peak {:.2} GB", peak as f64 / 1e9);
+    eprintln!(
+        "24 MP JPEG, 400×300 hole: {secs:.1} s, peak {:.2} GB",
+        peak as f64 / 1e9
+    );
     let memory = if measured {
         format!(
             "{:.2} GB (resident before: {:.2} GB)",

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use candle_core::Device;
 
 use crate::eval::diagnose::{self as dg, Contender};
-use crate::restore::MethodChoice;
 use crate::photo::RgbImage;
+use crate::restore::MethodChoice;
 use crate::restore::{Degradation, Models};
 use crate::train::data::{PhotoSet, Split, grid_crops};
 
@@ -378,7 +378,10 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         )?;
         let table = dg::fill_markdown(&rows);
         println!("{table}");
-        write(&args.out.join("fills.png"), &dg::fill_picture(&cases, args.tile.clamp(32, 1024))?)?;
+        write(
+            &args.out.join("fills.png"),
+            &dg::fill_picture(&cases, args.tile.clamp(32, 1024))?,
+        )?;
         let mut columns = vec!["truth".to_string(), "measurement".to_string()];
         for c in &contenders {
             let n = match c {

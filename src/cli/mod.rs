@@ -296,6 +296,13 @@ pub struct PatchArgs {
     /// Patch prior: the pyramid halves until the hole's longer side is at most this.
     #[arg(long)]
     pub coarse_hole: Option<usize>,
+    /// Patch prior: known context around a hole (the bank's source), as a multiple of the
+    /// hole's longer side.
+    #[arg(long)]
+    pub context: Option<f64>,
+    /// Patch prior: most context around a hole, in pixels.
+    #[arg(long)]
+    pub max_context: Option<usize>,
     /// Patch prior: most pyramid levels (1: the crop's own size only).
     #[arg(long)]
     pub levels: Option<usize>,
@@ -350,6 +357,12 @@ impl PatchArgs {
         if let Some(s) = self.coarse_hole {
             cfg.coarse_hole = s;
         }
+        if let Some(c) = self.context {
+            cfg.context = c;
+        }
+        if let Some(m) = self.max_context {
+            cfg.max_context = m;
+        }
         if let Some(l) = self.levels {
             cfg.max_levels = l;
         }
@@ -393,7 +406,9 @@ impl PatchArgs {
                     v.parse::<f64>()
                         .ok()
                         .filter(|s| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| anyhow::anyhow!("--coarse-start takes a positive σ or none"))?,
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--coarse-start takes a positive σ or none")
+                        })?,
                 );
             }
         }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::backend::{BackendChoice, Compute};
-use crate::restore::MethodChoice;
 use crate::noise::consecutive_seeds;
 use crate::photo::{self, Raster, SaveFormat, SaveImage};
+use crate::restore::MethodChoice;
 use crate::restore::{self, BlurSpec, Degradation, Models, Settings};
 use crate::sampler::Flow;
 
@@ -33,9 +33,11 @@ pub struct RestoreArgs {
     /// Method: eps, eps-mean, dps, pigdm, ddnm or diffpir.
     #[arg(long, default_value = "eps")]
     pub method: String,
-    /// The prior EPS samples with: network (the trained EPS network) or patch (the photo's own
-    /// patches, inpainting only, at the photo's resolution).
-    #[arg(long, default_value = "network")]
+    /// The prior EPS fills holes with: patch (the photo's own patches, at the photo's
+    /// resolution, no network), network (the trained EPS network), patch-layout (patches on the
+    /// network's one-call mean) or network-patch (the network at high noise, patches below).
+    /// Deblurring and super-resolution always use the network.
+    #[arg(long, default_value = "patch")]
     pub prior: String,
     /// Sampler steps (default: the method's own; EPS uses 10).
     #[arg(long)]
@@ -93,7 +95,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )
     })?;
     let prior = restore::Prior::parse(&args.prior).with_context(|| {
-        format!("unknown prior '{}'; use network or patch", args.prior)
+        format!(
+            "unknown prior '{}'; use patch, network, patch-layout or network-patch",
+            args.prior
+        )
     })?;
     crate::limits::samples(args.samples)?;
     let blur = args.blur.as_deref().map(BlurSpec::parse).transpose()?;
@@ -103,7 +108,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     if !(1..=100).contains(&args.quality) {
         anyhow::bail!("invalid JPEG quality = {}: use 1 to 100", args.quality);
     }
-    let (settings, floor_note) = Settings {
+    let requested = Settings {
         method,
         steps: args.steps,
         solver: super::parse_solver(args.solver.as_deref())?,
@@ -112,11 +117,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         work_side: args.work_side,
         prior,
         patch: args.patch.config()?,
-    }
-    .checked()?;
-    if let Some(note) = floor_note {
-        eprintln!("note: {note}");
-    }
+        preview: false,
+    };
+    requested.validate()?;
     crate::fsutil::prepare_output_dir(&args.out)?;
 
     // Files.
@@ -156,6 +159,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     } else {
         input.pixels.depth()
     };
+    let (settings, floor_notes) = requested.checked_for(&degradation)?;
+    for note in floor_notes {
+        eprintln!("note: {note}");
+    }
     let estimate = restore::Estimate::new((w, h), depth, &degradation, &settings, args.samples);
     estimate.check_memory()?;
 
@@ -178,10 +185,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
 
     let method = settings.sampler_method(&degradation);
     // The patch prior fills holes with no network (unless a hybrid asks for it).
-    let patches_only = settings.prior.uses_patches()
-        && !settings.prior.uses_network()
-        && matches!(degradation, Degradation::Inpaint { .. })
-        && method.needs_posterior_denoiser();
+    let patches_only = !settings.needs_network(&degradation);
     let (compute, notes) = if patches_only {
         (Compute::cpu(), Vec::new())
     } else {
@@ -295,9 +299,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             .map_or_else(|| "–".to_owned(), |p| format!("{p:.2} dB"));
         let lpips = match (&lpips_net, &truth) {
             // A metric that cannot be computed must not stop the remaining files being saved.
-            (Some(net), Some(t)) => {
-                crate::eval::lpips::photo_distance(net, s, t).map_or_else(|e| format!("– ({e})"), |v| format!("{v:.3}"))
-            }
+            (Some(net), Some(t)) => crate::eval::lpips::photo_distance(net, s, t)
+                .map_or_else(|e| format!("– ({e})"), |v| format!("{v:.3}")),
             _ => "–".to_owned(),
         };
         println!(
@@ -312,7 +315,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     // each dropped once saved, so a big photo holds at most one extra full-size buffer.
     result.residuals.clear();
     let mut mean_psnr = None;
-    let summary = if result.samples.len() == 1 {
+    let summary = if result.samples.len() == 1 && result.variance.is_none() {
         // One sample is its own mean, with no spread: no copy.
         result.samples.pop().map(|s| {
             let n = s.width() * s.height();
@@ -325,7 +328,10 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             (s, heat, 0.0)
         })
     } else {
-        restore::mean_and_uncertainty(&result.samples.iter().collect::<Vec<_>>())
+        restore::mean_and_uncertainty(
+            &result.samples.iter().collect::<Vec<_>>(),
+            result.variance.as_ref(),
+        )
     };
     result.samples.clear();
     if let Some((mean, heat, max_std)) = summary {

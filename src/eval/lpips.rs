@@ -306,4 +306,3 @@ pub fn photo_distance(net: &Lpips, x: &dyn Raster, truth: &dyn Raster) -> Result
         .copied()
         .unwrap_or(f64::NAN))
 }
-

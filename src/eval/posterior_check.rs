@@ -466,7 +466,9 @@ impl PatchCheck {
                 for c in 0..channels {
                     let v: f64 = waves
                         .iter()
-                        .map(|(fx, fy, ph, a)| a * (fx * x as f64 + fy * y as f64 + ph + c as f64).sin())
+                        .map(|(fx, fy, ph, a)| {
+                            a * (fx * x as f64 + fy * y as f64 + ph + c as f64).sin()
+                        })
                         .sum();
                     data.push(v.clamp(-1.0, 1.0) as f32);
                 }
@@ -524,7 +526,8 @@ pub fn patch_prior_check(
         chw: check.mixture.chw(),
         ..cfg.clone()
     };
-    let op = OperatorCheck::with_prior(CheckOperator::RandomMask, &cfg, Arc::clone(&check.mixture))?;
+    let op =
+        OperatorCheck::with_prior(CheckOperator::RandomMask, &cfg, Arc::clone(&check.mixture))?;
     let mut rows = Vec::new();
     for eps in [
         EpsConfig::ode(40, Solver::DpmSolver2m),

@@ -245,6 +245,29 @@ impl GaussianMixture {
         Ok(self.posterior_parts(u, s)?.mean)
     }
 
+    /// The per-coordinate posterior variance `diag Cov[x0 | u]` under Gaussian noise of
+    /// covariance `s`, for the first column of `u`: `Σ_k r_k (diag P_k + μ_k²) − D²` with
+    /// `P_k = C_k − C_k (C_k + S)⁻¹ C_k`.
+    pub fn denoise_variance_with_covariance(
+        &self,
+        u: &DMatrix<f64>,
+        s: &DMatrix<f64>,
+    ) -> Result<DVector<f64>> {
+        let parts = self.posterior_parts(&u.columns(0, 1).into_owned(), s)?;
+        let d = self.dim();
+        let mut second = DVector::<f64>::zeros(d);
+        for (k, chol) in parts.chols.iter().enumerate() {
+            let p = &self.covs[k] - &self.covs[k] * chol.solve(&self.covs[k]);
+            let r = parts.resp[(k, 0)];
+            let mk = parts.comp_means[k].column(0);
+            for i in 0..d {
+                second[i] += r * (p[(i, i)] + mk[i] * mk[i]);
+            }
+        }
+        let mean = parts.mean.column(0);
+        Ok(DVector::from_fn(d, |i, _| second[i] - mean[i] * mean[i]))
+    }
+
     /// The isotropic denoiser and `J v` (per column), `J = Cov[x0 | u]/σ²` (symmetric), where
     /// `Cov[x0 | u] = Σ_k r_k (P_k + μ_k μ_kᵀ) − D Dᵀ` and `P_k = C_k − C_k (C_k + σ²I)⁻¹ C_k`.
     pub fn denoise_jvp(

@@ -5,8 +5,8 @@
 //! Shared by the desktop app's worker and the headless `restore` command. No UI here.
 
 pub mod degrade;
-pub mod method;
 pub mod heat;
+pub mod method;
 pub mod models;
 mod patch_fill;
 pub mod plan;
@@ -50,6 +50,10 @@ pub struct Settings {
     pub prior: Prior,
     /// The patch prior's settings (with [`Prior::Patch`]).
     pub patch: crate::prior::patch::PyramidConfig,
+    /// A preview while the user paints: the patch prior's posterior mean from quick
+    /// low-resolution draws ([`crate::prior::patch::PyramidConfig::for_preview`]) instead of
+    /// full ones. The network's mean is one call either way.
+    pub preview: bool,
 }
 
 impl Default for Settings {
@@ -61,20 +65,23 @@ impl Default for Settings {
             churn: None,
             sigma_y: 0.05,
             work_side: 256,
-            prior: Prior::Network,
+            prior: Prior::Patch,
             patch: crate::prior::patch::PyramidConfig::default(),
+            preview: false,
         }
     }
 }
 
-/// The prior the EPS methods sample with.
+/// The prior the EPS methods fill holes with (deblurring and super-resolution always use the
+/// network).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Prior {
     /// The trained EPS network.
-    #[default]
     Network,
     /// The photo's own patches (inpainting only; training-free), coarse to fine up to the
-    /// photo's resolution ([`crate::prior::patch`]), from the biharmonic layout.
+    /// photo's resolution ([`crate::prior::patch`]), from the biharmonic layout. The default:
+    /// it wins on the fill table and the pictures (`docs/diagnose/fills.md`).
+    #[default]
     Patch,
     /// The patches, with the network's one-call posterior mean as the coarse layout.
     PatchOnNetworkMean,
@@ -86,8 +93,8 @@ pub enum Prior {
 impl Prior {
     /// Every prior, default first.
     pub const ALL: [Self; 4] = [
-        Self::Network,
         Self::Patch,
+        Self::Network,
         Self::PatchOnNetworkMean,
         Self::NetworkThenPatch,
     ];
@@ -153,6 +160,19 @@ impl Settings {
         Ok((Self { sigma_y, ..*self }, note))
     }
 
+    /// [`Self::checked`] for `degradation`: motion deblurring also raises σ_y to
+    /// [`crate::limits::MOTION_SIGMA_Y_FLOOR`]. Returns the notes that say what was raised.
+    pub fn checked_for(&self, degradation: &Degradation) -> Result<(Self, Vec<String>)> {
+        let (mut out, note) = self.checked()?;
+        let mut notes: Vec<String> = note.into_iter().collect();
+        if matches!(degradation, Degradation::Deblur(BlurSpec::Motion { .. })) {
+            let (sigma_y, note) = crate::limits::motion_sigma_y(out.sigma_y);
+            out.sigma_y = sigma_y;
+            notes.extend(note);
+        }
+        Ok((out, notes))
+    }
+
     /// `c` with this solver and churn, where they are set.
     fn eps_overrides(&self, mut c: eps::EpsConfig) -> eps::EpsConfig {
         if let Some(solver) = self.solver {
@@ -166,6 +186,17 @@ impl Settings {
             c.churn.s_churn = s_churn;
         }
         c
+    }
+
+    /// Whether restoring `degradation` with these settings needs the networks: everything but
+    /// an EPS fill on the photo's own patches does.
+    pub fn needs_network(&self, degradation: &Degradation) -> bool {
+        let patches_only = self.prior.uses_patches() && !self.prior.uses_network();
+        let on_patches = matches!(
+            self.method,
+            MethodChoice::Eps | MethodChoice::EpsMean | MethodChoice::Ddnm | MethodChoice::Diffpir
+        );
+        !(patches_only && on_patches && matches!(degradation, Degradation::Inpaint { .. }))
     }
 
     /// The sampler method for `degradation`, with the step, solver and churn overrides applied.
@@ -291,6 +322,61 @@ impl Residual {
     }
 }
 
+/// The posterior's per-pixel variance as a prior estimated it (the patch prior's closed-form
+/// posterior variance, [`crate::prior::patch::pyramid::FillOutput::variance`]), in `[0, 1]`
+/// pixel units averaged over channels, over the regions it covers; elsewhere (known pixels) the
+/// posterior does not vary.
+///
+/// With it the uncertainty map needs no spread between samples, so one sample (or the quick
+/// mean) already has one, and a few samples give a steadier one than their sample variance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VarianceMap {
+    /// Image width.
+    pub width: usize,
+    /// Image height.
+    pub height: usize,
+    /// Per region, its variance row by row.
+    pub regions: Vec<(Rect, Vec<f32>)>,
+    /// The samples the estimate averages over (for [`Self::merge`]).
+    pub samples: usize,
+}
+
+impl VarianceMap {
+    /// The variance at pixel `(x, y)`: that of the last region covering it, 0 outside them.
+    pub fn at(&self, x: usize, y: usize) -> f32 {
+        self.regions
+            .iter()
+            .rev()
+            .find(|(r, _)| x >= r.x && x < r.x + r.w && y >= r.y && y < r.bottom())
+            .map_or(0.0, |(r, v)| v[(y - r.y) * r.w + (x - r.x)])
+    }
+
+    /// Folds in the estimate of more samples of the same problem (a resample): the average
+    /// weighted by samples where the regions agree; otherwise `other` replaces this one.
+    pub fn merge(&mut self, other: &Self) {
+        let same = self.width == other.width
+            && self.height == other.height
+            && self.regions.len() == other.regions.len()
+            && self
+                .regions
+                .iter()
+                .zip(&other.regions)
+                .all(|(a, b)| a.0 == b.0);
+        if !same {
+            *self = other.clone();
+            return;
+        }
+        let (n, m) = (self.samples as f32, other.samples as f32);
+        let total = (n + m).max(1.0);
+        for ((_, a), (_, b)) in self.regions.iter_mut().zip(&other.regions) {
+            for (va, vb) in a.iter_mut().zip(b) {
+                *va = (*va * n + vb * m) / total;
+            }
+        }
+        self.samples += other.samples;
+    }
+}
+
 /// The result of a restoration.
 #[derive(Debug, Clone)]
 pub struct Restoration {
@@ -316,6 +402,10 @@ pub struct Restoration {
     /// LPIPS (AlexNet) of each sample against the truth, when one is known (simulate mode) and
     /// the caller computed it ([`crate::eval::lpips::photo_distance`]); empty otherwise.
     pub lpips: Vec<f64>,
+    /// The posterior variance the prior computed in closed form (the patch prior), which the
+    /// uncertainty map then shows ([`mean_and_uncertainty`]); `None`: the map is the spread
+    /// between the samples.
+    pub variance: Option<VarianceMap>,
 }
 
 /// What a restoration will cost, estimated from its sizes before any work.
@@ -345,7 +435,12 @@ impl Estimate {
         let rects = regions(w, h, degradation, settings);
         let regions = rects.len();
         let method = settings.sampler_method(degradation);
-        let nfe = method.network_calls();
+        // A fill on the photo's own patches calls no network.
+        let nfe = if settings.needs_network(degradation) {
+            method.network_calls()
+        } else {
+            0
+        };
         let (out_w, out_h) = degradation.output_size(w, h);
         let out_px = (out_w * out_h) as u64;
         let y_px = (w * h) as u64;
@@ -474,18 +569,23 @@ pub fn psnr(x: &dyn Raster, truth: &dyn Raster) -> f64 {
 }
 
 /// The mean of a set of samples of one size (stored like the first sample) and their
-/// uncertainty map: the per-pixel standard deviation (over samples, averaged over channels) as
-/// an 8-bit heat map ([`heat`]) whose top colour is the largest std, returned too. `None` for no
-/// samples or mixed sizes.
+/// uncertainty map: the per-pixel posterior standard deviation (averaged over channels) as an
+/// 8-bit heat map ([`heat`]) whose top colour is the largest std, returned too. The std is the
+/// prior's own where it gave a [`VarianceMap`] of the samples' size, else the spread between the
+/// samples. `None` for no samples or mixed sizes.
 ///
 /// Two passes over the samples, a pixel at a time: no float copy of a whole image and no
 /// full-size std plane (a 24-megapixel photo's would be 96 MB).
-pub fn mean_and_uncertainty(samples: &[&Pixels]) -> Option<(Pixels, Pixels, f32)> {
+pub fn mean_and_uncertainty(
+    samples: &[&Pixels],
+    variance: Option<&VarianceMap>,
+) -> Option<(Pixels, Pixels, f32)> {
     let first = samples.first()?;
     let (w, h) = (first.width(), first.height());
     if samples.iter().any(|s| (s.width(), s.height()) != (w, h)) {
         return None;
     }
+    let variance = variance.filter(|v| (v.width, v.height) == (w, h));
     let n = samples.len() as f32;
     // Mean and std of pixel `i`, channel values read once per sample.
     let stats = |i: usize| -> ([f32; 3], f32) {
@@ -499,7 +599,9 @@ pub fn mean_and_uncertainty(samples: &[&Pixels]) -> Option<(Pixels, Pixels, f32)
                 .map(|s| (s.value(k) - *m).powi(2))
                 .sum::<f32>();
         }
-        let std = if samples.len() > 1 {
+        let std = if let Some(v) = variance {
+            v.at(i % w, i / w).max(0.0).sqrt()
+        } else if samples.len() > 1 {
             (spread / (3.0 * (n - 1.0))).sqrt()
         } else {
             0.0
@@ -623,15 +725,17 @@ fn restore_on(
 ) -> Result<Restoration> {
     let started = Instant::now();
     validate(y, degradation, settings, seeds)?;
-    let (settings, floor_note) = settings.checked()?;
+    let (settings, floor_notes) = settings.checked_for(degradation)?;
     let settings = &settings;
     let method = settings.sampler_method(degradation);
     if settings.prior.uses_patches()
         && let Degradation::Inpaint { fill } = degradation
-        && method.needs_posterior_denoiser()
+        && (method.needs_posterior_denoiser()
+            || (!settings.prior.uses_network()
+                && matches!(method, Method::Ddnm(_) | Method::Diffpir(_))))
     {
         let mut out = patch_fill::restore(models, y, fill, settings, &method, seeds, observer)?;
-        out.notices.splice(0..0, floor_note);
+        out.notices.splice(0..0, floor_notes);
         out.seconds = started.elapsed().as_secs_f64();
         return Ok(out);
     }
@@ -641,7 +745,7 @@ fn restore_on(
     let regions = regions(y.width(), y.height(), degradation, settings);
     let n_regions = regions.len();
     let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser());
-    let mut notices: Vec<String> = floor_note.into_iter().collect();
+    let mut notices = floor_notes;
 
     let mut acc: Vec<Accumulator> = seeds
         .iter()
@@ -719,6 +823,7 @@ fn restore_on(
         fell_back_to_cpu,
         lpips: Vec::new(),
         notices,
+        variance: None,
     })
 }
 
@@ -1142,6 +1247,28 @@ pub fn human_duration(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    /// σ_y = 0 is raised to the networks' floor for every operator, and further to the motion
+    /// floor for motion deblurring only, with a note for each step.
+    #[test]
+    fn sigma_y_floors_follow_the_operator() -> Result<()> {
+        let settings = Settings {
+            sigma_y: 0.0,
+            ..Settings::default()
+        };
+        let motion = Degradation::Deblur(BlurSpec::Motion {
+            length: 9.0,
+            angle_deg: 30.0,
+        });
+        let (s, notes) = settings.checked_for(&motion)?;
+        assert_eq!(s.sigma_y, crate::limits::MOTION_SIGMA_Y_FLOOR);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let gaussian = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
+        let (s, notes) = settings.checked_for(&gaussian)?;
+        assert_eq!(s.sigma_y, crate::limits::SIGMA_Y_FLOOR);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        Ok(())
+    }
+
     /// The mean and uncertainty read samples in any storage and keep the first one's; a
     /// residual kept per region draws as the whole grid with nothing measured elsewhere.
     #[test]
@@ -1156,7 +1283,7 @@ mod tests {
             height: 1,
             data: vec![255, 255, 100, 50, 50, 50],
         };
-        let Some((mean, uncertainty, full)) = mean_and_uncertainty(&[&a, &b]) else {
+        let Some((mean, uncertainty, full)) = mean_and_uncertainty(&[&a, &b], None) else {
             panic!("two samples of one size have a mean");
         };
         assert_eq!(mean.depth(), Depth::U8);
@@ -1167,7 +1294,33 @@ mod tests {
         let bottom = heat::colour(0.0).map(crate::photo::to_u8);
         assert_eq!(uncertainty.as_u8(), Some(&[top, bottom].concat()[..]));
         let c = Pixels::new(1, 1, Depth::U8);
-        assert!(mean_and_uncertainty(&[&a, &c]).is_none(), "mixed sizes");
+        assert!(
+            mean_and_uncertainty(&[&a, &c], None).is_none(),
+            "mixed sizes"
+        );
+
+        // A prior's own variance replaces the spread, even for one sample; merging weighs by
+        // samples.
+        let mut v = VarianceMap {
+            width: 2,
+            height: 1,
+            regions: vec![(Rect::new(1, 0, 1, 1), vec![0.04])],
+            samples: 1,
+        };
+        v.merge(&VarianceMap {
+            regions: vec![(Rect::new(1, 0, 1, 1), vec![0.16])],
+            samples: 3,
+            ..v.clone()
+        });
+        assert!(
+            (v.at(1, 0) - 0.13).abs() < 1e-6 && v.at(0, 0) == 0.0,
+            "{v:?}"
+        );
+        let Some((_, uncertainty, full)) = mean_and_uncertainty(&[&a], Some(&v)) else {
+            panic!("one sample has a mean");
+        };
+        assert!((full - 0.13_f32.sqrt()).abs() < 1e-6, "{full}");
+        assert_eq!(uncertainty.as_u8(), Some(&[bottom, top].concat()[..]));
 
         let residual = Residual {
             width: 4,
@@ -1194,9 +1347,13 @@ mod tests {
 
     #[test]
     fn the_estimate_grows_with_samples_and_photo_size() {
-        let s = Settings::default();
+        let s = Settings {
+            prior: Prior::Network,
+            ..Settings::default()
+        };
         let mut fill = vec![false; 6000 * 4000];
         fill[2000 * 6000 + 3000] = true;
+        let small_fill = fill.clone();
         let small = Estimate::new(
             (6000, 4000),
             Depth::U8,
@@ -1214,6 +1371,17 @@ mod tests {
         assert_eq!(small.regions, 1);
         assert_eq!(small.network_calls, MethodChoice::Eps.default_steps());
         assert!(many.bytes > 10 * small.bytes);
+        // The photo's own patches call no network.
+        let patches = Estimate::new(
+            (6000, 4000),
+            Depth::U8,
+            &Degradation::Inpaint {
+                fill: small_fill.clone(),
+            },
+            &Settings::default(),
+            1,
+        );
+        assert_eq!(patches.network_calls, 0);
         let tiles = Estimate::new(
             (1000, 1000),
             Depth::U8,

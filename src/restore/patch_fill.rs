@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use super::{
     Accumulator, Degradation, Models, Prior, Progress, Rect, Restoration, Settings, StepCount,
-    plan,
+    VarianceMap, plan,
 };
 use crate::photo::{Raster, RgbImage};
 use crate::prior::patch::{Plane, pyramid};
@@ -24,10 +24,156 @@ fn crop_plane(y: &dyn Raster, r: Rect) -> Plane {
     }
 }
 
+/// The crops for the holes of `fill`, with the patch prior's context; each must leave enough
+/// windows of known pixels to copy from, checked before any work.
+fn checked_regions(
+    fill: &[bool],
+    w: usize,
+    h: usize,
+    cfg: &pyramid::PyramidConfig,
+) -> Result<Vec<Rect>> {
+    let regions = plan::inpaint_regions_with(fill, w, h, |a, b| cfg.context_margin(a, b));
+    for region in &regions {
+        let hole = region_hole(fill, w, *region);
+        let p = cfg.patch.patch;
+        let windows = crate::prior::patch::bank::valid_windows(&hole, region.w, region.h, p)
+            .into_iter()
+            .filter(|&v| v)
+            .count();
+        if windows < pyramid::MIN_WINDOWS {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "{}×{} region at ({}, {})",
+                    region.w, region.h, region.x, region.y
+                ),
+                format!(
+                    "leaves {windows} windows of {p}×{p} known pixels around the hole, and the patch prior copies from at least {}; paint a smaller mask, or choose the network prior",
+                    pyramid::MIN_WINDOWS
+                ),
+            ));
+        }
+    }
+    Ok(regions)
+}
+
+/// Image 0 of a crop-sized estimate, resized to the region and with the photo's own pixels
+/// outside the hole: what the user sees while it forms.
+fn composited(x: &Tensor, y: &dyn Raster, fill: &[bool], region: Rect) -> Result<RgbImage> {
+    let img = image(x, 0)?;
+    let w = y.width();
+    let mut preview = super::resize::bilinear(&img, region.w, region.h);
+    for row in 0..region.h {
+        for col in 0..region.w {
+            let i = (region.y + row) * w + region.x + col;
+            if !fill[i] {
+                let o = (row * region.w + col) * 3;
+                for c in 0..3 {
+                    preview.data[o + c] = y.value(i * 3 + c);
+                }
+            }
+        }
+    }
+    Ok(preview)
+}
+
+/// The residual of a filled crop on its observed pixels, RMS over channels (`[-1, 1]` units).
+fn residual(patch: &RgbImage, y: &dyn Raster, region: Rect) -> Vec<f32> {
+    let w = y.width();
+    (0..region.w * region.h)
+        .map(|k| {
+            let i = (region.y + k / region.w) * w + region.x + k % region.w;
+            let s: f32 = (0..3)
+                .map(|c| 2.0 * (patch.data[k * 3 + c] - y.value(i * 3 + c)))
+                .map(|d| d * d)
+                .sum();
+            (s / 3.0).sqrt()
+        })
+        .collect()
+}
+
+/// DDNM+ and DiffPIR on the patch prior: the baseline's own sampler at the crop's resolution
+/// with the patch denoiser as its unconditional `D(x, σ)` (the same prior EPS samples, so
+/// the comparison stays same-backbone).
+fn baseline(
+    y: &dyn Raster,
+    fill: &[bool],
+    settings: &Settings,
+    method: &Method,
+    seeds: &[u64],
+    observer: &mut dyn FnMut(&Progress<'_>) -> Flow,
+) -> Result<Restoration> {
+    let cfg = settings.patch;
+    let (w, h) = (y.width(), y.height());
+    let regions = checked_regions(fill, w, h, &cfg)?;
+    let n_regions = regions.len();
+    let mut acc: Vec<Accumulator> = seeds
+        .iter()
+        .map(|_| Accumulator::new(w, h, y, &Degradation::Inpaint { fill: Vec::new() }))
+        .collect();
+    let mut nfe = 0;
+    for (index, region) in regions.iter().enumerate() {
+        let plane = crop_plane(y, *region);
+        let hole = region_hole(fill, w, *region);
+        let level = pyramid::Level {
+            y: plane,
+            hole,
+            sigma_y: settings.sigma_y,
+        };
+        let noise = crate::prior::patch::clean::estimate_noise(&level.y, &level.hole);
+        let d = pyramid::level_denoiser(&level, &cfg, noise)?;
+        let problem = pyramid::level_problem(&level, &candle_core::Device::Cpu)?;
+        let denoisers = crate::sampler::Denoisers {
+            prior: Some(&d),
+            posterior: None,
+        };
+        let mut observe = |info: &crate::sampler::StepInfo<'_>| -> Flow {
+            let Ok(preview) = composited(info.x0_hat, y, fill, *region) else {
+                return Flow::Continue;
+            };
+            observer(&Progress {
+                at: StepCount {
+                    region: index,
+                    regions: n_regions,
+                    step: info.step,
+                    n_steps: info.n_steps,
+                },
+                rect: *region,
+                preview: &preview,
+            })
+        };
+        let out = crate::sampler::sample(method, denoisers, &problem, seeds, &mut observe)?;
+        crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
+        nfe = out.nfe;
+        for (b, a) in acc.iter_mut().enumerate() {
+            let patch = image(&out.samples, b)?;
+            a.add_hole(&patch, &residual(&patch, y, *region), fill, *region);
+        }
+    }
+    let (samples, residuals) = acc.into_iter().map(Accumulator::finish).unzip();
+    Ok(Restoration {
+        samples,
+        residuals,
+        seeds: seeds.to_vec(),
+        nfe,
+        regions: n_regions,
+        seconds: 0.0,
+        backend: "CPU (patch prior)".into(),
+        notices: Vec::new(),
+        fell_back_to_cpu: false,
+        lpips: Vec::new(),
+        variance: None,
+    })
+}
+
 /// The part of the fill mask (`width` wide) inside `r`.
 fn region_hole(fill: &[bool], width: usize, r: Rect) -> Vec<bool> {
     (r.y..r.bottom())
-        .flat_map(|row| fill[row * width + r.x..row * width + r.right()].iter().copied())
+        .flat_map(|row| {
+            fill[row * width + r.x..row * width + r.right()]
+                .iter()
+                .copied()
+        })
         .collect()
 }
 
@@ -59,10 +205,14 @@ pub(super) fn restore(
             }
             p
         }
+        Method::PosteriorMean(_) if settings.preview => settings.patch.for_preview(),
         Method::PosteriorMean(_) => settings.patch.for_mean(),
+        Method::Ddnm(_) | Method::Diffpir(_) => {
+            return baseline(y, fill, settings, method, seeds, observer);
+        }
         other => {
             return Err(Error::Unsupported(format!(
-                "{} does not run on the patch prior",
+                "{} differentiates through its denoiser, which the patch prior does not offer; use EPS, DDNM+ or DiffPIR, or the network prior",
                 other.name()
             )));
         }
@@ -78,57 +228,27 @@ pub(super) fn restore(
         None
     };
     let (w, h) = (y.width(), y.height());
-    let regions = plan::inpaint_regions_with(fill, w, h, |a, b| cfg.context_margin(a, b));
-    // Every hole needs known windows to copy from: checked before any work.
-    for region in &regions {
-        let hole = region_hole(fill, w, *region);
-        let p = cfg.patch.patch;
-        let windows = crate::prior::patch::bank::valid_windows(&hole, region.w, region.h, p)
-            .into_iter()
-            .filter(|&v| v)
-            .count();
-        if windows < pyramid::MIN_WINDOWS {
-            return Err(Error::invalid(
-                "mask",
-                format!(
-                    "{}×{} region at ({}, {})",
-                    region.w, region.h, region.x, region.y
-                ),
-                format!(
-                    "leaves {windows} windows of {p}×{p} known pixels around the hole, and the patch prior copies from at least {}; paint a smaller mask, or choose the network prior",
-                    pyramid::MIN_WINDOWS
-                ),
-            ));
-        }
-    }
+    let regions = checked_regions(fill, w, h, &cfg)?;
     let n_regions = regions.len();
-    let degradation = Degradation::Inpaint {
-        fill: Vec::new(),
-    };
+    let degradation = Degradation::Inpaint { fill: Vec::new() };
     let mut acc: Vec<Accumulator> = seeds
         .iter()
         .map(|_| Accumulator::new(w, h, y, &degradation))
         .collect();
     let mut calls = 0;
+    let mut variance = Some(VarianceMap {
+        width: w,
+        height: h,
+        regions: Vec::with_capacity(n_regions),
+        samples: seeds.len(),
+    });
     for (index, region) in regions.iter().enumerate() {
         let plane = crop_plane(y, *region);
         let hole = region_hole(fill, w, *region);
         let mut observe = |step: &pyramid::FillStep<'_>| -> Flow {
-            let Ok(img) = image(step.x0_hat, 0) else {
+            let Ok(preview) = composited(step.x0_hat, y, fill, *region) else {
                 return Flow::Continue;
             };
-            let mut preview = super::resize::bilinear(&img, region.w, region.h);
-            for row in 0..region.h {
-                for col in 0..region.w {
-                    let i = (region.y + row) * w + region.x + col;
-                    if !fill[i] {
-                        let o = (row * region.w + col) * 3;
-                        for c in 0..3 {
-                            preview.data[o + c] = y.value(i * 3 + c);
-                        }
-                    }
-                }
-            }
             observer(&Progress {
                 at: StepCount {
                     region: index,
@@ -188,13 +308,14 @@ pub(super) fn restore(
             &mut observe,
         )?;
         crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
-        if std::env::var("EPS_PATCH_PROFILE").is_ok() {
-            eprintln!(
-                "levels (finest first): seconds {:?}, queries {:?}, bank {:?}",
-                out.seconds, out.queries, out.bank
-            );
-        }
         calls = out.calls;
+        // [-1, 1] units to [0, 1]; a region without one leaves the map to the samples' spread.
+        match (&mut variance, out.variance) {
+            (Some(map), Some(v)) => map
+                .regions
+                .push((*region, v.into_iter().map(|x| x / 4.0).collect())),
+            _ => variance = None,
+        }
         for (b, a) in acc.iter_mut().enumerate() {
             let mut patch = image(&out.samples, b * draws)?;
             for k in 1..draws {
@@ -206,18 +327,7 @@ pub(super) fn restore(
             for p in &mut patch.data {
                 *p /= draws as f32;
             }
-            // The residual on the observed pixels, RMS over channels.
-            let residual: Vec<f32> = (0..region.w * region.h)
-                .map(|k| {
-                    let i = (region.y + k / region.w) * w + region.x + k % region.w;
-                    let s: f32 = (0..3)
-                        .map(|c| 2.0 * (patch.data[k * 3 + c] - y.value(i * 3 + c)))
-                        .map(|d| d * d)
-                        .sum();
-                    (s / 3.0).sqrt()
-                })
-                .collect();
-            a.add_hole(&patch, &residual, fill, *region);
+            a.add_hole(&patch, &residual(&patch, y, *region), fill, *region);
         }
     }
     let mut samples = Vec::with_capacity(seeds.len());
@@ -238,6 +348,7 @@ pub(super) fn restore(
         notices: Vec::new(),
         fell_back_to_cpu: false,
         lpips: Vec::new(),
+        variance,
     })
 }
 

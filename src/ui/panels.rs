@@ -69,6 +69,27 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     if s.method != before {
         s.steps = s.method.default_steps().max(1);
     }
+    if s.operator == OperatorChoice::Inpaint
+        && matches!(
+            s.method,
+            MethodChoice::Eps | MethodChoice::EpsMean | MethodChoice::Ddnm | MethodChoice::Diffpir
+        )
+    {
+        egui::ComboBox::from_label("prior")
+            .selected_text(s.prior.label())
+            .show_ui(ui, |ui| {
+                for p in crate::restore::Prior::ALL {
+                    ui.selectable_value(&mut s.prior, p, p.label());
+                }
+            })
+            .response
+            .on_hover_text(
+                "What the fill is made of. The photo's own patches: its grain, colour and texture, \
+                 sampled exactly with no network, at the photo's own resolution. The trained \
+                 network: a prior learned from other photos, at the working size. The hybrids use \
+                 the network for the layout and the patches for the detail.",
+            );
+    }
     if s.method != MethodChoice::EpsMean {
         ui.add(
             egui::Slider::new(&mut s.steps, 1..=1000)

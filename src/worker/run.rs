@@ -245,12 +245,18 @@ impl Loop {
         if id <= self.cancel_upto.load(Ordering::SeqCst) {
             return self.deliver(Update::Cancelled { id });
         }
-        let Some(models) = &self.models else {
-            return self.deliver(Update::Failed {
-                id,
-                message: "the networks are not loaded; see the message above about the weights"
-                    .into(),
-            });
+        // A fill on the photo's own patches needs no network.
+        let none = Models::new(None, None, candle_core::Device::Cpu);
+        let models = match &self.models {
+            Some(m) => m,
+            None if !job.settings.needs_network(&job.degradation) => &none,
+            None => {
+                return self.deliver(Update::Failed {
+                    id,
+                    message: "the networks are not loaded; see the message above about the weights"
+                        .into(),
+                });
+            }
         };
         if !self.deliver(Update::Started { id }) {
             return false;

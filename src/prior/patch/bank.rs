@@ -36,7 +36,10 @@ impl Plane {
         if data.len() != width * height * channels {
             return Err(Error::shape(
                 "plane",
-                format!("{width}×{height}×{channels} = {}", width * height * channels),
+                format!(
+                    "{width}×{height}×{channels} = {}",
+                    width * height * channels
+                ),
                 data.len(),
             ));
         }
@@ -223,8 +226,7 @@ impl Bank {
         }
         let mut entries = Vec::new();
         for (s, src) in sources.iter().enumerate() {
-            if src.image.width > usize::from(u16::MAX) || src.image.height > usize::from(u16::MAX)
-            {
+            if src.image.width > usize::from(u16::MAX) || src.image.height > usize::from(u16::MAX) {
                 return Err(Error::invalid(
                     "bank image",
                     format!("{}×{}", src.image.width, src.image.height),

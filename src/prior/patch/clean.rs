@@ -254,7 +254,10 @@ mod tests {
             let (clean, noisy) = noisy_gradient(sigma, 3);
             let hole = vec![false; clean.width * clean.height];
             let est = estimate_noise(&noisy, &hole);
-            assert!((est / sigma - 1.0).abs() < 0.15, "σ {sigma}: estimated {est}");
+            assert!(
+                (est / sigma - 1.0).abs() < 0.15,
+                "σ {sigma}: estimated {est}"
+            );
             let den = nl_means(&noisy, &hole, est, 5);
             let mse = |a: &Plane| -> f64 {
                 a.data

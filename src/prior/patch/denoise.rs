@@ -25,7 +25,7 @@ use candle_core::Tensor;
 
 use super::bank::{Bank, Entry, Plane};
 use super::search::{
-    BankMatrix, Field, FieldSearch, QueryMoments, Queries, SparseWeights, exact_moments,
+    BankMatrix, Field, FieldSearch, Queries, QueryMoments, SparseWeights, exact_moments,
 };
 use crate::inverse::{Interpolant, Problem};
 use crate::sampler::{Denoiser, PosteriorDenoiser};
@@ -164,6 +164,7 @@ struct State {
 pub struct PatchDenoiser {
     bank: Bank,
     matrix: std::sync::OnceLock<BankMatrix>,
+    sample: std::sync::OnceLock<BankMatrix>,
     cfg: PatchConfig,
     queries: Queries,
     state: Mutex<State>,
@@ -205,6 +206,7 @@ impl PatchDenoiser {
         Ok(Self {
             bank,
             matrix: std::sync::OnceLock::new(),
+            sample: std::sync::OnceLock::new(),
             cfg,
             queries,
             state: Mutex::new(State::default()),
@@ -266,6 +268,16 @@ impl PatchDenoiser {
         Ok(self.matrix.get_or_init(|| m))
     }
 
+    /// A fixed random subset of the bank with about `budget / queries` patches (at least 2048).
+    fn sample_matrix(&self, budget: usize) -> Result<&BankMatrix> {
+        if let Some(m) = self.sample.get() {
+            return Ok(m);
+        }
+        let n = (budget / self.queries.len().max(1)).max(2048);
+        let m = BankMatrix::subset(&self.bank, n, self.bank.len() as u64)?;
+        Ok(self.sample.get_or_init(|| m))
+    }
+
     /// `E[x | u]` and `Var[x | u]` for `u = x + N(0, diag(s2))` (`s2` per pixel) at sampler noise
     /// level `sigma` (which sets τ and the search), for batch element `slot`.
     pub fn estimate(&self, u: &Plane, s2: &[f32], sigma: f64, slot: usize) -> Result<Estimate> {
@@ -273,7 +285,10 @@ impl PatchDenoiser {
         if (w, h) != (self.queries.width, self.queries.height) || s2.len() != w * h {
             return Err(Error::shape(
                 "patch denoiser input",
-                format!("{}×{} with one variance per pixel", self.queries.width, self.queries.height),
+                format!(
+                    "{}×{} with one variance per pixel",
+                    self.queries.width, self.queries.height
+                ),
                 format!("{w}×{h} with {} variances", s2.len()),
             ));
         }
@@ -288,23 +303,37 @@ impl PatchDenoiser {
             .map(|&s| 1.0 / (s.max(0.0) + tau2).max(1e-10))
             .collect();
         let work = self.queries.len().saturating_mul(self.bank.len());
-        let (exact, field_search) = match self.cfg.search {
-            Search::Exact => (true, None),
-            Search::Field(f) => (false, Some(f)),
+        // High noise on a big bank: the weights are nearly flat, and a random subset of the
+        // bank estimates the sums.
+        let (exact, field_search, subsample) = match self.cfg.search {
+            Search::Exact => (true, None, None),
+            Search::Field(f) => (false, Some(f), None),
             Search::Auto {
                 field,
                 exact_above,
                 exact_budget,
-            } => (sigma >= exact_above || work <= exact_budget, Some(field)),
+            } => {
+                let small = work <= exact_budget;
+                let exact = sigma >= exact_above || small;
+                (
+                    exact,
+                    Some(field),
+                    (exact && !small).then_some(exact_budget),
+                )
+            }
         };
         let seed = hash_plane(u);
         let moments = if exact || self.queries.is_empty() {
+            let matrix = match subsample {
+                Some(budget) => self.sample_matrix(budget)?,
+                None => self.matrix()?,
+            };
             let (m, top) = exact_moments(
                 u,
                 &lambda,
                 &self.queries,
                 &self.bank,
-                self.matrix()?,
+                matrix,
                 field_search.map(|f| f.k),
             )?;
             if let Some(top) = top {
@@ -332,7 +361,9 @@ impl PatchDenoiser {
                 s.calls += 1;
                 (s.field.take(), s.calls)
             };
-            let mut field = taken.0.filter(|f| f.entries.len() == self.queries.len() * f.k);
+            let mut field = taken
+                .0
+                .filter(|f| f.entries.len() == self.queries.len() * f.k);
             let mut field = field.take().unwrap_or_else(|| {
                 Field::random(&self.queries, &self.bank, search.k, seed ^ taken.1)
             });
@@ -353,8 +384,8 @@ impl PatchDenoiser {
             let mut sorted = est.ess.clone();
             sorted.sort_by(f32::total_cmp);
             let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f32::NAN);
-            let copying = est.ess.iter().filter(|&&e| e < 1.5).count() as f32
-                / est.ess.len().max(1) as f32;
+            let copying =
+                est.ess.iter().filter(|&&e| e < 1.5).count() as f32 / est.ess.len().max(1) as f32;
             st.log.push(EssRecord {
                 sigma,
                 median,
@@ -473,7 +504,10 @@ impl PatchDenoiser {
 
     fn denoise_batch(&self, x: &Tensor, s2: &Tensor, sigma: f64) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let xs = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let xs = x
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let s2_batch = s2.dim(0)?;
         let s2s = s2
             .to_dtype(candle_core::DType::F32)?

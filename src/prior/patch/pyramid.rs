@@ -1,13 +1,15 @@
 //! Coarse-to-fine EPS fills with the patch prior, up to the photo's own pixels.
 //!
-//! The hole's crop is halved until its long side is about `coarse_side`. At the coarsest level
-//! the EPS sampler runs from pure noise at σmax with that level's patch bank; at every finer
-//! level it starts from the coarser sample, upsampled, with noise `σ_start` added (its missing
-//! detail is smaller than that noise), and runs down to σ = 0 with the finer bank. Each level
-//! is an ordinary EPS run on that level's mask problem (its `y` the area-averaged photo, its
-//! `σ_y` halved per level as averaging four pixels halves independent noise), so the pivot and
-//! the sampler are the product's own. The PatchMatch field of each sample goes down the levels
-//! with it (Qiu, Kutulakos, Lindell 2026; Wexler, Shechtman, Irani 2007).
+//! The hole's crop is halved until the hole's long side is at most `coarse_hole` pixels. At the
+//! coarsest level the EPS sampler starts from a layout (the biharmonic fill, or the network's
+//! one-call mean) with noise `coarse_start` added, or from pure noise at σmax; at every finer
+//! level it starts from the coarser sample, upsampled through its PatchMatch field (each query
+//! window takes the finer version of its match), with noise `fine.schedule.sigma_max` added,
+//! and runs down to `sigma_min` with the finer bank. Each level is an ordinary EPS run on that
+//! level's mask problem (its `y` the area-averaged photo, its `σ_y` halved per level as
+//! averaging four pixels halves independent noise), so the pivot and the sampler are the
+//! product's own. The field of each sample goes down the levels with it (Qiu, Kutulakos,
+//! Lindell 2026; Wexler, Shechtman, Irani 2007).
 
 use std::sync::Arc;
 
@@ -51,34 +53,46 @@ pub struct PyramidConfig {
     /// Context around a hole, as a fraction of its longer side (at least 16 pixels): the
     /// bank's source.
     pub context: f64,
-    /// Quick samples averaged into the posterior mean ([`Self::for_mean`]).
+    /// Most context around a hole, in pixels: the crop (and with it time and memory) grows
+    /// with the hole, not the photo, and a big hole in a big photo does not take half of it.
+    pub max_context: usize,
+    /// Samples averaged into the posterior mean ([`Self::for_mean`], [`Self::for_preview`]).
     pub mean_draws: usize,
     /// Levels whose hole is larger than this (longer side, pixels) are left out: the draw is
-    /// made at the finest level within it and brought to the crop's size bilinearly (the quick
-    /// draws of the mean, which is smooth anyway). `None` samples every level.
+    /// made at the finest level within it and brought to the crop's size bilinearly (the instant
+    /// preview's draws, whose mean is smooth anyway). `None` samples every level.
     pub stop_above: Option<usize>,
 }
 
 impl PyramidConfig {
-    /// The quick sampler whose draws are averaged into the posterior mean: fewer steps at the
-    /// coarsest level, and one short step per finer level from a low noise level (the finer
-    /// levels mostly copy the finer versions of the coarse matches).
+    /// The sampler whose draws are averaged into the posterior mean: fewer steps at the
+    /// coarsest level and four per finer level (the finer levels mostly copy the finer
+    /// versions of the coarse matches).
     pub fn for_mean(&self) -> Self {
-        let steps = |v: &str, d: usize| std::env::var(v).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
         let mut out = *self;
-        out.coarse.steps = steps("EPS_MCS", 6).min(self.coarse.steps);
-        out.fine.steps = steps("EPS_MFS", 2).min(self.fine.steps);
-        out.fine.schedule.sigma_max = self.fine.schedule.sigma_max.min(std::env::var("EPS_MFSIG").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05));
-        out.stop_above = Some(Self::MEAN_HOLE);
+        out.coarse.steps = self.coarse.steps.min(6);
+        out.fine.steps = self.fine.steps.min(4);
         out
     }
 
-    /// Hole size (longer side, pixels) at the finest level the quick mean samples.
-    pub const MEAN_HOLE: usize = 48;
+    /// The instant preview's sampler: [`Self::for_mean`] with two steps per finer level, and
+    /// no level whose hole is larger than [`Self::PREVIEW_HOLE`]: the draw is made there and
+    /// brought to the crop's size bilinearly (the mean is smooth anyway).
+    pub fn for_preview(&self) -> Self {
+        let mut out = self.for_mean();
+        out.fine.steps = self.fine.steps.min(2);
+        out.stop_above = Some(Self::PREVIEW_HOLE);
+        out
+    }
+
+    /// Hole size (longer side, pixels) at the finest level the instant preview samples.
+    pub const PREVIEW_HOLE: usize = 48;
 
     /// The context margin around a hole of `w × h` pixels.
     pub fn context_margin(&self, w: usize, h: usize) -> usize {
-        ((w.max(h) as f64 * self.context).round() as usize).max(16)
+        ((w.max(h) as f64 * self.context).round() as usize)
+            .min(self.max_context)
+            .max(16)
     }
 }
 
@@ -176,13 +190,13 @@ impl Default for PyramidConfig {
     fn default() -> Self {
         Self {
             patch: PatchConfig::default(),
-            coarse_hole: std::env::var("EPS_CH").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
+            coarse_hole: 16,
             max_levels: 6,
             coarse: EpsConfig::default(),
             fine: EpsConfig {
                 steps: 8,
                 schedule: EdmSchedule {
-                    sigma_max: 0.12,
+                    sigma_max: 0.2,
                     sigma_min: 0.01,
                     rho: 3.0,
                 },
@@ -193,8 +207,9 @@ impl Default for PyramidConfig {
             coarse_start: Some(1.0),
             upsampling: Upsampling::Field,
             switch_sigma: 0.5,
-            context: std::env::var("EPS_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0),
-            mean_draws: std::env::var("EPS_MD").ok().and_then(|v| v.parse().ok()).unwrap_or(4),
+            context: 2.0,
+            max_context: 320,
+            mean_draws: 4,
             stop_above: None,
         }
     }
@@ -211,6 +226,13 @@ impl PyramidConfig {
                 "pyramid levels",
                 self.max_levels,
                 "there must be at least one level",
+            ));
+        }
+        if !(self.context.is_finite() && (0.0..=16.0).contains(&self.context)) {
+            return Err(Error::invalid(
+                "patch context",
+                self.context,
+                "use 0 to 16 (times the hole's longer side; 2 is the default)",
             ));
         }
         Ok(())
@@ -384,6 +406,48 @@ pub struct FillOutput {
     pub bank: Vec<usize>,
     /// Seconds per level (bank, search and sampling).
     pub seconds: Vec<f64>,
+    /// The posterior's per-pixel variance at the crop's size, `[-1, 1]` units averaged over
+    /// channels, 0 at known pixels; `None` where that call was not the patch denoiser's.
+    ///
+    /// By the law of total variance, `Var[x0 | y] = E[Var(x0 | x_t, y)] + Var(E[x0 | x_t, y])`
+    /// over the sampler's state `x_t` at the first call of the finest level sampled: the
+    /// denoiser's closed-form variance there, averaged over the seeds, plus the spread of its
+    /// means between them. One seed gives the first term (the detail the finest level can still
+    /// choose); more seeds add the layout's spread. Bilinear to the crop's size when the finest
+    /// level sampled is coarser (the quick mean).
+    pub variance: Option<Vec<f32>>,
+}
+
+/// The law-of-total-variance estimate of [`FillOutput::variance`] at one level from the first
+/// call's means (`[B, C, h, w]`) and per-seed variances (`h · w` each).
+fn total_variance(means: &Tensor, variances: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let (b, c, h, w) = means.dims4()?;
+    let n = h * w;
+    if variances.len() != b || variances.iter().any(|v| v.len() != n) {
+        return Err(Error::shape(
+            "first-call variances",
+            b * n,
+            variances.iter().map(Vec::len).sum::<usize>(),
+        ));
+    }
+    let flat = means.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0.0_f32; n];
+    for v in variances {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += x / b as f32;
+        }
+    }
+    if b > 1 {
+        for ch in 0..c {
+            for (p, o) in out.iter_mut().enumerate() {
+                let at = |k: usize| flat[(k * c + ch) * n + p];
+                let mean = (0..b).map(at).sum::<f32>() / b as f32;
+                let ss: f32 = (0..b).map(|k| (at(k) - mean).powi(2)).sum();
+                *o += ss / ((b - 1) * c) as f32;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn level_seeds(seeds: &[u64], level: usize) -> Vec<u64> {
@@ -393,7 +457,8 @@ fn level_seeds(seeds: &[u64], level: usize) -> Vec<u64> {
         .collect()
 }
 
-fn level_problem(level: &Level, device: &Device) -> Result<Problem> {
+/// The mask problem of one level: its known pixels observed with its `σ_y`.
+pub fn level_problem(level: &Level, device: &Device) -> Result<Problem> {
     let (w, h, c) = (level.y.width, level.y.height, level.y.channels);
     let observed: Vec<f32> = level
         .hole
@@ -465,9 +530,6 @@ pub fn fill(
         noise /= f64::from(1u32 << skip.min(31));
     }
 
-    if std::env::var("EPS_PATCH_NOISE").is_ok() {
-        eprintln!("noise estimate {noise:.4}");
-    }
     let n_levels = levels.len();
     let n_steps = cfg.coarse.steps + (n_levels - 1) * cfg.fine.steps;
     let mut done = 0;
@@ -478,6 +540,7 @@ pub fn fill(
     let mut seconds = vec![0.0; n_levels];
     let mut x: Option<Tensor> = None;
     let mut previous: Option<PatchDenoiser> = None;
+    let mut first_call: Option<(Tensor, Vec<Vec<f32>>)> = None;
     for (li, level) in levels.iter().enumerate().rev() {
         let started = std::time::Instant::now();
         let problem = level_problem(level, &device)?;
@@ -504,6 +567,11 @@ pub fn fill(
         }
         let seeds_l = level_seeds(seeds, li);
         let mut observe = |info: &StepInfo<'_>| {
+            if li == 0 && info.step == 1 {
+                let v: Option<Vec<Vec<f32>>> =
+                    (0..seeds.len()).map(|slot| d.last_variance(slot)).collect();
+                first_call = v.map(|v| (info.x0_hat.clone(), v));
+            }
             observer(&FillStep {
                 level: li,
                 levels: n_levels,
@@ -560,18 +628,6 @@ pub fn fill(
                 eps::sample_from(&d, &problem, &start, &seeds_l, &cfg.fine, &mut observe)?
             }
         };
-        if let Ok(dir) = std::env::var("EPS_PATCH_DUMP") {
-            // TEMPORARY debug dump
-            let (b, c, hh, ww) = out.samples.dims4()?;
-            let flat = out.samples.flatten_all()?.to_vec1::<f32>()?;
-            let per = c * hh * ww;
-            let _ = b;
-            let plane = Plane::from_chw(&flat[..per], (c, hh, ww));
-            let bytes: Vec<u8> = plane.data.iter().map(|v| ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8).collect();
-            let n = std::fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
-            let _ = image::save_buffer(format!("{dir}/{n:03}-level{li}.png"), &bytes, ww as u32, hh as u32, image::ExtendedColorType::Rgb8);
-            for r in d.ess_log() { eprintln!("level {li} σ {:.4} ess median {:.2} copying {:.2} exact {}", r.sigma, r.median, r.copying, r.exact); }
-        }
         done += out.steps;
         calls += out.nfe;
         ess.extend(d.ess_log().into_iter().map(|r| (li, r)));
@@ -579,6 +635,23 @@ pub fn fill(
         previous = Some(d);
         seconds[li] = started.elapsed().as_secs_f64();
     }
+    let variance = match first_call {
+        Some((means, variances)) => {
+            let (_, _, vh, vw) = means.dims4()?;
+            let coarse = Plane {
+                width: vw,
+                height: vh,
+                channels: 1,
+                data: total_variance(&means, &variances)?,
+            };
+            let mut full = upsample(&coarse, y.width, y.height).data;
+            for (v, &f) in full.iter_mut().zip(hole) {
+                *v = if f { v.max(0.0) } else { 0.0 };
+            }
+            Some(full)
+        }
+        None => None,
+    };
     let mut samples = x.ok_or_else(|| Error::invalid("pyramid", 0, "no level to sample"))?;
     let (b, c, sh, sw) = samples.dims4()?;
     if (sw, sh) != (y.width, y.height) {
@@ -605,5 +678,6 @@ pub fn fill(
         queries,
         bank,
         seconds,
+        variance,
     })
 }

@@ -126,18 +126,37 @@ impl Moments {
     }
 }
 
-/// The bank as the rows `[b_i, b_i ⊙ b_i]` of the matrix products, in chunks.
+/// The bank (or a subset of it) as the rows `[b_i, b_i ⊙ b_i]` of the matrix products, in
+/// chunks.
 #[derive(Debug)]
 pub struct BankMatrix {
     chunks: Vec<Tensor>,
+    entries: Vec<Entry>,
 }
 
 impl BankMatrix {
     /// Lays out every bank patch as a row `[b, b²]`.
     pub fn new(bank: &Bank) -> Result<Self> {
+        Self::of(bank, bank.entries.clone())
+    }
+
+    /// A uniform random subset of `n` bank patches (seeded): where the weights are nearly flat
+    /// (high noise) its sums are an unbiased estimate of the whole bank's, at a fraction of the
+    /// cost.
+    pub fn subset(bank: &Bank, n: usize, seed: u64) -> Result<Self> {
+        if n >= bank.len() {
+            return Self::new(bank);
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut picked = rand::seq::index::sample(&mut rng, bank.len(), n).into_vec();
+        picked.sort_unstable();
+        Self::of(bank, picked.into_iter().map(|i| bank.entries[i]).collect())
+    }
+
+    fn of(bank: &Bank, entries: Vec<Entry>) -> Result<Self> {
         let d = bank.dim();
         let mut chunks = Vec::new();
-        for part in bank.entries.chunks(BANK_CHUNK) {
+        for part in entries.chunks(BANK_CHUNK) {
             let mut rows = Vec::with_capacity(part.len() * 2 * d);
             for &e in part {
                 let b = bank.patch_values(e);
@@ -146,7 +165,17 @@ impl BankMatrix {
             }
             chunks.push(Tensor::from_vec(rows, (part.len(), 2 * d), &Device::Cpu)?);
         }
-        Ok(Self { chunks })
+        Ok(Self { chunks, entries })
+    }
+
+    /// Patches in the matrix.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the matrix holds no patch.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -193,7 +222,7 @@ pub fn exact_moments(
     let d = bank.dim();
     let q = queries.len();
     let mut out = Moments::zeros(q, d);
-    let k = top_k.map(|k| k.min(bank.len()).max(1));
+    let k = top_k.map(|k| k.min(matrix.len()).max(1));
     let mut tops: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, 0); k.unwrap_or(0) * q];
     let mut start = 0;
     while start < q {
@@ -280,7 +309,7 @@ pub fn exact_moments(
     }
     let top = k.map(|_| {
         tops.iter()
-            .map(|&(_, i)| bank.entries[i as usize])
+            .map(|&(_, i)| matrix.entries[i as usize])
             .collect()
     });
     Ok((out, top))
@@ -400,7 +429,10 @@ impl Field {
     ) -> Self {
         let mut field = Self::random(queries, bank, coarse.k, seed);
         let k = field.k;
-        let (rc, rf) = ((coarse_queries.patch / 2) as isize, (queries.patch / 2) as isize);
+        let (rc, rf) = (
+            (coarse_queries.patch / 2) as isize,
+            (queries.patch / 2) as isize,
+        );
         let ccols = coarse_queries.cols() as isize;
         let crows = (coarse_queries.height + 1).saturating_sub(coarse_queries.patch) as isize;
         for (qi, &(qx, qy)) in queries.corners.iter().enumerate() {
@@ -568,8 +600,10 @@ impl Field {
                         let best = mine_e[0];
                         let mut radius = max_radius;
                         while radius >= 1 {
-                            let x = best.x as isize + rng.random_range(-(radius as i64)..=radius as i64) as isize;
-                            let y = best.y as isize + rng.random_range(-(radius as i64)..=radius as i64) as isize;
+                            let x = best.x as isize
+                                + rng.random_range(-(radius as i64)..=radius as i64) as isize;
+                            let y = best.y as isize
+                                + rng.random_range(-(radius as i64)..=radius as i64) as isize;
                             if x >= 0 && y >= 0 {
                                 let e = Entry {
                                     source: best.source,
