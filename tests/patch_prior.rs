@@ -482,8 +482,8 @@ fn patch_fills_keep_the_photo_and_differ_by_seed() {
     let out = fill_with(&y, &fill, &[4, 5]).unwrap();
     assert_eq!(out.samples.len(), 2);
     for s in &out.samples {
-        for i in 0..w * h {
-            if !fill[i] {
+        for (i, &f) in fill.iter().enumerate() {
+            if !f {
                 for c in 0..3 {
                     assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
                 }
@@ -543,10 +543,10 @@ fn the_uncertainty_map_is_the_patch_posterior_variance() {
     let one = fill_with(&y, &fill, &[1]).unwrap();
     let map = one.variance.expect("the patch prior gives its variance");
     assert_eq!((map.width, map.height), (w, h));
-    for i in 0..w * h {
+    for (i, &f) in fill.iter().enumerate() {
         let v = map.at(i % w, i / w);
         assert!(v.is_finite() && v >= 0.0, "variance {v} at {i}");
-        if !fill[i] {
+        if !f {
             assert_eq!(v, 0.0, "known pixel {i} has variance {v}");
         }
     }

@@ -69,7 +69,7 @@ fn until_end(w: &Worker) -> (Vec<Update>, Update) {
 fn streams_steps_then_finishes() {
     let mut w = worker();
     let id = w.next_id();
-    w.send(Command::Run(job(id, RgbImage::new(32, 24), 5)));
+    w.send(Command::Run(Box::new(job(id, RgbImage::new(32, 24), 5))));
     let (updates, end) = until_end(&w);
     let steps = updates
         .iter()
@@ -114,7 +114,7 @@ fn cancel_stops_within_a_step() {
     let mut j = job(id, RgbImage::new(width, height), 1000);
     j.degradation = Arc::new(Degradation::Inpaint { fill });
     *armed.lock().unwrap() = Some((w.canceller(), id));
-    w.send(Command::Run(j));
+    w.send(Command::Run(Box::new(j)));
     let (updates, end) = until_end(&w);
     assert!(matches!(end, Update::Cancelled { .. }), "{end:?}");
     let steps: Vec<_> = updates
@@ -143,7 +143,7 @@ fn a_crash_inside_a_job_becomes_a_message_and_the_worker_lives_on() {
         data: Vec::new(),
     };
     let id = w.next_id();
-    w.send(Command::Run(job(id, broken, 3)));
+    w.send(Command::Run(Box::new(job(id, broken, 3))));
     match until_end(&w).1 {
         Update::Failed { message, .. } => {
             assert!(message.contains("stopped unexpectedly"), "{message}");
@@ -151,7 +151,7 @@ fn a_crash_inside_a_job_becomes_a_message_and_the_worker_lives_on() {
         other => panic!("expected a failure message, got {other:?}"),
     }
     let id = w.next_id();
-    w.send(Command::Run(job(id, RgbImage::new(32, 24), 3)));
+    w.send(Command::Run(Box::new(job(id, RgbImage::new(32, 24), 3))));
     assert!(matches!(until_end(&w).1, Update::Finished { .. }));
 }
 
@@ -165,7 +165,7 @@ fn simulate_mode_scores_each_sample_with_lpips() {
     }
     let mut j = job(id, truth.clone(), 3);
     j.truth = Some(Arc::new(truth.into()));
-    w.send(Command::Run(j));
+    w.send(Command::Run(Box::new(j)));
     match until_end(&w).1 {
         Update::Finished { restoration, .. } => {
             assert_eq!(restoration.lpips.len(), 2, "one score per sample");

@@ -507,7 +507,7 @@ impl EpsApp {
             self.mode = ViewMode::Result;
             self.worst_frame_ms_sampling = 0.0;
         }
-        self.worker.send(Command::Run(Job {
+        self.worker.send(Command::Run(Box::new(Job {
             id,
             kind,
             y,
@@ -515,7 +515,7 @@ impl EpsApp {
             settings,
             seeds,
             truth,
-        }));
+        })));
     }
 
     /// Cancels the running job; it stops within one step.

@@ -318,9 +318,9 @@ pub struct PatchArgs {
     /// Patch prior: neighbours kept per query by the PatchMatch field.
     #[arg(long)]
     pub neighbours: Option<usize>,
-    /// Patch prior: leave mirror images out of the bank.
+    /// Patch prior: add the known windows' mirror images to the bank.
     #[arg(long)]
-    pub no_mirror: bool,
+    pub mirror: bool,
     /// Patch prior: start the coarsest level from a smooth layout with this much noise
     /// instead of pure noise ("none": pure noise from σmax).
     #[arg(long)]
@@ -390,7 +390,7 @@ impl PatchArgs {
             }
             (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),
         }
-        cfg.mirror = !self.no_mirror;
+        cfg.mirror = self.mirror;
         cfg.clean_bank = !self.raw_bank;
         if self.bilinear {
             cfg.upsampling = crate::prior::patch::pyramid::Upsampling::Bilinear;

@@ -45,7 +45,7 @@ pub enum Command {
     /// Choose the compute backend (reloading the networks when their device changes).
     SetBackend(BackendChoice),
     /// Run a job (after any running one finishes or is cancelled).
-    Run(Job),
+    Run(Box<Job>),
 }
 
 /// Worker → UI.

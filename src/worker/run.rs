@@ -153,7 +153,7 @@ impl Loop {
             let alive = match command {
                 Command::LoadModels(folder) => self.load(folder),
                 Command::SetBackend(choice) => self.set_backend(choice),
-                Command::Run(job) => self.run(job),
+                Command::Run(job) => self.run(*job),
             };
             if !alive {
                 break;

@@ -175,7 +175,7 @@ impl Bank {
         patch: usize,
         transforms: Transforms,
     ) -> Result<Self> {
-        if patch == 0 || patch % 2 == 0 {
+        if patch == 0 || patch.is_multiple_of(2) {
             return Err(Error::invalid(
                 "patch size",
                 patch,

@@ -98,7 +98,7 @@ impl PatchConfig {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        if self.patch == 0 || self.patch % 2 == 0 || self.patch > 31 {
+        if self.patch == 0 || self.patch.is_multiple_of(2) || self.patch > 31 {
             return Err(Error::invalid(
                 "patch size",
                 self.patch,
@@ -115,7 +115,7 @@ impl PatchConfig {
                 "must be finite and ≥ 0",
             ));
         }
-        if !(self.window > 0.0) {
+        if self.window.is_nan() || self.window <= 0.0 {
             return Err(Error::invalid("window", self.window, "must be positive"));
         }
         Ok(())
@@ -459,8 +459,8 @@ impl PatchDenoiser {
                 // Queries whose windows reach rows y0..y1.
                 let first = corners.partition_point(|q| (q.1 as usize) + p <= y0);
                 let last = corners.partition_point(|q| (q.1 as usize) < y1);
-                for qi in first..last {
-                    let (qx, qy) = (corners[qi].0 as usize, corners[qi].1 as usize);
+                for (qi, corner) in corners.iter().enumerate().take(last).skip(first) {
+                    let (qx, qy) = (corner.0 as usize, corner.1 as usize);
                     for dy in y0.saturating_sub(qy)..p.min(y1 - qy) {
                         let row = qy + dy;
                         m.row(&self.bank, qi, dy, &mut mean, &mut second);

@@ -38,7 +38,9 @@ pub struct PyramidConfig {
     pub coarse: EpsConfig,
     /// The sampler of every finer level; its schedule's `sigma_max` is the starting noise.
     pub fine: EpsConfig,
-    /// Mirror images in the bank.
+    /// Mirror images in the bank. Off by default: flipped windows offer structure at the wrong
+    /// orientation (shading, perspective), and leaving them out scored better on every
+    /// measure (docs/patch-prior.md).
     pub mirror: bool,
     /// Denoise the bank's source pixels at the photo's estimated noise level first.
     pub clean_bank: bool,
@@ -202,7 +204,7 @@ impl Default for PyramidConfig {
                 },
                 ..EpsConfig::default()
             },
-            mirror: true,
+            mirror: false,
             clean_bank: true,
             coarse_start: Some(1.0),
             upsampling: Upsampling::Field,
@@ -548,9 +550,9 @@ pub fn fill(
         queries[li] = d.queries().len();
         bank[li] = d.bank().len();
         if let Some(prev) = &previous {
-            for slot in 0..seeds.len() {
+            for (slot, &s) in seeds.iter().enumerate() {
                 if let Some(f) = prev.field(slot) {
-                    let seed = seeds[slot] ^ li as u64;
+                    let seed = s ^ li as u64;
                     d.set_field(
                         slot,
                         Field::upsampled(

@@ -572,7 +572,7 @@ impl Field {
                             };
                             proposals.extend(neighbour.iter().filter_map(|e| {
                                 let (x, y) = (e.x as isize - dx, e.y as isize - dy);
-                                (x >= 0 && y >= 0).then(|| Entry {
+                                (x >= 0 && y >= 0).then_some(Entry {
                                     source: e.source,
                                     x: x as u16,
                                     y: y as u16,
