@@ -469,12 +469,14 @@ impl Estimate {
         let side = settings.work_side as u64;
         let per_px = if method.uses_gradients() { 4096 } else { 1024 };
         let working = if patches_only {
-            // The patch prior works on the largest crop at the photo's own resolution: about
-            // 256 bytes per pixel and sample (the sampler's planes, the nearest-neighbour
-            // field, the estimates) and 128 per pixel for the bank and its cleaning (measured:
-            // 0.71 GB peak for two samples of a 1.35-megapixel crop, photo included).
+            // The patch prior works on the largest crop at the photo's own resolution, a few
+            // draws at a time: about 256 bytes per pixel and draw in flight (the sampler's
+            // planes, the nearest-neighbour field, the estimates) and 128 per pixel for the bank
+            // and its cleaning (measured: 0.71 GB peak for two samples of a 1.35-megapixel
+            // crop, photo included).
             let crop = rects.iter().map(|r| (r.w * r.h) as u64).max().unwrap_or(0);
-            crop * (256 * samples as u64 + 128)
+            let in_flight = samples.min(patch_fill::BATCH) as u64;
+            crop * (256 * in_flight + 128)
         } else {
             samples as u64 * side * side * per_px
         };

@@ -182,6 +182,9 @@ fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
     super::from_tensor(x, b)
 }
 
+/// Draws that go through the pyramid together (see [`restore`]).
+pub(super) const BATCH: usize = 2;
+
 /// Restores the holes of `y` with the patch prior.
 pub(super) fn restore(
     models: &Models,
@@ -298,28 +301,59 @@ pub(super) fn restore(
                 })
             })
             .collect();
-        let out = pyramid::fill(
-            &plane,
-            &hole,
-            settings.sigma_y,
-            &run_seeds,
-            &cfg,
-            &guide,
-            &mut observe,
-        )?;
-        crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
-        calls = out.calls;
+        // The draws go through the pyramid a few at a time: each holds planes and a field at
+        // the crop's size, so the peak grows with `BATCH`, not with the samples asked for.
+        let n_chunks = run_seeds.len().div_ceil(BATCH);
+        let mut draws_made: Vec<RgbImage> = Vec::with_capacity(run_seeds.len());
+        let mut var_sum: Option<Vec<f32>> = None;
+        let mut var_ok = true;
+        for (ci, chunk) in run_seeds.chunks(BATCH).enumerate() {
+            let mut observe_chunk = |st: &pyramid::FillStep<'_>| -> Flow {
+                observe(&pyramid::FillStep {
+                    level: st.level,
+                    levels: st.levels,
+                    step: ci * st.n_steps + st.step,
+                    n_steps: n_chunks * st.n_steps,
+                    x0_hat: st.x0_hat,
+                })
+            };
+            let out = pyramid::fill(
+                &plane,
+                &hole,
+                settings.sigma_y,
+                chunk,
+                &cfg,
+                &guide,
+                &mut observe_chunk,
+            )?;
+            crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
+            calls = out.calls;
+            // Each chunk's law-of-total-variance estimate, weighted by its draws.
+            match (out.variance, var_ok) {
+                (Some(v), true) => {
+                    let sum = var_sum.get_or_insert_with(|| vec![0.0; v.len()]);
+                    for (acc_v, x) in sum.iter_mut().zip(v) {
+                        *acc_v += x * chunk.len() as f32;
+                    }
+                }
+                _ => var_ok = false,
+            }
+            for b in 0..chunk.len() {
+                draws_made.push(image(&out.samples, b)?);
+            }
+        }
         // [-1, 1] units to [0, 1]; a region without one leaves the map to the samples' spread.
-        match (&mut variance, out.variance) {
-            (Some(map), Some(v)) => map
-                .regions
-                .push((*region, v.into_iter().map(|x| x / 4.0).collect())),
+        match (&mut variance, var_sum.filter(|_| var_ok)) {
+            (Some(map), Some(v)) => {
+                let scale = 1.0 / (4.0 * run_seeds.len() as f32);
+                map.regions
+                    .push((*region, v.into_iter().map(|x| x * scale).collect()));
+            }
             _ => variance = None,
         }
         for (b, a) in acc.iter_mut().enumerate() {
-            let mut patch = image(&out.samples, b * draws)?;
-            for k in 1..draws {
-                let more = image(&out.samples, b * draws + k)?;
+            let mut patch = draws_made[b * draws].clone();
+            for more in &draws_made[b * draws + 1..(b + 1) * draws] {
                 for (p, m) in patch.data.iter_mut().zip(&more.data) {
                     *p += m;
                 }
