@@ -183,7 +183,7 @@ fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
 }
 
 /// Draws that go through the pyramid together (see [`restore`]).
-pub(super) const BATCH: usize = 2;
+pub(super) const BATCH: usize = 1;
 
 /// Restores the holes of `y` with the patch prior.
 pub(super) fn restore(
@@ -301,11 +301,12 @@ pub(super) fn restore(
                 })
             })
             .collect();
-        // The draws go through the pyramid a few at a time: each holds planes and a field at
-        // the crop's size, so the peak grows with `BATCH`, not with the samples asked for.
+        // The draws go through the pyramid one at a time: each holds planes and a field at the
+        // crop's size, so the peak does not grow with the samples asked for (the work inside a
+        // draw is parallel already).
         let n_chunks = run_seeds.len().div_ceil(BATCH);
         let mut draws_made: Vec<RgbImage> = Vec::with_capacity(run_seeds.len());
-        let mut var_sum: Option<Vec<f32>> = None;
+        let mut first_calls = Vec::with_capacity(n_chunks);
         let mut var_ok = true;
         for (ci, chunk) in run_seeds.chunks(BATCH).enumerate() {
             let mut observe_chunk = |st: &pyramid::FillStep<'_>| -> Flow {
@@ -328,27 +329,26 @@ pub(super) fn restore(
             )?;
             crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
             calls = out.calls;
-            // Each chunk's law-of-total-variance estimate, weighted by its draws.
-            match (out.variance, var_ok) {
-                (Some(v), true) => {
-                    let sum = var_sum.get_or_insert_with(|| vec![0.0; v.len()]);
-                    for (acc_v, x) in sum.iter_mut().zip(v) {
-                        *acc_v += x * chunk.len() as f32;
-                    }
-                }
-                _ => var_ok = false,
+            // The variance map needs every draw's first call (the law of total variance).
+            match out.first_call {
+                Some(c) => first_calls.push(c),
+                None => var_ok = false,
             }
             for b in 0..chunk.len() {
                 draws_made.push(image(&out.samples, b)?);
             }
         }
         // [-1, 1] units to [0, 1]; a region without one leaves the map to the samples' spread.
-        match (&mut variance, var_sum.filter(|_| var_ok)) {
-            (Some(map), Some(v)) => {
-                let scale = 1.0 / (4.0 * run_seeds.len() as f32);
-                map.regions
-                    .push((*region, v.into_iter().map(|x| x * scale).collect()));
-            }
+        let map = if var_ok {
+            pyramid::variance_map(&first_calls, plane.width, plane.height, &hole)?
+        } else {
+            None
+        };
+        drop(first_calls);
+        match (&mut variance, map) {
+            (Some(map), Some(v)) => map
+                .regions
+                .push((*region, v.into_iter().map(|x| x / 4.0).collect())),
             _ => variance = None,
         }
         for (b, a) in acc.iter_mut().enumerate() {

@@ -418,6 +418,47 @@ pub struct FillOutput {
     /// choose); more seeds add the layout's spread. Bilinear to the crop's size when the finest
     /// level sampled is coarser (the quick mean).
     pub variance: Option<Vec<f32>>,
+    /// What [`Self::variance`] is made from, so that draws made in several fills combine
+    /// ([`variance_map`]).
+    pub first_call: Option<FirstCall>,
+}
+
+/// The patch denoiser's first call at the finest level sampled: its means `[B, C, h, w]` and
+/// per-draw variances (`h · w` each, averaged over channels).
+#[derive(Debug, Clone)]
+pub struct FirstCall {
+    /// `E[x0 | x_t, y]` per draw.
+    pub means: Tensor,
+    /// `Var[x0 | x_t, y]` per draw and pixel.
+    pub variances: Vec<Vec<f32>>,
+}
+
+/// [`FillOutput::variance`] over the draws of several fills of one crop `width × height` with
+/// `hole`: the law of total variance over all of them, brought to the crop's size.
+pub fn variance_map(
+    calls: &[FirstCall],
+    width: usize,
+    height: usize,
+    hole: &[bool],
+) -> Result<Option<Vec<f32>>> {
+    if calls.is_empty() {
+        return Ok(None);
+    }
+    let means: Vec<&Tensor> = calls.iter().map(|c| &c.means).collect();
+    let means = Tensor::cat(&means, 0)?;
+    let variances: Vec<Vec<f32>> = calls.iter().flat_map(|c| c.variances.clone()).collect();
+    let (_, _, vh, vw) = means.dims4()?;
+    let coarse = Plane {
+        width: vw,
+        height: vh,
+        channels: 1,
+        data: total_variance(&means, &variances)?,
+    };
+    let mut full = upsample(&coarse, width, height).data;
+    for (v, &f) in full.iter_mut().zip(hole) {
+        *v = if f { v.max(0.0) } else { 0.0 };
+    }
+    Ok(Some(full))
 }
 
 /// The law-of-total-variance estimate of [`FillOutput::variance`] at one level from the first
@@ -637,23 +678,8 @@ pub fn fill(
         previous = Some(d);
         seconds[li] = started.elapsed().as_secs_f64();
     }
-    let variance = match first_call {
-        Some((means, variances)) => {
-            let (_, _, vh, vw) = means.dims4()?;
-            let coarse = Plane {
-                width: vw,
-                height: vh,
-                channels: 1,
-                data: total_variance(&means, &variances)?,
-            };
-            let mut full = upsample(&coarse, y.width, y.height).data;
-            for (v, &f) in full.iter_mut().zip(hole) {
-                *v = if f { v.max(0.0) } else { 0.0 };
-            }
-            Some(full)
-        }
-        None => None,
-    };
+    let first_call = first_call.map(|(means, variances)| FirstCall { means, variances });
+    let variance = variance_map(first_call.as_slice(), y.width, y.height, hole)?;
     let mut samples = x.ok_or_else(|| Error::invalid("pyramid", 0, "no level to sample"))?;
     let (b, c, sh, sw) = samples.dims4()?;
     if (sw, sh) != (y.width, y.height) {
@@ -681,5 +707,6 @@ pub fn fill(
         bank,
         seconds,
         variance,
+        first_call,
     })
 }
