@@ -318,6 +318,9 @@ pub struct PatchArgs {
     /// Patch prior: neighbours kept per query by the PatchMatch field.
     #[arg(long)]
     pub neighbours: Option<usize>,
+    /// Patch prior: the bank's non-local-means cleaning at this multiple of the estimated noise.
+    #[arg(long)]
+    pub clean_strength: Option<f64>,
     /// Patch prior: add the known windows' mirror images to the bank.
     #[arg(long)]
     pub mirror: bool,
@@ -391,6 +394,9 @@ impl PatchArgs {
             (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),
         }
         cfg.mirror = self.mirror;
+        if let Some(c) = self.clean_strength {
+            cfg.clean_strength = c;
+        }
         cfg.clean_bank = !self.raw_bank;
         if self.bilinear {
             cfg.upsampling = crate::prior::patch::pyramid::Upsampling::Bilinear;
