@@ -324,16 +324,8 @@ fn pivot_report(
 /// memory read from the kernel (VmHWM, reset between runs through /proc/self/clear_refs).
 fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let status = |key: &str| -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kib| kib * 1024)
-    };
-    let reset_peak = || std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let status = proc_status;
+    let reset_peak = reset_peak_memory;
     if status("VmHWM:").is_none() || !reset_peak() {
         anyhow::bail!("bench --memory reads the peak from /proc/self (Linux only)");
     }
@@ -550,4 +542,20 @@ fn metrics_report(args: &BenchArgs) -> anyhow::Result<()> {
         args.repeats.max(1)
     );
     write_report(args, "Metric benchmarks", &report)
+}
+
+/// A `/proc/self/status` field in bytes (`VmRSS:`, `VmHWM:`), where the kernel offers it.
+pub(super) fn proc_status(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
+
+/// Resets the process's peak resident memory (VmHWM); `false` where that is not possible.
+pub(super) fn reset_peak_memory() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }

@@ -156,16 +156,8 @@ pub fn patch_report(args: &BenchArgs) -> anyhow::Result<()> {
 /// Seconds and peak memory of `restore --prior patch` on a 24-megapixel JPEG with a 400×300
 /// hole.
 fn big_photo(args: &BenchArgs) -> anyhow::Result<String> {
-    let status = |key: &str| -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kib| kib * 1024)
-    };
-    let reset_peak = || std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let status = super::bench::proc_status;
+    let reset_peak = super::bench::reset_peak_memory;
     let (w, h) = (6000_usize, 4000_usize);
     let dir = std::env::temp_dir().join(format!("eps-bench-patch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
