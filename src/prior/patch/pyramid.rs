@@ -239,7 +239,7 @@ impl PyramidConfig {
             return Err(Error::invalid(
                 "bank cleaning strength",
                 self.clean_strength,
-                "use 0 to 4 (times the estimated noise; 1 is the default)",
+                "use 0 to 4 (times the estimated noise; 0.85 is the default)",
             ));
         }
         if !(self.context.is_finite() && (0.0..=16.0).contains(&self.context)) {
