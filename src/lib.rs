@@ -29,6 +29,7 @@ pub mod denoiser;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod heap;
 pub mod inverse;
 pub mod limits;
 pub mod noise;

@@ -7,6 +7,7 @@ use eps_studio::cli::{Cli, error_line, run};
 
 fn main() -> ExitCode {
     quiet_vulkan_device_select();
+    eps_studio::heap::share_one_heap();
     match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

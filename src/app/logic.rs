@@ -745,9 +745,11 @@ impl EpsApp {
         let images: Vec<&Pixels> = r.samples.iter().map(|s| &*s.image).collect();
         // The full-size mean and map are shown and scored, then dropped: saving makes them
         // again from the samples, so a big photo does not hold two more images for it.
-        if let Some((mean, heat, _)) = restore::mean_and_uncertainty(&images, r.variance.as_ref()) {
+        if let Some(mean) = restore::posterior_mean(&images) {
             r.mean_psnr = truth.map(|t| restore::psnr(&mean, t));
             r.mean_texture = Some(shown(ctx, "mean", &mean));
+        }
+        if let Some((heat, _)) = restore::uncertainty(&images, r.variance.as_ref()) {
             r.std_texture = Some(shown(ctx, "uncertainty", &heat));
         }
         r.residual_texture = None;
@@ -984,15 +986,16 @@ impl EpsApp {
                     photo::save(&SaveImage::like(&**image, &meta), &p, format, false)?;
                 }
                 let images: Vec<&Pixels> = samples.iter().map(|(_, s)| &**s).collect();
-                if let Some((mean, heat, _)) =
-                    restore::mean_and_uncertainty(&images, variance.as_ref())
-                {
+                // One after the other: a big photo never holds both.
+                if let Some(mean) = restore::posterior_mean(&images) {
                     photo::save(
                         &SaveImage::like(&mean, &meta),
                         &dir.join(format!("{stem}.mean.{}", format.extension())),
                         format,
                         false,
                     )?;
+                }
+                if let Some((heat, _)) = restore::uncertainty(&images, variance.as_ref()) {
                     photo::save(
                         &SaveImage::plain(&heat),
                         &dir.join(format!("{stem}.uncertainty.png")),

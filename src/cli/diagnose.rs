@@ -46,7 +46,8 @@ pub struct DiagnoseArgs {
     pub masks_per_photo: usize,
     /// Contenders of the fill part (comma-separated: eps, eps-mean, ddnm, pigdm, diffpir, dps,
     /// biharmonic, exemplar; PRIOR:METHOD runs a method on another prior, e.g. patch:eps,
-    /// patch:eps-mean, patch-layout:eps, network-patch:eps).
+    /// patch:eps-mean, patch-layout:eps, network-patch:eps; patch:preview is the app's instant
+    /// preview while painting).
     #[arg(long, default_value = "eps,eps-mean,ddnm,pigdm,biharmonic")]
     pub fill_methods: String,
     /// Posterior samples per case for EPS.
@@ -130,6 +131,13 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 let prior = crate::restore::Prior::parse(p).ok_or_else(|| {
                     anyhow::anyhow!("unknown prior '{p}'; use network, patch, patch-layout or network-patch")
                 })?;
+                if m == "preview" {
+                    anyhow::ensure!(
+                        prior == crate::restore::Prior::Patch,
+                        "the instant preview runs on the photo's own patches: use patch:preview"
+                    );
+                    return Ok(Contender::Preview(prior));
+                }
                 let method = MethodChoice::parse(m)
                     .ok_or_else(|| anyhow::anyhow!("unknown method '{m}' in '{other}'"))?;
                 let n = if method == MethodChoice::Eps { args.samples } else { 1 };
@@ -351,7 +359,9 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             );
             let ok = match c {
                 Contender::Biharmonic | Contender::Exemplar => true,
-                Contender::OnPrior(p, ..) => !p.uses_network() || eps.is_some(),
+                Contender::OnPrior(p, ..) | Contender::Preview(p) => {
+                    !p.uses_network() || eps.is_some()
+                }
                 Contender::Method(..) if needs_eps => eps.is_some(),
                 Contender::Method(..) => prior.is_some(),
             };
@@ -386,7 +396,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         for c in &contenders {
             let n = match c {
                 Contender::Method(_, n) | Contender::OnPrior(_, _, n) => *n,
-                Contender::Biharmonic | Contender::Exemplar => 1,
+                Contender::Preview(_) | Contender::Biharmonic | Contender::Exemplar => 1,
             };
             for k in 0..n {
                 columns.push(if n > 1 {

@@ -315,33 +315,41 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     // each dropped once saved, so a big photo holds at most one extra full-size buffer.
     result.residuals.clear();
     let mut mean_psnr = None;
-    let summary = if result.samples.len() == 1 && result.variance.is_none() {
-        // One sample is its own mean, with no spread: no copy.
-        result.samples.pop().map(|s| {
-            let n = s.width() * s.height();
+    let images: Vec<&photo::Pixels> = result.samples.iter().collect();
+    // One sample with no variance map is its own mean, with no spread: no copy.
+    let single = images.len() == 1 && result.variance.is_none();
+    if let Some(first) = images.first().copied() {
+        // The mean, then the map: each dropped once saved.
+        let mean_path = {
+            let mean = if single {
+                None
+            } else {
+                Some(
+                    restore::posterior_mean(&images)
+                        .ok_or_else(|| anyhow::anyhow!("the samples differ in size"))?,
+                )
+            };
+            let mean = mean.as_ref().unwrap_or(first);
+            mean_psnr = truth.map(|t| restore::psnr(mean, t));
+            save(
+                &SaveImage::like(mean, &input),
+                format!("{stem}.mean"),
+                format,
+            )?
+        };
+        let (heat, max_std) = if single {
+            let n = first.width() * first.height();
             let flat = restore::heat::colour(0.0).map(photo::to_u8);
             let heat = photo::Pixels::U8 {
-                width: s.width(),
-                height: s.height(),
+                width: first.width(),
+                height: first.height(),
                 data: flat.repeat(n),
             };
-            (s, heat, 0.0)
-        })
-    } else {
-        restore::mean_and_uncertainty(
-            &result.samples.iter().collect::<Vec<_>>(),
-            result.variance.as_ref(),
-        )
-    };
-    result.samples.clear();
-    if let Some((mean, heat, max_std)) = summary {
-        let mean_path = save(
-            &SaveImage::like(&mean, &input),
-            format!("{stem}.mean"),
-            format,
-        )?;
-        mean_psnr = truth.map(|t| restore::psnr(&mean, t));
-        drop(mean);
+            (heat, 0.0)
+        } else {
+            restore::uncertainty(&images, result.variance.as_ref())
+                .ok_or_else(|| anyhow::anyhow!("the samples differ in size"))?
+        };
         let std_path = save(
             &SaveImage::plain(&heat),
             format!("{stem}.std"),
@@ -356,6 +364,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
             std_path.display()
         );
     }
+    drop(images);
+    result.samples.clear();
     if let Some(simulated) = &simulated {
         let y = &simulated.y;
         let path = save(

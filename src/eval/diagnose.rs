@@ -339,6 +339,9 @@ pub enum Contender {
     /// A sampler of the product on another prior than the network (the photo's patches, or a
     /// hybrid), with this many samples.
     OnPrior(crate::restore::Prior, MethodChoice, usize),
+    /// The instant preview the app shows while the user paints (the posterior mean from quick
+    /// low-resolution draws, [`crate::restore::Settings::preview`]) on a prior without a network.
+    Preview(crate::restore::Prior),
     /// The biharmonic fill (inpainting only).
     Biharmonic,
     /// Exemplar EM completion (inpainting only; [`super::exemplar`]).
@@ -346,6 +349,17 @@ pub enum Contender {
 }
 
 impl Contender {
+    /// The prior, sampler, sample count and preview flag of a contender that runs through
+    /// [`crate::restore::restore`]; `None` for the classical fills.
+    fn sampler(&self) -> Option<(crate::restore::Prior, MethodChoice, usize, bool)> {
+        match *self {
+            Self::Method(m, n) => Some((crate::restore::Prior::Network, m, n, false)),
+            Self::OnPrior(p, m, n) => Some((p, m, n, false)),
+            Self::Preview(p) => Some((p, MethodChoice::EpsMean, 1, true)),
+            Self::Biharmonic | Self::Exemplar => None,
+        }
+    }
+
     /// Column label; EPS names its sampler and steps as `suite` sets them.
     pub fn label(&self, suite: &Suite<'_>) -> String {
         match self {
@@ -358,6 +372,7 @@ impl Contender {
             Self::OnPrior(p, MethodChoice::Eps, _) => format!("EPS on {}", p.label()),
             Self::OnPrior(p, MethodChoice::EpsMean, _) => format!("EPS mean on {}", p.label()),
             Self::OnPrior(p, m, _) => format!("{} on {}", m.label(), p.label()),
+            Self::Preview(p) => format!("instant preview on {}", p.label()),
             Self::Biharmonic => "biharmonic fill".into(),
             Self::Exemplar => "exemplar EM (Wexler)".into(),
         }
@@ -511,18 +526,14 @@ pub fn fill_suite(
             for (ci, c) in contenders.iter().enumerate() {
                 on_case(&format!("{name} #{k}: {}", c.label(suite)));
                 let t = std::time::Instant::now();
-                let imgs = match *c {
-                    Contender::Biharmonic => vec![biharmonic_fill(&sim.y, &fill)?],
-                    Contender::Exemplar => vec![super::exemplar::exemplar_fill(
+                let imgs = match c.sampler() {
+                    None if *c == Contender::Exemplar => vec![super::exemplar::exemplar_fill(
                         &sim.y,
                         &fill,
                         &super::exemplar::ExemplarConfig::default(),
                     )?],
-                    Contender::Method(m, samples) | Contender::OnPrior(_, m, samples) => {
-                        let prior = match c {
-                            Contender::OnPrior(p, ..) => *p,
-                            _ => crate::restore::Prior::Network,
-                        };
+                    None => vec![biharmonic_fill(&sim.y, &fill)?],
+                    Some((prior, m, samples, preview)) => {
                         let settings = Settings {
                             method: m,
                             sigma_y,
@@ -531,6 +542,7 @@ pub fn fill_suite(
                             churn,
                             prior,
                             patch,
+                            preview,
                             ..Settings::default()
                         };
                         let seeds: Vec<u64> = (0..samples as u64)

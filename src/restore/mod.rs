@@ -587,62 +587,77 @@ pub fn psnr(x: &dyn Raster, truth: &dyn Raster) -> f64 {
 }
 
 /// The mean of a set of samples of one size (stored like the first sample) and their
-/// uncertainty map: the per-pixel posterior standard deviation (averaged over channels) as an
-/// 8-bit heat map ([`heat`]) whose top colour is the largest std, returned too. The std is the
-/// prior's own where it gave a [`VarianceMap`] of the samples' size, else the spread between the
-/// samples. `None` for no samples or mixed sizes.
-///
-/// Two passes over the samples, a pixel at a time: no float copy of a whole image and no
-/// full-size std plane (a 24-megapixel photo's would be 96 MB).
+/// uncertainty map ([`uncertainty`]). `None` for no samples or mixed sizes.
 pub fn mean_and_uncertainty(
     samples: &[&Pixels],
     variance: Option<&VarianceMap>,
 ) -> Option<(Pixels, Pixels, f32)> {
+    let mean = posterior_mean(samples)?;
+    let (map, full_scale) = uncertainty(samples, variance)?;
+    Some((mean, map, full_scale))
+}
+
+/// The samples' sizes, if they all have one.
+fn common_size(samples: &[&Pixels]) -> Option<(usize, usize)> {
     let first = samples.first()?;
     let (w, h) = (first.width(), first.height());
-    if samples.iter().any(|s| (s.width(), s.height()) != (w, h)) {
-        return None;
+    samples
+        .iter()
+        .all(|s| (s.width(), s.height()) == (w, h))
+        .then_some((w, h))
+}
+
+/// The mean of a set of samples of one size, stored like the first sample; `None` for no
+/// samples or mixed sizes. A pixel at a time: no float copy of a whole image.
+pub fn posterior_mean(samples: &[&Pixels]) -> Option<Pixels> {
+    let (w, h) = common_size(samples)?;
+    let n = samples.len() as f32;
+    let mut mean = Pixels::new(w, h, samples[0].depth());
+    for k in 0..w * h * 3 {
+        mean.set(k, samples.iter().map(|s| s.value(k)).sum::<f32>() / n);
     }
+    Some(mean)
+}
+
+/// The samples' uncertainty map: the per-pixel posterior standard deviation (averaged over
+/// channels) as an 8-bit heat map ([`heat`]) whose top colour is the largest std, returned too.
+/// The std is the prior's own where it gave a [`VarianceMap`] of the samples' size, else the
+/// spread between the samples. `None` for no samples or mixed sizes.
+///
+/// Two passes over the samples, a pixel at a time: no full-size std plane (a 24-megapixel
+/// photo's would be 96 MB). The app makes the mean and this map one after the other, so a big
+/// photo never holds both.
+pub fn uncertainty(samples: &[&Pixels], variance: Option<&VarianceMap>) -> Option<(Pixels, f32)> {
+    let (w, h) = common_size(samples)?;
     let variance = variance.filter(|v| (v.width, v.height) == (w, h));
     let n = samples.len() as f32;
-    // Mean and std of pixel `i`, channel values read once per sample.
-    let stats = |i: usize| -> ([f32; 3], f32) {
-        let mut mean = [0.0_f32; 3];
-        let mut spread = 0.0_f32;
-        for (c, m) in mean.iter_mut().enumerate() {
-            let k = i * 3 + c;
-            *m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
-            spread += samples
-                .iter()
-                .map(|s| (s.value(k) - *m).powi(2))
-                .sum::<f32>();
+    let std_at = |i: usize| -> f32 {
+        if let Some(v) = variance {
+            return v.at(i % w, i / w).max(0.0).sqrt();
         }
-        let std = if let Some(v) = variance {
-            v.at(i % w, i / w).max(0.0).sqrt()
-        } else if samples.len() > 1 {
-            (spread / (3.0 * (n - 1.0))).sqrt()
-        } else {
-            0.0
-        };
-        (mean, std)
+        if samples.len() < 2 {
+            return 0.0;
+        }
+        let mut spread = 0.0_f32;
+        for c in 0..3 {
+            let k = i * 3 + c;
+            let m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
+            spread += samples.iter().map(|s| (s.value(k) - m).powi(2)).sum::<f32>();
+        }
+        (spread / (3.0 * (n - 1.0))).sqrt()
     };
-    let full_scale = (0..w * h).map(|i| stats(i).1).fold(0.0_f32, f32::max);
+    let full_scale = (0..w * h).map(std_at).fold(0.0_f32, f32::max);
     let scale = 1.0 / full_scale.max(1e-6);
-    let mut mean = Pixels::new(w, h, first.depth());
     let mut colours = Vec::with_capacity(w * h * 3);
     for i in 0..w * h {
-        let (m, std) = stats(i);
-        for (c, v) in m.into_iter().enumerate() {
-            mean.set(i * 3 + c, v);
-        }
-        colours.extend(heat::colour(std * scale).map(crate::photo::to_u8));
+        colours.extend(heat::colour(std_at(i) * scale).map(crate::photo::to_u8));
     }
-    let uncertainty = Pixels::U8 {
+    let map = Pixels::U8 {
         width: w,
         height: h,
         data: colours,
     };
-    Some((mean, uncertainty, full_scale))
+    Some((map, full_scale))
 }
 
 /// `[0, 1]` interleaved to a `[1, 3, h, w]` tensor in `[-1, 1]`.
