@@ -6,7 +6,7 @@
 
 use eps_studio::eval::posterior_check::PatchCheck;
 use eps_studio::photo::{Raster, RgbImage};
-use eps_studio::prior::patch::search::{Field, FieldSearch, Queries};
+use eps_studio::prior::patch::search::{Field, FieldSearch, Precision, Queries};
 use eps_studio::prior::patch::{
     Bank, PatchConfig, PatchDenoiser, Plane, PyramidConfig, Search, Transforms,
 };
@@ -318,7 +318,14 @@ fn the_field_finds_the_nearest_windows() {
     let search = FieldSearch::default();
     let mut field = Field::random(&queries, &bank, search.k, 1);
     for call in 0..6 {
-        field.search_and_weigh(&u, &lambda, &queries, &bank, &search, call);
+        field.search_and_weigh(
+            &u,
+            Precision::per_pixel(&lambda, w, 3),
+            &queries,
+            &bank,
+            &search,
+            call,
+        );
     }
     let (mut exact, mut close) = (0, 0);
     for (qi, &q) in queries.corners.iter().enumerate() {
@@ -595,4 +602,112 @@ fn the_uncertainty_map_is_the_patch_posterior_variance() {
         (1.0..=4.0).contains(&(mm / ms)),
         "the map ({mm:.5}) and the samples' spread ({ms:.5}) disagree"
     );
+}
+
+/// Super-resolution on the photo's own patches (evaluation only, `sr_on_patches`) runs with no
+/// network and explains the measurement (the output's block means are the photo's pixels
+/// within the noise) even on a texture whose patches do not recur across scales; a photo too
+/// small for one bank patch is refused with a message that names the network prior.
+#[test]
+fn super_resolution_on_patches_explains_the_measurement() {
+    let (w, h, s) = (96, 64, 2);
+    let truth = photo(w, h, 21);
+    let sigma_y = 0.02;
+    let deg = Degradation::SuperRes { factor: s };
+    let sim = restore::simulate(&truth, &deg, sigma_y, 5).unwrap();
+    let settings = Settings {
+        prior: Prior::Patch,
+        sr_on_patches: true,
+        sigma_y,
+        ..Settings::default()
+    };
+    assert!(!settings.needs_network(&deg));
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let out = restore::restore(&models, None, &sim.y, &deg, &settings, &[1], &mut |_| {
+        Flow::Continue
+    })
+    .unwrap();
+    let x = out.samples[0].rgb().into_owned();
+    assert_eq!((x.width, x.height), (w, h));
+    assert!(x.all_finite());
+    // Block means against the measurement, in [0, 1] units (σ_y is on the [-1, 1] scale).
+    let mut sq = 0.0;
+    for by in 0..h / s {
+        for bx in 0..w / s {
+            for c in 0..3 {
+                let mut m = 0.0;
+                for dy in 0..s {
+                    for dx in 0..s {
+                        m += x.value(((by * s + dy) * w + bx * s + dx) * 3 + c);
+                    }
+                }
+                m /= (s * s) as f32;
+                let d = f64::from(m - sim.y.value((by * (w / s) + bx) * 3 + c));
+                sq += d * d;
+            }
+        }
+    }
+    let rms = (sq / ((w / s) * (h / s) * 3) as f64).sqrt();
+    assert!(
+        rms < 3.0 * sigma_y / 2.0,
+        "block means off the measurement: rms {rms}"
+    );
+    // The sampler's own residual (`[-1, 1]` units) sits near σ_y as well.
+    let r = out.residuals[0].rms;
+    assert!(r < 2.0 * sigma_y, "residual rms {r} against σ_y {sigma_y}");
+
+    let tiny = photo(4, 4, 2);
+    let e = restore::restore(
+        &models,
+        None,
+        &tiny,
+        &Degradation::SuperRes { factor: 4 },
+        &settings,
+        &[0],
+        &mut |_| Flow::Continue,
+    )
+    .expect_err("a 4×4 photo has no 12×12 window")
+    .to_string();
+    assert!(e.contains("network prior"), "{e}");
+}
+
+/// One variance per value that repeats each pixel's variance over its channels is the same
+/// noise as one variance per pixel: the two denoiser paths agree (exact sums and the field).
+#[test]
+fn per_value_variances_equal_per_pixel_ones() {
+    let (w, h, p) = (40, 32, 5);
+    let y = texture(w, h, 17);
+    let hole = blob(w, h, (20.0, 16.0), 7.0);
+    let mut rng = StdRng::seed_from_u64(8);
+    let s2: Vec<f32> = hole
+        .iter()
+        .map(|&f| {
+            if f {
+                0.3
+            } else {
+                0.001 + 0.01 * rng.random::<f32>()
+            }
+        })
+        .collect();
+    let per_value: Vec<f32> = s2.iter().flat_map(|&v| [v; 3]).collect();
+    for search in [Search::Exact, Search::Field(FieldSearch::default())] {
+        let cfg = PatchConfig {
+            patch: p,
+            search,
+            ..PatchConfig::default()
+        };
+        let make = || {
+            let bank = Bank::new(&y, &hole, p, Transforms { mirror: false }).unwrap();
+            PatchDenoiser::new(bank, cfg, (w, h), Some(&hole)).unwrap()
+        };
+        let (a, b) = (make(), make());
+        let ea = a.estimate(&y, &s2, 0.5, 0).unwrap();
+        let eb = b.estimate(&y, &per_value, 0.5, 0).unwrap();
+        for (x, z) in ea.mean.data.iter().zip(&eb.mean.data) {
+            assert!((x - z).abs() < 1e-5, "{search:?}: {x} vs {z}");
+        }
+        for (x, z) in ea.variance.iter().zip(&eb.variance) {
+            assert!((x - z).abs() < 1e-5, "{search:?}: {x} vs {z}");
+        }
+    }
 }

@@ -118,6 +118,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         prior,
         patch: args.patch.config()?,
         preview: false,
+        sr_on_patches: false,
     };
     requested.validate()?;
     crate::fsutil::prepare_output_dir(&args.out)?;

@@ -843,13 +843,27 @@ pub fn restore_suite(
                 ));
             }
         };
-        for (m, n) in [(MethodChoice::EpsMean, 1), (MethodChoice::Eps, samples)] {
+        let network = crate::restore::Prior::Network;
+        let mut runs = vec![
+            (network, MethodChoice::EpsMean, 1),
+            (network, MethodChoice::Eps, samples),
+        ];
+        if matches!(deg, Degradation::SuperRes { .. }) {
+            // Super-resolution also runs on the photo's own patches (a cross-scale bank).
+            let patches = crate::restore::Prior::Patch;
+            runs.push((patches, MethodChoice::EpsMean, 1));
+            runs.push((patches, MethodChoice::Eps, samples));
+        }
+        for (prior, m, n) in runs {
             let settings = Settings {
                 method: m,
                 sigma_y,
                 steps,
                 solver,
                 churn,
+                prior,
+                patch: suite.patch,
+                sr_on_patches: true,
                 ..Settings::default()
             };
             let seeds: Vec<u64> = (0..n as u64).map(|s| seed.wrapping_add(s)).collect();
@@ -857,7 +871,12 @@ pub fn restore_suite(
                 sampler::Flow::Continue
             })?;
             let samples = out.samples.into_iter().map(Pixels::into_rgb).collect();
-            results.push((Contender::Method(m, n).label(suite), samples));
+            let contender = if prior == network {
+                Contender::Method(m, n)
+            } else {
+                Contender::OnPrior(prior, m, n)
+            };
+            results.push((contender.label(suite), samples));
         }
         cases.push(RestoreCase {
             truth: sim.truth.clone(),

@@ -54,6 +54,11 @@ pub struct Settings {
     /// low-resolution draws ([`crate::prior::patch::PyramidConfig::for_preview`]) instead of
     /// full ones. The network's mean is one call either way.
     pub preview: bool,
+    /// Super-resolution on the photo's own patches ([`crate::prior::patch::PatchSr`]) instead of
+    /// the network when the prior has no network. Off by default and not offered in the app or
+    /// on the command line: `diagnose --parts sr` compares it with the network, and on clean
+    /// photos it loses thin structures and adds a block grid (docs/patch-prior.md).
+    pub sr_on_patches: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +73,7 @@ impl Default for Settings {
             prior: Prior::Patch,
             patch: crate::prior::patch::PyramidConfig::default(),
             preview: false,
+            sr_on_patches: false,
         }
     }
 }
@@ -189,14 +195,20 @@ impl Settings {
     }
 
     /// Whether restoring `degradation` with these settings needs the networks: everything but
-    /// an EPS fill on the photo's own patches does.
+    /// a fill (EPS, DDNM+, DiffPIR) or EPS super-resolution on the photo's own patches does.
     pub fn needs_network(&self, degradation: &Degradation) -> bool {
         let patches_only = self.prior.uses_patches() && !self.prior.uses_network();
         let on_patches = matches!(
             self.method,
             MethodChoice::Eps | MethodChoice::EpsMean | MethodChoice::Ddnm | MethodChoice::Diffpir
         );
-        !(patches_only && on_patches && matches!(degradation, Degradation::Inpaint { .. }))
+        let eps = matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean);
+        let patch_task = match degradation {
+            Degradation::Inpaint { .. } => on_patches,
+            Degradation::SuperRes { .. } => eps && self.sr_on_patches,
+            Degradation::Deblur(_) => false,
+        };
+        !(patches_only && patch_task)
     }
 
     /// The sampler method for `degradation`, with the step, solver and churn overrides applied.
@@ -642,7 +654,10 @@ pub fn uncertainty(samples: &[&Pixels], variance: Option<&VarianceMap>) -> Optio
         for c in 0..3 {
             let k = i * 3 + c;
             let m = samples.iter().map(|s| s.value(k)).sum::<f32>() / n;
-            spread += samples.iter().map(|s| (s.value(k) - m).powi(2)).sum::<f32>();
+            spread += samples
+                .iter()
+                .map(|s| (s.value(k) - m).powi(2))
+                .sum::<f32>();
         }
         (spread / (3.0 * (n - 1.0))).sqrt()
     };
@@ -772,12 +787,32 @@ fn restore_on(
         out.seconds = started.elapsed().as_secs_f64();
         return Ok(out);
     }
-    let denoisers = models.denoisers(&method)?;
-    let device = models.device().clone();
+    // Super-resolution on the photo's own patches: EPS with the cross-scale patch prior.
+    let patch_sr = match degradation {
+        Degradation::SuperRes { factor }
+            if settings.sr_on_patches
+                && settings.prior.uses_patches()
+                && !settings.prior.uses_network()
+                && method.needs_posterior_denoiser() =>
+        {
+            Some(*factor)
+        }
+        _ => None,
+    };
+    let denoisers = if patch_sr.is_some() {
+        sampler::Denoisers::default()
+    } else {
+        models.denoisers(&method)?
+    };
+    let device = if patch_sr.is_some() {
+        Device::Cpu
+    } else {
+        models.device().clone()
+    };
     let (out_w, out_h) = degradation.output_size(y.width(), y.height());
     let regions = regions(y.width(), y.height(), degradation, settings);
     let n_regions = regions.len();
-    let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser());
+    let mut gpu = gpu.filter(|_| method.needs_posterior_denoiser() && patch_sr.is_none());
     let mut notices = floor_notes;
 
     let mut acc: Vec<Accumulator> = seeds
@@ -821,9 +856,17 @@ fn restore_on(
                 Err(e) => return Err(e),
             }
         }
-        let out = match out {
-            Some(o) => o,
-            None => sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?,
+        let out = match (out, patch_sr) {
+            (Some(o), _) => o,
+            (None, Some(factor)) => {
+                let sr = patch_fill::super_resolver(y, *region, factor, settings)?;
+                let on_patches = sampler::Denoisers {
+                    prior: None,
+                    posterior: Some(&sr),
+                };
+                sampler::sample(&method, on_patches, &job.problem, seeds, &mut observe)?
+            }
+            (None, None) => sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?,
         };
         nfe = out.nfe;
         let residual = job.problem.residual(&out.samples.to_device(&device)?)?;

@@ -1,6 +1,7 @@
 //! Inpainting with the photo's own patches: each hole's crop is filled coarse to fine at the
 //! photo's own resolution ([`crate::prior::patch::pyramid`]), and only the hole's pixels are
-//! pasted back.
+//! pasted back. Super-resolution on the photo's own patches takes its denoiser from here too
+//! ([`super_resolver`]).
 
 use candle_core::Tensor;
 
@@ -9,7 +10,7 @@ use super::{
     VarianceMap, plan,
 };
 use crate::photo::{Raster, RgbImage};
-use crate::prior::patch::{Plane, pyramid};
+use crate::prior::patch::{PatchConfig, PatchSr, Plane, clean, pyramid};
 use crate::sampler::{Flow, Method, PosteriorDenoiser, PosteriorMeanConfig};
 use crate::{Error, Result};
 
@@ -413,4 +414,53 @@ fn network_mean(
         channels: 3,
         data: img.data.iter().map(|v| v * 2.0 - 1.0).collect(),
     })
+}
+
+/// Patch side, in blocks, of super-resolution ×`factor` on the photo's own patches: about ten
+/// output pixels (5 blocks at ×2, 3 at ×4, 1 at ×8), odd.
+pub fn sr_patch(factor: usize) -> usize {
+    let blocks = 10_usize.div_ceil(factor.max(1)).max(1);
+    if blocks.is_multiple_of(2) {
+        blocks - 1
+    } else {
+        blocks
+    }
+}
+
+/// The posterior denoiser of super-resolution ×`factor` for `region` (measurement pixels) on
+/// the photo's own patches: the bank from the measurement around the region (half the
+/// region's longer side of context on every side), cleaned as the fill's bank is.
+pub fn super_resolver(
+    y: &dyn Raster,
+    region: Rect,
+    factor: usize,
+    settings: &Settings,
+) -> Result<PatchSr> {
+    let margin = region.w.max(region.h) / 2;
+    let (x0, y0) = (
+        region.x.saturating_sub(margin),
+        region.y.saturating_sub(margin),
+    );
+    let x1 = (region.x + region.w + margin).min(y.width());
+    let y1 = (region.y + region.h + margin).min(y.height());
+    let plane = crop_plane(y, Rect::new(x0, y0, x1 - x0, y1 - y0));
+    let known = vec![false; plane.width * plane.height];
+    let noise = clean::estimate_noise(&plane, &known);
+    let cfg = &settings.patch;
+    let exemplars = if cfg.clean_bank && noise > pyramid::CLEAN_BELOW {
+        clean::nl_means(&plane, &known, noise * cfg.clean_strength, 7)
+    } else {
+        plane
+    };
+    let patch = PatchConfig {
+        patch: sr_patch(factor),
+        window: f64::INFINITY,
+        ..cfg.patch
+    };
+    PatchSr::new(
+        &exemplars,
+        factor,
+        patch,
+        (region.w * factor, region.h * factor),
+    )
 }

@@ -1,5 +1,5 @@
 //! The patch denoiser: the posterior mean of the smoothed empirical patch prior under
-//! per-pixel Gaussian noise (shared/docs/patch-prior.md §1).
+//! diagonal Gaussian noise, one variance per pixel or per value (shared/docs/patch-prior.md §1).
 //!
 //! The prior of one `p × p` patch is the kernel density estimate `p(x) = (1/N) Σ_i N(x; b_i, τ² I)`
 //! over the bank. For a query `u = x + N(0, S)` with `S = diag(s_j²)` (the pivot's `diag(Σ*)`,
@@ -25,7 +25,7 @@ use candle_core::Tensor;
 
 use super::bank::{Bank, Entry, Plane};
 use super::search::{
-    BankMatrix, Field, FieldSearch, Queries, QueryMoments, SparseWeights, exact_moments,
+    BankMatrix, Field, FieldSearch, Precision, Queries, QueryMoments, SparseWeights, exact_moments,
 };
 use crate::inverse::{Interpolant, Problem};
 use crate::sampler::{Denoiser, PosteriorDenoiser};
@@ -278,15 +278,18 @@ impl PatchDenoiser {
         Ok(self.sample.get_or_init(|| m))
     }
 
-    /// `E[x | u]` and `Var[x | u]` for `u = x + N(0, diag(s2))` (`s2` per pixel) at sampler noise
-    /// level `sigma` (which sets τ and the search), for batch element `slot`.
+    /// `E[x | u]` and `Var[x | u]` for `u = x + N(0, diag(s2))` at sampler noise level `sigma`
+    /// (which sets τ and the search), for batch element `slot`. `s2` holds one variance per
+    /// pixel (shared by its channels) or one per value (pixel × channel, channels last).
     pub fn estimate(&self, u: &Plane, s2: &[f32], sigma: f64, slot: usize) -> Result<Estimate> {
         let (w, h, c) = (u.width, u.height, u.channels);
-        if (w, h) != (self.queries.width, self.queries.height) || s2.len() != w * h {
+        let per_value = s2.len() == w * h * c && c > 1;
+        if (w, h) != (self.queries.width, self.queries.height) || !(s2.len() == w * h || per_value)
+        {
             return Err(Error::shape(
                 "patch denoiser input",
                 format!(
-                    "{}×{} with one variance per pixel",
+                    "{}×{} with one variance per pixel or per value",
                     self.queries.width, self.queries.height
                 ),
                 format!("{w}×{h} with {} variances", s2.len()),
@@ -298,10 +301,15 @@ impl PatchDenoiser {
         }
         let tau = self.cfg.tau_at(sigma) as f32;
         let tau2 = tau * tau;
-        let lambda: Vec<f32> = s2
+        let lambda_values: Vec<f32> = s2
             .iter()
             .map(|&s| 1.0 / (s.max(0.0) + tau2).max(1e-10))
             .collect();
+        let lambda = if per_value {
+            Precision::per_value(&lambda_values, w, c)
+        } else {
+            Precision::per_pixel(&lambda_values, w, c)
+        };
         let work = self.queries.len().saturating_mul(self.bank.len());
         // High noise on a big bank: the weights are nearly flat, and a random subset of the
         // bank estimates the sums.
@@ -330,7 +338,7 @@ impl PatchDenoiser {
             };
             let (m, top) = exact_moments(
                 u,
-                &lambda,
+                lambda,
                 &self.queries,
                 &self.bank,
                 matrix,
@@ -369,7 +377,7 @@ impl PatchDenoiser {
             });
             let m = field.search_and_weigh(
                 u,
-                &lambda,
+                lambda,
                 &self.queries,
                 &self.bank,
                 &search,
@@ -443,7 +451,15 @@ impl PatchDenoiser {
         const BLOCK: usize = 16;
         let corners = &self.queries.corners;
         let mut out = u.clone();
-        let mut variance: Vec<f32> = s2.iter().map(|v| v.max(0.0)).collect();
+        let per_value = s2.len() == w * h * c && c > 1;
+        // Where no query reaches, the variance stays the input's (averaged over channels).
+        let mut variance: Vec<f32> = if per_value {
+            s2.chunks_exact(c)
+                .map(|v| v.iter().map(|x| x.max(0.0)).sum::<f32>() / c as f32)
+                .collect()
+        } else {
+            s2.iter().map(|v| v.max(0.0)).collect()
+        };
         out.data
             .par_chunks_mut(BLOCK * w * c)
             .zip(variance.par_chunks_mut(BLOCK * w))
@@ -468,10 +484,10 @@ impl PatchDenoiser {
                             let pix = row * w + qx + dx;
                             let local = (row - y0) * w + qx + dx;
                             let om = window[dy * p + dx];
-                            let s = s2[pix].max(0.0);
-                            let g = tau2 / (tau2 + s).max(1e-10);
                             den[local] += om;
                             for ch in 0..c {
+                                let s = if per_value { s2[pix * c + ch] } else { s2[pix] }.max(0.0);
+                                let g = tau2 / (tau2 + s).max(1e-10);
                                 let k = dx * c + ch;
                                 let uj = u.data[pix * c + ch];
                                 let est = mean[k] + g * (uj - mean[k]);

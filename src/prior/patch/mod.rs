@@ -10,14 +10,18 @@
 //! - [`denoise`]: the denoiser (posterior mean and variance, window-weighted aggregation), as
 //!   both the EPS posterior denoiser and the unconditional one.
 //! - [`pyramid`]: coarse-to-fine fills up to the photo's own resolution.
+//! - [`superres`]: super-resolution from a cross-scale bank, exact in a block basis where the
+//!   pivot's noise is diagonal.
 
 pub mod bank;
 pub mod clean;
 pub mod denoise;
 pub mod pyramid;
 pub mod search;
+pub mod superres;
 
 pub use bank::{Bank, Entry, Plane, Transforms};
 pub use denoise::{EssRecord, PatchConfig, PatchDenoiser, Search};
 pub use pyramid::{FillOutput, FillStep, Guide, Layout, PyramidConfig, fill};
 pub use search::{Field, FieldSearch, Queries};
+pub use superres::PatchSr;

@@ -1,5 +1,5 @@
-//! The two ways the patch denoiser weighs the bank for a query patch `u` with per-pixel
-//! precisions `λ_j = 1/(s_j² + τ²)`:
+//! The two ways the patch denoiser weighs the bank for a query patch `u` with precisions
+//! `λ_j = 1/(s_j² + τ²)`, one per pixel or one per value ([`Precision`]):
 //!
 //! - [`exact_moments`]: every bank patch. The logits `Σ_j λ_j u_j b_ij − ½ Σ_j λ_j b_ij²` of a
 //!   block of queries are one matrix product of `[λ⊙u, −½λ]` with the bank rows `[b_i, b_i²]`;
@@ -25,6 +25,65 @@ use crate::Result;
 const BANK_CHUNK: usize = 2048;
 /// Queries per block in [`exact_moments`].
 const QUERY_BLOCK: usize = 1024;
+
+/// The precisions `λ` of a query image: one per pixel (shared by its channels: the masks'
+/// diagonal `Σ*`) or one per value (a `Σ*` that is diagonal in a transformed basis, such as
+/// super-resolution's block basis, where a pixel's channels carry different noise).
+#[derive(Debug, Clone, Copy)]
+pub struct Precision<'a> {
+    values: &'a [f32],
+    width: usize,
+    channels: usize,
+    per_value: bool,
+}
+
+impl<'a> Precision<'a> {
+    /// One precision per pixel of a `width`-wide image with `channels` channels.
+    pub fn per_pixel(values: &'a [f32], width: usize, channels: usize) -> Self {
+        Self {
+            values,
+            width,
+            channels,
+            per_value: false,
+        }
+    }
+
+    /// One precision per value (pixel × channel, channels last).
+    pub fn per_value(values: &'a [f32], width: usize, channels: usize) -> Self {
+        Self {
+            values,
+            width,
+            channels,
+            per_value: true,
+        }
+    }
+
+    /// Whether each value has its own precision.
+    pub fn is_per_value(&self) -> bool {
+        self.per_value
+    }
+
+    /// Row `dy` of the `p`-wide window at `(x, y)`: `p` values, or `p · channels` per value.
+    #[inline]
+    fn row(&self, x: usize, y: usize, dy: usize, p: usize) -> &'a [f32] {
+        let pix = (y + dy) * self.width + x;
+        if self.per_value {
+            &self.values[pix * self.channels..][..p * self.channels]
+        } else {
+            &self.values[pix..][..p]
+        }
+    }
+
+    /// The precision of value `ch` of entry `dx` of a row from [`Self::row`].
+    #[inline]
+    fn at(&self, row: &[f32], dx: usize, ch: usize) -> f32 {
+        if self.per_value {
+            row[dx * self.channels + ch]
+        } else {
+            row[dx]
+        }
+    }
+}
 
 /// Where the queries are: top-left corners of `p × p` windows of a `width × height` image.
 #[derive(Debug, Clone)]
@@ -182,7 +241,7 @@ impl BankMatrix {
 /// The query rows `[λ ⊙ u, −½ λ]` of queries `first..first + n`.
 fn query_rows(
     u: &Plane,
-    lambda: &[f32],
+    lambda: Precision<'_>,
     queries: &Queries,
     range: std::ops::Range<usize>,
 ) -> Vec<f32> {
@@ -196,11 +255,12 @@ fn query_rows(
             let mut k = 0;
             for dy in 0..p {
                 let ur = u.row(qx, qy, dy, p);
-                let lr = &lambda[(qy + dy) * u.width + qx..][..p];
+                let lr = lambda.row(qx, qy, dy, p);
                 for dx in 0..p {
                     for ch in 0..c {
-                        row[k] = lr[dx] * ur[dx * c + ch];
-                        row[d + k] = -0.5 * lr[dx];
+                        let l = lambda.at(lr, dx, ch);
+                        row[k] = l * ur[dx * c + ch];
+                        row[d + k] = -0.5 * l;
                         k += 1;
                     }
                 }
@@ -213,7 +273,7 @@ fn query_rows(
 /// query's `k` highest-weighted bank entries (`Q × k`, best first).
 pub fn exact_moments(
     u: &Plane,
-    lambda: &[f32],
+    lambda: Precision<'_>,
     queries: &Queries,
     bank: &Bank,
     matrix: &BankMatrix,
@@ -320,7 +380,7 @@ pub fn exact_moments(
 #[inline]
 fn distance(
     u: &Plane,
-    lambda: &[f32],
+    lambda: Precision<'_>,
     (qx, qy): (usize, usize),
     bank: &Bank,
     e: Entry,
@@ -331,9 +391,13 @@ fn distance(
     for dy in 0..p {
         let ur = u.row(qx, qy, dy, p);
         let br = bank.row(e, dy);
-        let lr = &lambda[(qy + dy) * u.width + qx..][..p];
+        let lr = lambda.row(qx, qy, dy, p);
         let mut row = 0.0_f32;
-        if c == 3 {
+        if lambda.is_per_value() {
+            for ((a, b), l) in ur.iter().zip(br).zip(lr) {
+                row += l * (a - b) * (a - b);
+            }
+        } else if c == 3 {
             for ((a, b), l) in ur.chunks_exact(3).zip(br.chunks_exact(3)).zip(lr) {
                 let (d0, d1, d2) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
                 row += l * (d0 * d0 + d1 * d1 + d2 * d2);
@@ -490,7 +554,7 @@ impl Field {
     pub fn search_and_weigh(
         &mut self,
         u: &Plane,
-        lambda: &[f32],
+        lambda: Precision<'_>,
         queries: &Queries,
         bank: &Bank,
         search: &FieldSearch,
