@@ -280,6 +280,8 @@ fn channels_last_convolution_matches_candle_conv2d() {
         (6, 4, 2, 2, 0, (8, 10)),
         (3, 8, 1, 1, 0, (5, 6)),
         (4, 4, 3, 2, 1, (7, 9)),
+        // 9216 pixels of 577 unfolded values: two bands per image in the banded path.
+        (64, 8, 3, 1, 1, (96, 96)),
     ] {
         let x = Var::from_tensor(&f32(randn((2, cin, hh, ww), 1))).unwrap();
         let wt =
@@ -635,4 +637,28 @@ fn half_precision_weight_files_denoise_like_f32() {
             "σ = {sigma}: half-precision weights move the output by {d}"
         );
     }
+}
+
+/// Timing the network operation by operation (`bench --profile`) changes nothing it computes,
+/// and records the convolutions with their arithmetic.
+#[test]
+fn profiling_changes_no_output() {
+    use eps_studio::denoiser::profile;
+    let cfg = UNetConfig::tiny();
+    let net = random_model(&cfg, ModelKind::Prior)
+        .build(&Device::Cpu)
+        .unwrap();
+    let x = f32(randn((1, 3, 32, 32), 4));
+    let plain = net.forward(&x, &sig(1, 0.7), None).unwrap();
+    profile::enable(true);
+    let timed = net.forward(&x, &sig(1, 0.7), None);
+    let records = profile::take();
+    profile::enable(false);
+    assert_eq!(max_abs_diff(&timed.unwrap(), &plain), 0.0);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind == "conv 3×3" && r.flops > 0.0 && r.seconds >= 0.0),
+        "{records:?}"
+    );
 }

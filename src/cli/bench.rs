@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// preview, cost against hole and photo size, a 24-megapixel photo's time and peak memory).
     #[arg(long)]
     pub patch: bool,
+    /// Instead of the step costs: one forward pass of each network (at --size) timed operation
+    /// by operation, against candle's matrix product measured in the same run.
+    #[arg(long)]
+    pub profile: bool,
     /// Photo pack for `--train` and `--patch` (synthetic photos when absent).
     #[arg(long, default_value = "data/photos.pack")]
     pub data: PathBuf,
@@ -106,6 +110,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.patch {
         return super::bench_patch::patch_report(args);
+    }
+    if args.profile {
+        return super::bench_profile::profile_report(args);
     }
     use crate::eval::bench::{forward_time, model_size, restoration_time, step_costs};
     use crate::inverse::TaskSpec;

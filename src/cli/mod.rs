@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod bench_patch;
+mod bench_profile;
 pub mod check;
 pub mod data;
 pub mod diagnose;

@@ -13,6 +13,7 @@ use candle_nn::{Linear, VarBuilder, linear};
 
 use super::conv::Conv;
 use super::fused::{film_silu, silu};
+use super::profile;
 use crate::Result;
 
 /// Highest frequency of the noise-level features, in radians per unit of `c_noise = ln(σ)/4`:
@@ -94,7 +95,14 @@ impl ResBlock {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        Ok((skip + h)?)
+        let bytes = 3.0 * profile::bytes(&h);
+        profile::timed(
+            "residual add",
+            || profile::shape(&h),
+            0.0,
+            bytes,
+            || Ok((skip + &h)?),
+        )
     }
 }
 
@@ -120,6 +128,21 @@ impl Attention {
 
     /// `x`: `[B, H, W, C]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let n = (b * h * w) as f64;
+        // q, k, v and out projections, then the two products over all pixel pairs.
+        let flops = 2.0 * n * (4 * c * c) as f64 + 4.0 * n * (h * w * c) as f64;
+        let bytes = 2.0 * profile::bytes(x);
+        profile::timed(
+            "attention",
+            || profile::shape(x),
+            flops,
+            bytes,
+            || self.forward_inner(x),
+        )
+    }
+
+    fn forward_inner(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let (n, nh) = (h * w, self.heads);
         let d = c / nh;
@@ -173,10 +196,18 @@ impl Upsample {
     /// `[B, H, W, cin]` → `[B, 2H, 2W, cout]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let up = x
-            .reshape((b, h, 1, w, 1, c))?
-            .broadcast_as((b, h, 2, w, 2, c))?
-            .reshape((b, 2 * h, 2 * w, c))?;
+        let bytes = 5.0 * profile::bytes(x);
+        let up = profile::timed(
+            "upsample ×2",
+            || profile::shape(x),
+            0.0,
+            bytes,
+            || {
+                x.reshape((b, h, 1, w, 1, c))?
+                    .broadcast_as((b, h, 2, w, 2, c))?
+                    .reshape((b, 2 * h, 2 * w, c))
+            },
+        )?;
         self.0.forward(&up)
     }
 }

@@ -16,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
+use super::profile;
 use crate::Result;
 
 /// Unfolded elements per band when sampling without gradients (16 MiB of f32).
@@ -238,13 +239,15 @@ impl CustomOp2 for BandedConv {
         let weight = Tensor::from_slice(wt, (row_len, cout), &candle_core::Device::Cpu)?;
         let band = (BAND_ELEMENTS / row_len).clamp(1, oh * ow);
         let mut out = Vec::with_capacity(b * oh * ow * cout);
-        let mut rows = vec![0f32; band * row_len];
+        let (mut t_unfold, mut t_gemm, mut t_copy) = (0.0, 0.0, 0.0);
         for img in x.chunks(h * w * c) {
             let mut first = 0;
             while first < oh * ow {
                 let n = band.min(oh * ow - first);
-                let chunk = &mut rows[..n * row_len];
-                // Unfold the band in parallel pieces, then one product for the whole band.
+                // Unfold the band in parallel pieces, then one product for the whole band; the
+                // unfolded rows move into the product's input tensor, uncopied.
+                let t = profile::start();
+                let mut chunk = vec![0f32; n * row_len];
                 let piece = n.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
                 chunk
                     .par_chunks_mut(piece * row_len)
@@ -252,10 +255,38 @@ impl CustomOp2 for BandedConv {
                     .for_each(|(i, part)| {
                         unfold_rows(g, img, (h, w, c), ow, first + i * piece, part);
                     });
-                let cols = Tensor::from_slice(chunk, (n, row_len), &candle_core::Device::Cpu)?;
-                out.extend(cols.matmul(&weight)?.flatten_all()?.to_vec1::<f32>()?);
+                t_unfold += profile::since(t);
+                let t = profile::start();
+                let cols = Tensor::from_vec(chunk, (n, row_len), &candle_core::Device::Cpu)?;
+                let product = cols.matmul(&weight)?;
+                t_gemm += profile::since(t);
+                let t = profile::start();
+                out.extend(product.flatten_all()?.to_vec1::<f32>()?);
+                t_copy += profile::since(t);
                 first += n;
             }
+        }
+        if profile::enabled() {
+            let detail = || format!("{c} → {cout} @ {oh}×{ow}");
+            let (pixels, f) = ((b * oh * ow) as f64, 4.0);
+            let unfolded = pixels * row_len as f64 * f;
+            profile::record(
+                "· im2col",
+                detail,
+                t_unfold,
+                0.0,
+                (b * h * w * c) as f64 * f + unfolded,
+            );
+            let flops = 2.0 * pixels * row_len as f64 * cout as f64;
+            let gemm_bytes = unfolded + (row_len * cout) as f64 * f + pixels * cout as f64 * f;
+            profile::record("· GEMM", detail, t_gemm, flops, gemm_bytes);
+            profile::record(
+                "· copy out",
+                detail,
+                t_copy,
+                0.0,
+                2.0 * pixels * cout as f64 * f,
+            );
         }
         Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, cout))))
     }
@@ -318,6 +349,34 @@ impl Conv {
 
     /// `x`: `[B, H, W, C_in]` → `[B, Ho, Wo, C_out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !profile::enabled() {
+            return self.forward_inner(x);
+        }
+        let (b, h, w, c) = x.dims4()?;
+        let g = self.g;
+        let (oh, ow) = (g.out_len(h), g.out_len(w));
+        let cout = self.weight.dim(0)?;
+        let pixels = (b * oh * ow) as f64;
+        let flops = 2.0 * pixels * (g.k * g.k * c) as f64 * cout as f64;
+        let bytes =
+            4.0 * ((b * h * w * c) as f64 + pixels * cout as f64 + (g.k * g.k * c * cout) as f64);
+        let kind = match (g.k, g.stride) {
+            (1, _) => "conv 1×1",
+            (3, 1) => "conv 3×3",
+            (3, _) => "conv 3×3 stride 2",
+            (2, 2) => "conv 2×2 stride 2",
+            _ => "conv other",
+        };
+        profile::timed(
+            kind,
+            || format!("{c} → {cout} @ {oh}×{ow}"),
+            flops,
+            bytes,
+            || self.forward_inner(x),
+        )
+    }
+
+    fn forward_inner(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let g = self.g;
         let (oh, ow) = (g.out_len(h), g.out_len(w));

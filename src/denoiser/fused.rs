@@ -104,6 +104,12 @@ impl CustomOp2 for SiluGrad {
 
 /// SiLU, `x·sigmoid(x)`.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
+    use super::profile;
+    let bytes = 2.0 * profile::bytes(x);
+    profile::timed("SiLU", || profile::shape(x), 0.0, bytes, || silu_inner(x))
+}
+
+fn silu_inner(x: &Tensor) -> Result<Tensor> {
     if fusable(&[x]) {
         Ok(x.contiguous()?.apply_op1(Silu)?)
     } else {
@@ -236,6 +242,18 @@ impl CustomOp2 for FilmSiluGrad {
 /// `silu(h·(1 + scale) + shift)`: a residual block's noise-level modulation and activation, for
 /// `h`: `[B, H, W, C]` and `scale`, `shift`: `[B, C]`.
 pub fn film_silu(h: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    use super::profile;
+    let bytes = 2.0 * profile::bytes(h);
+    profile::timed(
+        "FiLM + SiLU",
+        || profile::shape(h),
+        0.0,
+        bytes,
+        || film_silu_inner(h, scale, shift),
+    )
+}
+
+fn film_silu_inner(h: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
     if fusable(&[h, scale, shift]) {
         return Ok(h.contiguous()?.apply_op3(
             &scale.contiguous()?,

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod config;
 pub mod conv;
 pub mod fused;
+pub mod profile;
 pub mod unet;
 pub mod weights;
 

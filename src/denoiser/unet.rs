@@ -161,11 +161,26 @@ impl UNet {
     /// `F(x, c_noise)` for `x`: `[B, C_in, H, W]` with H, W multiples of
     /// [`UNetConfig::size_multiple`], and `c_noise`: `[B]`.
     pub fn forward(&self, x: &Tensor, c_noise: &Tensor) -> Result<Tensor> {
-        let emb = self.embed.forward(c_noise)?;
-        let x = to_channels_last(x)?;
-        let mut h = self
-            .input
-            .forward(&pixel_unshuffle(&x, self.cfg.unshuffle)?)?;
+        use super::profile;
+        let emb = profile::timed("noise embedding", String::new, 0.0, 0.0, || {
+            self.embed.forward(c_noise)
+        })?;
+        let bytes = 2.0 * profile::bytes(x);
+        let x = profile::timed(
+            "layout",
+            || "to channels last".into(),
+            0.0,
+            bytes,
+            || to_channels_last(x),
+        )?;
+        let unshuffled = profile::timed(
+            "layout",
+            || "pixel unshuffle".into(),
+            0.0,
+            bytes,
+            || pixel_unshuffle(&x, self.cfg.unshuffle),
+        )?;
+        let mut h = self.input.forward(&unshuffled)?;
         let mut skips = Vec::new();
         for (l, blocks) in self.down.iter().enumerate() {
             for block in blocks {
@@ -191,7 +206,14 @@ impl UNet {
             let s = skips
                 .pop()
                 .ok_or_else(|| Error::Unsupported("U-Net skip bookkeeping".into()))?;
-            h = Tensor::cat(&[&h, &s], 3)?;
+            let bytes = 2.0 * (profile::bytes(&h) + profile::bytes(&s));
+            h = profile::timed(
+                "layout",
+                || "skip concatenation".into(),
+                0.0,
+                bytes,
+                || Tensor::cat(&[&h, &s], 3),
+            )?;
             for block in blocks {
                 h = block.forward(&h, &emb)?;
             }
@@ -200,7 +222,14 @@ impl UNet {
             }
         }
         let h = self.output.forward(&super::fused::silu(&h)?)?;
-        let mut f = pixel_shuffle(&h, self.cfg.unshuffle)?;
+        let bytes = 2.0 * profile::bytes(&h);
+        let mut f = profile::timed(
+            "layout",
+            || "pixel shuffle".into(),
+            0.0,
+            bytes,
+            || pixel_shuffle(&h, self.cfg.unshuffle),
+        )?;
         if let Some((conv1, out)) = &self.head {
             // [coarse estimate, c_noise, input]: the input last, so an EPS network widened from
             // a prior keeps its channel order with the new conditioning channels at the end. The
@@ -210,10 +239,33 @@ impl UNet {
                 .reshape((b, 1, 1, 1))?
                 .broadcast_as((b, hh, ww, 1))?
                 .to_dtype(f.dtype())?;
-            let z = conv1.forward(&Tensor::cat(&[&f, &level, &x], 3)?)?;
-            f = (&f + out.forward(&super::fused::silu(&z)?)?)?;
+            let bytes = 2.0 * (profile::bytes(&f) + profile::bytes(&x));
+            let joined = profile::timed(
+                "layout",
+                || "head concatenation".into(),
+                0.0,
+                bytes,
+                || Tensor::cat(&[&f, &level, &x], 3),
+            )?;
+            let z = conv1.forward(&joined)?;
+            let o = out.forward(&super::fused::silu(&z)?)?;
+            let bytes = 3.0 * profile::bytes(&f);
+            f = profile::timed(
+                "residual add",
+                || profile::shape(&f),
+                0.0,
+                bytes,
+                || &f + &o,
+            )?;
         }
-        to_channels_first(&f)
+        let bytes = 2.0 * profile::bytes(&f);
+        profile::timed(
+            "layout",
+            || "to channels first".into(),
+            0.0,
+            bytes,
+            || to_channels_first(&f),
+        )
     }
 }
 
