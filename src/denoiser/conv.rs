@@ -261,7 +261,19 @@ impl CustomOp2 for BandedConv {
                 let product = cols.matmul(&weight)?;
                 t_gemm += profile::since(t);
                 let t = profile::start();
-                out.extend(product.flatten_all()?.to_vec1::<f32>()?);
+                {
+                    // Straight from the product's storage: one copy, not two.
+                    let (storage, layout) = product.storage_and_layout();
+                    match (&*storage, layout.contiguous_offsets()) {
+                        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, z))) => {
+                            out.extend_from_slice(&v[a..z]);
+                        }
+                        _ => {
+                            drop(storage);
+                            out.extend(product.flatten_all()?.to_vec1::<f32>()?);
+                        }
+                    }
+                }
                 t_copy += profile::since(t);
                 first += n;
             }
