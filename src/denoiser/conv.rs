@@ -8,8 +8,11 @@
 //! are candle's matrix products. candle's own CPU `conv2d` computes its backward pass without
 //! GEMM (a direct-loop transposed convolution), which made training several times slower.
 //!
-//! Without gradients (sampling), the unfolding goes in bands of output pixels so no large
-//! buffer is ever built. Off the CPU the layer uses candle's `conv2d` on a channels-first view.
+//! Without gradients (sampling), the unfolding goes in bands of output pixels into one buffer
+//! reused for every band, and each band's product is written by the `gemm` kernels straight
+//! into the layer's output: no large buffer, no allocation per band, no copy of the product
+//! (docs/bench.md has the profile that found them). Off the CPU the layer uses candle's
+//! `conv2d` on a channels-first view.
 //! All paths equal `conv2d` up to float rounding (`tests/denoiser.rs`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
@@ -209,6 +212,48 @@ impl CustomOp1 for Col2im {
     }
 }
 
+/// `dst = lhs · rhs` for row-major `lhs` `[m, k]`, `rhs` `[k, n]` and `dst` `[m, n]`, with the
+/// matrix-product kernels candle itself multiplies with (the `gemm` crate), on rayon's threads.
+fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    assert!(
+        lhs.len() == m * k && rhs.len() == k * n && dst.len() == m * n,
+        "product: slices do not match {m}×{k} · {k}×{n}"
+    );
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three slices hold exactly m·k, k·n and m·n values (checked above), are laid
+    // out row-major with the strides given, and `dst` does not overlap the inputs (it is a
+    // unique borrow). With `read_dst` false and alpha 0 every element of `dst` is written.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// The whole convolution without gradients, unfolded band by band (`[B, H, W, C]` and the
 /// weight with its bias row, `[k·k·C + 1, C_out]`).
 struct BandedConv {
@@ -236,18 +281,18 @@ impl CustomOp2 for BandedConv {
             candle_core::bail!("conv: weight {:?} does not fit {c} channels", l2.shape());
         }
         let (oh, ow) = (g.out_len(h), g.out_len(w));
-        let weight = Tensor::from_slice(wt, (row_len, cout), &candle_core::Device::Cpu)?;
         let band = (BAND_ELEMENTS / row_len).clamp(1, oh * ow);
-        let mut out = Vec::with_capacity(b * oh * ow * cout);
-        let (mut t_unfold, mut t_gemm, mut t_copy) = (0.0, 0.0, 0.0);
-        for img in x.chunks(h * w * c) {
+        let mut out = vec![0f32; b * oh * ow * cout];
+        // One band buffer for the whole layer, and each band's product written straight into
+        // the layer's output: no allocation per band and no copy of the product.
+        let mut rows = vec![0f32; band * row_len];
+        let (mut t_unfold, mut t_gemm) = (0.0, 0.0);
+        for (img, dst) in x.chunks(h * w * c).zip(out.chunks_mut(oh * ow * cout)) {
             let mut first = 0;
             while first < oh * ow {
                 let n = band.min(oh * ow - first);
-                // Unfold the band in parallel pieces, then one product for the whole band; the
-                // unfolded rows move into the product's input tensor, uncopied.
+                let chunk = &mut rows[..n * row_len];
                 let t = profile::start();
-                let mut chunk = vec![0f32; n * row_len];
                 let piece = n.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
                 chunk
                     .par_chunks_mut(piece * row_len)
@@ -257,24 +302,13 @@ impl CustomOp2 for BandedConv {
                     });
                 t_unfold += profile::since(t);
                 let t = profile::start();
-                let cols = Tensor::from_vec(chunk, (n, row_len), &candle_core::Device::Cpu)?;
-                let product = cols.matmul(&weight)?;
+                product(
+                    chunk,
+                    wt,
+                    &mut dst[first * cout..(first + n) * cout],
+                    (n, row_len, cout),
+                );
                 t_gemm += profile::since(t);
-                let t = profile::start();
-                {
-                    // Straight from the product's storage: one copy, not two.
-                    let (storage, layout) = product.storage_and_layout();
-                    match (&*storage, layout.contiguous_offsets()) {
-                        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, z))) => {
-                            out.extend_from_slice(&v[a..z]);
-                        }
-                        _ => {
-                            drop(storage);
-                            out.extend(product.flatten_all()?.to_vec1::<f32>()?);
-                        }
-                    }
-                }
-                t_copy += profile::since(t);
                 first += n;
             }
         }
@@ -292,13 +326,6 @@ impl CustomOp2 for BandedConv {
             let flops = 2.0 * pixels * row_len as f64 * cout as f64;
             let gemm_bytes = unfolded + (row_len * cout) as f64 * f + pixels * cout as f64 * f;
             profile::record("· GEMM", detail, t_gemm, flops, gemm_bytes);
-            profile::record(
-                "· copy out",
-                detail,
-                t_copy,
-                0.0,
-                2.0 * pixels * cout as f64 * f,
-            );
         }
         Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, cout))))
     }

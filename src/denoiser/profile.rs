@@ -1,7 +1,7 @@
 //! Per-operation timing of the network on the CPU (`eps-studio bench --profile`).
 //!
 //! Off unless a benchmark turns it on: each instrumented operation then costs one relaxed
-//! atomic load. When on, every convolution (with its unfolding, matrix product and output copy
+//! atomic load. When on, every convolution (with its unfolding and matrix product
 //! timed apart), fused activation, residual add, attention, resampling and layout change adds
 //! a [`Record`] with its wall time, arithmetic and bytes moved. The network runs one operation
 //! at a time, each parallel inside, so the records add up to the forward pass.
