@@ -25,6 +25,9 @@ use crate::Result;
 /// Unfolded elements per band when sampling without gradients (16 MiB of f32).
 const BAND_ELEMENTS: usize = 4 << 20;
 
+/// Output columns below which a sampling convolution's product runs on a zero-padded weight.
+const NARROW: usize = 16;
+
 /// When set, convolutions and the fused activations use candle's own operations instead (same
 /// results up to rounding): the reference `eps-studio bench --train` measures the speed-up
 /// against. Off unless a benchmark turns it on.
@@ -286,6 +289,17 @@ impl CustomOp2 for BandedConv {
         // One band buffer for the whole layer, and each band's product written straight into
         // the layer's output: no allocation per band and no copy of the product.
         let mut rows = vec![0f32; band * row_len];
+        // Products with fewer than NARROW output columns (the full-resolution head's 3 and 12)
+        // leave the GEMM's tiles mostly empty: they run on a weight padded with zero columns
+        // into a band buffer, and the real columns are copied out.
+        let padded = (cout < NARROW).then(|| {
+            let mut p = vec![0f32; row_len * NARROW];
+            for (dst, src) in p.chunks_mut(NARROW).zip(wt.chunks(cout)) {
+                dst[..cout].copy_from_slice(src);
+            }
+            (p, vec![0f32; band * NARROW])
+        });
+        let mut padded = padded;
         let (mut t_unfold, mut t_gemm) = (0.0, 0.0);
         for (img, dst) in x.chunks(h * w * c).zip(out.chunks_mut(oh * ow * cout)) {
             let mut first = 0;
@@ -302,12 +316,17 @@ impl CustomOp2 for BandedConv {
                     });
                 t_unfold += profile::since(t);
                 let t = profile::start();
-                product(
-                    chunk,
-                    wt,
-                    &mut dst[first * cout..(first + n) * cout],
-                    (n, row_len, cout),
-                );
+                let dst = &mut dst[first * cout..(first + n) * cout];
+                match padded.as_mut() {
+                    Some((wide, buf)) => {
+                        let buf = &mut buf[..n * NARROW];
+                        product(chunk, wide, buf, (n, row_len, NARROW));
+                        for (d, s) in dst.chunks_mut(cout).zip(buf.chunks(NARROW)) {
+                            d.copy_from_slice(&s[..cout]);
+                        }
+                    }
+                    None => product(chunk, wt, dst, (n, row_len, cout)),
+                }
                 t_gemm += profile::since(t);
                 first += n;
             }
