@@ -452,6 +452,8 @@ fn mask_report(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// `eps-studio bench --train`: training throughput, the GEMM path against candle's operations.
 fn train_report(args: &BenchArgs) -> anyhow::Result<()> {
+    // As `train` does (src/heap.rs).
+    crate::heap::keep_large_blocks();
     use crate::train::data::{PhotoSet, Split};
     let photos = if args.data.exists() {
         PhotoSet::load(&args.data)?

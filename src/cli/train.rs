@@ -156,6 +156,7 @@ pub struct TrainArgs {
 
 /// Runs `eps-studio train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    crate::heap::keep_large_blocks();
     for (option, value) in [
         ("--minutes", args.minutes),
         ("--checkpoint-minutes", args.checkpoint_minutes),
