@@ -363,28 +363,14 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
         let out = dir.join(format!("out-{samples}"));
         reset_peak();
         let before = status("VmRSS:").unwrap_or(0);
-        super::restore::run(&super::restore::RestoreArgs {
-            input: photo.clone(),
-            mask: Some(mask.clone()),
-            blur: None,
-            sr: None,
-            simulate: false,
-            method: "eps".into(),
-            prior: "network".into(),
-            steps: Some(4),
-            solver: None,
-            churn: None,
+        super::restore::run(&super::restore::RestoreArgs::bench_fill(
+            photo.clone(),
+            mask.clone(),
+            "network",
+            Some(4),
             samples,
-            seed: 0,
-            sigma_y: 0.05,
-            work_side: 256,
-            weights: None,
-            out: out.clone(),
-            format: "same".into(),
-            quality: 92,
-            backend: crate::backend::BackendChoice::Cpu,
-            patch: super::PatchArgs::default(),
-        })?;
+            out.clone(),
+        ))?;
         let peak = status("VmHWM:").unwrap_or(0);
         let fill = crate::photo::load_mask(&mask, w, h)?;
         let estimate = crate::restore::Estimate::new(

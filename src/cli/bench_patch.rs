@@ -187,28 +187,14 @@ fn big_photo(args: &BenchArgs) -> anyhow::Result<String> {
         let measured = reset_peak();
         let before = status("VmRSS:").unwrap_or(0);
         let t = Instant::now();
-        super::restore::run(&super::restore::RestoreArgs {
-            input: photo.clone(),
-            mask: Some(mask.clone()),
-            blur: None,
-            sr: None,
-            simulate: false,
-            method: "eps".into(),
-            prior: "patch".into(),
-            steps: None,
-            solver: None,
-            churn: None,
+        super::restore::run(&super::restore::RestoreArgs::bench_fill(
+            photo.clone(),
+            mask.clone(),
+            "patch",
+            None,
             samples,
-            seed: 0,
-            sigma_y: 0.05,
-            work_side: 256,
-            weights: None,
             out,
-            format: "same".into(),
-            quality: 92,
-            backend: crate::backend::BackendChoice::Cpu,
-            patch: super::PatchArgs::default(),
-        })?;
+        ))?;
         let secs = t.elapsed().as_secs_f64();
         let peak = status("VmHWM:").unwrap_or(0);
         eprintln!(

@@ -47,9 +47,9 @@ fn forward(net: &Network, n: usize) -> anyhow::Result<()> {
             obs: x.clone(),
             variance: Tensor::ones((1, 1, n, n), DType::F32, &Device::Cpu)?,
         };
-        inner.forward(&x, &s, Some(&cond))?;
+        inner.forward_padded(&x, &s, Some(&cond))?;
     } else {
-        inner.forward(&x, &s, None)?;
+        inner.forward_padded(&x, &s, None)?;
     }
     Ok(())
 }

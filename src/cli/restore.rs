@@ -81,6 +81,42 @@ pub struct RestoreArgs {
     pub patch: super::PatchArgs,
 }
 
+impl RestoreArgs {
+    /// The command line's defaults for filling `mask` in `input` on the CPU, as the memory and
+    /// patch benchmarks run it (with `prior` and, for the network, `steps`).
+    pub(super) fn bench_fill(
+        input: PathBuf,
+        mask: PathBuf,
+        prior: &str,
+        steps: Option<usize>,
+        samples: usize,
+        out: PathBuf,
+    ) -> Self {
+        Self {
+            input,
+            mask: Some(mask),
+            blur: None,
+            sr: None,
+            simulate: false,
+            method: "eps".into(),
+            prior: prior.into(),
+            steps,
+            solver: None,
+            churn: None,
+            samples,
+            seed: 0,
+            sigma_y: 0.05,
+            work_side: 256,
+            weights: None,
+            out,
+            format: "same".into(),
+            quality: 92,
+            backend: crate::backend::BackendChoice::Cpu,
+            patch: super::PatchArgs::default(),
+        }
+    }
+}
+
 /// Runs `eps-studio restore`.
 ///
 /// Everything that can be checked is checked before any work, in this order: the parameters,

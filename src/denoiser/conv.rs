@@ -292,14 +292,13 @@ impl CustomOp2 for BandedConv {
         // Products with fewer than NARROW output columns (the full-resolution head's 3 and 12)
         // leave the GEMM's tiles mostly empty: they run on a weight padded with zero columns
         // into a band buffer, and the real columns are copied out.
-        let padded = (cout < NARROW).then(|| {
+        let mut padded = (cout < NARROW).then(|| {
             let mut p = vec![0f32; row_len * NARROW];
             for (dst, src) in p.chunks_mut(NARROW).zip(wt.chunks(cout)) {
                 dst[..cout].copy_from_slice(src);
             }
             (p, vec![0f32; band * NARROW])
         });
-        let mut padded = padded;
         let (mut t_unfold, mut t_gemm) = (0.0, 0.0);
         for (img, dst) in x.chunks(h * w * c).zip(out.chunks_mut(oh * ow * cout)) {
             let mut first = 0;
