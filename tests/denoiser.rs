@@ -329,6 +329,38 @@ fn channels_last_convolution_matches_candle_conv2d() {
             max_abs_diff(&banded, &reference) < 1e-4,
             "k{k} s{stride}: banded differs"
         );
+        // Fixed weights are laid out once and kept: a second call, on another input, uses the
+        // kept layout and must still be the convolution of that input.
+        let x2 = f32(randn((1, cin, hh, ww), 5));
+        let again =
+            to_channels_first(&frozen.forward(&to_channels_last(&x2).unwrap()).unwrap()).unwrap();
+        let reference2 = x2
+            .conv2d(&wt.as_tensor().detach(), pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.as_tensor().reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        assert!(
+            max_abs_diff(&again, &reference2) < 1e-4,
+            "k{k} s{stride}: the kept weight layout differs"
+        );
+        // Trainable weights are never kept: after an update the layer computes with the new
+        // values.
+        let before = conv.forward(&to_channels_last(&x2).unwrap()).unwrap();
+        let updated = wt.as_tensor().affine(-1.0, 0.0).unwrap();
+        wt.set(&updated).unwrap();
+        let after =
+            to_channels_first(&conv.forward(&to_channels_last(&x2).unwrap()).unwrap()).unwrap();
+        let reference3 = x2
+            .conv2d(&updated, pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.as_tensor().reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        assert!(
+            max_abs_diff(&after, &reference3) < 1e-4,
+            "k{k} s{stride}: a trainable weight's update was not seen"
+        );
+        assert!(max_abs_diff(&to_channels_first(&before).unwrap(), &after) > 1e-3);
+        wt.set(&updated.affine(-1.0, 0.0).unwrap()).unwrap();
         // Gradients of a weighted sum.
         let r = f32(randn(reference.dims4().unwrap(), 4));
         let g_ref = (&reference * &r)

@@ -349,6 +349,35 @@ impl CustomOp2 for BandedConv {
     }
 }
 
+impl Conv {
+    /// The weight as the product multiplies it: `[k·k·C_in + 1, C_out]`, contiguous, the bias as
+    /// the last row (zeros without one). Trainable parameters change every step and are laid
+    /// out anew on each call (with gradients flowing back to them); fixed ones once.
+    fn product_weight(&self, c: usize, cout: usize) -> Result<Tensor> {
+        let k = self.g.k;
+        let fixed =
+            !self.weight.is_variable() && self.bias.as_ref().is_none_or(|b| !b.is_variable());
+        if fixed && let Some(wt) = self.product_weight.get() {
+            return Ok(wt.clone());
+        }
+        // [C_out, C_in, k, k] → [k, k, C_in, C_out] → [k·k·C_in, C_out], then the bias row.
+        let wt = self
+            .weight
+            .permute((2, 3, 1, 0))?
+            .reshape((k * k * c, cout))?;
+        let bias = match &self.bias {
+            Some(bias) => bias.reshape((1, cout))?,
+            None => Tensor::zeros((1, cout), DType::F32, self.weight.device())?,
+        };
+        let wt = Tensor::cat(&[&wt, &bias], 0)?.contiguous()?;
+        if fixed {
+            // A concurrent first call may have set it already: either copy is the same.
+            let _ = self.product_weight.set(wt.clone());
+        }
+        Ok(wt)
+    }
+}
+
 /// A square-kernel 2-D convolution with bias on `[B, H, W, C]` activations. Parameters are
 /// stored as candle-nn's `Conv2d` stores them (`weight` `[C_out, C_in, k, k]`, `bias`
 /// `[C_out]`).
@@ -357,6 +386,10 @@ pub struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
     g: Geometry,
+    /// The weight laid out for the product, `[k·k·C_in + 1, C_out]` with the bias as its last
+    /// row, made on the first forward pass of fixed (non-trainable) parameters and kept: the
+    /// re-layout copied every weight of the network once per call.
+    product_weight: std::sync::Arc<std::sync::OnceLock<Tensor>>,
 }
 
 impl Conv {
@@ -379,6 +412,7 @@ impl Conv {
             weight: vb.get_with_hints((cout, cin, k, k), "weight", init)?,
             bias: Some(vb.get_with_hints(cout, "bias", Init::Const(0.0))?),
             g: Geometry { k, stride, pad },
+            product_weight: Default::default(),
         })
     }
 
@@ -401,6 +435,7 @@ impl Conv {
             weight,
             bias,
             g: Geometry { k, stride, pad },
+            product_weight: Default::default(),
         })
     }
 
@@ -448,31 +483,22 @@ impl Conv {
                 None => y,
             });
         }
-        // [C_out, C_in, k, k] → [k, k, C_in, C_out] → [k·k·C_in, C_out], then the bias row.
-        let wt = self
-            .weight
-            .permute((2, 3, 1, 0))?
-            .reshape((g.k * g.k * c, cout))?;
-        let bias = match &self.bias {
-            Some(bias) => bias.reshape((1, cout))?,
-            None => Tensor::zeros((1, cout), DType::F32, x.device())?,
-        };
         let x = x.contiguous()?;
-        let tracked = x.track_op() || wt.track_op() || bias.track_op();
+        let wt = self.product_weight(c, cout)?;
+        let tracked = x.track_op() || wt.track_op();
         if g.k == 1 && g.stride == 1 && g.pad == 0 {
             let y = x
                 .reshape((b * h * w, c))?
-                .matmul(&wt)?
-                .broadcast_add(&bias)?;
+                .matmul(&wt.narrow(0, 0, c)?)?
+                .broadcast_add(&wt.narrow(0, c, 1)?)?;
             return Ok(y.reshape((b, oh, ow, cout))?);
         }
-        let wt = Tensor::cat(&[&wt, &bias], 0)?;
         Ok(if tracked {
             x.apply_op1(Im2col { g })?
                 .matmul(&wt)?
                 .reshape((b, oh, ow, cout))?
         } else {
-            x.apply_op2_no_bwd(&wt.contiguous()?, &BandedConv { g })?
+            x.apply_op2_no_bwd(&wt, &BandedConv { g })?
         })
     }
 }

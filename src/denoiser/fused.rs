@@ -14,8 +14,42 @@ use crate::Result;
 /// Elements per parallel piece of an element-wise pass.
 const PIECE: usize = 1 << 14;
 
+/// `e^x` to about one unit in the last place, in straight-line arithmetic that the compiler
+/// vectorises (the library `exp` is a call per element, which made SiLU the slowest
+/// element-wise pass). Cephes' `expf`: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-6
+/// polynomial for `e^r`, and `2^n` written into the exponent bits. Inputs are clamped to
+/// `[-87.3, 88.3]`, where the result stays a normal, finite `f32`.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    // n as an integer, read from the rounded sum's low bits (`as i32` would not vectorise).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let er = p * r * r + r + 1.0;
+    er * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
+}
+
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 where present),
+/// chosen at run time: the element-wise loops below vectorise 8 lanes wide instead of the
+/// baseline's 4. Multiply and add stay separate instructions on every path, so results do not
+/// depend on the CPU.
+fn simd<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -52,9 +86,11 @@ impl CustomOp1 for Silu {
         out.par_chunks_mut(PIECE)
             .zip(x.par_chunks(PIECE))
             .for_each(|(o, x)| {
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = v * sigmoid(v);
-                }
+                simd(|| {
+                    for (o, &v) in o.iter_mut().zip(x) {
+                        *o = v * sigmoid(v);
+                    }
+                })
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -93,10 +129,12 @@ impl CustomOp2 for SiluGrad {
         out.par_chunks_mut(PIECE)
             .zip(x.par_chunks(PIECE).zip(g.par_chunks(PIECE)))
             .for_each(|(o, (x, g))| {
-                for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
-                    let s = sigmoid(v);
-                    *o = g * s * (1.0 + v * (1.0 - s));
-                }
+                simd(|| {
+                    for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
+                        let s = sigmoid(v);
+                        *o = g * s * (1.0 + v * (1.0 - s));
+                    }
+                })
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -157,12 +195,14 @@ impl CustomOp3 for FilmSilu {
             .enumerate()
             .for_each(|(b, (o, h))| {
                 let (sc, sh) = (&scale[b * c..(b + 1) * c], &shift[b * c..(b + 1) * c]);
-                for (o, h) in o.chunks_mut(c).zip(h.chunks(c)) {
-                    for k in 0..c {
-                        let z = h[k] * (1.0 + sc[k]) + sh[k];
-                        o[k] = z * sigmoid(z);
+                simd(|| {
+                    for (o, h) in o.chunks_mut(c).zip(h.chunks(c)) {
+                        for (((o, &h), &sc), &sh) in o.iter_mut().zip(h).zip(sc).zip(sh) {
+                            let z = h * (1.0 + sc) + sh;
+                            *o = z * sigmoid(z);
+                        }
                     }
-                }
+                })
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -217,16 +257,22 @@ impl CustomOp2 for FilmSiluGrad {
             .map(|(bi, (dh, (h, g)))| {
                 let (sc, sh) = (&scale[bi * c..(bi + 1) * c], &shift[bi * c..(bi + 1) * c]);
                 let (mut ds, mut dt) = (vec![0f32; c], vec![0f32; c]);
-                for ((dh, h), g) in dh.chunks_mut(c).zip(h.chunks(c)).zip(g.chunks(c)) {
-                    for k in 0..c {
-                        let z = h[k] * (1.0 + sc[k]) + sh[k];
-                        let s = sigmoid(z);
-                        let dz = g[k] * s * (1.0 + z * (1.0 - s));
-                        dh[k] = dz * (1.0 + sc[k]);
-                        ds[k] += dz * h[k];
-                        dt[k] += dz;
+                simd(|| {
+                    let (sc, sh) = (&sc[..c], &sh[..c]);
+                    let (ds, dt) = (&mut ds[..c], &mut dt[..c]);
+                    for ((dh, h), g) in dh.chunks_mut(c).zip(h.chunks(c)).zip(g.chunks(c)) {
+                        // Equal lengths, stated once, so the loop runs without bounds checks.
+                        let (dh, h, g) = (&mut dh[..c], &h[..c], &g[..c]);
+                        for k in 0..c {
+                            let z = h[k] * (1.0 + sc[k]) + sh[k];
+                            let s = sigmoid(z);
+                            let dz = g[k] * s * (1.0 + z * (1.0 - s));
+                            dh[k] = dz * (1.0 + sc[k]);
+                            ds[k] += dz * h[k];
+                            dt[k] += dz;
+                        }
                     }
-                }
+                });
                 (ds, dt)
             })
             .collect();
@@ -267,4 +313,27 @@ fn film_silu_inner(h: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor>
     Ok(candle_nn::ops::silu(
         &h.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(&shift)?,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_library_exp_over_the_clamped_range() {
+        let mut worst = 0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.3 + (88.3 + 87.3) * i as f64 / 2_000_000.0;
+            let x = x as f32;
+            let truth = (x as f64).exp();
+            let got = exp(x) as f64;
+            assert!(got.is_finite() && got > 0.0, "exp({x}) = {got}");
+            worst = worst.max(((got - truth) / truth).abs());
+        }
+        // One f32 unit in the last place is 2⁻²³ ≈ 1.19e-7 relative, at most.
+        assert!(worst < 2.0 * 1.19e-7, "worst relative error {worst:e}");
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(-1e4) >= 0.0 && exp(-1e4) < 1e-37);
+        assert!(exp(1e4).is_finite());
+    }
 }
