@@ -8,6 +8,7 @@ use eps_studio::cli::{Cli, error_line, run};
 fn main() -> ExitCode {
     quiet_vulkan_device_select();
     eps_studio::heap::share_one_heap();
+    eps_studio::heap::reuse_freed_blocks();
     match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

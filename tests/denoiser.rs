@@ -282,6 +282,10 @@ fn channels_last_convolution_matches_candle_conv2d() {
         (4, 4, 3, 2, 1, (7, 9)),
         // 9216 pixels of 577 unfolded values: two bands per image in the banded path.
         (64, 8, 3, 1, 1, (96, 96)),
+        // 16 or more output channels: the padded-grid path, one band and (2 × 142 grid rows
+        // of 142 × 64 values) three bands, one of them across the two images.
+        (5, 16, 3, 1, 1, (9, 12)),
+        (8, 64, 3, 1, 1, (140, 140)),
     ] {
         let x = Var::from_tensor(&f32(randn((2, cin, hh, ww), 1))).unwrap();
         let wt =
@@ -693,4 +697,38 @@ fn profiling_changes_no_output() {
             .any(|r| r.kind == "conv 3×3" && r.flops > 0.0 && r.seconds >= 0.0),
         "{records:?}"
     );
+}
+
+/// Four samples run as one batch through every layer (the convolutions' bands run across the
+/// batch's images) and four samples run one at a time are the same samples, to float rounding.
+#[test]
+fn four_samples_in_one_batch_equal_four_samples_one_at_a_time() {
+    use eps_studio::inverse::{LinearOperator, Problem};
+    use eps_studio::sampler::{self, EpsConfig, ignore_progress};
+    use std::sync::Arc;
+    let eps = Network::new(
+        random_model(&UNetConfig::tiny().with_condition(), ModelKind::Eps)
+            .build(&Device::Cpu)
+            .unwrap(),
+    );
+    let op: Arc<dyn LinearOperator> = Arc::new(random_mask((1, 1, 40, 40), 0.6, 3));
+    let x0 = f32(randn((1, 3, 40, 40), 8));
+    let problem = Problem::simulate(op, &x0, 0.05, 2).unwrap();
+    let cfg = EpsConfig::default();
+    let seeds = [3, 5, 8, 13];
+    let batch = sampler::eps::sample(&eps, &problem, &seeds, &cfg, &mut ignore_progress).unwrap();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let alone =
+            sampler::eps::sample(&eps, &problem, &[seed], &cfg, &mut ignore_progress).unwrap();
+        let diff = max_abs_diff(&alone.samples, &batch.samples.narrow(0, i, 1).unwrap());
+        assert!(
+            diff < 1e-4,
+            "seed {seed}: batched and alone differ by {diff}"
+        );
+    }
+    let spread = max_abs_diff(
+        &batch.samples.narrow(0, 0, 1).unwrap(),
+        &batch.samples.narrow(0, 1, 1).unwrap(),
+    );
+    assert!(spread > 1e-3, "different seeds gave the same sample");
 }

@@ -237,8 +237,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let op = TaskSpec::BoxInpaint.operator(n, n, &mut rng)?;
     let problem = crate::inverse::Problem::simulate(op, &x0.narrow(0, 0, 1)?, 0.05, 1)?;
-    // A batch of 16 samples where a GPU runs them in parallel; on the CPU it is 16× one sample.
-    let sample_counts: &[usize] = if device.is_cuda() { &[1, 16] } else { &[1] };
+    // A batch of 16 samples where a GPU runs them in parallel; on the CPU the app's default of
+    // four (one batch of four through every layer).
+    let sample_counts: &[usize] = if device.is_cuda() { &[1, 16] } else { &[1, 4] };
     for &samples in sample_counts {
         let (secs, nfe) = restoration_time(&eps, &problem, samples)?;
         table.push_str(&format!(

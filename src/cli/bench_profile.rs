@@ -36,16 +36,16 @@ fn gemm_rate(m: usize, k: usize, n: usize, repeats: usize) -> anyhow::Result<f64
     Ok(2.0 * (m * k * n) as f64 / secs / 1e9)
 }
 
-/// One forward pass of `net` on a `1 × 3 × n × n` input (EPS networks with a conditioning of
+/// One forward pass of `net` on a `b × 3 × n × n` input (EPS networks with a conditioning of
 /// the same size).
-fn forward(net: &Network, n: usize) -> anyhow::Result<()> {
-    let x = Tensor::randn(0f32, 1.0, (1, 3, n, n), &Device::Cpu)?;
-    let s = Tensor::new(&[1.0f64], &Device::Cpu)?;
+fn forward(net: &Network, b: usize, n: usize) -> anyhow::Result<()> {
+    let x = Tensor::randn(0f32, 1.0, (b, 3, n, n), &Device::Cpu)?;
+    let s = Tensor::full(1.0f64, b, &Device::Cpu)?;
     let inner = net.inner();
     if inner.is_conditional() {
         let cond = Conditioning {
             obs: x.clone(),
-            variance: Tensor::ones((1, 1, n, n), DType::F32, &Device::Cpu)?,
+            variance: Tensor::ones((b, 1, n, n), DType::F32, &Device::Cpu)?,
         };
         inner.forward_padded(&x, &s, Some(&cond))?;
     } else {
@@ -83,18 +83,18 @@ fn rate(x: f64, secs: f64) -> String {
 fn network_profile(
     name: &str,
     net: &Network,
-    n: usize,
+    (b, n): (usize, usize),
     repeats: usize,
     gemm: f64,
 ) -> anyhow::Result<String> {
-    forward(net, n)?;
-    let plain = best_of(repeats, &mut || forward(net, n))?;
+    forward(net, b, n)?;
+    let plain = best_of(repeats, &mut || forward(net, b, n))?;
     // Recorded runs: the records of the fastest run.
     let mut best: Option<(f64, Vec<Record>)> = None;
     for _ in 0..repeats.max(1) {
         profile::enable(true);
         let t = Instant::now();
-        let out = forward(net, n);
+        let out = forward(net, b, n);
         let secs = t.elapsed().as_secs_f64();
         let records = profile::take();
         profile::enable(false);
@@ -104,7 +104,7 @@ fn network_profile(
         }
     }
     let (total, records) = best.context("no profiled run")?;
-    let flops = net.inner().config().flops(n, n) as f64;
+    let flops = b as f64 * net.inner().config().flops(n, n) as f64;
     let mut by_kind: BTreeMap<&str, Sum> = BTreeMap::new();
     let mut by_layer: BTreeMap<(&str, &str), Sum> = BTreeMap::new();
     for r in &records {
@@ -120,7 +120,7 @@ fn network_profile(
         .map(|r| r.seconds)
         .sum();
     let mut s = format!(
-        "### {name} network, 1 × 3 × {n} × {n}\n\n\
+        "### {name} network, {b} × 3 × {n} × {n}\n\n\
          Forward pass {plain:.3} s unprofiled ({:.1} GFLOP/s of its {:.2} GFLOP: {:.0}% of the \
          GEMM's {gemm:.1} GFLOP/s); profiled {total:.3} s, of which the timed operations cover \
          {top:.3} s and the rest (preconditioning, inputs, bookkeeping) {:.3} s.\n\n\
@@ -192,12 +192,17 @@ pub fn profile_report(args: &BenchArgs) -> anyhow::Result<()> {
     // 16384 × 577 · 577 × 64.
     let conv_like = gemm_rate(16384, 577, 64, repeats)?;
     let mut report = format!(
-        "# Where a forward pass goes\n\nMachine: {} CPU threads. Command:\n\n```\n./target/release/eps-studio bench --profile --repeats {repeats}{}\n```\n\n\
+        "# Where a forward pass goes\n\nMachine: {} CPU threads. Command:\n\n```\n./target/release/eps-studio bench --profile --repeats {repeats}{}{}\n```\n\n\
          candle's CPU matrix product (the library every convolution here multiplies with), best of {repeats}: \
          {square:.1} GFLOP/s on 2048² · 2048², {conv_like:.1} GFLOP/s on 16384 × 577 · 577 × 64 \
          (a 3×3 convolution of 64 channels at 128 × 128, bias row included). The forward pass's \
          share below is of the 2048² rate.\n\n",
         rayon::current_num_threads(),
+        if args.batch > 1 {
+            format!(" --batch {}", args.batch)
+        } else {
+            String::new()
+        },
         args.out
             .as_ref()
             .map(|p| format!(" --out {}", p.display()))
@@ -205,7 +210,13 @@ pub fn profile_report(args: &BenchArgs) -> anyhow::Result<()> {
     );
     for (name, net) in [("prior", &prior), ("EPS", &eps)] {
         eprintln!("profiling the {name} network …");
-        report.push_str(&network_profile(name, net, n, repeats, square)?);
+        report.push_str(&network_profile(
+            name,
+            net,
+            (args.batch, n),
+            repeats,
+            square,
+        )?);
         report.push('\n');
     }
     println!("{report}");

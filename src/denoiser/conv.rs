@@ -11,8 +11,10 @@
 //! Without gradients (sampling), the unfolding goes in bands of output pixels into one buffer
 //! reused for every band, and each band's product is written by the `gemm` kernels straight
 //! into the layer's output: no large buffer, no allocation per band, no copy of the product
-//! (docs/bench.md has the profile that found them). Off the CPU the layer uses candle's
-//! `conv2d` on a channels-first view.
+//! (docs/bench.md has the profile that found them); the bands run across the batch's images.
+//! A 3×3 "same" convolution with 16 or more outputs is not unfolded at all: it multiplies
+//! overlapping rows of a zero-bordered copy of the input ([`same_conv_3x3`]). Off the CPU the
+//! layer uses candle's `conv2d` on a channels-first view.
 //! All paths equal `conv2d` up to float rounding (`tests/denoiser.rs`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
@@ -218,9 +220,29 @@ impl CustomOp1 for Col2im {
 /// `dst = lhs · rhs` for row-major `lhs` `[m, k]`, `rhs` `[k, n]` and `dst` `[m, n]`, with the
 /// matrix-product kernels candle itself multiplies with (the `gemm` crate), on rayon's threads.
 fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    assert!(lhs.len() == m * k, "product: lhs does not hold {m}×{k}");
+    product_rows(lhs, k, rhs, dst, (m, k, n), false);
+}
+
+/// `dst (+)= lhs · rhs` where row `i` of `lhs` is `lhs[i·row_step .. i·row_step + k]`: rows may
+/// overlap (`row_step < k`), which is how a 3×3 convolution reads three neighbouring pixels'
+/// channels as one row straight from the padded image. With `accumulate` the product is added
+/// to `dst`, else it replaces it.
+fn product_rows(
+    lhs: &[f32],
+    row_step: usize,
+    rhs: &[f32],
+    dst: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
     assert!(
-        lhs.len() == m * k && rhs.len() == k * n && dst.len() == m * n,
-        "product: slices do not match {m}×{k} · {k}×{n}"
+        m > 0
+            && row_step > 0
+            && lhs.len() >= (m - 1) * row_step + k
+            && rhs.len() == k * n
+            && dst.len() == m * n,
+        "product: slices do not match {m}×{k} (row step {row_step}) · {k}×{n}"
     );
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
@@ -228,9 +250,11 @@ fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, 
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three slices hold exactly m·k, k·n and m·n values (checked above), are laid
-    // out row-major with the strides given, and `dst` does not overlap the inputs (it is a
-    // unique borrow). With `read_dst` false and alpha 0 every element of `dst` is written.
+    // SAFETY: every row `i < m` of `lhs` lies inside the slice (its last element is at
+    // (m−1)·row_step + k − 1 < lhs.len(), checked above); `rhs` and `dst` hold exactly k·n and
+    // m·n values, row-major with the strides given; `dst` is a unique borrow and overlaps
+    // neither input (overlapping *rows of lhs* are only read). With `read_dst` false and alpha
+    // 0 every element of `dst` is written; with it true, alpha 1 adds to what `dst` holds.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -240,14 +264,14 @@ fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, 
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             1,
-            k as isize,
+            row_step as isize,
             rhs.as_ptr(),
             1,
             n as isize,
-            0.0f32,
+            if accumulate { 1.0f32 } else { 0.0f32 },
             1.0f32,
             false,
             false,
@@ -255,6 +279,75 @@ fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, 
             parallelism,
         );
     }
+}
+
+/// Output values per band of a padded-grid convolution ([`same_conv_3x3`]): 4 MiB of f32.
+const GRID_BAND_ELEMENTS: usize = 1 << 20;
+
+/// A 3×3, stride-1, zero-padded ("same") convolution without unfolding: the input is copied
+/// once into a zero-bordered grid (`(h + 2) × (w + 2)` per image, images stacked), where the
+/// three pixels `(y + ky, x .. x + 3)` of a kernel row are `3·C` consecutive values. Over the
+/// whole stacked grid, output position `m` (grid row `m / (w+2)`, column `m % (w+2)`) then
+/// reads, for kernel row `ky`, the `3·C` values starting at `(m + ky·(w+2))·C`: a matrix whose
+/// rows overlap, multiplied in place by the gemm kernels. Three products (one per kernel row,
+/// accumulated) give the output on the grid; the positions that are real pixels are copied
+/// out with the bias added. The grid's border positions are computed and dropped: 3% extra
+/// work at 128 × 128, 21% at 16 × 16, against the nine-fold copy of the input that unfolding
+/// makes.
+fn same_conv_3x3(
+    x: &[f32],
+    (b, h, w, c): (usize, usize, usize, usize),
+    wt: &[f32],
+    cout: usize,
+) -> (Vec<f32>, f64, f64) {
+    let (hp, wp) = (h + 2, w + 2);
+    let rows = b * hp;
+    // Two zero grid rows and a row of slack after the last image: the dropped positions of
+    // the last rows read up to there.
+    let mut grid = vec![0f32; (rows + 2) * wp * c + 3 * c];
+    let t = profile::start();
+    grid.par_chunks_mut(hp * wp * c)
+        .zip(x.par_chunks(h * w * c))
+        .for_each(|(g, img)| {
+            for (y, line) in img.chunks(w * c).enumerate() {
+                let at = ((y + 1) * wp + 1) * c;
+                g[at..at + w * c].copy_from_slice(line);
+            }
+        });
+    let t_copy = profile::since(t);
+    let t = profile::start();
+    let bias = &wt[9 * c * cout..9 * c * cout + cout];
+    let mut out = vec![0f32; b * h * w * cout];
+    let band_rows = (GRID_BAND_ELEMENTS / (wp * cout)).clamp(1, rows);
+    let mut band = vec![0f32; band_rows * wp * cout];
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = band_rows.min(rows - r0);
+        let m = nr * wp;
+        let dst = &mut band[..m * cout];
+        for ky in 0..3 {
+            let start = (r0 + ky) * wp * c;
+            let lhs = &grid[start..];
+            let rhs = &wt[ky * 3 * c * cout..(ky + 1) * 3 * c * cout];
+            product_rows(lhs, c, rhs, dst, (m, 3 * c, cout), ky > 0);
+        }
+        // The real pixels, bias added.
+        for r in r0..r0 + nr {
+            let (img, y) = (r / hp, r % hp);
+            if y >= h {
+                continue;
+            }
+            let src = &dst[(r - r0) * wp * cout..(r - r0) * wp * cout + w * cout];
+            let to = &mut out[((img * h + y) * w) * cout..((img * h + y) * w + w) * cout];
+            for (o, s) in to.chunks_mut(cout).zip(src.chunks(cout)) {
+                for ((o, &s), &bb) in o.iter_mut().zip(s).zip(bias) {
+                    *o = s + bb;
+                }
+            }
+        }
+        r0 += nr;
+    }
+    (out, t_copy, profile::since(t))
 }
 
 /// The whole convolution without gradients, unfolded band by band (`[B, H, W, C]` and the
@@ -284,7 +377,22 @@ impl CustomOp2 for BandedConv {
             candle_core::bail!("conv: weight {:?} does not fit {c} channels", l2.shape());
         }
         let (oh, ow) = (g.out_len(h), g.out_len(w));
-        let band = (BAND_ELEMENTS / row_len).clamp(1, oh * ow);
+        if (g.k, g.stride, g.pad) == (3, 1, 1) && cout >= NARROW {
+            let (out, t_copy, t_gemm) = same_conv_3x3(x, (b, h, w, c), wt, cout);
+            if profile::enabled() {
+                let detail = || format!("{c} → {cout} @ {oh}×{ow}");
+                let f = 4.0;
+                let grid = (b * (h + 2) * (w + 2)) as f64;
+                profile::record("· im2col", detail, t_copy, 0.0, 2.0 * grid * c as f64 * f);
+                let flops = 2.0 * grid * (9 * c) as f64 * cout as f64;
+                let bytes =
+                    (3.0 * grid * c as f64 + (row_len * cout) as f64 + 4.0 * grid * cout as f64)
+                        * f;
+                profile::record("· GEMM", detail, t_gemm, flops, bytes);
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, cout))));
+        }
+        let band = (BAND_ELEMENTS / row_len).clamp(1, b * oh * ow);
         let mut out = vec![0f32; b * oh * ow * cout];
         // One band buffer for the whole layer, and each band's product written straight into
         // the layer's output: no allocation per band and no copy of the product.
@@ -300,35 +408,48 @@ impl CustomOp2 for BandedConv {
             (p, vec![0f32; band * NARROW])
         });
         let (mut t_unfold, mut t_gemm) = (0.0, 0.0);
-        for (img, dst) in x.chunks(h * w * c).zip(out.chunks_mut(oh * ow * cout)) {
-            let mut first = 0;
-            while first < oh * ow {
-                let n = band.min(oh * ow - first);
-                let chunk = &mut rows[..n * row_len];
-                let t = profile::start();
-                let piece = n.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
-                chunk
-                    .par_chunks_mut(piece * row_len)
-                    .enumerate()
-                    .for_each(|(i, part)| {
-                        unfold_rows(g, img, (h, w, c), ow, first + i * piece, part);
-                    });
-                t_unfold += profile::since(t);
-                let t = profile::start();
-                let dst = &mut dst[first * cout..(first + n) * cout];
-                match padded.as_mut() {
-                    Some((wide, buf)) => {
-                        let buf = &mut buf[..n * NARROW];
-                        product(chunk, wide, buf, (n, row_len, NARROW));
-                        for (d, s) in dst.chunks_mut(cout).zip(buf.chunks(NARROW)) {
-                            d.copy_from_slice(&s[..cout]);
-                        }
+        // Bands run over the output pixels of the whole batch, so a batch of small images
+        // (the coarse levels, or four samples at once) makes tall products instead of one
+        // short product per image.
+        let (per_image, total) = (oh * ow, b * oh * ow);
+        let mut first = 0;
+        while first < total {
+            let n = band.min(total - first);
+            let chunk = &mut rows[..n * row_len];
+            let t = profile::start();
+            let piece = n.div_ceil(rayon::current_num_threads().max(1) * 2).max(1);
+            chunk
+                .par_chunks_mut(piece * row_len)
+                .enumerate()
+                .for_each(|(i, part)| {
+                    // A piece may span images: unfold it image by image.
+                    let mut at = first + i * piece;
+                    let mut part = part;
+                    while !part.is_empty() {
+                        let (img, p) = (at / per_image, at % per_image);
+                        let take = (per_image - p).min(part.len() / row_len);
+                        let (now, rest) = part.split_at_mut(take * row_len);
+                        let src = &x[img * h * w * c..(img + 1) * h * w * c];
+                        unfold_rows(g, src, (h, w, c), ow, p, now);
+                        part = rest;
+                        at += take;
                     }
-                    None => product(chunk, wt, dst, (n, row_len, cout)),
+                });
+            t_unfold += profile::since(t);
+            let t = profile::start();
+            let dst = &mut out[first * cout..(first + n) * cout];
+            match padded.as_mut() {
+                Some((wide, buf)) => {
+                    let buf = &mut buf[..n * NARROW];
+                    product(chunk, wide, buf, (n, row_len, NARROW));
+                    for (d, s) in dst.chunks_mut(cout).zip(buf.chunks(NARROW)) {
+                        d.copy_from_slice(&s[..cout]);
+                    }
                 }
-                t_gemm += profile::since(t);
-                first += n;
+                None => product(chunk, wt, dst, (n, row_len, cout)),
             }
+            t_gemm += profile::since(t);
+            first += n;
         }
         if profile::enabled() {
             let detail = || format!("{c} → {cout} @ {oh}×{ow}");

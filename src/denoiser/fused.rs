@@ -34,7 +34,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
     er * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
@@ -90,7 +90,7 @@ impl CustomOp1 for Silu {
                     for (o, &v) in o.iter_mut().zip(x) {
                         *o = v * sigmoid(v);
                     }
-                })
+                });
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -134,7 +134,7 @@ impl CustomOp2 for SiluGrad {
                         let s = sigmoid(v);
                         *o = g * s * (1.0 + v * (1.0 - s));
                     }
-                })
+                });
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -202,7 +202,7 @@ impl CustomOp3 for FilmSilu {
                             *o = z * sigmoid(z);
                         }
                     }
-                })
+                });
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -155,6 +155,8 @@ impl Loop {
                 Command::SetBackend(choice) => self.set_backend(choice),
                 Command::Run(job) => self.run(*job),
             };
+            // What the job freed goes back to the system while the app waits.
+            crate::heap::give_back_free_memory();
             if !alive {
                 break;
             }
