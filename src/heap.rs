@@ -66,7 +66,8 @@ pub fn give_back_free_memory() {
 /// threshold (32 MiB) every such buffer was a fresh mapping, faulted in and zeroed page by page,
 /// every layer of every step. Kept, a training step of the shipped model took 0.95 s instead of
 /// 1.27 s (`bench --train`, docs/bench-train.md). For training and its benchmark only: the app
-/// keeps the default, so what it frees goes back to the system. Elsewhere (other C libraries)
+/// keeps [`reuse_freed_blocks`]'s smaller thresholds and gives free memory back after each job.
+/// Elsewhere (other C libraries)
 /// it does nothing; `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` in the environment win.
 pub fn keep_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
