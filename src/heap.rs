@@ -33,18 +33,7 @@ pub fn share_one_heap() {
 /// [`share_one_heap`]; elsewhere (other C libraries) it does nothing;
 /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` in the environment win.
 pub fn reuse_freed_blocks() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-        && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none()
-    {
-        // SAFETY: `mallopt` only sets allocator parameters; both are documented settings with
-        // values within their valid range (a `c_int` number of bytes).
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        }
-    }
+    set_thresholds(64 << 20, 256 << 20);
 }
 
 /// Returns the heap's free memory to the system (glibc's `malloc_trim`): the app's worker calls
@@ -67,19 +56,27 @@ pub fn give_back_free_memory() {
 /// every layer of every step. Kept, a training step of the shipped model took 0.95 s instead of
 /// 1.27 s (`bench --train`, docs/bench-train.md). For training and its benchmark only: the app
 /// keeps [`reuse_freed_blocks`]'s smaller thresholds and gives free memory back after each job.
-/// Elsewhere (other C libraries)
-/// it does nothing; `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` in the environment win.
+/// Elsewhere (other C libraries) it does nothing; `MALLOC_MMAP_THRESHOLD_` or
+/// `MALLOC_TRIM_THRESHOLD_` in the environment win.
 pub fn keep_large_blocks() {
+    set_thresholds(1 << 30, i32::MAX);
+}
+
+/// glibc's mmap and trim thresholds in bytes, unless the environment sets either; elsewhere
+/// (other C libraries) nothing.
+fn set_thresholds(mmap: i32, trim: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
         && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none()
     {
-        // SAFETY: `mallopt` only sets allocator parameters; both are documented settings with
-        // values within their valid range (a `c_int` number of bytes).
+        // SAFETY: `mallopt` only sets allocator parameters; both are documented settings, and
+        // any non-negative `c_int` number of bytes is in their valid range.
         #[allow(unsafe_code)]
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, mmap);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (mmap, trim);
 }

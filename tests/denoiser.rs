@@ -282,10 +282,13 @@ fn channels_last_convolution_matches_candle_conv2d() {
         (4, 4, 3, 2, 1, (7, 9)),
         // 9216 pixels of 577 unfolded values: two bands per image in the banded path.
         (64, 8, 3, 1, 1, (96, 96)),
-        // 16 or more output channels: the padded-grid path, one band and (2 × 142 grid rows
-        // of 142 × 64 values) three bands, one of them across the two images.
+        // 16 or more output channels, and bands across the two images (140² pixels of 73
+        // unfolded values).
         (5, 16, 3, 1, 1, (9, 12)),
         (8, 64, 3, 1, 1, (140, 140)),
+        // The shipped network's widest layers.
+        (64, 64, 3, 1, 1, (128, 128)),
+        (192, 192, 3, 1, 1, (16, 16)),
     ] {
         let x = Var::from_tensor(&f32(randn((2, cin, hh, ww), 1))).unwrap();
         let wt =

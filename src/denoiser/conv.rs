@@ -12,9 +12,7 @@
 //! reused for every band, and each band's product is written by the `gemm` kernels straight
 //! into the layer's output: no large buffer, no allocation per band, no copy of the product
 //! (docs/bench.md has the profile that found them); the bands run across the batch's images.
-//! A 3×3 "same" convolution with 16 or more outputs is not unfolded at all: it multiplies
-//! overlapping rows of a zero-bordered copy of the input ([`same_conv_3x3`]). Off the CPU the
-//! layer uses candle's `conv2d` on a channels-first view.
+//! Off the CPU the layer uses candle's `conv2d` on a channels-first view.
 //! All paths equal `conv2d` up to float rounding (`tests/denoiser.rs`).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
@@ -281,75 +279,6 @@ fn product_rows(
     }
 }
 
-/// Output values per band of a padded-grid convolution ([`same_conv_3x3`]): 4 MiB of f32.
-const GRID_BAND_ELEMENTS: usize = 1 << 20;
-
-/// A 3×3, stride-1, zero-padded ("same") convolution without unfolding: the input is copied
-/// once into a zero-bordered grid (`(h + 2) × (w + 2)` per image, images stacked), where the
-/// three pixels `(y + ky, x .. x + 3)` of a kernel row are `3·C` consecutive values. Over the
-/// whole stacked grid, output position `m` (grid row `m / (w+2)`, column `m % (w+2)`) then
-/// reads, for kernel row `ky`, the `3·C` values starting at `(m + ky·(w+2))·C`: a matrix whose
-/// rows overlap, multiplied in place by the gemm kernels. Three products (one per kernel row,
-/// accumulated) give the output on the grid; the positions that are real pixels are copied
-/// out with the bias added. The grid's border positions are computed and dropped: 3% extra
-/// work at 128 × 128, 21% at 16 × 16, against the nine-fold copy of the input that unfolding
-/// makes.
-fn same_conv_3x3(
-    x: &[f32],
-    (b, h, w, c): (usize, usize, usize, usize),
-    wt: &[f32],
-    cout: usize,
-) -> (Vec<f32>, f64, f64) {
-    let (hp, wp) = (h + 2, w + 2);
-    let rows = b * hp;
-    // Two zero grid rows and a row of slack after the last image: the dropped positions of
-    // the last rows read up to there.
-    let mut grid = vec![0f32; (rows + 2) * wp * c + 3 * c];
-    let t = profile::start();
-    grid.par_chunks_mut(hp * wp * c)
-        .zip(x.par_chunks(h * w * c))
-        .for_each(|(g, img)| {
-            for (y, line) in img.chunks(w * c).enumerate() {
-                let at = ((y + 1) * wp + 1) * c;
-                g[at..at + w * c].copy_from_slice(line);
-            }
-        });
-    let t_copy = profile::since(t);
-    let t = profile::start();
-    let bias = &wt[9 * c * cout..9 * c * cout + cout];
-    let mut out = vec![0f32; b * h * w * cout];
-    let band_rows = (GRID_BAND_ELEMENTS / (wp * cout)).clamp(1, rows);
-    let mut band = vec![0f32; band_rows * wp * cout];
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = band_rows.min(rows - r0);
-        let m = nr * wp;
-        let dst = &mut band[..m * cout];
-        for ky in 0..3 {
-            let start = (r0 + ky) * wp * c;
-            let lhs = &grid[start..];
-            let rhs = &wt[ky * 3 * c * cout..(ky + 1) * 3 * c * cout];
-            product_rows(lhs, c, rhs, dst, (m, 3 * c, cout), ky > 0);
-        }
-        // The real pixels, bias added.
-        for r in r0..r0 + nr {
-            let (img, y) = (r / hp, r % hp);
-            if y >= h {
-                continue;
-            }
-            let src = &dst[(r - r0) * wp * cout..(r - r0) * wp * cout + w * cout];
-            let to = &mut out[((img * h + y) * w) * cout..((img * h + y) * w + w) * cout];
-            for (o, s) in to.chunks_mut(cout).zip(src.chunks(cout)) {
-                for ((o, &s), &bb) in o.iter_mut().zip(s).zip(bias) {
-                    *o = s + bb;
-                }
-            }
-        }
-        r0 += nr;
-    }
-    (out, t_copy, profile::since(t))
-}
-
 /// The whole convolution without gradients, unfolded band by band (`[B, H, W, C]` and the
 /// weight with its bias row, `[k·k·C + 1, C_out]`).
 struct BandedConv {
@@ -377,21 +306,6 @@ impl CustomOp2 for BandedConv {
             candle_core::bail!("conv: weight {:?} does not fit {c} channels", l2.shape());
         }
         let (oh, ow) = (g.out_len(h), g.out_len(w));
-        if (g.k, g.stride, g.pad) == (3, 1, 1) && cout >= NARROW {
-            let (out, t_copy, t_gemm) = same_conv_3x3(x, (b, h, w, c), wt, cout);
-            if profile::enabled() {
-                let detail = || format!("{c} → {cout} @ {oh}×{ow}");
-                let f = 4.0;
-                let grid = (b * (h + 2) * (w + 2)) as f64;
-                profile::record("· im2col", detail, t_copy, 0.0, 2.0 * grid * c as f64 * f);
-                let flops = 2.0 * grid * (9 * c) as f64 * cout as f64;
-                let bytes =
-                    (3.0 * grid * c as f64 + (row_len * cout) as f64 + 4.0 * grid * cout as f64)
-                        * f;
-                profile::record("· GEMM", detail, t_gemm, flops, bytes);
-            }
-            return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, cout))));
-        }
         let band = (BAND_ELEMENTS / row_len).clamp(1, b * oh * ow);
         let mut out = vec![0f32; b * oh * ow * cout];
         // One band buffer for the whole layer, and each band's product written straight into
