@@ -117,6 +117,30 @@ fn absurd_parameters_are_refused_with_their_range() {
         // The kernel is larger than the photo: width×height order, like every other size.
         (vec!["--blur", "gaussian:10"], vec!["61×61", "48×48"]),
         (vec!["--mask", &m, "--quality", "0"], vec!["1 to 100"]),
+        (
+            vec!["--mask", &m, "--deblur-on-patches"],
+            vec!["--deblur-on-patches needs --blur"],
+        ),
+        (
+            vec![
+                "--blur",
+                "gaussian:1",
+                "--deblur-on-patches",
+                "--prior",
+                "network",
+            ],
+            vec!["--prior patch"],
+        ),
+        (
+            vec![
+                "--blur",
+                "gaussian:1",
+                "--deblur-on-patches",
+                "--method",
+                "ddnm",
+            ],
+            vec!["--method eps or eps-mean"],
+        ),
     ];
     for (extra, needles) in cases {
         let mut args = vec!["restore", "--input", &p, "--out", &o];

@@ -83,6 +83,28 @@ pub struct DiagnoseArgs {
     /// The patch prior's settings (patch-eps and patch-mean contenders).
     #[command(flatten)]
     pub patch: super::PatchArgs,
+    /// Priors of the deblur and SR parts (comma-separated): network, patch.
+    #[arg(long, default_value = "network,patch")]
+    pub restore_priors: String,
+    /// Deblurring on patches: how many times the bank's copy of the photo is shrunk (default:
+    /// chosen from the blur's radius).
+    #[arg(long)]
+    pub deblur_scale: Option<usize>,
+    /// Deblurring on patches: also every shrink factor from 2 up to the chosen one.
+    #[arg(long)]
+    pub deblur_finer: bool,
+    /// Deblurring on patches: width of the kernel along what the blur keeps, in units of σ_y.
+    #[arg(long)]
+    pub deblur_measured_width: Option<f64>,
+    /// Deblurring on patches: patch side (odd).
+    #[arg(long)]
+    pub deblur_patch: Option<usize>,
+    /// Deblurring on patches: nearest bank windows per query.
+    #[arg(long)]
+    pub deblur_k: Option<usize>,
+    /// Deblurring on patches: KDE bandwidth τ.
+    #[arg(long)]
+    pub deblur_tau: Option<f64>,
 }
 
 fn to_photo_rgb(img: &image::RgbImage) -> RgbImage {
@@ -200,6 +222,24 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             .ok();
     let prior = models.prior();
     let eps = models.eps();
+    let restore_priors = {
+        let mut v = Vec::new();
+        for p in args
+            .restore_priors
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            v.push(match p {
+                "network" => crate::restore::Prior::Network,
+                "patch" => crate::restore::Prior::Patch,
+                other => anyhow::bail!(
+                    "unknown prior '{other}' in --restore-priors; use network or patch"
+                ),
+            });
+        }
+        v
+    };
     let suite = dg::Suite {
         models: &models,
         sigma_y: args.sigma_y,
@@ -209,6 +249,22 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         solver,
         churn: args.churn,
         patch: args.patch.config()?,
+        restore_priors: &restore_priors,
+        deblur: {
+            let d = crate::prior::patch::DeblurConfig::default();
+            crate::prior::patch::DeblurConfig {
+                patch: crate::prior::patch::PatchConfig {
+                    patch: args.deblur_patch.unwrap_or(d.patch.patch),
+                    tau: args.deblur_tau.unwrap_or(d.patch.tau),
+                    ..d.patch
+                },
+                scale: args.deblur_scale.or(d.scale),
+                finer: args.deblur_finer || d.finer,
+                measured_width: args.deblur_measured_width.unwrap_or(d.measured_width),
+                k: args.deblur_k.unwrap_or(d.k),
+                ..d
+            }
+        },
     };
 
     // The validation crops of the curve and hole parts: `--crops` of `--crop-size`, spread over

@@ -474,6 +474,10 @@ pub struct Suite<'a> {
     pub churn: Option<f64>,
     /// The patch prior's settings (for [`Contender::Patch`]).
     pub patch: crate::prior::patch::PyramidConfig,
+    /// The deblurring patch prior's settings.
+    pub deblur: crate::prior::patch::DeblurConfig,
+    /// The priors the deblur and SR parts run EPS on (patches only for those two tasks).
+    pub restore_priors: &'a [crate::restore::Prior],
 }
 
 impl Suite<'_> {
@@ -510,6 +514,7 @@ pub fn fill_suite(
         solver,
         churn,
         patch,
+        ..
     } = *suite;
     let mut cases = Vec::new();
     let mut timings = vec![0.0; contenders.len()];
@@ -844,15 +849,16 @@ pub fn restore_suite(
             }
         };
         let network = crate::restore::Prior::Network;
-        let mut runs = vec![
-            (network, MethodChoice::EpsMean, 1),
-            (network, MethodChoice::Eps, samples),
-        ];
-        if matches!(deg, Degradation::SuperRes { .. }) {
-            // Super-resolution also runs on the photo's own patches (a cross-scale bank).
-            let patches = crate::restore::Prior::Patch;
-            runs.push((patches, MethodChoice::EpsMean, 1));
-            runs.push((patches, MethodChoice::Eps, samples));
+        let mut runs = Vec::new();
+        for &prior in suite.restore_priors {
+            // Super-resolution and deblurring also run on the photo's own patches (a
+            // cross-scale bank).
+            if prior == network
+                || matches!(deg, Degradation::SuperRes { .. } | Degradation::Deblur(_))
+            {
+                runs.push((prior, MethodChoice::EpsMean, 1));
+                runs.push((prior, MethodChoice::Eps, samples));
+            }
         }
         for (prior, m, n) in runs {
             let settings = Settings {
@@ -864,6 +870,7 @@ pub fn restore_suite(
                 prior,
                 patch: suite.patch,
                 sr_on_patches: true,
+                deblur_on_patches: Some(suite.deblur),
                 ..Settings::default()
             };
             let seeds: Vec<u64> = (0..n as u64).map(|s| seed.wrapping_add(s)).collect();

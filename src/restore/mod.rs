@@ -59,6 +59,12 @@ pub struct Settings {
     /// on the command line: `diagnose --parts sr` compares it with the network, and on clean
     /// photos it loses thin structures and adds a block grid (docs/patch-prior.md).
     pub sr_on_patches: bool,
+    /// Deblurring on the photo's own patches ([`crate::prior::patch::PatchDeblur`], with these
+    /// settings) instead of the network when the prior has no network. Off by default (about
+    /// five times slower than the network, and the app's preview is not wired for it); on the
+    /// command line `restore --deblur-on-patches`, and `diagnose --parts deblur` compares it
+    /// with the network (docs/patch-prior.md).
+    pub deblur_on_patches: Option<crate::prior::patch::DeblurConfig>,
 }
 
 impl Default for Settings {
@@ -74,6 +80,7 @@ impl Default for Settings {
             patch: crate::prior::patch::PyramidConfig::default(),
             preview: false,
             sr_on_patches: false,
+            deblur_on_patches: None,
         }
     }
 }
@@ -206,7 +213,7 @@ impl Settings {
         let patch_task = match degradation {
             Degradation::Inpaint { .. } => on_patches,
             Degradation::SuperRes { .. } => eps && self.sr_on_patches,
-            Degradation::Deblur(_) => false,
+            Degradation::Deblur(_) => eps && self.deblur_on_patches.is_some(),
         };
         !(patches_only && patch_task)
     }
@@ -480,7 +487,24 @@ impl Estimate {
         // pass (DPS, ΠGDM).
         let side = settings.work_side as u64;
         let per_px = if method.uses_gradients() { 4096 } else { 1024 };
-        let working = if patches_only {
+        let working = if patches_only && matches!(degradation, Degradation::Deblur(_)) {
+            // Deblurring on patches, one draw at a time per tile: five `Q × 3p²` float
+            // matrices (the windows, whitened, their weighted means, residuals and gains: about
+            // 3 KB per working pixel at p = 7) and the bank of the tile's context (its windows
+            // raw and whitened, with a product's copy: about 1.8 KB per context pixel; measured:
+            // 0.48 GB peak for two samples of a 384 × 240 photo in two tiles).
+            rects
+                .iter()
+                .map(|r| {
+                    let pad = 2 * 30;
+                    let tile = ((r.w + pad) * (r.h + pad)) as u64;
+                    let m = r.w.max(r.h) / 2;
+                    let context = ((r.w + 2 * m).min(w) * (r.h + 2 * m).min(h)) as u64;
+                    tile * 3072 + context * 1843
+                })
+                .max()
+                .unwrap_or(0)
+        } else if patches_only {
             // The patch prior works on the largest crop at the photo's own resolution, a few
             // draws at a time: about 256 bytes per pixel and draw in flight (the sampler's
             // planes, the nearest-neighbour field, the estimates) and 128 per pixel for the bank
@@ -787,16 +811,19 @@ fn restore_on(
         out.seconds = started.elapsed().as_secs_f64();
         return Ok(out);
     }
-    // Super-resolution on the photo's own patches: EPS with the cross-scale patch prior.
+    // Super-resolution or deblurring on the photo's own patches: EPS with a cross-scale
+    // patch prior.
+    let on_patches = settings.prior.uses_patches()
+        && !settings.prior.uses_network()
+        && method.needs_posterior_denoiser();
     let patch_sr = match degradation {
-        Degradation::SuperRes { factor }
-            if settings.sr_on_patches
-                && settings.prior.uses_patches()
-                && !settings.prior.uses_network()
-                && method.needs_posterior_denoiser() =>
-        {
-            Some(*factor)
+        Degradation::SuperRes { factor } if on_patches && settings.sr_on_patches => {
+            Some(PatchTask::SuperRes(*factor))
         }
+        Degradation::Deblur(spec) if on_patches => settings
+            .deblur_on_patches
+            .map(|cfg| spec.kernel().map(|k| PatchTask::Deblur(k, cfg)))
+            .transpose()?,
         _ => None,
     };
     let denoisers = if patch_sr.is_some() {
@@ -856,15 +883,36 @@ fn restore_on(
                 Err(e) => return Err(e),
             }
         }
-        let out = match (out, patch_sr) {
+        let out = match (out, &patch_sr) {
             (Some(o), _) => o,
-            (None, Some(factor)) => {
-                let sr = patch_fill::super_resolver(y, *region, factor, settings)?;
+            (None, Some(task)) => {
+                let denoiser: Box<dyn sampler::PosteriorDenoiser> = match task {
+                    PatchTask::SuperRes(factor) => {
+                        Box::new(patch_fill::super_resolver(y, *region, *factor, settings)?)
+                    }
+                    PatchTask::Deblur(kernel, cfg) => {
+                        let (_, h, w) = job.problem.image_chw();
+                        Box::new(patch_fill::deblurrer(y, *region, kernel, *cfg, (w, h))?)
+                    }
+                };
                 let on_patches = sampler::Denoisers {
                     prior: None,
-                    posterior: Some(&sr),
+                    posterior: Some(denoiser.as_ref()),
                 };
-                sampler::sample(&method, on_patches, &job.problem, seeds, &mut observe)?
+                match (task, &method) {
+                    // A one-call mean is meaningless for a nearest-windows prior at σmax
+                    // (it keeps 16 windows of a flat posterior): the mean is the average of
+                    // quick draws, as for fills.
+                    (PatchTask::Deblur(..), Method::PosteriorMean(_)) => mean_of_draws(
+                        settings,
+                        degradation,
+                        on_patches,
+                        &job.problem,
+                        seeds,
+                        &mut observe,
+                    )?,
+                    _ => sampler::sample(&method, on_patches, &job.problem, seeds, &mut observe)?,
+                }
             }
             (None, None) => sampler::sample(&method, denoisers, &job.problem, seeds, &mut observe)?,
         };
@@ -901,6 +949,52 @@ fn restore_on(
         notices,
         variance: None,
     })
+}
+
+/// Draws averaged into the posterior mean on a patch prior, and their sampler steps.
+const MEAN_DRAWS: (usize, usize) = (4, 6);
+
+/// Per seed, the average of [`MEAN_DRAWS`] quick EPS draws: the posterior mean of a
+/// restoration on the photo's own patches.
+fn mean_of_draws(
+    settings: &Settings,
+    degradation: &Degradation,
+    denoisers: sampler::Denoisers<'_>,
+    problem: &crate::inverse::Problem,
+    seeds: &[u64],
+    observe: &mut dyn FnMut(&StepInfo<'_>) -> Flow,
+) -> Result<sampler::SampleOutput> {
+    let (draws, steps) = MEAN_DRAWS;
+    let quick = Settings {
+        method: MethodChoice::Eps,
+        steps: Some(steps),
+        ..*settings
+    };
+    let method = quick.sampler_method(degradation);
+    let mut means = Vec::with_capacity(seeds.len());
+    let (mut nfe, mut taken) = (0, 0);
+    for &seed in seeds {
+        let draw_seeds: Vec<u64> = (0..draws as u64)
+            .map(|j| seed.wrapping_add(j.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .collect();
+        let out = sampler::sample(&method, denoisers, problem, &draw_seeds, observe)?;
+        nfe += out.nfe;
+        taken = out.steps;
+        means.push(out.samples.mean_keepdim(0)?);
+    }
+    Ok(sampler::SampleOutput {
+        samples: Tensor::cat(&means, 0)?,
+        nfe,
+        steps: taken,
+    })
+}
+
+/// A restoration on the photo's own patches other than a fill.
+enum PatchTask {
+    /// Super-resolution by this factor ([`crate::prior::patch::PatchSr`]).
+    SuperRes(usize),
+    /// Deblurring by this kernel ([`crate::prior::patch::PatchDeblur`]).
+    Deblur(crate::inverse::Kernel, crate::prior::patch::DeblurConfig),
 }
 
 /// The EPS methods with their arithmetic on the wgpu context.

@@ -10,7 +10,9 @@ use super::{
     VarianceMap, plan,
 };
 use crate::photo::{Raster, RgbImage};
-use crate::prior::patch::{PatchConfig, PatchSr, Plane, clean, pyramid};
+use crate::prior::patch::{
+    DeblurConfig, PatchConfig, PatchDeblur, PatchSr, Plane, clean, deblur, pyramid,
+};
 use crate::sampler::{Flow, Method, PosteriorDenoiser, PosteriorMeanConfig};
 use crate::{Error, Result};
 
@@ -463,4 +465,36 @@ pub fn super_resolver(
         patch,
         (region.w * factor, region.h * factor),
     )
+}
+
+/// The posterior denoiser of deblurring by `kernel` for `region` (measurement pixels) on the
+/// photo's own patches, for working images of `size` (the region with its mirrored margin):
+/// the bank from the measurement around the region (half the region's longer side of context
+/// on every side), cleaned as the fill's bank is, shrunk so the blur is under a pixel there.
+pub fn deblurrer(
+    y: &dyn Raster,
+    region: Rect,
+    kernel: &crate::inverse::Kernel,
+    cfg: DeblurConfig,
+    size: (usize, usize),
+) -> Result<PatchDeblur> {
+    let margin = region.w.max(region.h) / 2;
+    let (x0, y0) = (
+        region.x.saturating_sub(margin),
+        region.y.saturating_sub(margin),
+    );
+    let x1 = (region.x + region.w + margin).min(y.width());
+    let y1 = (region.y + region.h + margin).min(y.height());
+    let plane = crop_plane(y, Rect::new(x0, y0, x1 - x0, y1 - y0));
+    let known = vec![false; plane.width * plane.height];
+    let noise = clean::estimate_noise(&plane, &known);
+    let exemplars = if noise > pyramid::CLEAN_BELOW {
+        clean::nl_means(&plane, &known, noise, 7)
+    } else {
+        plane
+    };
+    let scale = cfg
+        .scale
+        .unwrap_or_else(|| deblur::bank_scale(deblur::kernel_radius(kernel)));
+    PatchDeblur::new(&exemplars, scale, cfg, size)
 }

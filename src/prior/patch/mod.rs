@@ -12,15 +12,20 @@
 //! - [`pyramid`]: coarse-to-fine fills up to the photo's own resolution.
 //! - [`superres`]: super-resolution from a cross-scale bank, exact in a block basis where the
 //!   pivot's noise is diagonal.
+//! - [`deblur`]: deblurring from a cross-scale bank, each window under its dense share of the
+//!   pivot's stationary noise (whitened once per call) and a kernel that is wide along what the
+//!   blur keeps.
 
 pub mod bank;
 pub mod clean;
+pub mod deblur;
 pub mod denoise;
 pub mod pyramid;
 pub mod search;
 pub mod superres;
 
 pub use bank::{Bank, Entry, Plane, Transforms};
+pub use deblur::{DeblurConfig, PatchDeblur};
 pub use denoise::{EssRecord, PatchConfig, PatchDenoiser, Search};
 pub use pyramid::{FillOutput, FillStep, Guide, Layout, PyramidConfig, fill};
 pub use search::{Field, FieldSearch, Queries};
