@@ -96,6 +96,10 @@ pub struct DiagnoseArgs {
     /// Deblurring on patches: width of the kernel along what the blur keeps, in units of σ_y.
     #[arg(long)]
     pub deblur_measured_width: Option<f64>,
+    /// Deblurring on patches: PatchMatch sweeps on the first call and on every later one
+    /// (FIRST,LATER).
+    #[arg(long)]
+    pub deblur_sweeps: Option<String>,
     /// Deblurring on patches: patch side (odd).
     #[arg(long)]
     pub deblur_patch: Option<usize>,
@@ -262,6 +266,22 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 finer: args.deblur_finer || d.finer,
                 measured_width: args.deblur_measured_width.unwrap_or(d.measured_width),
                 k: args.deblur_k.unwrap_or(d.k),
+                sweeps: match &args.deblur_sweeps {
+                    None => d.sweeps,
+                    Some(v) => {
+                        let parts: Vec<usize> = v
+                            .split(',')
+                            .map(|x| x.trim().parse::<usize>())
+                            .collect::<std::result::Result<_, _>>()
+                            .map_err(|_| {
+                                anyhow::anyhow!("--deblur-sweeps '{v}': use FIRST,LATER")
+                            })?;
+                        match parts[..] {
+                            [a, b] => (a, b),
+                            _ => anyhow::bail!("--deblur-sweeps '{v}': use FIRST,LATER"),
+                        }
+                    }
+                },
                 ..d
             }
         },

@@ -41,7 +41,7 @@ pub struct RestoreArgs {
     pub prior: String,
     /// Deblur with the photo's own patches (its copy shrunk until the blur is under a pixel) instead
     /// of the network: sharper, cleaner pictures (LPIPS 0.16 against 0.28 on the validation
-    /// crops) at about five times the time; needs --prior patch and an EPS method.
+    /// crops) at about two and a half times the time; needs --prior patch and an EPS method.
     #[arg(long)]
     pub deblur_on_patches: bool,
     /// Sampler steps (default: the method's own; EPS uses 10).

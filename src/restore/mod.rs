@@ -61,9 +61,9 @@ pub struct Settings {
     pub sr_on_patches: bool,
     /// Deblurring on the photo's own patches ([`crate::prior::patch::PatchDeblur`], with these
     /// settings) instead of the network when the prior has no network. Off by default (about
-    /// five times slower than the network, and the app's preview is not wired for it); on the
-    /// command line `restore --deblur-on-patches`, and `diagnose --parts deblur` compares it
-    /// with the network (docs/patch-prior.md).
+    /// two and a half times slower than the network, and the app's preview is not wired for
+    /// it); on the command line `restore --deblur-on-patches`, and `diagnose --parts deblur`
+    /// compares it with the network (docs/patch-prior.md).
     pub deblur_on_patches: Option<crate::prior::patch::DeblurConfig>,
 }
 

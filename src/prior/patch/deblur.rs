@@ -71,7 +71,7 @@ impl Default for DeblurConfig {
             scale: None,
             finer: false,
             k: 16,
-            sweeps: (6, 2),
+            sweeps: (4, 1),
             random_draws: 4,
             measured_width: 3.0,
         }
