@@ -429,15 +429,10 @@ pub fn sr_patch(factor: usize) -> usize {
     }
 }
 
-/// The posterior denoiser of super-resolution ×`factor` for `region` (measurement pixels) on
-/// the photo's own patches: the bank from the measurement around the region (half the
-/// region's longer side of context on every side), cleaned as the fill's bank is.
-pub fn super_resolver(
-    y: &dyn Raster,
-    region: Rect,
-    factor: usize,
-    settings: &Settings,
-) -> Result<PatchSr> {
+/// The measurement around `region` (half the region's longer side of context on every side),
+/// cleaned by non-local means at `strength` times its estimated noise (`None`: as it is): the
+/// source of a cross-scale bank.
+fn cleaned_context(y: &dyn Raster, region: Rect, strength: Option<f64>) -> Plane {
     let margin = region.w.max(region.h) / 2;
     let (x0, y0) = (
         region.x.saturating_sub(margin),
@@ -448,12 +443,23 @@ pub fn super_resolver(
     let plane = crop_plane(y, Rect::new(x0, y0, x1 - x0, y1 - y0));
     let known = vec![false; plane.width * plane.height];
     let noise = clean::estimate_noise(&plane, &known);
+    match strength {
+        Some(k) if noise > pyramid::CLEAN_BELOW => clean::nl_means(&plane, &known, noise * k, 7),
+        _ => plane,
+    }
+}
+
+/// The posterior denoiser of super-resolution ×`factor` for `region` (measurement pixels) on
+/// the photo's own patches: the bank from the measurement around the region (half the
+/// region's longer side of context on every side), cleaned as the fill's bank is.
+pub fn super_resolver(
+    y: &dyn Raster,
+    region: Rect,
+    factor: usize,
+    settings: &Settings,
+) -> Result<PatchSr> {
     let cfg = &settings.patch;
-    let exemplars = if cfg.clean_bank && noise > pyramid::CLEAN_BELOW {
-        clean::nl_means(&plane, &known, noise * cfg.clean_strength, 7)
-    } else {
-        plane
-    };
+    let exemplars = cleaned_context(y, region, cfg.clean_bank.then_some(cfg.clean_strength));
     let patch = PatchConfig {
         patch: sr_patch(factor),
         window: f64::INFINITY,
@@ -478,21 +484,7 @@ pub fn deblurrer(
     cfg: DeblurConfig,
     size: (usize, usize),
 ) -> Result<PatchDeblur> {
-    let margin = region.w.max(region.h) / 2;
-    let (x0, y0) = (
-        region.x.saturating_sub(margin),
-        region.y.saturating_sub(margin),
-    );
-    let x1 = (region.x + region.w + margin).min(y.width());
-    let y1 = (region.y + region.h + margin).min(y.height());
-    let plane = crop_plane(y, Rect::new(x0, y0, x1 - x0, y1 - y0));
-    let known = vec![false; plane.width * plane.height];
-    let noise = clean::estimate_noise(&plane, &known);
-    let exemplars = if noise > pyramid::CLEAN_BELOW {
-        clean::nl_means(&plane, &known, noise, 7)
-    } else {
-        plane
-    };
+    let exemplars = cleaned_context(y, region, Some(1.0));
     let scale = cfg
         .scale
         .unwrap_or_else(|| deblur::bank_scale(deblur::kernel_radius(kernel)));

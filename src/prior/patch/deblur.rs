@@ -35,7 +35,8 @@ use rand::{Rng as _, SeedableRng as _};
 use rayon::prelude::*;
 
 use super::bank::Plane;
-use super::denoise::PatchConfig;
+use super::denoise::{PatchConfig, window_weights};
+use super::search::{insert_sorted, sort_pairs};
 use crate::inverse::{Blur, Kernel, Problem, Structure};
 use crate::sampler::PosteriorDenoiser;
 use crate::{Error, Result};
@@ -549,14 +550,7 @@ impl PatchDeblur {
         // T C⁻¹ (u − m) = G r for every row r.
         let corr = times_transpose(&resid, d1, &gain)?;
         // Aggregation with the Gaussian window, as the fills do.
-        let r = (p / 2) as f64;
-        let sw = self.cfg.patch.window * r.max(0.5);
-        let window: Vec<f32> = (0..d1)
-            .map(|j| {
-                let (dy, dx) = ((j / p) as f64 - r, (j % p) as f64 - r);
-                ((-(dy * dy + dx * dx) / (2.0 * sw * sw)).exp().max(1e-4)) as f32
-            })
-            .collect();
+        let window = window_weights(p, self.cfg.patch.window);
         let w = u.width;
         let mut out = u.clone();
         out.data
@@ -615,27 +609,6 @@ fn sq_distance(a: &[f32], b: &[f32]) -> f32 {
         total += (x - y) * (x - y);
     }
     total
-}
-
-fn sort_pairs(es: &mut [u32], ds: &mut [f32]) {
-    let mut pairs: Vec<(f32, u32)> = ds.iter().copied().zip(es.iter().copied()).collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (i, (dd, e)) in pairs.into_iter().enumerate() {
-        ds[i] = dd;
-        es[i] = e;
-    }
-}
-
-fn insert_sorted(es: &mut [u32], ds: &mut [f32], e: u32, d: f32) {
-    let k = es.len();
-    let at = ds.partition_point(|&x| x <= d);
-    if at >= k {
-        return;
-    }
-    es.copy_within(at..k - 1, at + 1);
-    ds.copy_within(at..k - 1, at + 1);
-    es[at] = e;
-    ds[at] = d;
 }
 
 impl PosteriorDenoiser for PatchDeblur {

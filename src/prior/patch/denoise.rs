@@ -438,16 +438,7 @@ impl PatchDenoiser {
         use rayon::prelude::*;
         let (w, h, c) = (u.width, u.height, u.channels);
         let p = self.cfg.patch;
-        let r = (p / 2) as f64;
-        let sw = self.cfg.window * r.max(0.5);
-        // The window never reaches zero, so every covered pixel gets a weight.
-        let window: Vec<f32> = (0..p * p)
-            .map(|k| {
-                let (dy, dx) = ((k / p) as f64 - r, (k % p) as f64 - r);
-                let v = (-(dy * dy + dx * dx) / (2.0 * sw * sw)).exp();
-                v.max(1e-4) as f32
-            })
-            .collect();
+        let window = window_weights(p, self.cfg.window);
         const BLOCK: usize = 16;
         let corners = &self.queries.corners;
         let mut out = u.clone();
@@ -542,6 +533,21 @@ impl PatchDenoiser {
 
 /// A seed from an image's values: the random search of batch element `i` then depends on that
 /// element alone, not on its place in the batch.
+/// The Gaussian weights of a `p × p` window's pixels in the aggregation of overlapping
+/// estimates (standard deviation `window` times the half-width; `f64::INFINITY`: uniform). They
+/// never reach zero, so every covered pixel gets a weight.
+pub(super) fn window_weights(p: usize, window: f64) -> Vec<f32> {
+    let r = (p / 2) as f64;
+    let sw = window * r.max(0.5);
+    (0..p * p)
+        .map(|k| {
+            let (dy, dx) = ((k / p) as f64 - r, (k % p) as f64 - r);
+            let v = (-(dy * dy + dx * dx) / (2.0 * sw * sw)).exp();
+            v.max(1e-4) as f32
+        })
+        .collect()
+}
+
 fn hash_plane(u: &Plane) -> u64 {
     u.data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, v| {
         (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)

@@ -787,8 +787,9 @@ impl QueryMoments {
     }
 }
 
-fn sort_pairs(es: &mut [Entry], ds: &mut [f32]) {
-    let mut pairs: Vec<(f32, Entry)> = ds.iter().copied().zip(es.iter().copied()).collect();
+/// Sorts `es` by their distances `ds` (ascending), keeping the pairs together.
+pub(super) fn sort_pairs<T: Copy>(es: &mut [T], ds: &mut [f32]) {
+    let mut pairs: Vec<(f32, T)> = ds.iter().copied().zip(es.iter().copied()).collect();
     pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (i, (d, e)) in pairs.into_iter().enumerate() {
         ds[i] = d;
@@ -796,7 +797,9 @@ fn sort_pairs(es: &mut [Entry], ds: &mut [f32]) {
     }
 }
 
-fn insert_sorted(es: &mut [Entry], ds: &mut [f32], e: Entry, d: f32) {
+/// Puts `e` at distance `d` into the sorted `k`-best list, dropping the last; the caller has
+/// checked that `d` beats the last.
+pub(super) fn insert_sorted<T: Copy>(es: &mut [T], ds: &mut [f32], e: T, d: f32) {
     let k = es.len();
     let mut i = k - 1;
     while i > 0 && ds[i - 1] > d {
