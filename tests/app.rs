@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
-use eps_studio::app::{AppOptions, EpsApp, ViewMode};
+use eps_studio::app::{AppOptions, BlurKind, EpsApp, OperatorChoice, ViewMode};
 use eps_studio::backend::BackendChoice;
 use eps_studio::photo::{self, RgbImage, SaveFormat, SaveImage};
 use eps_studio::restore::{Models, Prior};
@@ -869,5 +869,56 @@ fn the_preview_while_painting_needs_no_network() {
             .iter()
             .map(|n| &n.text)
             .collect::<Vec<_>>()
+    );
+}
+
+/// Deblurring runs on the photo's own patches by default: with no network at all it restores,
+/// and the panel's cost says what it runs on; the network prior is one choice away.
+#[test]
+fn deblurring_runs_on_the_photos_own_patches_with_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = test_photo(dir.path());
+    let mut h = harness(AppOptions {
+        open: Some(photo_path),
+        weights: Some(dir.path().join("no-weights-here")),
+        autosave_dir: Some(dir.path().join("autosave")),
+        fresh_settings: true,
+        ..Default::default()
+    });
+    assert!(h.state().photo.is_some());
+    {
+        let s = &mut h.state_mut().settings;
+        s.operator = OperatorChoice::Deblur;
+        s.blur_kind = BlurKind::Gaussian;
+        s.blur_sigma = 1.0;
+        s.steps = 3;
+        s.samples = 1;
+        s.live_preview = false;
+    }
+    h.step();
+    let label = h.state_mut().estimate_label().unwrap();
+    assert!(label.contains("the photo's own patches"), "{label}");
+    h.state_mut().start(JobKind::Restore);
+    run_until(&mut h, "the deblur", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    let notices: Vec<String> = h.state().notices.iter().map(|n| n.text.clone()).collect();
+    assert!(
+        notices.iter().all(|n| !n.contains("not ready")),
+        "{notices:?}"
+    );
+    let results = h.state().results.as_ref().unwrap();
+    assert_eq!(results.samples.len(), 1);
+    // The user can switch deblurring to the network: it then waits for the (missing) weights.
+    h.state_mut().settings.prior = Prior::Network;
+    h.state_mut().start(JobKind::Restore);
+    h.step();
+    assert!(h.state().running.is_none());
+    assert!(
+        h.state()
+            .notices
+            .iter()
+            .any(|n| n.text.contains("not ready")),
+        "no message that the network is missing"
     );
 }

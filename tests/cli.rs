@@ -196,34 +196,40 @@ fn restore_inpaints_a_shipped_photo_and_keeps_unmasked_pixels() {
     assert!(out.join("ladybird.sample-0-2.png").exists());
 }
 
+/// Super-resolution and deblurring: the network's one-call mean, and deblurring's default (a
+/// sample on the photo's own patches, 4 steps to keep the test short).
 #[test]
 fn restore_super_resolves_and_deblurs_in_simulate_mode() {
     let dir = tempfile::tempdir().unwrap();
-    for (flag, value) in [("--sr", "2"), ("--blur", "gaussian:1.5")] {
-        let out = dir.path().join(flag.trim_start_matches('-'));
+    let mean = ["--method", "eps-mean"];
+    for (name, flag, value, extra) in [
+        ("sr", "--sr", "2", &mean[..]),
+        (
+            "blur-network",
+            "--blur",
+            "gaussian:1.5",
+            &["--method", "eps-mean", "--prior", "network"][..],
+        ),
+        ("blur", "--blur", "gaussian:1.5", &["--steps", "4"][..]),
+    ] {
+        let out = dir.path().join(name);
         let run = eps_studio()
             .args(["restore", "--simulate", "--input"])
             .arg(sample_photo("cups.jpg"))
-            .args([
-                flag,
-                value,
-                "--method",
-                "eps-mean",
-                "--samples",
-                "1",
-                "--out",
-            ])
+            .args([flag, value])
+            .args(extra)
+            .args(["--samples", "1", "--out"])
             .arg(&out)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert!(
             run.status.success(),
-            "{flag}: {}",
+            "{name}: {}",
             String::from_utf8_lossy(&run.stderr)
         );
         let psnr = first_sample_cell(&stdout, 4).unwrap_or_else(|| panic!("no PSNR in {stdout}"));
-        // The posterior mean must beat doing little: the blurry photo. (That it beats bicubic
+        // The restoration must beat doing little: the blurry photo. (That it beats bicubic
         // upsampling is tests/quality.rs's promise, not yet kept by the shipped weights.)
         let reference: f64 = stdout
             .lines()
@@ -233,15 +239,15 @@ fn restore_super_resolves_and_deblurs_in_simulate_mode() {
             .unwrap_or_else(|| panic!("no reference line in {stdout}"));
         assert!(
             flag == "--sr" || psnr > reference,
-            "{flag}: PSNR {psnr} dB does not beat the reference {reference} dB\n{stdout}"
+            "{name}: PSNR {psnr} dB does not beat the reference {reference} dB\n{stdout}"
         );
         let lpips = first_sample_cell(&stdout, 5).unwrap_or_else(|| panic!("no LPIPS in {stdout}"));
         assert!(
             (0.0..0.8).contains(&lpips),
-            "{flag}: LPIPS {lpips}\n{stdout}"
+            "{name}: LPIPS {lpips}\n{stdout}"
         );
         let sample = eps_studio::photo::load(&out.join("cups.sample-0.jpg")).unwrap();
-        assert_eq!((sample.width(), sample.height()), (384, 240), "{flag}");
+        assert_eq!((sample.width(), sample.height()), (384, 240), "{name}");
     }
 }
 

@@ -117,30 +117,6 @@ fn absurd_parameters_are_refused_with_their_range() {
         // The kernel is larger than the photo: width×height order, like every other size.
         (vec!["--blur", "gaussian:10"], vec!["61×61", "48×48"]),
         (vec!["--mask", &m, "--quality", "0"], vec!["1 to 100"]),
-        (
-            vec!["--mask", &m, "--deblur-on-patches"],
-            vec!["--deblur-on-patches needs --blur"],
-        ),
-        (
-            vec![
-                "--blur",
-                "gaussian:1",
-                "--deblur-on-patches",
-                "--prior",
-                "network",
-            ],
-            vec!["--prior patch"],
-        ),
-        (
-            vec![
-                "--blur",
-                "gaussian:1",
-                "--deblur-on-patches",
-                "--method",
-                "ddnm",
-            ],
-            vec!["--method eps or eps-mean"],
-        ),
     ];
     for (extra, needles) in cases {
         let mut args = vec!["restore", "--input", &p, "--out", &o];
@@ -166,6 +142,38 @@ fn absurd_parameters_are_refused_with_their_range() {
     ] {
         refused(&run(&args), &needles);
     }
+}
+
+/// Deblurring runs on the photo's own patches by default; a photo whose shrunk copy holds no
+/// patch is refused before any work, with the way out (the network prior), which then works.
+#[test]
+fn a_photo_too_small_to_deblur_from_its_own_patches_is_refused_naming_the_network() {
+    let d = Dir::new("deblur-small");
+    write_photo(&d.join("p.png"), 16, 16);
+    let (p, o) = (d.s("p.png"), d.s("out"));
+    let args = [
+        "restore",
+        "--input",
+        &p,
+        "--blur",
+        "gaussian:2.3",
+        "--samples",
+        "1",
+    ];
+    let out = run(&[&args[..], &["--out", &o]].concat());
+    refused(&out, &["16×16", "21×21", "--prior network"]);
+    assert!(!d.join("out").join("p.sample-0.png").exists());
+    let out = run(&[
+        &args[..],
+        &["--prior", "network", "--steps", "2", "--out", &o],
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("out").join("p.sample-0.png").exists());
 }
 
 #[test]

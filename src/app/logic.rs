@@ -313,19 +313,31 @@ impl EpsApp {
     pub fn estimate_label(&mut self) -> Option<String> {
         let estimate = self.job_estimate()?;
         let time = self
-            .secs_per_megapixel
-            .map(|rate| {
-                format!(
-                    "about {} · ",
-                    restore::human_duration(estimate.seconds(rate))
-                )
-            })
+            .job_seconds(&estimate)
+            .map(|secs| format!("about {} · ", restore::human_duration(secs)))
             .unwrap_or_default();
+        let work = if estimate.network_calls == 0 {
+            "the photo's own patches".to_owned()
+        } else {
+            format!("{} network calls", estimate.network_calls)
+        };
         Some(format!(
-            "{time}{:.1} GB · {} network calls",
-            estimate.bytes as f64 / 1e9,
-            estimate.network_calls
+            "{time}{:.1} GB · {work}",
+            estimate.bytes as f64 / 1e9
         ))
+    }
+
+    /// Seconds `estimate` should take: the networks' part at the rate measured when they were
+    /// loaded, plus the patch prior's deblurring; `None` while the network's rate is unknown
+    /// and the job calls it (a fill on patches has no estimate of its time).
+    fn job_seconds(&self, estimate: &restore::Estimate) -> Option<f64> {
+        match self.secs_per_megapixel {
+            Some(rate) => Some(estimate.seconds(rate)),
+            None if estimate.network_pixels == 0 => {
+                Some(estimate.patch_seconds).filter(|&s| s > 0.0)
+            }
+            None => None,
+        }
     }
 
     /// The estimate of a restoration with the current settings, cached.
@@ -382,9 +394,11 @@ impl EpsApp {
         } else {
             self.settings.method
         };
-        self.settings
-            .restore_settings(method)
-            .needs_network(degradation)
+        restore::Settings {
+            preview: kind == JobKind::Preview,
+            ..self.settings.restore_settings(method)
+        }
+        .needs_network(degradation)
     }
 
     fn start_job(&mut self, kind: JobKind, confirmed: bool) {
@@ -429,30 +443,42 @@ impl EpsApp {
             (y.width(), y.height()),
             y.depth(),
             &degradation,
-            &self.settings.restore_settings(method),
+            &restore::Settings {
+                preview: kind == JobKind::Preview,
+                ..self.settings.restore_settings(method)
+            },
             seeds.len(),
         );
         if let Err(e) = estimate.check_memory() {
             self.error(format!("Not started: {e}"));
             return;
         }
-        if let Some(rate) = self.secs_per_megapixel
+        if let Some(secs) = self.job_seconds(&estimate)
             && kind != JobKind::Preview
             && !confirmed
-            && estimate.seconds(rate) > super::LONG_JOB_SECS
+            && secs > super::LONG_JOB_SECS
         {
             // Nothing is drawn yet: the seeds are handed out again when it starts.
             self.next_seed = previous_seed;
             self.long_job = Some((
                 kind,
-                format!(
-                    "This restoration will take about {} on {} ({} network calls over {} region(s), {} sample(s)). Fewer samples or steps, a smaller working size or a smaller photo make it faster.",
-                    restore::human_duration(estimate.seconds(rate)),
-                    self.backend,
-                    estimate.network_calls,
-                    estimate.regions,
-                    seeds.len()
-                ),
+                if estimate.network_calls == 0 {
+                    format!(
+                        "This restoration will take about {} on the CPU (the photo's own patches over {} region(s), {} sample(s)). Fewer samples or steps or a smaller photo make it faster; the trained network as the prior is faster and less sharp.",
+                        restore::human_duration(secs),
+                        estimate.regions,
+                        seeds.len()
+                    )
+                } else {
+                    format!(
+                        "This restoration will take about {} on {} ({} network calls over {} region(s), {} sample(s)). Fewer samples or steps, a smaller working size or a smaller photo make it faster.",
+                        restore::human_duration(secs),
+                        self.backend,
+                        estimate.network_calls,
+                        estimate.regions,
+                        seeds.len()
+                    )
+                },
             ));
             return;
         }

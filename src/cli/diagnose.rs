@@ -542,9 +542,14 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             section(
                 title,
                 &format!(
-                    "{} crops of 256×256 from the validation photos at photo scale (the 1024-pixel pack), σ_y = {}, through the app's restoration path.",
+                    "{} crops of 256×256 from the validation photos at photo scale (the 1024-pixel pack), σ_y = {}, through the app's restoration path.{}",
                     crops.len(),
-                    args.sigma_y
+                    args.sigma_y,
+                    if part == "deblur" {
+                        " The rows on the photo's own patches are what `restore --blur` and the app do by default (docs/patch-prior.md: the bank is the photo's copy shrunk ×2; the mean is the average of 4 draws of 6 steps); the other EPS rows are the trained network (`--prior network`)."
+                    } else {
+                        ""
+                    }
                 ),
                 &format!(
                     "{table}\n![{part}]({part}.png)\n\nCentral 128×128 pixels; columns: {}.\n",

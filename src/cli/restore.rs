@@ -33,17 +33,14 @@ pub struct RestoreArgs {
     /// Method: eps, eps-mean, dps, pigdm, ddnm or diffpir.
     #[arg(long, default_value = "eps")]
     pub method: String,
-    /// The prior EPS fills holes with: patch (the photo's own patches, at the photo's
-    /// resolution, no network), network (the trained EPS network), patch-layout (patches on the
-    /// network's one-call mean) or network-patch (the network at high noise, patches below).
-    /// Deblurring uses the network unless --deblur-on-patches; super-resolution always does.
+    /// The prior EPS fills holes and deblurs with: patch (the photo's own patches, at the photo's
+    /// resolution, no network; for deblurring a copy of the photo shrunk until the blur is under
+    /// a pixel, on the CPU), network (the trained EPS network), patch-layout (patches on the
+    /// network's one-call mean) or network-patch (the network at high noise, patches below);
+    /// the two hybrids deblur on the patches alone. DDNM+ and DiffPIR fill with it too;
+    /// super-resolution and the other methods always use the network.
     #[arg(long, default_value = "patch")]
     pub prior: String,
-    /// Deblur with the photo's own patches (its copy shrunk until the blur is under a pixel) instead
-    /// of the network: sharper, cleaner pictures (LPIPS 0.16 against 0.28 on the validation
-    /// crops) at about two and a half times the time; needs --prior patch and an EPS method.
-    #[arg(long)]
-    pub deblur_on_patches: bool,
     /// Sampler steps (default: the method's own; EPS uses 10).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -105,7 +102,6 @@ impl RestoreArgs {
             simulate: false,
             method: "eps".into(),
             prior: prior.into(),
-            deblur_on_patches: false,
             steps,
             solver: None,
             churn: None,
@@ -161,23 +157,8 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         patch: args.patch.config()?,
         preview: false,
         sr_on_patches: false,
-        deblur_on_patches: args
-            .deblur_on_patches
-            .then(crate::prior::patch::DeblurConfig::default),
+        deblur_on_patches: Some(crate::prior::patch::DeblurConfig::default()),
     };
-    if args.deblur_on_patches {
-        if blur.is_none() {
-            anyhow::bail!("--deblur-on-patches needs --blur");
-        }
-        if prior != restore::Prior::Patch
-            || !matches!(method, MethodChoice::Eps | MethodChoice::EpsMean)
-        {
-            anyhow::bail!(
-                "--deblur-on-patches runs EPS on the photo's own patches: use --prior patch with \
-                 --method eps or eps-mean"
-            );
-        }
-    }
     requested.validate()?;
     crate::fsutil::prepare_output_dir(&args.out)?;
 
@@ -219,6 +200,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         input.pixels.depth()
     };
     let (settings, floor_notes) = requested.checked_for(&degradation)?;
+    settings.check_size((w, h), &degradation)?;
     for note in floor_notes {
         eprintln!("note: {note}");
     }
@@ -262,8 +244,17 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     };
     let seeds = consecutive_seeds(args.seed, args.samples);
     if patches_only {
+        // Only deblurring's time is estimated (a fill's depends on the hole's texture).
+        let duration = if estimate.patch_seconds > 0.0 {
+            format!(
+                ", about {} on 2 cores",
+                restore::human_duration(estimate.patch_seconds)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} on the photo's own patches, {}×{} ({}), {} sample(s): {} region(s), about {:.2} GB",
+            "{} on the photo's own patches, {}×{} ({}), {} sample(s): {} region(s), about {:.2} GB{duration}",
             method.name(),
             y.width(),
             y.height(),

@@ -217,7 +217,7 @@ impl CustomOp1 for Col2im {
 
 /// `dst = lhs · rhs` for row-major `lhs` `[m, k]`, `rhs` `[k, n]` and `dst` `[m, n]`, with the
 /// matrix-product kernels candle itself multiplies with (the `gemm` crate), on rayon's threads.
-fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, usize)) {
+pub(crate) fn product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, n): (usize, usize, usize)) {
     assert!(lhs.len() == m * k, "product: lhs does not hold {m}×{k}");
     product_rows(lhs, k, rhs, dst, (m, k, n), false);
 }

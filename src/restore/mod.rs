@@ -60,10 +60,10 @@ pub struct Settings {
     /// photos it loses thin structures and adds a block grid (docs/patch-prior.md).
     pub sr_on_patches: bool,
     /// Deblurring on the photo's own patches ([`crate::prior::patch::PatchDeblur`], with these
-    /// settings) instead of the network when the prior has no network. Off by default (about
-    /// two and a half times slower than the network, and the app's preview is not wired for
-    /// it); on the command line `restore --deblur-on-patches`, and `diagnose --parts deblur`
-    /// compares it with the network (docs/patch-prior.md).
+    /// settings) when the prior uses patches and the method is EPS
+    /// ([`Self::deblurs_on_patches`]); `None` deblurs with the network whatever the prior. On
+    /// by default: it wins the deblurring table and the pictures (docs/patch-prior.md). The
+    /// instant preview of a deblur stays the network's one-call mean.
     pub deblur_on_patches: Option<crate::prior::patch::DeblurConfig>,
 }
 
@@ -80,13 +80,13 @@ impl Default for Settings {
             patch: crate::prior::patch::PyramidConfig::default(),
             preview: false,
             sr_on_patches: false,
-            deblur_on_patches: None,
+            deblur_on_patches: Some(crate::prior::patch::DeblurConfig::default()),
         }
     }
 }
 
-/// The prior the EPS methods fill holes with (deblurring and super-resolution always use the
-/// network).
+/// The prior the EPS methods fill holes and deblur with (super-resolution always uses the
+/// network; the hybrids deblur on the patches alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Prior {
     /// The trained EPS network.
@@ -202,20 +202,43 @@ impl Settings {
     }
 
     /// Whether restoring `degradation` with these settings needs the networks: everything but
-    /// a fill (EPS, DDNM+, DiffPIR) or EPS super-resolution on the photo's own patches does.
+    /// a fill (EPS, DDNM+, DiffPIR), EPS deblurring ([`Self::deblurs_on_patches`]) or EPS
+    /// super-resolution on the photo's own patches does.
     pub fn needs_network(&self, degradation: &Degradation) -> bool {
         let patches_only = self.prior.uses_patches() && !self.prior.uses_network();
-        let on_patches = matches!(
-            self.method,
-            MethodChoice::Eps | MethodChoice::EpsMean | MethodChoice::Ddnm | MethodChoice::Diffpir
-        );
         let eps = matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean);
-        let patch_task = match degradation {
-            Degradation::Inpaint { .. } => on_patches,
-            Degradation::SuperRes { .. } => eps && self.sr_on_patches,
-            Degradation::Deblur(_) => eps && self.deblur_on_patches.is_some(),
-        };
-        !(patches_only && patch_task)
+        match degradation {
+            Degradation::Inpaint { .. } => {
+                let on_patches =
+                    eps || matches!(self.method, MethodChoice::Ddnm | MethodChoice::Diffpir);
+                !(patches_only && on_patches)
+            }
+            Degradation::SuperRes { .. } => !(patches_only && eps && self.sr_on_patches),
+            Degradation::Deblur(_) => !self.deblurs_on_patches(degradation),
+        }
+    }
+
+    /// Whether `degradation` is a deblur that runs on the photo's own patches: an EPS method
+    /// with a prior that uses patches (the hybrids too: their network part is a fill's
+    /// layout), [`Self::deblur_on_patches`] set, and not the instant preview (which is the
+    /// network's one-call mean: a mean on patches is 24 calls).
+    pub fn deblurs_on_patches(&self, degradation: &Degradation) -> bool {
+        matches!(degradation, Degradation::Deblur(_))
+            && matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean)
+            && self.prior.uses_patches()
+            && self.deblur_on_patches.is_some()
+            && !self.preview
+    }
+
+    /// Refuses a `w × h` photo these settings cannot restore `degradation` on beyond
+    /// [`Degradation::validate`]: one too small for a deblurring bank of its own patches.
+    pub fn check_size(&self, (w, h): (usize, usize), degradation: &Degradation) -> Result<()> {
+        if self.deblurs_on_patches(degradation)
+            && let (Degradation::Deblur(spec), Some(cfg)) = (degradation, self.deblur_on_patches)
+        {
+            patch_fill::check_deblur_size((w, h), &spec.kernel()?, cfg)?;
+        }
+        Ok(())
     }
 
     /// The sampler method for `degradation`, with the step, solver and churn overrides applied.
@@ -428,7 +451,7 @@ pub struct Restoration {
 }
 
 /// What a restoration will cost, estimated from its sizes before any work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     /// Regions (crops around holes, or tiles) worked on one after another.
     pub regions: usize,
@@ -439,7 +462,15 @@ pub struct Estimate {
     /// Network work: pixels the networks see over all calls, regions and samples, a
     /// backward pass counted as two forward passes (DPS, ΠGDM).
     pub network_pixels: u64,
+    /// Seconds of the patch prior's deblurring denoiser (on the CPU whatever the backend), at
+    /// [`PATCH_DEBLUR_SECS_PER_MEGAPIXEL`]; 0 for everything else.
+    pub patch_seconds: f64,
 }
+
+/// Seconds the patch prior's deblurring denoiser takes per million working pixels and call on
+/// 2 CPU cores (measured: one sample of ladybird.jpg, 384 × 240 in two tiles of 10 calls,
+/// 13.6 s).
+pub const PATCH_DEBLUR_SECS_PER_MEGAPIXEL: f64 = 11.0;
 
 impl Estimate {
     /// Estimates the job `degradation` on a `w × h` measurement stored in `depth` with
@@ -487,7 +518,7 @@ impl Estimate {
         // pass (DPS, ΠGDM).
         let side = settings.work_side as u64;
         let per_px = if method.uses_gradients() { 4096 } else { 1024 };
-        let working = if patches_only && matches!(degradation, Degradation::Deblur(_)) {
+        let working = if settings.deblurs_on_patches(degradation) {
             // Deblurring on patches, one draw at a time per tile: five `Q × 3p²` float
             // matrices (the windows, whitened, their weighted means, residuals and gains: about
             // 3 KB per working pixel at p = 7) and the bank of the tile's context (its windows
@@ -530,18 +561,26 @@ impl Estimate {
             })
             .sum();
         let passes = if method.uses_gradients() { 3 } else { 1 };
+        // Deblurring on patches: every sample's calls one after another, a mean 24 of them.
+        let patch_calls = match method {
+            _ if !settings.deblurs_on_patches(degradation) => 0,
+            Method::PosteriorMean(_) => MEAN_DRAWS.0 * MEAN_DRAWS.1,
+            _ => method.network_calls(),
+        };
         Self {
             regions,
             network_calls: regions * nfe,
             bytes: photo + working,
             network_pixels: region_pixels * (nfe * samples * passes) as u64,
+            patch_seconds: (region_pixels * (patch_calls * samples) as u64) as f64 / 1e6
+                * PATCH_DEBLUR_SECS_PER_MEGAPIXEL,
         }
     }
 
     /// Seconds the job should take at `secs_per_megapixel` network seconds per million pixels
     /// ([`Models::seconds_per_megapixel`]); the sampler's own arithmetic is a few per cent more.
     pub fn seconds(&self, secs_per_megapixel: f64) -> f64 {
-        self.network_pixels as f64 / 1e6 * secs_per_megapixel
+        self.network_pixels as f64 / 1e6 * secs_per_megapixel + self.patch_seconds
     }
 
     /// Refuses a job that needs more memory than the machine has available.
@@ -820,7 +859,7 @@ fn restore_on(
         Degradation::SuperRes { factor } if on_patches && settings.sr_on_patches => {
             Some(PatchTask::SuperRes(*factor))
         }
-        Degradation::Deblur(spec) if on_patches => settings
+        Degradation::Deblur(spec) if settings.deblurs_on_patches(degradation) => settings
             .deblur_on_patches
             .map(|cfg| spec.kernel().map(|k| PatchTask::Deblur(k, cfg)))
             .transpose()?,
@@ -1038,6 +1077,7 @@ fn validate(
     crate::limits::samples(seeds.len())?;
     settings.validate()?;
     degradation.validate(y.width(), y.height())?;
+    settings.check_size((y.width(), y.height()), degradation)?;
     if !y.all_finite() {
         return Err(Error::NonFinite {
             what: "the photo".into(),
@@ -1564,7 +1604,10 @@ mod tests {
 
     #[test]
     fn the_time_estimate_counts_the_pixels_the_networks_see() {
-        let s = Settings::default();
+        let s = Settings {
+            prior: Prior::Network,
+            ..Settings::default()
+        };
         let deblur = Degradation::Deblur(BlurSpec::Gaussian { sigma: 2.0 });
         let one = Estimate::new((256, 256), Depth::U8, &deblur, &s, 1);
         assert_eq!(one.regions, 1);
@@ -1608,6 +1651,34 @@ mod tests {
         assert!(hole.network_pixels <= one.network_pixels, "{hole:?}");
         let nfe = MethodChoice::Eps.default_steps() as f64;
         assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * nfe / 1e6).abs() < 1e-9);
+        assert_eq!(one.patch_seconds, 0.0);
+        // Deblurring on the photo's own patches (the default) calls no network; its time is
+        // the patch denoiser's per call, a mean 24 calls; the preview is the network's one call.
+        let patches = Estimate::new((256, 256), Depth::U8, &deblur, &Settings::default(), 1);
+        assert_eq!((patches.network_pixels, patches.network_calls), (0, 0));
+        let per_call = 256.0 * 256.0 / 1e6 * PATCH_DEBLUR_SECS_PER_MEGAPIXEL;
+        assert!((patches.patch_seconds - nfe * per_call).abs() < 1e-9);
+        assert!((patches.seconds(0.5) - patches.patch_seconds).abs() < 1e-12);
+        let mean = Settings {
+            method: MethodChoice::EpsMean,
+            ..Settings::default()
+        };
+        let on_patches = Estimate::new((256, 256), Depth::U8, &deblur, &mean, 2);
+        assert!((on_patches.patch_seconds - 2.0 * 24.0 * per_call).abs() < 1e-9);
+        let preview = Estimate::new(
+            (256, 256),
+            Depth::U8,
+            &deblur,
+            &Settings {
+                preview: true,
+                ..mean
+            },
+            1,
+        );
+        assert_eq!(
+            (preview.network_pixels, preview.patch_seconds),
+            (256 * 256, 0.0)
+        );
         assert_eq!(human_duration(40.0), "40 s");
         assert_eq!(human_duration(600.0), "10 min");
         assert_eq!(human_duration(5400.0), "1.5 h");

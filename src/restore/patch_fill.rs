@@ -485,8 +485,33 @@ pub fn deblurrer(
     size: (usize, usize),
 ) -> Result<PatchDeblur> {
     let exemplars = cleaned_context(y, region, Some(1.0));
-    let scale = cfg
-        .scale
-        .unwrap_or_else(|| deblur::bank_scale(deblur::kernel_radius(kernel)));
-    PatchDeblur::new(&exemplars, scale, cfg, size)
+    PatchDeblur::new(&exemplars, deblur_scale(kernel, cfg), cfg, size)
+}
+
+/// The factor the deblurring bank's copy of the photo is shrunk by for `kernel`.
+fn deblur_scale(kernel: &crate::inverse::Kernel, cfg: DeblurConfig) -> usize {
+    cfg.scale
+        .unwrap_or_else(|| deblur::bank_scale(deblur::kernel_radius(kernel)))
+        .max(1)
+}
+
+/// Refuses a photo too small for a deblurring bank under `kernel`: its shrunk copy must hold
+/// at least one patch.
+pub fn check_deblur_size(
+    (w, h): (usize, usize),
+    kernel: &crate::inverse::Kernel,
+    cfg: DeblurConfig,
+) -> Result<()> {
+    let need = cfg.patch.patch * deblur_scale(kernel, cfg);
+    if w < need || h < need {
+        return Err(Error::invalid(
+            "photo size for deblurring from its own patches",
+            format!("{w}×{h}"),
+            format!(
+                "needs at least {need}×{need} pixels for this blur; choose the trained network \
+                 as the prior (restore --prior network, or Prior in the app)"
+            ),
+        ));
+    }
+    Ok(())
 }

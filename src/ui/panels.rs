@@ -69,11 +69,9 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     if s.method != before {
         s.steps = s.method.default_steps().max(1);
     }
+    let eps = matches!(s.method, MethodChoice::Eps | MethodChoice::EpsMean);
     if s.operator == OperatorChoice::Inpaint
-        && matches!(
-            s.method,
-            MethodChoice::Eps | MethodChoice::EpsMean | MethodChoice::Ddnm | MethodChoice::Diffpir
-        )
+        && (eps || matches!(s.method, MethodChoice::Ddnm | MethodChoice::Diffpir))
     {
         egui::ComboBox::from_label("prior")
             .selected_text(s.prior.label())
@@ -88,6 +86,30 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                  sampled exactly with no network, at the photo's own resolution. The trained \
                  network: a prior learned from other photos, at the working size. The hybrids use \
                  the network for the layout and the patches for the detail.",
+            );
+    } else if s.operator == OperatorChoice::Deblur && eps {
+        // The hybrids are a fill's layout: a deblur with them runs on the patches alone.
+        use crate::restore::Prior;
+        let shown = if s.prior.uses_patches() {
+            Prior::Patch
+        } else {
+            Prior::Network
+        };
+        egui::ComboBox::from_label("prior")
+            .selected_text(shown.label())
+            .show_ui(ui, |ui| {
+                for p in [Prior::Patch, Prior::Network] {
+                    if ui.selectable_label(shown == p, p.label()).clicked() {
+                        s.prior = p;
+                    }
+                }
+            })
+            .response
+            .on_hover_text(
+                "What the sharp detail comes from. The photo's own patches: a copy of the photo \
+                 shrunk until the blur is under a pixel, sampled exactly with no network; clean \
+                 and sharp, slower, on the CPU. The trained network: faster, with more grain. \
+                 The instant preview is the network's either way.",
             );
     }
     if s.method != MethodChoice::EpsMean {

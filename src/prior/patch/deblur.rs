@@ -28,7 +28,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use nalgebra::DMatrix;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -215,12 +215,16 @@ fn push_window(img: &Plane, x: usize, y: usize, p: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// Rows of `x` (`n × d`) times `mᵀ` (`m`: `d × d`, row-major): `n × d`.
-fn times_transpose(x: &[f32], d: usize, m: &[f32]) -> Result<Vec<f32>> {
+/// Rows of `x` (`n × d`) times `mᵀ` (`m`: `d × d`, row-major): `n × d`, with the matrix-product
+/// kernels the network uses, straight from and into flat buffers.
+fn times_transpose(x: &[f32], d: usize, m: &[f32]) -> Vec<f32> {
     let n = x.len() / d;
-    let a = Tensor::from_slice(x, (n, d), &Device::Cpu)?;
-    let b = Tensor::from_slice(m, (d, d), &Device::Cpu)?.t()?;
-    Ok(a.matmul(&b)?.flatten_all()?.to_vec1::<f32>()?)
+    let mt: Vec<f32> = (0..d * d).map(|i| m[(i % d) * d + i / d]).collect();
+    let mut out = vec![0.0_f32; n * d];
+    if n > 0 {
+        crate::denoiser::conv::product(x, &mt, &mut out, (n, d, d));
+    }
+    out
 }
 
 /// The window restriction of the stationary covariance with spectrum `spectrum` (per frequency
@@ -243,7 +247,7 @@ fn window_covariance(spectrum: Vec<f64>, (h, w): (usize, usize), p: usize) -> DM
 
 /// One noise level's matrices, row-major `p² × p²`: the whitening `W = L⁻¹` for
 /// `C = S + T = L Lᵀ` (the pivot's window noise `S` plus the KDE kernel `T`), and the gain
-/// `G = T Wᵀ`, so that `E[x | u] = m + G (W u − Σ_i w_i W b_i)`.
+/// `G = T C⁻¹ = T Wᵀ W`, so that `E[x | u] = m + G (u − m)` with `m = Σ_i w_i b_i`.
 ///
 /// The kernel is `T = τ² I + β² σ_y² AᵀA` (its spectrum `τ² + β² σ_y² |K̂|²`): a kernel density
 /// estimate is exact under any Gaussian kernel, and this one is wide (`β σ_y`, 3 times the
@@ -299,10 +303,17 @@ fn whitening(
                 "singular at this noise level",
             )
         })?;
-    let gain = &t * l_inv.transpose();
+    let gain = &t * l_inv.transpose() * &l_inv;
     let flat =
         |m: &DMatrix<f64>| -> Vec<f32> { (0..d * d).map(|i| m[(i / d, i % d)] as f32).collect() };
     Ok((flat(&l_inv), flat(&gain)))
+}
+
+/// A noise level's matrices ([`whitening`], row-major `p² × p²`) and the bank's windows whitened.
+struct Level {
+    wm: Vec<f32>,
+    gain: Vec<f32>,
+    wb: Vec<f32>,
 }
 
 /// The patch prior's posterior denoiser for deblurring images of one size.
@@ -382,15 +393,18 @@ impl PatchDeblur {
         self.bank.len()
     }
 
-    /// `E[x | u]` for every window of `u` (channels last) under the pivot's noise at `sigma`.
-    fn estimate(
-        &self,
-        u: &Plane,
-        blur: &Blur,
-        sigma: f64,
-        sigma_y: f64,
-        slot: usize,
-    ) -> Result<Plane> {
+    /// One noise level's whitening and gain ([`whitening`]) and the bank whitened with it,
+    /// shared by every image of a batch.
+    fn level(&self, blur: &Blur, sigma: f64, sigma_y: f64) -> Result<Level> {
+        let p = self.cfg.patch.patch;
+        let tau2 = self.cfg.patch.tau_at(sigma).powi(2);
+        let (wm, gain) = whitening(blur, sigma, sigma_y, (tau2, self.cfg.measured_width), p)?;
+        let wb = times_transpose(&self.bank.values, p * p, &wm);
+        Ok(Level { wm, gain, wb })
+    }
+
+    /// `E[x | u]` for every window of `u` (channels last) under the noise of `level`.
+    fn estimate(&self, u: &Plane, level: &Level, slot: usize) -> Result<Plane> {
         let p = self.cfg.patch.patch;
         let d1 = p * p;
         let c = u.channels;
@@ -398,8 +412,7 @@ impl PatchDeblur {
         if c != self.bank.channels {
             return Err(Error::shape("deblur input channels", self.bank.channels, c));
         }
-        let tau2 = self.cfg.patch.tau_at(sigma).powi(2);
-        let (wm, gain) = whitening(blur, sigma, sigma_y, (tau2, self.cfg.measured_width), p)?;
+        let Level { wm, gain, wb } = level;
         let (cols, rows) = (u.width - p + 1, u.height - p + 1);
         let nq = cols * rows;
         let mut queries = Vec::with_capacity(nq * d);
@@ -408,8 +421,7 @@ impl PatchDeblur {
                 push_window(u, x, y, p, &mut queries);
             }
         }
-        let wq = times_transpose(&queries, d1, &wm)?;
-        let wb = times_transpose(&self.bank.values, d1, &wm)?;
+        let wq = times_transpose(&queries, d1, wm);
         let n = self.bank.len();
         let k = self.cfg.k.min(n);
         let dist = |qi: usize, bi: usize| sq_distance(&wq[qi * d..][..d], &wb[bi * d..][..d]);
@@ -525,30 +537,31 @@ impl PatchDeblur {
                     });
             }
         }
-        // Weights, the weighted bank windows and the gain term per query.
+        // The whitened queries served the search; the estimate needs the raw windows only.
+        drop(wq);
+        // Per query the weighted mean of its bank windows `m`, and `u − m` in place of `u`.
         let mut mean = vec![0.0_f32; nq * d];
-        let mut resid = vec![0.0_f32; nq * d];
         mean.par_chunks_mut(d)
-            .zip(resid.par_chunks_mut(d))
+            .zip(queries.par_chunks_mut(d))
             .zip(entries.par_chunks(k).zip(dists.par_chunks(k)))
-            .enumerate()
-            .for_each(|(qi, ((m, r), (es, ds)))| {
+            .for_each(|((m, q), (es, ds))| {
                 let best = ds.iter().copied().fold(f32::INFINITY, f32::min);
                 let ws: Vec<f32> = ds.iter().map(|&dd| (-0.5 * (dd - best)).exp()).collect();
                 let total: f32 = ws.iter().sum();
-                r.copy_from_slice(&wq[qi * d..][..d]);
                 for (&e, &wi) in es.iter().zip(&ws) {
                     let wi = wi / total;
-                    let b = e as usize * d;
-                    for j in 0..d {
-                        m[j] += wi * self.bank.values[b + j];
-                        r[j] -= wi * wb[b + j];
+                    let b = &self.bank.values[e as usize * d..][..d];
+                    for (mj, bj) in m.iter_mut().zip(b) {
+                        *mj += wi * bj;
                     }
+                }
+                for (qj, mj) in q.iter_mut().zip(m.iter()) {
+                    *qj -= mj;
                 }
             });
         self.lock()[slot] = Some(entries);
-        // T C⁻¹ (u − m) = G r for every row r.
-        let corr = times_transpose(&resid, d1, &gain)?;
+        // `T C⁻¹ (u − m)` for every window.
+        let corr = times_transpose(&queries, d1, gain);
         // Aggregation with the Gaussian window, as the fills do.
         let window = window_weights(p, self.cfg.patch.window);
         let w = u.width;
@@ -632,10 +645,11 @@ impl PosteriorDenoiser for PatchDeblur {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let level = self.level(blur, sigma, problem.sigma_y())?;
         let mut out = Vec::with_capacity(xs.len());
         for i in 0..b {
             let u = Plane::from_chw(&xs[i * c * h * w..(i + 1) * c * h * w], (c, h, w));
-            let est = self.estimate(&u, blur, sigma, problem.sigma_y(), i)?;
+            let est = self.estimate(&u, &level, i)?;
             out.extend(est.to_chw());
         }
         Ok(Tensor::from_vec(out, (b, c, h, w), mu.device())?.to_dtype(mu.dtype())?)
@@ -646,6 +660,7 @@ impl PosteriorDenoiser for PatchDeblur {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use nalgebra::DVector;
     use std::sync::Arc;
 
@@ -814,7 +829,8 @@ mod tests {
         }
         let u = Plane::from_data(iw, ih, c, q).unwrap();
         let (sigma, sigma_y) = (0.05, 0.02);
-        let _ = deblur.estimate(&u, &blur, sigma, sigma_y, 0).unwrap();
+        let level = deblur.level(&blur, sigma, sigma_y).unwrap();
+        let _ = deblur.estimate(&u, &level, 0).unwrap();
         let field = deblur.lock()[0].clone().unwrap();
         // Brute force under the same distance.
         let p = 5;
@@ -829,8 +845,8 @@ mod tests {
                 push_window(&u, x, y, p, &mut queries);
             }
         }
-        let wq = times_transpose(&queries, d1, &wm).unwrap();
-        let wb = times_transpose(&deblur.bank.values, d1, &wm).unwrap();
+        let wq = times_transpose(&queries, d1, &wm);
+        let wb = times_transpose(&deblur.bank.values, d1, &wm);
         let dist = |qi: usize, bi: usize| -> f32 {
             (0..d)
                 .map(|j| (wq[qi * d + j] - wb[bi * d + j]).powi(2))
