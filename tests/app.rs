@@ -896,6 +896,10 @@ fn deblurring_runs_on_the_photos_own_patches_with_no_network() {
         s.live_preview = false;
     }
     h.step();
+    // The prior menu is offered for deblurring, showing the patches.
+    h.step();
+    let menu = format!("{:?}", h.get_by_label("prior"));
+    assert!(menu.contains("photo's own patches"), "{menu}");
     let label = h.state_mut().estimate_label().unwrap();
     assert!(label.contains("the photo's own patches"), "{label}");
     h.state_mut().start(JobKind::Restore);

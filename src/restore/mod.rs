@@ -469,8 +469,8 @@ pub struct Estimate {
 
 /// Seconds the patch prior's deblurring denoiser takes per million working pixels and call on
 /// 2 CPU cores (measured: one sample of ladybird.jpg, 384 × 240 in two tiles of 10 calls,
-/// 13.6 s).
-pub const PATCH_DEBLUR_SECS_PER_MEGAPIXEL: f64 = 11.0;
+/// 9.0–10.1 s, bank setup included).
+pub const PATCH_DEBLUR_SECS_PER_MEGAPIXEL: f64 = 8.0;
 
 impl Estimate {
     /// Estimates the job `degradation` on a `w × h` measurement stored in `depth` with
