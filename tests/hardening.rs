@@ -176,6 +176,37 @@ fn a_photo_too_small_to_deblur_from_its_own_patches_is_refused_naming_the_networ
     assert!(d.join("out").join("p.sample-0.png").exists());
 }
 
+/// Asking for a GPU backend while deblurring on the photo's own patches (CPU only) says so,
+/// and the run goes on.
+#[test]
+fn a_gpu_backend_with_the_patch_prior_is_noted_not_ignored() {
+    let d = Dir::new("deblur-backend");
+    write_photo(&d.join("p.png"), 48, 48);
+    let (p, o) = (d.s("p.png"), d.s("out"));
+    let out = run(&[
+        "restore",
+        "--input",
+        &p,
+        "--blur",
+        "gaussian:1",
+        "--samples",
+        "1",
+        "--steps",
+        "2",
+        "--backend",
+        "wgpu",
+        "--out",
+        &o,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: the photo's own patches run on the CPU"),
+        "{err}"
+    );
+    assert!(d.join("out").join("p.sample-0.png").exists());
+}
+
 #[test]
 fn the_kernel_size_message_says_width_by_height() {
     let d = Dir::new("kernel");

@@ -228,7 +228,14 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     // The patch prior fills holes with no network (unless a hybrid asks for it).
     let patches_only = !settings.needs_network(&degradation);
     let (compute, notes) = if patches_only {
-        (Compute::cpu(), Vec::new())
+        let asked = matches!(args.backend, BackendChoice::Wgpu | BackendChoice::Cuda);
+        let note = asked.then(|| {
+            format!(
+                "the photo's own patches run on the CPU; the {} backend serves the network prior (--prior network)",
+                args.backend.label()
+            )
+        });
+        (Compute::cpu(), note.into_iter().collect())
     } else {
         Compute::select(args.backend)
     };
@@ -310,8 +317,13 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     for notice in &result.notices {
         eprintln!("note: {notice}");
     }
+    let calls = if patches_only {
+        "calls of the patch prior"
+    } else {
+        "network calls"
+    };
     eprintln!(
-        "done in {:.1} s on {} ({} network calls per region, {} region(s))",
+        "done in {:.1} s on {} ({} {calls} per region, {} region(s))",
         result.seconds, result.backend, result.nfe, result.regions
     );
 

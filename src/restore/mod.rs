@@ -463,14 +463,19 @@ pub struct Estimate {
     /// backward pass counted as two forward passes (DPS, ΠGDM).
     pub network_pixels: u64,
     /// Seconds of the patch prior's deblurring denoiser (on the CPU whatever the backend), at
-    /// [`PATCH_DEBLUR_SECS_PER_MEGAPIXEL`]; 0 for everything else.
+    /// [`PATCH_DEBLUR_SECS_PER_MEGAPIXEL`] a call and [`PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL`]
+    /// a region; 0 for everything else.
     pub patch_seconds: f64,
 }
 
 /// Seconds the patch prior's deblurring denoiser takes per million working pixels and call on
-/// 2 CPU cores (measured: one sample of ladybird.jpg, 384 × 240 in two tiles of 10 calls,
-/// 9.0–10.1 s, bank setup included).
-pub const PATCH_DEBLUR_SECS_PER_MEGAPIXEL: f64 = 8.0;
+/// 2 CPU cores, beyond [`PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL`] (measured on ladybird.jpg,
+/// 384 × 240 in two tiles, one sample of 1, 2, 5 and 10 calls: 2.6, 3.4, 5.3 and 8.5 s).
+pub const PATCH_DEBLUR_SECS_PER_MEGAPIXEL: f64 = 5.5;
+
+/// Seconds per million working pixels, once per sample (and per draw of a mean), for the bank
+/// and the first call's search from a random field, on 2 CPU cores (the same measurement).
+pub const PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL: f64 = 16.0;
 
 impl Estimate {
     /// Estimates the job `degradation` on a `w × h` measurement stored in `depth` with
@@ -561,19 +566,21 @@ impl Estimate {
             })
             .sum();
         let passes = if method.uses_gradients() { 3 } else { 1 };
-        // Deblurring on patches: every sample's calls one after another, a mean 24 of them.
-        let patch_calls = match method {
-            _ if !settings.deblurs_on_patches(degradation) => 0,
-            Method::PosteriorMean(_) => MEAN_DRAWS.0 * MEAN_DRAWS.1,
-            _ => method.network_calls(),
+        // Deblurring on patches: every sample's calls one after another, a mean 4 draws of 6.
+        let (draws, calls) = match method {
+            _ if !settings.deblurs_on_patches(degradation) => (0, 0),
+            Method::PosteriorMean(_) => (MEAN_DRAWS.0 * samples, MEAN_DRAWS.1),
+            _ => (samples, method.network_calls()),
         };
         Self {
             regions,
             network_calls: regions * nfe,
             bytes: photo + working,
             network_pixels: region_pixels * (nfe * samples * passes) as u64,
-            patch_seconds: (region_pixels * (patch_calls * samples) as u64) as f64 / 1e6
-                * PATCH_DEBLUR_SECS_PER_MEGAPIXEL,
+            patch_seconds: region_pixels as f64 / 1e6
+                * draws as f64
+                * (PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL
+                    + calls as f64 * PATCH_DEBLUR_SECS_PER_MEGAPIXEL),
         }
     }
 
@@ -1653,18 +1660,20 @@ mod tests {
         assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * nfe / 1e6).abs() < 1e-9);
         assert_eq!(one.patch_seconds, 0.0);
         // Deblurring on the photo's own patches (the default) calls no network; its time is
-        // the patch denoiser's per call, a mean 24 calls; the preview is the network's one call.
+        // the patch denoiser's per sample and call, a mean 4 draws of 6 calls; the preview is
+        // the network's one call.
         let patches = Estimate::new((256, 256), Depth::U8, &deblur, &Settings::default(), 1);
         assert_eq!((patches.network_pixels, patches.network_calls), (0, 0));
         let per_call = 256.0 * 256.0 / 1e6 * PATCH_DEBLUR_SECS_PER_MEGAPIXEL;
-        assert!((patches.patch_seconds - nfe * per_call).abs() < 1e-9);
+        let setup = 256.0 * 256.0 / 1e6 * PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL;
+        assert!((patches.patch_seconds - setup - nfe * per_call).abs() < 1e-9);
         assert!((patches.seconds(0.5) - patches.patch_seconds).abs() < 1e-12);
         let mean = Settings {
             method: MethodChoice::EpsMean,
             ..Settings::default()
         };
         let on_patches = Estimate::new((256, 256), Depth::U8, &deblur, &mean, 2);
-        assert!((on_patches.patch_seconds - 2.0 * 24.0 * per_call).abs() < 1e-9);
+        assert!((on_patches.patch_seconds - 8.0 * (setup + 6.0 * per_call)).abs() < 1e-9);
         let preview = Estimate::new(
             (256, 256),
             Depth::U8,
