@@ -464,7 +464,7 @@ pub struct Estimate {
     pub network_pixels: u64,
     /// Seconds of the patch prior's deblurring denoiser (on the CPU whatever the backend), at
     /// [`PATCH_DEBLUR_SECS_PER_MEGAPIXEL`] a call and [`PATCH_DEBLUR_SETUP_SECS_PER_MEGAPIXEL`]
-    /// a region; 0 for everything else.
+    /// a sample (or a mean's draw); 0 for everything else.
     pub patch_seconds: f64,
 }
 
@@ -524,11 +524,12 @@ impl Estimate {
         let side = settings.work_side as u64;
         let per_px = if method.uses_gradients() { 4096 } else { 1024 };
         let working = if settings.deblurs_on_patches(degradation) {
-            // Deblurring on patches, one draw at a time per tile: five `Q × 3p²` float
-            // matrices (the windows, whitened, their weighted means, residuals and gains: about
-            // 3 KB per working pixel at p = 7) and the bank of the tile's context (its windows
-            // raw and whitened, with a product's copy: about 1.8 KB per context pixel; measured:
-            // 0.48 GB peak for two samples of a 384 × 240 photo in two tiles).
+            // Deblurring on patches, one draw at a time per tile: up to five `Q × 3p²` float
+            // matrices (about 3 KB per working pixel at p = 7; since the estimate works on the
+            // raw windows three are live at once) and the bank of the tile's context (its
+            // windows raw and whitened: about 1.8 KB per context pixel). An upper bound now:
+            // two samples of a 384 × 240 photo in two tiles, 0.47 GB estimated, 0.27 GB peak
+            // (0.48 GB before the estimate worked on the raw windows).
             rects
                 .iter()
                 .map(|r| {
