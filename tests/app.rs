@@ -840,20 +840,26 @@ fn photos_are_read_and_saved_off_the_ui_thread() {
     assert_eq!((back.width(), back.height()), (3000, 2000));
 }
 
+/// The app on the test photo, fresh settings, with a weights folder that does not exist.
+fn without_weights(dir: &Path) -> Harness<'static, EpsApp> {
+    let photo_path = test_photo(dir);
+    let h = harness(AppOptions {
+        open: Some(photo_path),
+        weights: Some(dir.join("no-weights-here")),
+        autosave_dir: Some(dir.join("autosave")),
+        fresh_settings: true,
+        ..Default::default()
+    });
+    assert!(h.state().photo.is_some());
+    h
+}
+
 /// While painting, the instant preview is the patch prior's posterior mean: it appears with no
 /// network at all, inside the painted hole only.
 #[test]
 fn the_preview_while_painting_needs_no_network() {
     let dir = tempfile::tempdir().unwrap();
-    let photo_path = test_photo(dir.path());
-    let mut h = harness(AppOptions {
-        open: Some(photo_path),
-        weights: Some(dir.path().join("no-weights-here")),
-        autosave_dir: Some(dir.path().join("autosave")),
-        fresh_settings: true,
-        ..Default::default()
-    });
-    assert!(h.state().photo.is_some());
+    let mut h = without_weights(dir.path());
     h.state_mut().settings.live_preview = true;
     h.state_mut().settings.brush_radius = 4.0;
     drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
@@ -877,15 +883,7 @@ fn the_preview_while_painting_needs_no_network() {
 #[test]
 fn deblurring_runs_on_the_photos_own_patches_with_no_network() {
     let dir = tempfile::tempdir().unwrap();
-    let photo_path = test_photo(dir.path());
-    let mut h = harness(AppOptions {
-        open: Some(photo_path),
-        weights: Some(dir.path().join("no-weights-here")),
-        autosave_dir: Some(dir.path().join("autosave")),
-        fresh_settings: true,
-        ..Default::default()
-    });
-    assert!(h.state().photo.is_some());
+    let mut h = without_weights(dir.path());
     {
         let s = &mut h.state_mut().settings;
         s.operator = OperatorChoice::Deblur;

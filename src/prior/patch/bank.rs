@@ -21,6 +21,20 @@ pub struct Plane {
 }
 
 impl Plane {
+    /// A deterministic `w × h × c` test image with values spread over `[-1, 1]`.
+    #[cfg(test)]
+    pub(crate) fn ramp(w: usize, h: usize, c: usize) -> Self {
+        let data = (0..w * h * c)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        Self {
+            width: w,
+            height: h,
+            channels: c,
+            data,
+        }
+    }
+
     /// A plane of zeros.
     pub fn zeros(width: usize, height: usize, channels: usize) -> Self {
         Self {

@@ -665,13 +665,6 @@ mod tests {
     use nalgebra::DVector;
     use std::sync::Arc;
 
-    fn ramp(w: usize, h: usize, c: usize) -> Plane {
-        let data = (0..w * h * c)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect();
-        Plane::from_data(w, h, c, data).unwrap()
-    }
-
     #[test]
     fn the_bank_scale_follows_the_blur() {
         assert_eq!(bank_scale(0.5), 2);
@@ -688,7 +681,7 @@ mod tests {
     fn one_window_equals_the_dense_gaussian_mixture_posterior() {
         let (p, c) = (3_usize, 3_usize);
         let n = p * p * c;
-        let exemplars = ramp(5, 4, c);
+        let exemplars = Plane::ramp(5, 4, c);
         let cfg = DeblurConfig {
             patch: PatchConfig {
                 patch: p,

@@ -318,17 +318,10 @@ impl PosteriorDenoiser for PatchSr {
 mod tests {
     use super::*;
 
-    fn ramp(w: usize, h: usize, c: usize) -> Plane {
-        let data = (0..w * h * c)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect();
-        Plane::from_data(w, h, c, data).unwrap()
-    }
-
     #[test]
     fn the_block_basis_is_orthonormal_and_inverts() {
         for s in [2, 3, 4] {
-            let img = ramp(4 * s, 3 * s, 3);
+            let img = Plane::ramp(4 * s, 3 * s, 3);
             let b = to_blocks(&img, s).unwrap();
             // Orthonormal: the energy is kept.
             let e0: f32 = img.data.iter().map(|v| v * v).sum();
@@ -344,7 +337,7 @@ mod tests {
     #[test]
     fn the_dc_channels_are_s_times_the_block_means() {
         let s = 4;
-        let img = ramp(8, 8, 3);
+        let img = Plane::ramp(8, 8, 3);
         let b = to_blocks(&img, s).unwrap();
         for by in 0..2 {
             for bx in 0..2 {
@@ -373,7 +366,7 @@ mod tests {
         use std::sync::Arc;
         let (s, c) = (2_usize, 3_usize);
         let n = s * s * c;
-        let exemplars = ramp(5, 4, c);
+        let exemplars = Plane::ramp(5, 4, c);
         let cfg = PatchConfig {
             patch: 1,
             tau: 0.3,
