@@ -424,6 +424,108 @@ fn the_coarse_field_moves_to_the_same_places() {
     assert!(checked > 50, "{checked}");
 }
 
+/// The coarser levels' detail channel tells fine stripes from a flat area of the same mean
+/// colour, and knows nothing where the hole is.
+#[test]
+fn the_detail_channel_tells_texture_from_flat_colour() {
+    let (w, h) = (32, 16);
+    // Left half: one-pixel stripes of ±0.8 (mean 0); right half: flat 0.
+    let mut y = Plane::zeros(w, h, 3);
+    for r in 0..h {
+        for x in 0..w / 2 {
+            let v = if x % 2 == 0 { 0.8 } else { -0.8 };
+            y.data[(r * w + x) * 3..][..3].copy_from_slice(&[v, v, v]);
+        }
+    }
+    let mut hole = vec![false; w * h];
+    hole[5 * w + 5] = true;
+    let detail = eps_studio::prior::patch::pyramid::detail_channels(&y, &hole, 3);
+    assert_eq!(detail.len(), 3);
+    assert!(detail[0].iter().all(|&v| v == 0.0));
+    for (l, d) in detail.iter().enumerate().skip(1) {
+        let (lw, lh) = (w >> l, h >> l);
+        assert_eq!(d.len(), lw * lh, "level {l}");
+        for (i, &v) in d.iter().enumerate() {
+            let x = i % lw;
+            // The hole pixel (5, 5) is under (2, 2) one level up and (1, 1) two up.
+            if (l, i) == (1, 2 * lw + 2) || (l, i) == (2, lw + 1) {
+                assert_eq!(v, 0.0, "level {l}, pixel {i}: a hole pixel");
+            } else if x < lw / 2 {
+                assert!((v - 0.8).abs() < 1e-5, "level {l}, stripes: {v}");
+            } else {
+                assert!(v.abs() < 1e-5, "level {l}, flat: {v}");
+            }
+        }
+    }
+}
+
+/// Draws made from one prepared crop (levels and cleaned banks made once) equal draws that
+/// prepare the crop themselves, bit for bit, and draws made in one batch (the instant
+/// preview's) equal draws made one at a time; the fill keeps the crop's colour channels
+/// although its coarser levels carry a detail channel.
+#[test]
+fn draws_from_one_prepared_crop_equal_draws_made_alone() {
+    use eps_studio::prior::patch::{Guide, Prepared, fill, fill_prepared};
+    let (w, h) = (64, 48);
+    let y = texture(w, h, 5);
+    let hole = blob(w, h, (30.0, 22.0), 9.0);
+    let mut cfg = PyramidConfig {
+        coarse_hole: 6,
+        ..PyramidConfig::default()
+    };
+    cfg.patch.patch = 5;
+    cfg.coarse.steps = 4;
+    cfg.fine.steps = 2;
+    assert!(
+        cfg.detail_weight > 0.0,
+        "the default carries the detail channel"
+    );
+    let guide = Guide::patches();
+    let prepared = Prepared::new(&y, &hole, 0.05, &cfg, &guide).unwrap();
+    // Both seeds in one batch (the instant preview's way), then each alone.
+    let together = fill_prepared(&prepared, &[3, 4], &guide, &mut |_| Flow::Continue).unwrap();
+    let together = together
+        .samples
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (i, seed) in [3_u64, 4].into_iter().enumerate() {
+        let alone = fill(&y, &hole, 0.05, &[seed], &cfg, &guide, &mut |_| {
+            Flow::Continue
+        })
+        .unwrap();
+        let shared = fill_prepared(&prepared, &[seed], &guide, &mut |_| Flow::Continue).unwrap();
+        assert!(alone.queries.len() >= 2, "the test needs a pyramid");
+        assert_eq!(alone.samples.dims4().unwrap(), (1, 3, h, w));
+        let (a, b) = (
+            alone
+                .samples
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            shared
+                .samples
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "seed {seed}"
+        );
+        let in_batch = &together[i * a.len()..(i + 1) * a.len()];
+        let worst = a
+            .iter()
+            .zip(in_batch)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "seed {seed} in a batch: {worst}");
+    }
+}
+
 /// A photo-like texture with random structure (leaves, gravel): its posterior in a hole is
 /// wide, so samples must differ.
 fn photo(w: usize, h: usize, seed: u64) -> RgbImage {

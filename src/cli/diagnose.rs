@@ -44,6 +44,10 @@ pub struct DiagnoseArgs {
     /// Object-sized masks per validation photo in the fill part.
     #[arg(long, default_value_t = 1)]
     pub masks_per_photo: usize,
+    /// Fill only the validation photos whose names contain one of these (comma-separated); each
+    /// keeps the masks and noise it gets in the full run.
+    #[arg(long)]
+    pub photos: Option<String>,
     /// Contenders of the fill part (comma-separated: eps, eps-mean, ddnm, pigdm, diffpir, dps,
     /// biharmonic, exemplar; PRIOR:METHOD runs a method on another prior, e.g. patch:eps,
     /// patch:eps-mean, patch-layout:eps, network-patch:eps; patch:preview is the app's instant
@@ -459,6 +463,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             &suite,
             &photos512,
             args.masks_per_photo,
+            &|name: &str| {
+                args.photos
+                    .as_deref()
+                    .is_none_or(|list| list.split(',').any(|p| name.contains(p.trim())))
+            },
             &contenders,
             &mut |what| eprintln!("fill: {what}"),
         )?;
@@ -488,7 +497,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 "Fills of object-sized holes",
                 &format!(
                     "{} validation photos at 512 pixels (long side), {} brush mask(s) each covering 2–5% of the photo, σ_y = {}; every method goes through the app's restoration path (a crop around the hole with context, working size 256). Scores on the hole only; LPIPS on its bounding box (≥ 64 px); texture ratio = mean squared Laplacian inside the hole eroded by 2 px, result over truth.",
-                    val.len(),
+                    cases.len() / args.masks_per_photo.max(1),
                     args.masks_per_photo,
                     args.sigma_y
                 ),

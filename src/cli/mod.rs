@@ -332,6 +332,10 @@ pub struct PatchArgs {
     /// Patch prior: sampler steps of the coarsest level.
     #[arg(long)]
     pub coarse_steps: Option<usize>,
+    /// Patch prior: weight of the coarser levels' detail channel (the spread of the finest
+    /// pixels under each coarse pixel) in the patch distance; 0 leaves it out.
+    #[arg(long)]
+    pub detail_weight: Option<f64>,
     /// Patch prior: keep the bank's noise (no denoising of the known pixels).
     #[arg(long)]
     pub raw_bank: bool,
@@ -404,6 +408,9 @@ impl PatchArgs {
         }
         if let Some(n) = self.coarse_steps {
             cfg.coarse.steps = n;
+        }
+        if let Some(w) = self.detail_weight {
+            cfg.detail_weight = w;
         }
         match self.coarse_start.as_deref() {
             None => {}

@@ -502,6 +502,7 @@ pub fn fill_suite(
     suite: &Suite<'_>,
     photos: &[(String, RgbImage)],
     per_photo: usize,
+    keep: &dyn Fn(&str) -> bool,
     contenders: &[Contender],
     on_case: &mut dyn FnMut(&str),
 ) -> Result<(Vec<FillRow>, Vec<FillCase>)> {
@@ -520,7 +521,11 @@ pub fn fill_suite(
     let mut timings = vec![0.0; contenders.len()];
     let mut counts = vec![0usize; contenders.len()];
     let mut diverged = vec![0usize; contenders.len()];
+    // Photos left out keep their index, so the others get the masks of a full run.
     for (p, (name, photo)) in photos.iter().enumerate() {
+        if !keep(name) {
+            continue;
+        }
         for k in 0..per_photo {
             let mut rng = StdRng::seed_from_u64(seed ^ (((p * 1000 + k) as u64 + 1) * 0x51_7CC1));
             let fill = object_mask(photo.width, photo.height, (0.02, 0.05), &mut rng);

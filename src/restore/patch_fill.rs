@@ -304,14 +304,22 @@ pub(super) fn restore(
                 })
             })
             .collect();
+        // The levels and their cleaned banks are the same for every draw: made once.
+        let prepared = pyramid::Prepared::new(&plane, &hole, settings.sigma_y, &cfg, &guide)?;
         // The draws go through the pyramid one at a time: each holds planes and a field at the
         // crop's size, so the peak does not grow with the samples asked for (the work inside a
-        // draw is parallel already).
-        let n_chunks = run_seeds.len().div_ceil(BATCH);
+        // draw is parallel already). The instant preview's draws stop at a small level and go
+        // through it together (one matrix product for all; the same draws as one at a time).
+        let batch = if settings.preview {
+            run_seeds.len().max(1)
+        } else {
+            BATCH
+        };
+        let n_chunks = run_seeds.len().div_ceil(batch);
         let mut draws_made: Vec<RgbImage> = Vec::with_capacity(run_seeds.len());
         let mut first_calls = Vec::with_capacity(n_chunks);
         let mut var_ok = true;
-        for (ci, chunk) in run_seeds.chunks(BATCH).enumerate() {
+        for (ci, chunk) in run_seeds.chunks(batch).enumerate() {
             let mut observe_chunk = |st: &pyramid::FillStep<'_>| -> Flow {
                 observe(&pyramid::FillStep {
                     level: st.level,
@@ -321,15 +329,7 @@ pub(super) fn restore(
                     x0_hat: st.x0_hat,
                 })
             };
-            let out = pyramid::fill(
-                &plane,
-                &hole,
-                settings.sigma_y,
-                chunk,
-                &cfg,
-                &guide,
-                &mut observe_chunk,
-            )?;
+            let out = pyramid::fill_prepared(&prepared, chunk, &guide, &mut observe_chunk)?;
             crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
             calls = out.calls;
             // The variance map needs every draw's first call (the law of total variance).

@@ -27,6 +27,8 @@ pub mod superres;
 pub use bank::{Bank, Entry, Plane, Transforms};
 pub use deblur::{DeblurConfig, PatchDeblur};
 pub use denoise::{EssRecord, PatchConfig, PatchDenoiser, Search};
-pub use pyramid::{FillOutput, FillStep, Guide, Layout, PyramidConfig, fill};
+pub use pyramid::{
+    FillOutput, FillStep, Guide, Layout, Prepared, PyramidConfig, fill, fill_prepared,
+};
 pub use search::{Field, FieldSearch, Queries};
 pub use superres::PatchSr;

@@ -9,7 +9,9 @@
 //! level's mask problem (its `y` the area-averaged photo, its `σ_y` halved per level as
 //! averaging four pixels halves independent noise), so the pivot and the sampler are the
 //! product's own. The field of each sample goes down the levels with it (Qiu, Kutulakos,
-//! Lindell 2026; Wexler, Shechtman, Irani 2007).
+//! Lindell 2026; Wexler, Shechtman, Irani 2007). Every level but the finest carries one more
+//! channel, the spread of the finest pixels under each of its pixels ([`detail_channels`]), so
+//! that a coarse match also says what detail lies below it.
 
 use std::sync::Arc;
 
@@ -64,6 +66,14 @@ pub struct PyramidConfig {
     pub max_context: usize,
     /// Samples averaged into the posterior mean ([`Self::for_mean`], [`Self::for_preview`]).
     pub mean_draws: usize,
+    /// Weight of the coarser levels' detail channel (0: none). Every level but the finest
+    /// sampled gets a fourth channel: the standard deviation of the finest level's pixels
+    /// within each of its pixels (what the averaging removed), times this weight. Patches then
+    /// match on what lies below them as well as on their colours, so a coarse sample that
+    /// puts grey into the hole copies grey that carries the right detail at the finer levels
+    /// (fine stripes or foliage, not a flat wall of the same mean colour). 2 by default: on 24
+    /// holes LPIPS 0.239 → 0.232 at the same PSNR (0.5: 0.233, 4: 0.241 and 0.3 dB less).
+    pub detail_weight: f64,
     /// Levels whose hole is larger than this (longer side, pixels) are left out: the draw is
     /// made at the finest level within it and brought to the crop's size bilinearly (the instant
     /// preview's draws, whose mean is smooth anyway). `None` samples every level.
@@ -217,6 +227,7 @@ impl Default for PyramidConfig {
             context: 2.0,
             max_context: 320,
             mean_draws: 4,
+            detail_weight: 2.0,
             stop_above: None,
         }
     }
@@ -240,6 +251,13 @@ impl PyramidConfig {
                 "bank cleaning strength",
                 self.clean_strength,
                 "use 0 to 4 (times the estimated noise; 0.85 is the default)",
+            ));
+        }
+        if !(self.detail_weight.is_finite() && (0.0..=16.0).contains(&self.detail_weight)) {
+            return Err(Error::invalid(
+                "detail weight",
+                self.detail_weight,
+                "use 0 to 16 (0: no detail channel)",
             ));
         }
         if !(self.context.is_finite() && (0.0..=16.0).contains(&self.context)) {
@@ -534,13 +552,23 @@ pub const CLEAN_BELOW: f64 = 0.004;
 /// `noise` is the noise level of the level's known pixels: above [`CLEAN_BELOW`] they are
 /// denoised before they become the bank ([`super::clean`]).
 pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<PatchDenoiser> {
-    let source = if cfg.clean_bank && noise > CLEAN_BELOW {
+    denoiser_on(level, &bank_source(level, cfg, noise), cfg)
+}
+
+/// The pixels a level's bank is made of: its known pixels, denoised when `noise` is above
+/// [`CLEAN_BELOW`].
+pub fn bank_source(level: &Level, cfg: &PyramidConfig, noise: f64) -> Plane {
+    if cfg.clean_bank && noise > CLEAN_BELOW {
         super::clean::nl_means(&level.y, &level.hole, noise * cfg.clean_strength, 7)
     } else {
         level.y.clone()
-    };
+    }
+}
+
+/// The patch denoiser of one level with its bank made of `source`'s windows.
+fn denoiser_on(level: &Level, source: &Plane, cfg: &PyramidConfig) -> Result<PatchDenoiser> {
     let bank = Bank::new(
-        &source,
+        source,
         &level.hole,
         cfg.patch.patch,
         Transforms { mirror: cfg.mirror },
@@ -551,6 +579,144 @@ pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<
         (level.y.width, level.y.height),
         Some(&level.hole),
     )
+}
+
+/// Per level (the first is `finest`'s own, then each half the size, as [`levels`] makes them):
+/// the standard deviation of `finest`'s known pixels within each pixel of the level, averaged
+/// over channels; 0 at hole pixels. The first level's is all 0 (a pixel hides nothing).
+pub fn detail_channels(finest: &Plane, hole: &[bool], n_levels: usize) -> Vec<Vec<f32>> {
+    let c = finest.channels;
+    let mut mean = finest.clone();
+    let mut square = Plane {
+        width: finest.width,
+        height: finest.height,
+        channels: c,
+        data: finest.data.iter().map(|v| v * v).collect(),
+    };
+    let mut hole = hole.to_vec();
+    let mut out = vec![vec![0.0; finest.width * finest.height]];
+    for _ in 1..n_levels {
+        let (w, h) = (mean.width, mean.height);
+        mean = area_half(&mean, &hole);
+        square = area_half(&square, &hole);
+        hole = hole_half(&hole, w, h);
+        out.push(
+            (0..mean.width * mean.height)
+                .map(|i| {
+                    if hole[i] {
+                        return 0.0;
+                    }
+                    let var: f32 = (0..c)
+                        .map(|ch| square.data[i * c + ch] - mean.data[i * c + ch].powi(2))
+                        .sum();
+                    (var / c as f32).max(0.0).sqrt()
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `plane` with `extra` (one value per pixel) times `weight` as one more channel.
+fn with_channel(plane: &Plane, extra: &[f32], weight: f32) -> Plane {
+    let c = plane.channels;
+    let mut data = Vec::with_capacity(plane.width * plane.height * (c + 1));
+    for (px, e) in plane.data.chunks_exact(c).zip(extra) {
+        data.extend_from_slice(px);
+        data.push(e * weight);
+    }
+    Plane {
+        width: plane.width,
+        height: plane.height,
+        channels: c + 1,
+        data,
+    }
+}
+
+/// The first `c` channels of `plane`.
+fn leading_channels(plane: &Plane, c: usize) -> Plane {
+    if plane.channels == c {
+        return plane.clone();
+    }
+    Plane {
+        width: plane.width,
+        height: plane.height,
+        channels: c,
+        data: plane
+            .data
+            .chunks_exact(plane.channels)
+            .flat_map(|px| px[..c].iter().copied())
+            .collect(),
+    }
+}
+
+/// What every draw of one crop shares: its levels (with their detail channels) and the pixels
+/// of their banks, cleaned once (the costliest part of a level's setup) for all the draws.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The crop and its hole where the quick draws left its own size out (otherwise they are
+    /// the finest level's, not held twice).
+    crop: Option<(Plane, Vec<bool>)>,
+    cfg: PyramidConfig,
+    levels: Vec<Level>,
+    sources: Vec<Plane>,
+    detail: bool,
+}
+
+impl Prepared {
+    /// The levels of `y` (a crop in `[-1, 1]`, hole pixels ignored) and their banks' pixels,
+    /// for draws with `cfg` and `guide`.
+    pub fn new(
+        y: &Plane,
+        hole: &[bool],
+        sigma_y: f64,
+        cfg: &PyramidConfig,
+        guide: &Guide<'_>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if hole.len() != y.width * y.height {
+            return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
+        }
+        let mut levels = levels(y, hole, sigma_y, cfg);
+        let mut noise = super::clean::estimate_noise(y, hole);
+        // The quick draws stop at the level where the hole is small enough.
+        if let Some(limit) = cfg.stop_above {
+            let skip = levels
+                .iter()
+                .take_while(|l| {
+                    let (hw, hh) = hole_extent(&l.hole, l.y.width);
+                    hw.max(hh) > limit
+                })
+                .count()
+                .min(levels.len() - 1);
+            levels.drain(..skip);
+            noise /= f64::from(1u32 << skip.min(31));
+        }
+        let n_levels = levels.len();
+        let mut sources: Vec<Plane> = levels
+            .iter()
+            .enumerate()
+            .map(|(li, l)| bank_source(l, cfg, noise / f64::from(1u32 << li.min(31))))
+            .collect();
+        // The network guide sees colours only.
+        let detail = cfg.detail_weight > 0.0 && guide.above.is_none() && n_levels > 1;
+        if detail {
+            let channels = detail_channels(&sources[0], &levels[0].hole, n_levels);
+            let weight = cfg.detail_weight as f32;
+            for (li, d) in channels.iter().enumerate().skip(1) {
+                levels[li].y = with_channel(&levels[li].y, d, weight);
+                sources[li] = with_channel(&sources[li], d, weight);
+            }
+        }
+        let crop = (levels[0].y.width, levels[0].y.height) != (y.width, y.height);
+        Ok(Self {
+            crop: crop.then(|| (y.clone(), hole.to_vec())),
+            cfg: *cfg,
+            levels,
+            sources,
+            detail,
+        })
+    }
 }
 
 /// Fills the hole of `y` (a crop in `[-1, 1]`, hole pixels ignored) coarse to fine, one sample
@@ -564,28 +730,39 @@ pub fn fill(
     guide: &Guide<'_>,
     observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
 ) -> Result<FillOutput> {
-    cfg.validate()?;
-    if hole.len() != y.width * y.height {
-        return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
-    }
-    let device = Device::Cpu;
-    let mut levels = levels(y, hole, sigma_y, cfg);
-    let mut noise = super::clean::estimate_noise(y, hole);
-    // The quick draws stop at the level where the hole is small enough.
-    if let Some(limit) = cfg.stop_above {
-        let skip = levels
-            .iter()
-            .take_while(|l| {
-                let (hw, hh) = hole_extent(&l.hole, l.y.width);
-                hw.max(hh) > limit
-            })
-            .count()
-            .min(levels.len() - 1);
-        levels.drain(..skip);
-        noise /= f64::from(1u32 << skip.min(31));
-    }
+    let prepared = Prepared::new(y, hole, sigma_y, cfg, guide)?;
+    fill_prepared(&prepared, seeds, guide, observer)
+}
 
+/// [`fill`] on a crop prepared once for several calls (the draws of a mean, or samples made
+/// one at a time): the same output as [`fill`] with the settings it was prepared with.
+pub fn fill_prepared(
+    prepared: &Prepared,
+    seeds: &[u64],
+    guide: &Guide<'_>,
+    observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
+) -> Result<FillOutput> {
+    if prepared.detail && guide.above.is_some() {
+        return Err(Error::invalid(
+            "pyramid guide",
+            "the network above a noise level",
+            "the crop was prepared with detail channels, which the network does not read; prepare it with this guide",
+        ));
+    }
+    let Prepared {
+        crop,
+        cfg,
+        levels,
+        sources,
+        ..
+    } = prepared;
+    let (y, hole) = match crop {
+        Some((y, hole)) => (y, hole.as_slice()),
+        None => (&levels[0].y, levels[0].hole.as_slice()),
+    };
+    let device = Device::Cpu;
     let n_levels = levels.len();
+    let colours = y.channels;
     let n_steps = cfg.coarse.steps + (n_levels - 1) * cfg.fine.steps;
     let mut done = 0;
     let mut calls = 0;
@@ -599,7 +776,7 @@ pub fn fill(
     for (li, level) in levels.iter().enumerate().rev() {
         let started = std::time::Instant::now();
         let problem = level_problem(level, &device)?;
-        let d = level_denoiser(level, cfg, noise / f64::from(1 << li))?;
+        let d = denoiser_on(level, &sources[li], cfg)?;
         queries[li] = d.queries().len();
         bank[li] = d.bank().len();
         if let Some(prev) = &previous {
@@ -627,12 +804,17 @@ pub fn fill(
                     (0..seeds.len()).map(|slot| d.last_variance(slot)).collect();
                 first_call = v.map(|v| (info.x0_hat.clone(), v));
             }
+            // The observer sees the colours, not the detail channel.
+            let shown = match info.x0_hat.dim(1) {
+                Ok(c) if c > colours => info.x0_hat.narrow(1, 0, colours).ok(),
+                _ => None,
+            };
             observer(&FillStep {
                 level: li,
                 levels: n_levels,
                 step: done + info.step,
                 n_steps,
-                x0_hat: info.x0_hat,
+                x0_hat: shown.as_ref().unwrap_or(info.x0_hat),
             })
         };
         let switch = guide.above.map(|(high, sigma)| Switch {
@@ -649,6 +831,17 @@ pub fn fill(
             (None, Some(sigma)) => {
                 let first = match &guide.layout {
                     Layout::Biharmonic => biharmonic(&level.y, &level.hole),
+                    Layout::Image(img) if level.y.channels > img.channels => {
+                        // The layout's colours, the detail channel's biharmonic fill.
+                        let colour = shrink(img, level.y.width, level.y.height);
+                        let smooth = biharmonic(&level.y, &level.hole);
+                        let extra: Vec<f32> = smooth
+                            .data
+                            .chunks_exact(smooth.channels)
+                            .map(|px| px[smooth.channels - 1])
+                            .collect();
+                        with_channel(&colour, &extra, 1.0)
+                    }
                     Layout::Image(img) => shrink(img, level.y.width, level.y.height),
                 };
                 let one = first.to_chw();
@@ -665,14 +858,17 @@ pub fn fill(
                 eps::sample_from(coarse, &problem, &start, &seeds_l, &cfg_l, &mut observe)?
             }
             (Some(coarse), _) => {
-                let (b, c, ch, cw) = coarse.dims4()?;
-                let (w, h) = (level.y.width, level.y.height);
+                let (b, cc, ch, cw) = coarse.dims4()?;
+                let (w, h, c) = (level.y.width, level.y.height, level.y.channels);
+                if cc < c {
+                    return Err(Error::shape("coarser level's channels", c, cc));
+                }
                 let flat = coarse.flatten_all()?.to_vec1::<f32>()?;
-                let per = c * ch * cw;
+                let per = cc * ch * cw;
                 let mut up = Vec::with_capacity(b * c * w * h);
                 for i in 0..b {
-                    let plane = Plane::from_chw(&flat[i * per..(i + 1) * per], (c, ch, cw));
-                    let smooth = upsample(&plane, w, h);
+                    let plane = Plane::from_chw(&flat[i * per..(i + 1) * per], (cc, ch, cw));
+                    let smooth = upsample(&leading_channels(&plane, c), w, h);
                     let start = match (cfg.upsampling, d.field(i)) {
                         (Upsampling::Field, Some(field)) => d.render(&field, &smooth)?,
                         _ => smooth,
