@@ -6,6 +6,7 @@
 //! rows of `p·C` contiguous floats, and a PatchMatch offset means the same in every source.
 
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// An image in `[-1, 1]`, channels last (`[H, W, C]`, row-major).
 #[derive(Debug, Clone, PartialEq)]
@@ -131,8 +132,9 @@ pub struct Entry {
 /// One source image of a bank and where its windows may start.
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// The image (known pixels; the rest is never read through a valid window).
-    pub image: Plane,
+    /// The image (known pixels; the rest is never read through a valid window), shared with
+    /// whoever made it ([`Bank::shared`]) rather than copied.
+    pub image: Arc<Plane>,
     /// Per top-left position (`(W − p + 1) × (H − p + 1)`, row-major): whether the window lies
     /// wholly in known pixels.
     pub valid: Vec<bool>,
@@ -183,9 +185,32 @@ impl Bank {
         Self::from_sources(&[(image, hole)], patch, transforms)
     }
 
+    /// [`Self::new`] on an image the bank shares instead of copying (a prepared level's
+    /// cleaned pixels, read by every draw).
+    pub fn shared(
+        image: &Arc<Plane>,
+        hole: &[bool],
+        patch: usize,
+        transforms: Transforms,
+    ) -> Result<Self> {
+        Self::build(vec![(Arc::clone(image), hole)], patch, transforms)
+    }
+
     /// A bank over several images (a photo and coarser copies of it), each with its hole.
     pub fn from_sources(
         images: &[(&Plane, &[bool])],
+        patch: usize,
+        transforms: Transforms,
+    ) -> Result<Self> {
+        let images = images
+            .iter()
+            .map(|&(image, hole)| (Arc::new(image.clone()), hole))
+            .collect();
+        Self::build(images, patch, transforms)
+    }
+
+    fn build(
+        images: Vec<(Arc<Plane>, &[bool])>,
         patch: usize,
         transforms: Transforms,
     ) -> Result<Self> {
@@ -211,7 +236,7 @@ impl Bank {
             let valid = valid_windows(hole, image.width, image.height, patch);
             let (cols, rows) = (image.width - patch + 1, image.height - patch + 1);
             sources.push(Source {
-                image: (*image).clone(),
+                image: Arc::clone(&image),
                 valid: valid.clone(),
                 cols,
                 rows,
@@ -223,7 +248,7 @@ impl Bank {
                     .map(|i| valid[(i / cols) * cols + cols - 1 - i % cols])
                     .collect();
                 sources.push(Source {
-                    image: image.mirrored(),
+                    image: Arc::new(image.mirrored()),
                     valid: mirrored,
                     cols,
                     rows,

@@ -552,7 +552,7 @@ pub const CLEAN_BELOW: f64 = 0.004;
 /// `noise` is the noise level of the level's known pixels: above [`CLEAN_BELOW`] they are
 /// denoised before they become the bank ([`super::clean`]).
 pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<PatchDenoiser> {
-    denoiser_on(level, &bank_source(level, cfg, noise), cfg)
+    denoiser_on(level, &Arc::new(bank_source(level, cfg, noise)), cfg)
 }
 
 /// The pixels a level's bank is made of: its known pixels, denoised when `noise` is above
@@ -565,9 +565,10 @@ pub fn bank_source(level: &Level, cfg: &PyramidConfig, noise: f64) -> Plane {
     }
 }
 
-/// The patch denoiser of one level with its bank made of `source`'s windows.
-fn denoiser_on(level: &Level, source: &Plane, cfg: &PyramidConfig) -> Result<PatchDenoiser> {
-    let bank = Bank::new(
+/// The patch denoiser of one level with its bank made of `source`'s windows (shared, not
+/// copied).
+fn denoiser_on(level: &Level, source: &Arc<Plane>, cfg: &PyramidConfig) -> Result<PatchDenoiser> {
+    let bank = Bank::shared(
         source,
         &level.hole,
         cfg.patch.patch,
@@ -659,7 +660,7 @@ pub struct Prepared {
     crop: Option<(Plane, Vec<bool>)>,
     cfg: PyramidConfig,
     levels: Vec<Level>,
-    sources: Vec<Plane>,
+    sources: Vec<Arc<Plane>>,
     detail: bool,
 }
 
@@ -709,6 +710,7 @@ impl Prepared {
             }
         }
         let crop = (levels[0].y.width, levels[0].y.height) != (y.width, y.height);
+        let sources = sources.into_iter().map(Arc::new).collect();
         Ok(Self {
             crop: crop.then(|| (y.clone(), hole.to_vec())),
             cfg: *cfg,
