@@ -526,6 +526,39 @@ fn draws_from_one_prepared_crop_equal_draws_made_alone() {
     }
 }
 
+/// A crop prepared with detail channels is refused, with a reason, by a guide whose network
+/// would read them as colours.
+#[test]
+fn a_crop_prepared_for_patches_refuses_a_network_guide() {
+    use eps_studio::prior::patch::{Guide, Layout, Prepared, fill_prepared};
+    let (w, h) = (64, 48);
+    let y = texture(w, h, 6);
+    let hole = blob(w, h, (30.0, 22.0), 9.0);
+    let mut cfg = PyramidConfig {
+        coarse_hole: 6,
+        ..PyramidConfig::default()
+    };
+    cfg.patch.patch = 5;
+    let prepared = Prepared::new(&y, &hole, 0.05, &cfg, &Guide::patches()).unwrap();
+    // Any posterior denoiser stands in for the network here.
+    let stand_in = PatchDenoiser::new(
+        Bank::new(&y, &hole, 5, Transforms { mirror: false }).unwrap(),
+        cfg.patch,
+        (w, h),
+        Some(&hole),
+    )
+    .unwrap();
+    let guide = Guide {
+        layout: Layout::Biharmonic,
+        above: Some((&stand_in, 0.5)),
+    };
+    let err = fill_prepared(&prepared, &[1], &guide, &mut |_| Flow::Continue).unwrap_err();
+    assert!(
+        err.to_string().contains("prepare it with this guide"),
+        "{err}"
+    );
+}
+
 /// A photo-like texture with random structure (leaves, gravel): its posterior in a hole is
 /// wide, so samples must differ.
 fn photo(w: usize, h: usize, seed: u64) -> RgbImage {
