@@ -224,6 +224,17 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         .map(|(n, i)| (n.to_owned(), to_photo_rgb(i)))
         .collect();
     anyhow::ensure!(!val.is_empty(), "the photo pack has no validation photos");
+    if let Some(list) = args.photos.as_deref() {
+        anyhow::ensure!(
+            val.iter()
+                .any(|(n, _)| list.split(',').any(|p| n.contains(p.trim()))),
+            "--photos {list}: no validation photo's name holds any of these; the names are {}",
+            val.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let lpips =
         crate::eval::lpips::Lpips::locate_and_load(crate::eval::lpips::Backbone::Alex, &device)
             .map_err(|e| eprintln!("note: no LPIPS column: {e}"))
