@@ -88,12 +88,18 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
     while !done(h.state()) {
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}; notices: {:?}",
+            "timed out waiting for {what}; notices: {:?}; job in flight (kind, step, steps, seconds): {:?}",
             h.state()
                 .notices
                 .iter()
                 .map(|n| &n.text)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            h.state().running.as_ref().map(|r| (
+                r.kind,
+                r.at.step,
+                r.at.n_steps,
+                r.started.elapsed().as_secs()
+            ))
         );
         h.step();
         std::thread::sleep(Duration::from_millis(20));

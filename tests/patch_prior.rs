@@ -358,11 +358,7 @@ fn the_coarse_field_moves_to_the_same_places() {
     let (w, h) = (64, 48);
     let fine = texture(w, h, 2);
     let hole = blob(w, h, (32.0, 24.0), 8.0);
-    let mut cfg = PyramidConfig {
-        coarse_hole: 4,
-        ..PyramidConfig::default()
-    };
-    cfg.patch.patch = 5;
+    let cfg = small_pyramid(4);
     let levels = eps_studio::prior::patch::pyramid::levels(&fine, &hole, 0.05, &cfg);
     assert!(levels.len() >= 2);
     let (f, c) = (&levels[0], &levels[1]);
@@ -469,11 +465,7 @@ fn draws_from_one_prepared_crop_equal_draws_made_alone() {
     let (w, h) = (64, 48);
     let y = texture(w, h, 5);
     let hole = blob(w, h, (30.0, 22.0), 9.0);
-    let mut cfg = PyramidConfig {
-        coarse_hole: 6,
-        ..PyramidConfig::default()
-    };
-    cfg.patch.patch = 5;
+    let mut cfg = small_pyramid(6);
     cfg.coarse.steps = 4;
     cfg.fine.steps = 2;
     assert!(
@@ -534,11 +526,7 @@ fn a_crop_prepared_for_patches_refuses_a_network_guide() {
     let (w, h) = (64, 48);
     let y = texture(w, h, 6);
     let hole = blob(w, h, (30.0, 22.0), 9.0);
-    let mut cfg = PyramidConfig {
-        coarse_hole: 6,
-        ..PyramidConfig::default()
-    };
-    cfg.patch.patch = 5;
+    let cfg = small_pyramid(6);
     let prepared = Prepared::new(&y, &hole, 0.05, &cfg, &Guide::patches()).unwrap();
     // Any posterior denoiser stands in for the network here.
     let stand_in = PatchDenoiser::new(
@@ -643,6 +631,55 @@ fn patch_fills_keep_the_photo_and_differ_by_seed() {
     for s in &out.samples {
         assert!(s.all_finite());
     }
+}
+
+/// A big hole in a thin ring of context (a large hole in a large photo, whose context is
+/// capped) is laid out at the coarsest level whose bank still holds enough windows, not at a
+/// level whose few hundred windows knew too few layouts (it raised a meadow into the hole).
+#[test]
+fn a_big_hole_in_a_thin_ring_is_laid_out_where_the_bank_is_large() {
+    use eps_studio::prior::patch::bank::valid_windows;
+    use eps_studio::prior::patch::pyramid::{MIN_WINDOWS, levels};
+    // The 6 MP photo's crop of docs/patch-prior.md at a quarter of its size: a 98 × 168 hole
+    // with 80 px of context.
+    let (w, h) = (258, 328);
+    let y = texture(w, h, 9);
+    let hole: Vec<bool> = (0..w * h)
+        .map(|i| (80..178).contains(&(i % w)) && (80..248).contains(&(i / w)))
+        .collect();
+    let windows = |l: &eps_studio::prior::patch::pyramid::Level, p: usize| {
+        valid_windows(&l.hole, l.y.width, l.y.height, p)
+            .into_iter()
+            .filter(|&v| v)
+            .count()
+    };
+    let cfg = PyramidConfig::default();
+    let p = cfg.patch.patch;
+    let made = levels(&y, &hole, 0.05, &cfg);
+    let deeper = levels(
+        &y,
+        &hole,
+        0.05,
+        &PyramidConfig {
+            layout_windows: MIN_WINDOWS,
+            ..cfg
+        },
+    );
+    assert!(made.len() >= 2, "{} levels", made.len());
+    for (li, l) in made.iter().enumerate().skip(1) {
+        assert!(
+            windows(l, p) >= cfg.layout_windows,
+            "level {li}: {} windows",
+            windows(l, p)
+        );
+    }
+    // The level the pyramid left out has windows, just too few.
+    assert_eq!(deeper.len(), made.len() + 1);
+    let left_out = windows(&deeper[made.len()], p);
+    assert!(
+        (MIN_WINDOWS..cfg.layout_windows).contains(&left_out),
+        "{left_out}"
+    );
 }
 
 /// A mask that leaves too little known context for a bank is refused before any work with a
@@ -845,4 +882,17 @@ fn per_value_variances_equal_per_pixel_ones() {
             assert!((x - z).abs() < 1e-5, "{search:?}: {x} vs {z}");
         }
     }
+}
+
+/// A pyramid for the 64 × 48 test images: 5 × 5 patches, levels down to a hole of
+/// `coarse_hole` pixels, and coarser levels allowed with the few hundred windows such an image
+/// holds.
+fn small_pyramid(coarse_hole: usize) -> PyramidConfig {
+    let mut cfg = PyramidConfig {
+        coarse_hole,
+        layout_windows: eps_studio::prior::patch::pyramid::MIN_WINDOWS,
+        ..PyramidConfig::default()
+    };
+    cfg.patch.patch = 5;
+    cfg
 }

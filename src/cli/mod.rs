@@ -307,6 +307,10 @@ pub struct PatchArgs {
     /// Patch prior: most pyramid levels (1: the crop's own size only).
     #[arg(long)]
     pub levels: Option<usize>,
+    /// Patch prior: fewest windows of known pixels a coarser level needs (fewer and the
+    /// pyramid stops at the finer level; 64 at the least).
+    #[arg(long)]
+    pub layout_windows: Option<usize>,
     /// Patch prior: sampler steps of each finer level.
     #[arg(long)]
     pub fine_steps: Option<usize>,
@@ -373,6 +377,9 @@ impl PatchArgs {
         }
         if let Some(l) = self.levels {
             cfg.max_levels = l;
+        }
+        if let Some(n) = self.layout_windows {
+            cfg.layout_windows = n;
         }
         if let Some(n) = self.fine_steps {
             cfg.fine.steps = n;
