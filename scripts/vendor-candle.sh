@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Refreshes vendor/candle-core from the crates.io source of candle-core VERSION, with cudarc's
-# `dynamic-linking` swapped for `dynamic-loading` (vendor/README.md says why).
+# `dynamic-linking` swapped for `dynamic-loading` and the gradient-sum patch applied
+# (vendor/README.md says why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:?usage: scripts/vendor-candle.sh VERSION}
@@ -17,4 +18,8 @@ if s.count('"dynamic-linking",') != 1:
     sys.exit("candle-core's cudarc features changed: edit vendor/candle-core/Cargo.toml by hand")
 open(sys.argv[2], "w").write(s.replace('"dynamic-linking",', '"dynamic-loading",'))
 PY
-echo "vendor/candle-core is candle-core $version with cudarc dynamic-loading"
+(cd vendor/candle-core && patch -p1 --forward < ../candle-core-gradient-sums.patch) || {
+    echo "vendor/candle-core-gradient-sums.patch does not apply to candle-core $version: port it by hand" >&2
+    exit 1
+}
+echo "vendor/candle-core is candle-core $version with cudarc dynamic-loading and the gradient-sum patch"
