@@ -314,9 +314,9 @@ pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Ve
         }
         let next_hole = hole_half(&last.hole, last.y.width, last.y.height);
         // A coarser level lays out the hole from its own windows of known pixels: with a few
-        // hundred (a thin ring of context around a big hole, a 9-pixel window covering a
-        // third of the ring's width) its prior knows too few layouts, and the finer level,
-        // with more, makes the layout instead.
+        // hundred (a thin ring of context around a big hole, hardly wider than a window) its
+        // prior knows too few layouts, and the finer level, with more, makes the layout
+        // instead.
         let windows = super::bank::valid_windows(&next_hole, w, h, cfg.patch.patch)
             .into_iter()
             .filter(|&v| v)
