@@ -682,6 +682,35 @@ fn a_big_hole_in_a_thin_ring_is_laid_out_where_the_bank_is_large() {
     );
 }
 
+/// Pyramid settings out of range are refused before any work, naming the setting and its
+/// range.
+#[test]
+fn pyramid_settings_out_of_range_are_refused_with_their_range() {
+    use eps_studio::prior::patch::pyramid::MIN_WINDOWS;
+    for (cfg, what, range) in [
+        (
+            PyramidConfig {
+                layout_windows: MIN_WINDOWS - 1,
+                ..PyramidConfig::default()
+            },
+            "layout windows",
+            "64 or more",
+        ),
+        (
+            PyramidConfig {
+                detail_weight: -1.0,
+                ..PyramidConfig::default()
+            },
+            "detail weight",
+            "0 to 16",
+        ),
+    ] {
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(what) && e.contains(range), "{e}");
+    }
+    assert!(small_pyramid(4).validate().is_ok());
+}
+
 /// A mask that leaves too little known context for a bank is refused before any work with a
 /// message that says what to do; nothing panics and nothing is NaN.
 #[test]

@@ -308,7 +308,7 @@ pub struct PatchArgs {
     #[arg(long)]
     pub levels: Option<usize>,
     /// Patch prior: fewest windows of known pixels a coarser level needs (fewer and the
-    /// pyramid stops at the finer level; 64 at the least).
+    /// pyramid stops at the finer level; 64 or more).
     #[arg(long)]
     pub layout_windows: Option<usize>,
     /// Patch prior: sampler steps of each finer level.

@@ -38,7 +38,7 @@ pub struct PyramidConfig {
     /// Most levels (1: the fill at the crop's own size only).
     pub max_levels: usize,
     /// Fewest windows of known pixels a coarser level's bank may have: fewer and the pyramid
-    /// stops at the finer level, where there are more (never fewer than [`MIN_WINDOWS`]).
+    /// stops at the finer level, where there are more ([`MIN_WINDOWS`] at the least).
     /// 1024 by default: a 3088 × 2056 photo with a 392 × 672 hole and 320 px of context went
     /// down to a 13 × 21 hole with 216 windows, whose samples raised the meadow below the hole
     /// into it as a flat-topped mound; from the level above it (2 568 windows) the meadow's edge
@@ -271,6 +271,15 @@ impl PyramidConfig {
                 "detail weight",
                 self.detail_weight,
                 "use 0 to 16 (0: no detail channel)",
+            ));
+        }
+        if self.layout_windows < MIN_WINDOWS {
+            return Err(Error::invalid(
+                "layout windows",
+                self.layout_windows,
+                format!(
+                    "use {MIN_WINDOWS} or more (1024 is the default; more lays out holes at finer levels)"
+                ),
             ));
         }
         if !(self.context.is_finite() && (0.0..=16.0).contains(&self.context)) {
