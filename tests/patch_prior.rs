@@ -435,7 +435,7 @@ fn the_detail_channel_tells_texture_from_flat_colour() {
     }
     let mut hole = vec![false; w * h];
     hole[5 * w + 5] = true;
-    let detail = eps_studio::prior::patch::pyramid::detail_channels(&y, &hole, 3);
+    let detail = eps_studio::prior::patch::pyramid::detail_channels(&y, &hole, 3, 1.0);
     assert_eq!(detail.len(), 3);
     assert!(detail[0].iter().all(|&v| v == 0.0));
     for (l, d) in detail.iter().enumerate().skip(1) {
@@ -453,6 +453,69 @@ fn the_detail_channel_tells_texture_from_flat_colour() {
             }
         }
     }
+}
+
+/// A coarser level's pixel is the mean of the known crop pixels under it, and a hole pixel where
+/// fewer than `known_fraction` of them are known: by default any hole pixel below makes it a
+/// hole; at 0.5 a column of known pixels beside a one-pixel-wide hole survives the halving.
+#[test]
+fn a_coarser_pixel_is_the_mean_of_the_known_pixels_under_it() {
+    use eps_studio::prior::patch::pyramid::levels;
+    let (w, h) = (64, 64);
+    let y = texture(w, h, 3);
+    // A one-pixel-wide hole in column 1, every row: the coarser column 0 covers one known and
+    // one hole column.
+    let hole: Vec<bool> = (0..w * h).map(|i| i % w == 1).collect();
+    let mut cfg = small_pyramid(16);
+    cfg.max_levels = 2;
+    let at = |p: &Plane, x: usize, r: usize, ch: usize| p.data[(r * p.width + x) * 3 + ch];
+    for (fraction, column_known) in [(1.0, false), (0.6, false), (0.5, true)] {
+        cfg.known_fraction = fraction;
+        let l = levels(&y, &hole, 0.05, &cfg);
+        assert_eq!(l.len(), 2, "known fraction {fraction}: two levels");
+        let c = &l[1];
+        assert_eq!((c.y.width, c.y.height), (32, 32));
+        for r in 0..32 {
+            assert_eq!(
+                !c.hole[r * 32],
+                column_known,
+                "fraction {fraction}, row {r}"
+            );
+            for ch in 0..3 {
+                // Column 0: the mean of the known column 0 of the crop, or 0 in the hole.
+                let left = if column_known {
+                    (at(&y, 0, 2 * r, ch) + at(&y, 0, 2 * r + 1, ch)) / 2.0
+                } else {
+                    0.0
+                };
+                assert!(
+                    (at(&c.y, 0, r, ch) - left).abs() < 1e-5,
+                    "fraction {fraction}"
+                );
+                // Column 5: four known pixels, their mean.
+                let mean = (at(&y, 10, 2 * r, ch)
+                    + at(&y, 11, 2 * r, ch)
+                    + at(&y, 10, 2 * r + 1, ch)
+                    + at(&y, 11, 2 * r + 1, ch))
+                    / 4.0;
+                assert!((at(&c.y, 5, r, ch) - mean).abs() < 1e-5);
+            }
+            assert!(!c.hole[r * 32 + 5]);
+        }
+    }
+    cfg.known_fraction = 0.0;
+    assert!(
+        eps_studio::prior::patch::fill(
+            &y,
+            &hole,
+            0.05,
+            &[0],
+            &cfg,
+            &eps_studio::prior::patch::Guide::patches(),
+            &mut |_| Flow::Continue,
+        )
+        .is_err_and(|e| e.to_string().contains("known fraction"))
+    );
 }
 
 /// Draws made from one prepared crop (levels and cleaned banks made once) equal draws that

@@ -311,6 +311,10 @@ pub struct PatchArgs {
     /// pyramid stops at the finer level; 64 or more).
     #[arg(long)]
     pub layout_windows: Option<usize>,
+    /// Patch prior: fraction of the crop's pixels under a coarser level's pixel that must be
+    /// known for it to be known (1: any hole pixel below makes it a hole).
+    #[arg(long)]
+    pub known_fraction: Option<f64>,
     /// Patch prior: sampler steps of each finer level.
     #[arg(long)]
     pub fine_steps: Option<usize>,
@@ -380,6 +384,9 @@ impl PatchArgs {
         }
         if let Some(n) = self.layout_windows {
             cfg.layout_windows = n;
+        }
+        if let Some(f) = self.known_fraction {
+            cfg.known_fraction = f;
         }
         if let Some(n) = self.fine_steps {
             cfg.fine.steps = n;
