@@ -677,29 +677,32 @@ pub fn detail_channels(
     min_known: f64,
 ) -> Vec<Vec<f32>> {
     let c = finest.channels;
-    let mut mean = Sums::new(finest, hole);
-    let squares = Plane {
+    // Each pixel's values and their squares, summed together so that the holes and the known
+    // fractions are halved once.
+    let both = Plane {
         width: finest.width,
         height: finest.height,
-        channels: c,
-        data: finest.data.iter().map(|v| v * v).collect(),
+        channels: 2 * c,
+        data: finest
+            .data
+            .chunks_exact(c)
+            .flat_map(|px| px.iter().copied().chain(px.iter().map(|v| v * v)))
+            .collect(),
     };
-    let mut square = Sums::new(&squares, hole);
+    let mut sums = Sums::new(&both, hole);
     let mut out = vec![vec![0.0; finest.width * finest.height]];
     for _ in 1..n_levels {
-        mean = mean.half();
-        square = square.half();
-        let (m, level_hole) = mean.level(min_known);
-        let (q, _) = square.level(min_known);
+        sums = sums.half();
+        let (m, level_hole) = sums.level(min_known);
         out.push(
-            (0..m.width * m.height)
-                .map(|i| {
-                    if level_hole[i] {
+            m.data
+                .chunks_exact(2 * c)
+                .zip(&level_hole)
+                .map(|(px, &in_hole)| {
+                    if in_hole {
                         return 0.0;
                     }
-                    let var: f32 = (0..c)
-                        .map(|ch| q.data[i * c + ch] - m.data[i * c + ch].powi(2))
-                        .sum();
+                    let var: f32 = (0..c).map(|ch| px[c + ch] - px[ch].powi(2)).sum();
                     (var / c as f32).max(0.0).sqrt()
                 })
                 .collect(),
