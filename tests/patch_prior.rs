@@ -518,6 +518,82 @@ fn a_coarser_pixel_is_the_mean_of_the_known_pixels_under_it() {
     );
 }
 
+/// The ring's contrast counts the known pixels within reach of a window over the hole and
+/// nothing else, and `ring_tau` widens the kernel on the coarser levels only, never below τ;
+/// out-of-range settings are refused.
+#[test]
+fn the_ring_tau_follows_the_contrast_next_to_the_hole() {
+    use eps_studio::prior::patch::pyramid::{Level, level_patch_config, ring_spread};
+    let (w, h) = (32, 32);
+    // Hole: the square 10..20. Within 4 pixels of it (rows and columns 6..24): rows of ±0.5.
+    // Farther out: a flat 0.9. In the hole: 5, which must not count.
+    let in_hole = |x: usize, y: usize| (10..20).contains(&x) && (10..20).contains(&y);
+    let near = |x: usize, y: usize| (6..24).contains(&x) && (6..24).contains(&y);
+    let mut data = Vec::with_capacity(w * h * 3);
+    let mut hole = Vec::with_capacity(w * h);
+    for y in 0..h {
+        for x in 0..w {
+            let v = if in_hole(x, y) {
+                5.0
+            } else if near(x, y) {
+                if y % 2 == 0 { 0.5 } else { -0.5 }
+            } else {
+                0.9
+            };
+            data.extend([v, v, v]);
+            hole.push(in_hole(x, y));
+        }
+    }
+    let y = Plane::from_data(w, h, 3, data).unwrap();
+    let spread = ring_spread(&y, &hole, 3, 4);
+    assert!(
+        (spread - 0.5).abs() < 1e-6,
+        "ring spread {spread}, expected 0.5"
+    );
+    // A reach of 0 finds no known pixel; no hole, no ring.
+    assert_eq!(ring_spread(&y, &hole, 3, 0), 0.0);
+    assert_eq!(ring_spread(&y, &vec![false; w * h], 3, 4), 0.0);
+
+    let level = Level {
+        y,
+        hole,
+        sigma_y: 0.05,
+    };
+    let mut cfg = PyramidConfig::default();
+    let tau = cfg.patch.tau;
+    assert_eq!(
+        level_patch_config(&cfg, 1, &level, 3).tau,
+        tau,
+        "off by default"
+    );
+    cfg.ring_tau = 0.1;
+    assert_eq!(
+        level_patch_config(&cfg, 0, &level, 3).tau,
+        tau,
+        "the finest level keeps τ"
+    );
+    let coarse = level_patch_config(&cfg, 1, &level, 3).tau;
+    assert!(
+        (coarse - 0.05).abs() < 1e-9,
+        "coarser level: τ {coarse}, expected 0.1 × 0.5"
+    );
+    cfg.ring_tau = 0.001;
+    assert_eq!(
+        level_patch_config(&cfg, 2, &level, 3).tau,
+        tau,
+        "never below τ"
+    );
+
+    for bad in [-0.1, f64::NAN, 2.0] {
+        cfg.ring_tau = bad;
+        assert!(
+            cfg.validate()
+                .is_err_and(|e| e.to_string().contains("ring τ")),
+            "ring τ {bad} must be refused"
+        );
+    }
+}
+
 /// Draws made from one prepared crop (levels and cleaned banks made once) equal draws that
 /// prepare the crop themselves, bit for bit, and draws made in one batch (the instant
 /// preview's) equal draws made one at a time; the fill keeps the crop's colour channels

@@ -315,6 +315,10 @@ pub struct PatchArgs {
     /// known for it to be known (1: any hole pixel below makes it a hole).
     #[arg(long)]
     pub known_fraction: Option<f64>,
+    /// Patch prior: on coarser levels τ rises to this multiple of the contrast of the ring
+    /// around the hole, where larger (0 to 1; 0, the default, keeps τ at every level).
+    #[arg(long)]
+    pub ring_tau: Option<f64>,
     /// Patch prior: sampler steps of each finer level.
     #[arg(long)]
     pub fine_steps: Option<usize>,
@@ -387,6 +391,9 @@ impl PatchArgs {
         }
         if let Some(f) = self.known_fraction {
             cfg.known_fraction = f;
+        }
+        if let Some(r) = self.ring_tau {
+            cfg.ring_tau = r;
         }
         if let Some(n) = self.fine_steps {
             cfg.fine.steps = n;
