@@ -473,34 +473,7 @@ pub fn ring_spread(y: &Plane, hole: &[bool], colours: usize, radius: usize) -> f
     if hole.len() != w * h || colours == 0 {
         return 0.0;
     }
-    // The hole grown by `radius` (a square), rows then columns.
-    let grow = |src: &[bool], step: usize, len: usize, lines: usize, stride: usize| {
-        let mut out = vec![false; src.len()];
-        for line in 0..lines {
-            let at = |i: usize| line * stride + i * step;
-            let mut last: Option<usize> = None;
-            for i in 0..len {
-                if src[at(i)] {
-                    last = Some(i);
-                }
-                if last.is_some_and(|l| i - l <= radius) {
-                    out[at(i)] = true;
-                }
-            }
-            last = None;
-            for i in (0..len).rev() {
-                if src[at(i)] {
-                    last = Some(i);
-                }
-                if last.is_some_and(|l| l - i <= radius) {
-                    out[at(i)] = true;
-                }
-            }
-        }
-        out
-    };
-    let rows = grow(hole, 1, w, h, w);
-    let near = grow(&rows, w, h, w, 1);
+    let near = crate::inverse::masks::dilate(hole, w, h, radius);
     let (mut n, mut s1, mut s2) = (0.0_f64, vec![0.0_f64; colours], vec![0.0_f64; colours]);
     for (i, (&is_near, &in_hole)) in near.iter().zip(hole).enumerate() {
         if is_near && !in_hole {
