@@ -159,6 +159,26 @@ pub fn segment_pixels(
     }
 }
 
+/// `fill` grown by `r` pixels (a pixel is set when any pixel within the `(2r+1)²` square
+/// around it is), separably.
+pub fn dilate(fill: &[bool], width: usize, height: usize, r: usize) -> Vec<bool> {
+    let mut rows = vec![false; fill.len()];
+    for y in 0..height {
+        for x in 0..width {
+            let (a, b) = (x.saturating_sub(r), (x + r).min(width - 1));
+            rows[y * width + x] = fill[y * width + a..=y * width + b].iter().any(|&f| f);
+        }
+    }
+    let mut out = vec![false; fill.len()];
+    for y in 0..height {
+        let (a, b) = (y.saturating_sub(r), (y + r).min(height - 1));
+        for x in 0..width {
+            out[y * width + x] = (a..=b).any(|yy| rows[yy * width + x]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,24 +215,4 @@ mod tests {
             }
         }
     }
-}
-
-/// `fill` grown by `r` pixels (a pixel is set when any pixel within the `(2r+1)²` square
-/// around it is), separably.
-pub fn dilate(fill: &[bool], width: usize, height: usize, r: usize) -> Vec<bool> {
-    let mut rows = vec![false; fill.len()];
-    for y in 0..height {
-        for x in 0..width {
-            let (a, b) = (x.saturating_sub(r), (x + r).min(width - 1));
-            rows[y * width + x] = fill[y * width + a..=y * width + b].iter().any(|&f| f);
-        }
-    }
-    let mut out = vec![false; fill.len()];
-    for y in 0..height {
-        let (a, b) = (y.saturating_sub(r), (y + r).min(height - 1));
-        for x in 0..width {
-            out[y * width + x] = (a..=b).any(|yy| rows[yy * width + x]);
-        }
-    }
-    out
 }
