@@ -58,8 +58,9 @@ pub struct PyramidConfig {
     /// patch of the hole) where that is larger. A wider kernel there lets the windows over the
     /// hole's edge continue high-contrast surroundings instead of copying the ring exactly: at
     /// 0.04 the stripes' grey patch went from 7–10 of 16 samples to none, at the same score
-    /// over 24 holes, but one bamboo hole got a smooth brown area (docs/patch-prior.md). 0 (the
-    /// default): τ is the same at every level.
+    /// over the 24 holes it was tuned on, but 24 other holes lost (LPIPS 0.279 against 0.274,
+    /// the stripes' own among them; docs/patch-prior.md). 0 (the default): τ is the same at
+    /// every level.
     pub ring_tau: f64,
     /// The sampler of the coarsest level, from pure noise.
     pub coarse: EpsConfig,
