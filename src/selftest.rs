@@ -178,7 +178,7 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
     let fill = object_mask(truth.width, truth.height, (0.03, 0.05), &mut rng);
     let mut report = Vec::new();
     for degradation in [
-        Degradation::Inpaint { fill: fill.clone() },
+        Degradation::inpaint(fill.clone()),
         Degradation::Deblur(BlurSpec::Gaussian { sigma: 1.5 }),
     ] {
         let sim = restore::simulate(&truth, &degradation, 0.05, 9)?;
@@ -208,7 +208,7 @@ pub fn restorations_agree_with_the_cpu_and_the_measurement(
             d * 255.0
         ));
     }
-    let degradation = Degradation::Inpaint { fill: fill.clone() };
+    let degradation = Degradation::inpaint(fill.clone());
     let sim = restore::simulate(&truth, &degradation, 0.05, 9)?;
     let got = restore_on(
         &on_device,
@@ -251,7 +251,7 @@ pub fn eps_fills_a_hole_better_than_grey(device: &Device) -> anyhow::Result<Stri
     let truth = photo("ladybird.jpg")?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let fill = object_mask(truth.width, truth.height, (0.03, 0.05), &mut rng);
-    let degradation = Degradation::Inpaint { fill: fill.clone() };
+    let degradation = Degradation::inpaint(fill.clone());
     let sim = restore::simulate(&truth, &degradation, 0.05, 2)?;
     let got = restore_on(
         &models(device)?,

@@ -261,6 +261,8 @@ fn restore_rejects_bad_input_with_clear_messages() {
     std::fs::write(&empty, b"").unwrap();
     let small_mask = dir.path().join("small.png");
     box_mask(&small_mask, 100, 80, 10, 10, 20, 20);
+    let good_mask = dir.path().join("good.png");
+    box_mask(&good_mask, 384, 240, 150, 90, 200, 130);
     let zero = dir.path().join("zero.png");
     // A PNG header claiming 0×0 pixels.
     let mut png = Vec::new();
@@ -291,9 +293,44 @@ fn restore_rejects_bad_input_with_clear_messages() {
                 "--input".into(),
                 sample_photo("ladybird.jpg").into(),
                 "--mask".into(),
-                small_mask.into(),
+                small_mask.clone().into(),
             ],
             "the mask must have the same size",
+        ),
+        (
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--mask".into(),
+                good_mask.clone().into(),
+                "--keep-out".into(),
+                small_mask.clone().into(),
+            ],
+            "reading the keep-out mask",
+        ),
+        (
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--sr".into(),
+                "2".into(),
+                "--keep-out".into(),
+                good_mask.clone().into(),
+            ],
+            "--keep-out goes with --mask",
+        ),
+        (
+            vec![
+                "--input".into(),
+                sample_photo("ladybird.jpg").into(),
+                "--mask".into(),
+                good_mask.clone().into(),
+                "--keep-out".into(),
+                good_mask.clone().into(),
+                "--prior".into(),
+                "network".into(),
+            ],
+            "invalid keep-out area = with the network prior",
         ),
         (
             vec![

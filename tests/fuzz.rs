@@ -174,7 +174,7 @@ proptest! {
         for d in [
             Degradation::SuperRes { factor },
             Degradation::Deblur(BlurSpec::Gaussian { sigma }),
-            Degradation::Inpaint { fill: vec![true; w.min(64) * h.min(64)] },
+            Degradation::inpaint(vec![true; w.min(64) * h.min(64)]),
         ] {
             if d.validate(w, h).is_ok()
                 && let Degradation::Deblur(spec) = &d

@@ -300,7 +300,7 @@ fn degradations(w: usize, h: usize) -> Vec<Degradation> {
         }
     }
     vec![
-        Degradation::Inpaint { fill },
+        Degradation::inpaint(fill),
         Degradation::Deblur(BlurSpec::Gaussian { sigma: 1.5 }),
         Degradation::SuperRes { factor: 2 },
     ]

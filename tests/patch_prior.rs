@@ -731,9 +731,7 @@ fn fill_with(
         &models,
         None,
         y,
-        &Degradation::Inpaint {
-            fill: fill.to_vec(),
-        },
+        &Degradation::inpaint(fill.to_vec()),
         &patch_settings(),
         seeds,
         &mut |_| Flow::Continue,
@@ -1063,4 +1061,189 @@ fn small_pyramid(coarse_hole: usize) -> PyramidConfig {
     };
     cfg.patch.patch = 5;
     cfg
+}
+
+/// A grey textured photo with a red textured rectangle `x0..x1 × y0..y1`, in `[0, 1]`.
+fn grey_with_red(w: usize, h: usize, (x0, x1, y0, y1): (usize, usize, usize, usize)) -> RgbImage {
+    let base = photo(w, h, 31);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for i in 0..w * h {
+        let (x, y) = (i % w, i / w);
+        let grey = (base.value(i * 3) + base.value(i * 3 + 1) + base.value(i * 3 + 2)) / 3.0;
+        if (x0..x1).contains(&x) && (y0..y1).contains(&y) {
+            let t = 0.3 * (grey - 0.5);
+            data.extend([0.85 + t, 0.12 + t, 0.12 + t].map(|v| v.clamp(0.0, 1.0)));
+        } else {
+            data.extend([grey; 3]);
+        }
+    }
+    RgbImage::from_data(w, h, data).unwrap()
+}
+
+/// Pixels of `fill` that are clearly red in `image`.
+fn red_in_hole(image: &RgbImage, fill: &[bool]) -> usize {
+    fill.iter()
+        .enumerate()
+        .filter(|&(i, &f)| {
+            let (r, g, b) = (
+                image.value(i * 3),
+                image.value(i * 3 + 1),
+                image.value(i * 3 + 2),
+            );
+            f && r - 0.5 * (g + b) > 0.3
+        })
+        .count()
+}
+
+/// The keep-out area: the fill copies nothing from it, while its pixels stay the photo's own.
+/// A red rectangle beside the hole is continued into it without the area (so the test can
+/// fail), and never with the area over the rectangle.
+#[test]
+fn a_keep_out_area_is_never_copied_into_the_hole() {
+    let (w, h) = (96, 72);
+    let rect = (14, 42, 18, 54);
+    let y = grey_with_red(w, h, rect);
+    let fill = blob(w, h, (46.0, 36.0), 11.0);
+    let keep_out: Vec<bool> = (0..w * h)
+        .map(|i| {
+            let (x, yy) = (i % w, i / w);
+            (rect.0..rect.1).contains(&x) && (rect.2..rect.3).contains(&yy)
+        })
+        .collect();
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let run = |keep_out: Vec<bool>| {
+        restore::restore(
+            &models,
+            None,
+            &y,
+            &Degradation::Inpaint {
+                fill: fill.clone(),
+                keep_out,
+            },
+            &patch_settings(),
+            &[1, 2, 3],
+            &mut |_| Flow::Continue,
+        )
+        .unwrap()
+    };
+    let free = run(Vec::new());
+    let copied: usize = free
+        .samples
+        .iter()
+        .map(|s| red_in_hole(&s.rgb(), &fill))
+        .sum();
+    assert!(
+        copied > 20,
+        "without a keep-out area the red is not continued: {copied}"
+    );
+    let kept = run(keep_out.clone());
+    for s in &kept.samples {
+        assert_eq!(
+            red_in_hole(&s.rgb(), &fill),
+            0,
+            "red copied from the keep-out area"
+        );
+        for (i, &f) in fill.iter().enumerate() {
+            if !f {
+                for c in 0..3 {
+                    assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
+                }
+            }
+        }
+        assert!(s.all_finite());
+    }
+}
+
+/// The pyramid's banned pixels: at every level the hole and every pixel with any keep-out
+/// pixel under it, so no coarse window reaches into the area either.
+#[test]
+fn the_keep_out_area_grows_with_the_halving() {
+    use eps_studio::prior::patch::pyramid::levels_keeping_out;
+    let (w, h) = (201, 161);
+    let y = texture(w, h, 8);
+    let hole = blob(w, h, (120.0, 80.0), 12.0);
+    let keep_out: Vec<bool> = (0..w * h).map(|i| i % w == 20 && i / w == 30).collect();
+    let cfg = PyramidConfig {
+        layout_windows: 64,
+        coarse_hole: 4,
+        ..PyramidConfig::default()
+    };
+    let (levels, banned) = levels_keeping_out(&y, &hole, Some(&keep_out), 0.05, &cfg);
+    assert!(levels.len() >= 3, "{} levels", levels.len());
+    assert_eq!(levels.len(), banned.len());
+    for (li, (level, b)) in levels.iter().zip(&banned).enumerate() {
+        let lw = level.y.width;
+        assert_eq!(b.len(), lw * level.y.height);
+        // The hole is banned; the single kept-out pixel (20, 30) lies under (20, 30) >> li.
+        assert!(level.hole.iter().zip(b).all(|(&hh, &bb)| !hh || bb));
+        assert!(
+            b[(30 >> li) * lw + (20 >> li)],
+            "level {li} lost the keep-out pixel"
+        );
+        let extra = b
+            .iter()
+            .zip(&level.hole)
+            .filter(|&(&bb, &hh)| bb && !hh)
+            .count();
+        assert_eq!(extra, 1, "level {li}: one pixel kept out, {extra} found");
+    }
+    // Without an area the banned pixels are the holes.
+    let (_, plain) = levels_keeping_out(&y, &hole, None, 0.05, &cfg);
+    assert_eq!(plain[0], hole);
+}
+
+/// Bad keep-out areas are refused before any work, saying what to do: one of another size,
+/// one that leaves too few windows to copy from, and one with a prior or method that does not
+/// copy from the photo.
+#[test]
+fn bad_keep_out_areas_are_refused() {
+    let (w, h) = (96, 72);
+    let y = grey_with_red(w, h, (14, 42, 18, 54));
+    let fill = blob(w, h, (46.0, 36.0), 11.0);
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let try_with = |keep_out: Vec<bool>, settings: Settings| {
+        restore::restore(
+            &models,
+            None,
+            &y,
+            &Degradation::Inpaint {
+                fill: fill.clone(),
+                keep_out,
+            },
+            &settings,
+            &[1],
+            &mut |_| Flow::Continue,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    let wrong_size = try_with(vec![false; 10], patch_settings());
+    assert!(wrong_size.contains("keep-out mask"), "{wrong_size}");
+    let everything: Vec<bool> = fill.iter().map(|&f| !f).collect();
+    let too_much = try_with(everything, patch_settings());
+    assert!(
+        too_much.contains("keep-out area") && too_much.contains("smaller keep-out area"),
+        "{too_much}"
+    );
+    let some: Vec<bool> = (0..w * h).map(|i| i % w < 10).collect();
+    let network = try_with(
+        some.clone(),
+        Settings {
+            prior: Prior::Network,
+            ..Settings::default()
+        },
+    );
+    assert!(
+        network.contains("keep-out area") && network.contains("network"),
+        "{network}"
+    );
+    let ddnm = try_with(
+        some,
+        Settings {
+            method: restore::MethodChoice::Ddnm,
+            ..patch_settings()
+        },
+    );
+    assert!(ddnm.contains("keep-out area"), "{ddnm}");
 }

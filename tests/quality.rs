@@ -83,7 +83,7 @@ fn fills_have_the_photos_texture_and_the_mean_beats_a_classical_fill() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for hole in 0..3 {
             let fill = object_mask(truth.width, truth.height, (0.03, 0.04), &mut rng);
-            let deg = Degradation::Inpaint { fill: fill.clone() };
+            let deg = Degradation::inpaint(fill.clone());
             let sim = restore::simulate(&truth, &deg, SIGMA_Y, seed).unwrap();
             let classical = hole_scores(
                 &biharmonic_fill(&sim.y, &fill).unwrap(),

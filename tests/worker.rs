@@ -37,7 +37,7 @@ fn job(id: u64, y: RgbImage, steps: usize) -> Job {
         id,
         kind: JobKind::Restore,
         y: Arc::new(y.into()),
-        degradation: Arc::new(Degradation::Inpaint { fill }),
+        degradation: Arc::new(Degradation::inpaint(fill)),
         settings: Settings {
             method: MethodChoice::Eps,
             steps: Some(steps),
@@ -112,7 +112,7 @@ fn cancel_stops_within_a_step() {
     fill[16 * width + 150] = true;
     let id = w.next_id();
     let mut j = job(id, RgbImage::new(width, height), 1000);
-    j.degradation = Arc::new(Degradation::Inpaint { fill });
+    j.degradation = Arc::new(Degradation::inpaint(fill));
     *armed.lock().unwrap() = Some((w.canceller(), id));
     w.send(Command::Run(Box::new(j)));
     let (updates, end) = until_end(&w);

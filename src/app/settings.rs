@@ -157,9 +157,7 @@ impl AppSettings {
     /// The degradation for a photo with the given fill mask (inpainting only).
     pub fn degradation(&self, fill: &[bool]) -> Degradation {
         match self.operator {
-            OperatorChoice::Inpaint => Degradation::Inpaint {
-                fill: fill.to_vec(),
-            },
+            OperatorChoice::Inpaint => Degradation::inpaint(fill.to_vec()),
             OperatorChoice::Deblur => Degradation::Deblur(self.blur()),
             OperatorChoice::SuperRes => Degradation::SuperRes {
                 factor: self.sr_factor,

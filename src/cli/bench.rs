@@ -387,7 +387,7 @@ fn memory_report(args: &BenchArgs) -> anyhow::Result<()> {
         let estimate = crate::restore::Estimate::new(
             (w, h),
             crate::photo::Depth::U8,
-            &crate::restore::Degradation::Inpaint { fill },
+            &crate::restore::Degradation::inpaint(fill),
             &crate::restore::Settings::default(),
             samples,
         );

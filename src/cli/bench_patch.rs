@@ -84,9 +84,7 @@ fn time_fill(
         &models,
         None,
         y,
-        &Degradation::Inpaint {
-            fill: fill.to_vec(),
-        },
+        &Degradation::inpaint(fill.to_vec()),
         &settings,
         &[seed],
         &mut |_| Flow::Continue,

@@ -21,6 +21,11 @@ pub struct RestoreArgs {
     /// Inpaint: a mask image of the same size, white where the photo should be filled.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    /// Inpaint: a second mask of the same size, white where the fill must not copy from (a
+    /// distinctive object next to the hole that should not be repeated). Its pixels still
+    /// guide the fill at the hole's edge. Needs a prior with patches and EPS or its mean.
+    #[arg(long)]
+    pub keep_out: Option<PathBuf>,
     /// Deblur: gaussian:SIGMA or motion:LENGTH,ANGLE (pixels, degrees).
     #[arg(long)]
     pub blur: Option<String>,
@@ -97,6 +102,7 @@ impl RestoreArgs {
         Self {
             input,
             mask: Some(mask),
+            keep_out: None,
             blur: None,
             sr: None,
             simulate: false,
@@ -139,6 +145,11 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         )
     })?;
     crate::limits::samples(args.samples)?;
+    if args.keep_out.is_some() && args.mask.is_none() {
+        anyhow::bail!(
+            "--keep-out goes with --mask: it marks where a fill must not copy from; deblurring and super-resolution copy from the whole photo"
+        );
+    }
     let blur = args.blur.as_deref().map(BlurSpec::parse).transpose()?;
     if let Some(factor) = args.sr {
         crate::limits::sr_factor(factor)?;
@@ -165,9 +176,15 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     // Files.
     let input = photo::load(&args.input)?;
     let degradation = if let Some(mask) = &args.mask {
+        let keep_out = match &args.keep_out {
+            Some(path) => photo::load_mask(path, input.width(), input.height())
+                .with_context(|| format!("reading the keep-out mask {}", path.display()))?,
+            None => Vec::new(),
+        };
         Degradation::Inpaint {
             fill: photo::load_mask(mask, input.width(), input.height())
                 .with_context(|| format!("reading the mask {}", mask.display()))?,
+            keep_out,
         }
     } else if let Some(blur) = blur {
         Degradation::Deblur(blur)
@@ -439,7 +456,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         // What doing little would score, so a restoration can be judged against it.
         if let Some(t) = truth {
             let (what, img) = match &degradation {
-                restore::Degradation::Inpaint { fill } => (
+                restore::Degradation::Inpaint { fill, .. } => (
                     "biharmonic fill (classical)",
                     crate::eval::reference::biharmonic_fill(y, fill)?,
                 ),

@@ -489,7 +489,7 @@ impl Suite<'_> {
             churn: self.churn,
             ..Settings::default()
         };
-        match settings.sampler_method(&Degradation::Inpaint { fill: Vec::new() }) {
+        match settings.sampler_method(&Degradation::inpaint(Vec::new())) {
             sampler::Method::Eps(c) => c,
             _ => EpsConfig::default(),
         }
@@ -529,7 +529,7 @@ pub fn fill_suite(
         for k in 0..per_photo {
             let mut rng = StdRng::seed_from_u64(seed ^ (((p * 1000 + k) as u64 + 1) * 0x51_7CC1));
             let fill = object_mask(photo.width, photo.height, (0.02, 0.05), &mut rng);
-            let deg = Degradation::Inpaint { fill: fill.clone() };
+            let deg = Degradation::inpaint(fill.clone());
             let sim =
                 crate::restore::simulate(photo, &deg, sigma_y, seed ^ p as u64 ^ (k as u64) << 16)?;
             let mut results = Vec::new();

@@ -100,6 +100,9 @@ pub enum Degradation {
     Inpaint {
         /// Row-major fill mask.
         fill: Vec<bool>,
+        /// Row-major keep-out area (`true`: the fill copies nothing from here), or empty for
+        /// none. Its pixels stay measurements; only the patch prior's bank leaves them out.
+        keep_out: Vec<bool>,
     },
     /// A blur.
     Deblur(BlurSpec),
@@ -111,6 +114,14 @@ pub enum Degradation {
 }
 
 impl Degradation {
+    /// Inpainting of `fill` (`true`: pixels to fill), with no keep-out area.
+    pub fn inpaint(fill: Vec<bool>) -> Self {
+        Self::Inpaint {
+            fill,
+            keep_out: Vec::new(),
+        }
+    }
+
     /// Output size for a measurement of `w × h`.
     pub fn output_size(&self, w: usize, h: usize) -> (usize, usize) {
         match self {
@@ -124,12 +135,19 @@ impl Degradation {
     /// super-resolution factor.
     pub fn validate(&self, w: usize, h: usize) -> Result<()> {
         match self {
-            Self::Inpaint { fill } => {
+            Self::Inpaint { fill, keep_out } => {
                 if fill.len() != w * h {
                     return Err(Error::shape(
                         "inpainting mask",
                         format!("{w}×{h} pixels (the photo's size)"),
                         format!("{} pixels", fill.len()),
+                    ));
+                }
+                if !keep_out.is_empty() && keep_out.len() != w * h {
+                    return Err(Error::shape(
+                        "keep-out mask",
+                        format!("{w}×{h} pixels (the photo's size)"),
+                        format!("{} pixels", keep_out.len()),
                     ));
                 }
                 if !fill.iter().any(|&f| f) {
@@ -176,7 +194,11 @@ impl Degradation {
                 Ok(())
             }
             // An empty mask simulates nothing to fill, which is fine to show; restoring it is not.
-            Self::Inpaint { fill } if fill.len() == w * h => Ok(()),
+            Self::Inpaint { fill, keep_out }
+                if fill.len() == w * h && (keep_out.is_empty() || keep_out.len() == w * h) =>
+            {
+                Ok(())
+            }
             other => other.validate(w, h),
         }
     }
@@ -184,7 +206,7 @@ impl Degradation {
     /// A one-line description.
     pub fn label(&self) -> String {
         match self {
-            Self::Inpaint { fill } => {
+            Self::Inpaint { fill, .. } => {
                 let n = fill.iter().filter(|&&f| f).count();
                 format!(
                     "inpaint {:.1}% of the photo",
@@ -287,7 +309,7 @@ pub fn simulate(
 ) -> Result<Simulated> {
     degradation.validate_simulation(x.width, x.height)?;
     let (truth, mut y) = match degradation {
-        Degradation::Inpaint { fill } => {
+        Degradation::Inpaint { fill, .. } => {
             if fill.len() != x.width * x.height {
                 return Err(Error::shape(
                     "inpainting mask",
@@ -322,7 +344,7 @@ pub fn simulate(
         let n: f32 = StandardNormal.sample(&mut rng);
         *v += scale * n;
     }
-    if let Degradation::Inpaint { fill } = degradation {
+    if let Degradation::Inpaint { fill, .. } = degradation {
         for (i, &f) in fill.iter().enumerate() {
             if f {
                 y.data[i * 3..i * 3 + 3].fill(0.5);

@@ -231,12 +231,28 @@ impl Settings {
     }
 
     /// Refuses a `w × h` photo these settings cannot restore `degradation` on beyond
-    /// [`Degradation::validate`]: one too small for a deblurring bank of its own patches.
+    /// [`Degradation::validate`]: one too small for a deblurring bank of its own patches, or a
+    /// keep-out area with a prior or method that does not copy from the photo.
     pub fn check_size(&self, (w, h): (usize, usize), degradation: &Degradation) -> Result<()> {
         if self.deblurs_on_patches(degradation)
             && let (Degradation::Deblur(spec), Some(cfg)) = (degradation, self.deblur_on_patches)
         {
             patch_fill::check_deblur_size((w, h), &spec.kernel()?, cfg)?;
+        }
+        if let Degradation::Inpaint { keep_out, .. } = degradation
+            && keep_out.iter().any(|&k| k)
+            && !(self.prior.uses_patches()
+                && matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean))
+        {
+            return Err(Error::invalid(
+                "keep-out area",
+                format!(
+                    "with the {} prior and {}",
+                    self.prior.name(),
+                    self.method.label()
+                ),
+                "only EPS fills on the photo's own patches copy from the photo (prior patch, patch-layout or network-patch; method eps or eps-mean); drop the keep-out mask or choose one of those",
+            ));
         }
         Ok(())
     }
@@ -490,7 +506,7 @@ impl Estimate {
         let patches_only = !settings.needs_network(degradation);
         let rects = match degradation {
             // The patch prior's crops: the hole with its own (capped) context.
-            Degradation::Inpaint { fill } if patches_only => {
+            Degradation::Inpaint { fill, .. } if patches_only => {
                 plan::inpaint_regions_with(fill, w, h, |a, b| settings.patch.context_margin(a, b))
             }
             _ => regions(w, h, degradation, settings),
@@ -848,12 +864,13 @@ fn restore_on(
     let settings = &settings;
     let method = settings.sampler_method(degradation);
     if settings.prior.uses_patches()
-        && let Degradation::Inpaint { fill } = degradation
+        && let Degradation::Inpaint { fill, keep_out } = degradation
         && (method.needs_posterior_denoiser()
             || (!settings.prior.uses_network()
                 && matches!(method, Method::Ddnm(_) | Method::Diffpir(_))))
     {
-        let mut out = patch_fill::restore(models, y, fill, settings, &method, seeds, observer)?;
+        let masks = patch_fill::FillMasks { fill, keep_out };
+        let mut out = patch_fill::restore(models, y, masks, settings, &method, seeds, observer)?;
         out.notices.splice(0..0, floor_notes);
         out.seconds = started.elapsed().as_secs_f64();
         return Ok(out);
@@ -1097,7 +1114,7 @@ fn validate(
 /// The regions to work on, in the coordinates of a `w × h` measurement.
 fn regions(w: usize, h: usize, degradation: &Degradation, settings: &Settings) -> Vec<Rect> {
     match (degradation, tiling(degradation, settings)) {
-        (Degradation::Inpaint { fill }, _) => plan::inpaint_regions(fill, w, h),
+        (Degradation::Inpaint { fill, .. }, _) => plan::inpaint_regions(fill, w, h),
         (_, Some((tile, overlap))) => plan::tiles(w, h, tile, overlap),
         (_, None) => vec![Rect::new(0, 0, w, h)],
     }
@@ -1128,7 +1145,7 @@ fn build_job(
     let crop_y = y.crop_rgb(region.x, region.y, region.w, region.h);
     let none = Padding::default();
     match degradation {
-        Degradation::Inpaint { fill } => {
+        Degradation::Inpaint { fill, .. } => {
             let scale = (settings.work_side as f64 / region.w.max(region.h) as f64).min(1.0);
             let ww = ((region.w as f64 * scale).round() as usize).max(1);
             let wh = ((region.h as f64 * scale).round() as usize).max(1);
@@ -1207,7 +1224,7 @@ fn composite_preview(
     degradation: &Degradation,
     job: &Job,
 ) -> RgbImage {
-    if let Degradation::Inpaint { fill } = degradation {
+    if let Degradation::Inpaint { fill, .. } = degradation {
         let r = job.out_rect;
         for row in 0..r.h {
             for col in 0..r.w {
@@ -1320,7 +1337,7 @@ impl Accumulator {
         let r = job.out_rect;
         let q = job.y_rect;
         match (&mut self.kind, degradation) {
-            (Assembly::Holes { .. }, Degradation::Inpaint { fill }) => {
+            (Assembly::Holes { .. }, Degradation::Inpaint { fill, .. }) => {
                 self.add_hole(patch, residual, fill, r);
             }
             (
@@ -1575,17 +1592,11 @@ mod tests {
         let small = Estimate::new(
             (6000, 4000),
             Depth::U8,
-            &Degradation::Inpaint { fill: fill.clone() },
+            &Degradation::inpaint(fill.clone()),
             &s,
             1,
         );
-        let many = Estimate::new(
-            (6000, 4000),
-            Depth::U8,
-            &Degradation::Inpaint { fill },
-            &s,
-            64,
-        );
+        let many = Estimate::new((6000, 4000), Depth::U8, &Degradation::inpaint(fill), &s, 64);
         assert_eq!(small.regions, 1);
         assert_eq!(small.network_calls, MethodChoice::Eps.default_steps());
         assert!(many.bytes > 10 * small.bytes);
@@ -1593,9 +1604,7 @@ mod tests {
         let patches = Estimate::new(
             (6000, 4000),
             Depth::U8,
-            &Degradation::Inpaint {
-                fill: small_fill.clone(),
-            },
+            &Degradation::inpaint(small_fill.clone()),
             &Settings::default(),
             1,
         );
@@ -1649,13 +1658,7 @@ mod tests {
         // A small hole is worked on as a crop around it, not the whole photo.
         let mut fill = vec![false; 6000 * 4000];
         fill[2000 * 6000 + 3000] = true;
-        let hole = Estimate::new(
-            (6000, 4000),
-            Depth::U8,
-            &Degradation::Inpaint { fill },
-            &s,
-            1,
-        );
+        let hole = Estimate::new((6000, 4000), Depth::U8, &Degradation::inpaint(fill), &s, 1);
         assert!(hole.network_pixels <= one.network_pixels, "{hole:?}");
         let nfe = MethodChoice::Eps.default_steps() as f64;
         assert!((one.seconds(0.5) - 0.5 * 256.0 * 256.0 * nfe / 1e6).abs() < 1e-9);

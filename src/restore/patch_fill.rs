@@ -28,9 +28,11 @@ fn crop_plane(y: &dyn Raster, r: Rect) -> Plane {
 }
 
 /// The crops for the holes of `fill`, with the patch prior's context; each must leave enough
-/// windows of known pixels to copy from, checked before any work.
+/// windows of known pixels outside `keep_out` (empty: none) to copy from, checked before any
+/// work.
 fn checked_regions(
     fill: &[bool],
+    keep_out: &[bool],
     w: usize,
     h: usize,
     cfg: &pyramid::PyramidConfig,
@@ -39,25 +41,53 @@ fn checked_regions(
     for region in &regions {
         let hole = region_hole(fill, w, *region);
         let p = cfg.patch.patch;
-        let windows = crate::prior::patch::bank::valid_windows(&hole, region.w, region.h, p)
-            .into_iter()
-            .filter(|&v| v)
-            .count();
+        let count = |banned: &[bool]| {
+            crate::prior::patch::bank::valid_windows(banned, region.w, region.h, p)
+                .into_iter()
+                .filter(|&v| v)
+                .count()
+        };
+        let windows = count(&hole);
+        let place = format!(
+            "{}×{} region at ({}, {})",
+            region.w, region.h, region.x, region.y
+        );
         if windows < pyramid::MIN_WINDOWS {
             return Err(Error::invalid(
                 "mask",
-                format!(
-                    "{}×{} region at ({}, {})",
-                    region.w, region.h, region.x, region.y
-                ),
+                place,
                 format!(
                     "leaves {windows} windows of {p}×{p} known pixels around the hole, and the patch prior copies from at least {}; paint a smaller mask, or choose the network prior",
                     pyramid::MIN_WINDOWS
                 ),
             ));
         }
+        if let Some(area) = region_keep_out(keep_out, w, *region) {
+            let banned: Vec<bool> = hole.iter().zip(&area).map(|(&a, &b)| a || b).collect();
+            let left = count(&banned);
+            if left < pyramid::MIN_WINDOWS {
+                return Err(Error::invalid(
+                    "keep-out area",
+                    place,
+                    format!(
+                        "leaves {left} windows of {p}×{p} pixels to copy from around the hole (of {windows} without it), and the patch prior copies from at least {}; paint a smaller keep-out area",
+                        pyramid::MIN_WINDOWS
+                    ),
+                ));
+            }
+        }
     }
     Ok(regions)
+}
+
+/// The part of the keep-out area (`width` wide; empty: none) inside `r`, or `None` where it
+/// marks nothing there.
+fn region_keep_out(keep_out: &[bool], width: usize, r: Rect) -> Option<Vec<bool>> {
+    if keep_out.is_empty() {
+        return None;
+    }
+    let area = region_hole(keep_out, width, r);
+    area.iter().any(|&k| k).then_some(area)
 }
 
 /// Image 0 of a crop-sized estimate, resized to the region and with the photo's own pixels
@@ -108,11 +138,11 @@ fn baseline(
 ) -> Result<Restoration> {
     let cfg = settings.patch;
     let (w, h) = (y.width(), y.height());
-    let regions = checked_regions(fill, w, h, &cfg)?;
+    let regions = checked_regions(fill, &[], w, h, &cfg)?;
     let n_regions = regions.len();
     let mut acc: Vec<Accumulator> = seeds
         .iter()
-        .map(|_| Accumulator::new(w, h, y, &Degradation::Inpaint { fill: Vec::new() }))
+        .map(|_| Accumulator::new(w, h, y, &Degradation::inpaint(Vec::new())))
         .collect();
     let mut nfe = 0;
     for (index, region) in regions.iter().enumerate() {
@@ -188,16 +218,26 @@ fn image(x: &Tensor, b: usize) -> Result<RgbImage> {
 /// Draws that go through the pyramid together (see [`restore`]).
 pub(super) const BATCH: usize = 1;
 
+/// What a fill fills, and where it must not copy from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FillMasks<'a> {
+    /// `true`: pixels to fill, one per photo pixel.
+    pub fill: &'a [bool],
+    /// `true`: pixels no bank window may touch, one per photo pixel; empty for none.
+    pub keep_out: &'a [bool],
+}
+
 /// Restores the holes of `y` with the patch prior.
 pub(super) fn restore(
     models: &Models,
     y: &dyn Raster,
-    fill: &[bool],
+    masks: FillMasks<'_>,
     settings: &Settings,
     method: &Method,
     seeds: &[u64],
     observer: &mut dyn FnMut(&Progress<'_>) -> Flow,
 ) -> Result<Restoration> {
+    let FillMasks { fill, keep_out } = masks;
     let cfg = match method {
         Method::Eps(c) => {
             // The coarsest level runs the EPS sampler asked for, where it was asked for.
@@ -234,9 +274,9 @@ pub(super) fn restore(
         None
     };
     let (w, h) = (y.width(), y.height());
-    let regions = checked_regions(fill, w, h, &cfg)?;
+    let regions = checked_regions(fill, keep_out, w, h, &cfg)?;
     let n_regions = regions.len();
-    let degradation = Degradation::Inpaint { fill: Vec::new() };
+    let degradation = Degradation::inpaint(Vec::new());
     let mut acc: Vec<Accumulator> = seeds
         .iter()
         .map(|_| Accumulator::new(w, h, y, &degradation))
@@ -305,7 +345,15 @@ pub(super) fn restore(
             })
             .collect();
         // The levels and their cleaned banks are the same for every draw: made once.
-        let prepared = pyramid::Prepared::new(&plane, &hole, settings.sigma_y, &cfg, &guide)?;
+        let area = region_keep_out(keep_out, w, *region);
+        let prepared = pyramid::Prepared::keeping_out(
+            &plane,
+            &hole,
+            area.as_deref(),
+            settings.sigma_y,
+            &cfg,
+            &guide,
+        )?;
         // The draws go through the pyramid one at a time: each holds planes and a field at the
         // crop's size, so the peak does not grow with the samples asked for (the work inside a
         // draw is parallel already). The instant preview's draws stop at a small level and go
@@ -397,9 +445,7 @@ fn network_mean(
     settings: &Settings,
     region: Rect,
 ) -> Result<Plane> {
-    let degradation = Degradation::Inpaint {
-        fill: fill.to_vec(),
-    };
+    let degradation = Degradation::inpaint(fill.to_vec());
     let device = candle_core::Device::Cpu;
     let job = super::build_job(y, &degradation, settings, region, &device)?;
     let out = crate::sampler::eps::posterior_mean(

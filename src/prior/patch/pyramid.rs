@@ -339,6 +339,27 @@ pub struct Level {
 
 /// The levels for a crop, finest (the crop itself) first.
 pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Vec<Level> {
+    levels_keeping_out(y, hole, None, sigma_y, cfg).0
+}
+
+/// [`levels`], with a keep-out area (`true`: no bank window may touch it) or none; also
+/// returns, per level, the pixels no bank window may touch: the level's hole and the area,
+/// grown by the halving (a coarse pixel is kept out when any pixel under it is).
+pub fn levels_keeping_out(
+    y: &Plane,
+    hole: &[bool],
+    keep_out: Option<&[bool]>,
+    sigma_y: f64,
+    cfg: &PyramidConfig,
+) -> (Vec<Level>, Vec<Vec<bool>>) {
+    let union = |hole: &[bool], out: Option<&Vec<bool>>| -> Vec<bool> {
+        match out {
+            Some(o) => hole.iter().zip(o).map(|(&a, &b)| a || b).collect(),
+            None => hole.to_vec(),
+        }
+    };
+    let mut area = keep_out.map(<[bool]>::to_vec);
+    let mut banned = vec![union(hole, area.as_ref())];
     let mut out = vec![Level {
         y: y.clone(),
         hole: hole.to_vec(),
@@ -357,11 +378,15 @@ pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Ve
         }
         let next_sums = sums.half();
         let (next_y, next_hole) = next_sums.level(cfg.known_fraction);
+        let next_area = area
+            .as_ref()
+            .map(|a| half_any(a, last.y.width, last.y.height));
+        let next_banned = union(&next_hole, next_area.as_ref());
         // A coarser level lays out the hole from its own windows of known pixels: with a few
         // hundred (a thin ring of context around a big hole, hardly wider than a window) its
         // prior knows too few layouts, and the finer level, with more, makes the layout
         // instead.
-        let windows = super::bank::valid_windows(&next_hole, w, h, cfg.patch.patch)
+        let windows = super::bank::valid_windows(&next_banned, w, h, cfg.patch.patch)
             .into_iter()
             .filter(|&v| v)
             .count();
@@ -373,7 +398,24 @@ pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Ve
             hole: next_hole,
             sigma_y: last.sigma_y / 2.0,
         });
+        banned.push(next_banned);
+        area = next_area;
         sums = next_sums;
+    }
+    (out, banned)
+}
+
+/// `mask` (`w × h`) halved as the levels are (`⌈w/2⌉ × ⌈h/2⌉`): a pixel is set when any of
+/// the pixels under it is.
+fn half_any(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
+    let mut out = vec![false; hw * hh];
+    for y in 0..h {
+        for x in 0..w {
+            if mask[y * w + x] {
+                out[(y / 2) * hw + x / 2] = true;
+            }
+        }
     }
     out
 }
@@ -701,7 +743,12 @@ pub const CLEAN_BELOW: f64 = 0.004;
 /// `noise` is the noise level of the level's known pixels: above [`CLEAN_BELOW`] they are
 /// denoised before they become the bank ([`super::clean`]).
 pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<PatchDenoiser> {
-    denoiser_on(level, &Arc::new(bank_source(level, cfg, noise)), cfg)
+    denoiser_on(
+        level,
+        &Arc::new(bank_source(level, cfg, noise)),
+        &level.hole,
+        cfg,
+    )
 }
 
 /// The pixels a level's bank is made of: its known pixels, denoised when `noise` is above
@@ -715,11 +762,16 @@ pub fn bank_source(level: &Level, cfg: &PyramidConfig, noise: f64) -> Plane {
 }
 
 /// The patch denoiser of one level with its bank made of `source`'s windows (shared, not
-/// copied).
-fn denoiser_on(level: &Level, source: &Arc<Plane>, cfg: &PyramidConfig) -> Result<PatchDenoiser> {
+/// copied) that touch no pixel of `banned` (the level's hole, and any keep-out area).
+fn denoiser_on(
+    level: &Level,
+    source: &Arc<Plane>,
+    banned: &[bool],
+    cfg: &PyramidConfig,
+) -> Result<PatchDenoiser> {
     let bank = Bank::shared(
         source,
-        &level.hole,
+        banned,
         cfg.patch.patch,
         Transforms { mirror: cfg.mirror },
     )?;
@@ -817,6 +869,8 @@ pub struct Prepared {
     crop: Option<(Plane, Vec<bool>)>,
     cfg: PyramidConfig,
     levels: Vec<Level>,
+    /// Per level, the pixels no bank window may touch (the hole and any keep-out area).
+    banned: Vec<Vec<bool>>,
     sources: Vec<Arc<Plane>>,
     detail: bool,
 }
@@ -831,11 +885,30 @@ impl Prepared {
         cfg: &PyramidConfig,
         guide: &Guide<'_>,
     ) -> Result<Self> {
+        Self::keeping_out(y, hole, None, sigma_y, cfg, guide)
+    }
+
+    /// [`Self::new`] with a keep-out area (`true` where no bank window may reach, at any
+    /// level): the fill copies nothing from it, while its pixels stay measurements that the
+    /// windows over the hole's edge are conditioned on.
+    pub fn keeping_out(
+        y: &Plane,
+        hole: &[bool],
+        keep_out: Option<&[bool]>,
+        sigma_y: f64,
+        cfg: &PyramidConfig,
+        guide: &Guide<'_>,
+    ) -> Result<Self> {
         cfg.validate()?;
         if hole.len() != y.width * y.height {
             return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
         }
-        let mut levels = levels(y, hole, sigma_y, cfg);
+        if let Some(k) = keep_out
+            && k.len() != y.width * y.height
+        {
+            return Err(Error::shape("keep-out mask", y.width * y.height, k.len()));
+        }
+        let (mut levels, mut banned) = levels_keeping_out(y, hole, keep_out, sigma_y, cfg);
         let mut noise = super::clean::estimate_noise(y, hole);
         // The quick draws stop at the level where the hole is small enough.
         if let Some(limit) = cfg.stop_above {
@@ -848,6 +921,7 @@ impl Prepared {
                 .count()
                 .min(levels.len() - 1);
             levels.drain(..skip);
+            banned.drain(..skip);
             noise /= f64::from(1u32 << skip.min(31));
         }
         let n_levels = levels.len();
@@ -873,6 +947,7 @@ impl Prepared {
             crop: crop.then(|| (y.clone(), hole.to_vec())),
             cfg: *cfg,
             levels,
+            banned,
             sources,
             detail,
         })
@@ -913,6 +988,7 @@ pub fn fill_prepared(
         crop,
         cfg,
         levels,
+        banned,
         sources,
         ..
     } = prepared;
@@ -940,7 +1016,7 @@ pub fn fill_prepared(
             patch: level_patch_config(cfg, li, level, colours),
             ..*cfg
         };
-        let d = denoiser_on(level, &sources[li], &level_cfg)?;
+        let d = denoiser_on(level, &sources[li], &banned[li], &level_cfg)?;
         queries[li] = d.queries().len();
         bank[li] = d.bank().len();
         if let Some(prev) = &previous {
