@@ -1168,7 +1168,7 @@ fn the_keep_out_area_grows_with_the_halving() {
         coarse_hole: 4,
         ..PyramidConfig::default()
     };
-    let (levels, banned) = levels_keeping_out(&y, &hole, Some(&keep_out), 0.05, &cfg);
+    let (levels, banned) = levels_keeping_out(&y, &hole, Some(&keep_out), 0.05, &cfg).unwrap();
     assert!(levels.len() >= 3, "{} levels", levels.len());
     assert_eq!(levels.len(), banned.len());
     for (li, (level, b)) in levels.iter().zip(&banned).enumerate() {
@@ -1188,8 +1188,11 @@ fn the_keep_out_area_grows_with_the_halving() {
         assert_eq!(extra, 1, "level {li}: one pixel kept out, {extra} found");
     }
     // Without an area the banned pixels are the holes.
-    let (_, plain) = levels_keeping_out(&y, &hole, None, 0.05, &cfg);
+    let (_, plain) = levels_keeping_out(&y, &hole, None, 0.05, &cfg).unwrap();
     assert_eq!(plain[0], hole);
+    // A keep-out mask of another size is refused, not cut to fit.
+    let short = levels_keeping_out(&y, &hole, Some(&keep_out[1..]), 0.05, &cfg);
+    assert!(short.is_err_and(|e| e.to_string().contains("keep-out mask")));
 }
 
 /// Bad keep-out areas are refused before any work, saying what to do: one of another size,

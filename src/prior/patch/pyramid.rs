@@ -339,13 +339,31 @@ pub struct Level {
 
 /// The levels for a crop, finest (the crop itself) first.
 pub fn levels(y: &Plane, hole: &[bool], sigma_y: f64, cfg: &PyramidConfig) -> Vec<Level> {
-    levels_keeping_out(y, hole, None, sigma_y, cfg).0
+    build_levels(y, hole, None, sigma_y, cfg).0
 }
 
-/// [`levels`], with a keep-out area (`true`: no bank window may touch it) or none; also
-/// returns, per level, the pixels no bank window may touch: the level's hole and the area,
-/// grown by the halving (a coarse pixel is kept out when any pixel under it is).
+/// [`levels`], with a keep-out area (`true`: no bank window may touch it; one value per pixel)
+/// or none; also returns, per level, the pixels no bank window may touch: the level's hole and
+/// the area, grown by the halving (a coarse pixel is kept out when any pixel under it is).
 pub fn levels_keeping_out(
+    y: &Plane,
+    hole: &[bool],
+    keep_out: Option<&[bool]>,
+    sigma_y: f64,
+    cfg: &PyramidConfig,
+) -> Result<(Vec<Level>, Vec<Vec<bool>>)> {
+    for (what, mask) in [("hole mask", Some(hole)), ("keep-out mask", keep_out)] {
+        if let Some(m) = mask
+            && m.len() != y.width * y.height
+        {
+            return Err(Error::shape(what, y.width * y.height, m.len()));
+        }
+    }
+    Ok(build_levels(y, hole, keep_out, sigma_y, cfg))
+}
+
+/// [`levels_keeping_out`] on masks of the plane's size.
+fn build_levels(
     y: &Plane,
     hole: &[bool],
     keep_out: Option<&[bool]>,
@@ -900,15 +918,7 @@ impl Prepared {
         guide: &Guide<'_>,
     ) -> Result<Self> {
         cfg.validate()?;
-        if hole.len() != y.width * y.height {
-            return Err(Error::shape("hole mask", y.width * y.height, hole.len()));
-        }
-        if let Some(k) = keep_out
-            && k.len() != y.width * y.height
-        {
-            return Err(Error::shape("keep-out mask", y.width * y.height, k.len()));
-        }
-        let (mut levels, mut banned) = levels_keeping_out(y, hole, keep_out, sigma_y, cfg);
+        let (mut levels, mut banned) = levels_keeping_out(y, hole, keep_out, sigma_y, cfg)?;
         let mut noise = super::clean::estimate_noise(y, hole);
         // The quick draws stop at the level where the hole is small enough.
         if let Some(limit) = cfg.stop_above {
