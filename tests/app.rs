@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
-use eps_studio::app::{AppOptions, BlurKind, EpsApp, OperatorChoice, ViewMode};
+use eps_studio::app::{AppOptions, BlurKind, EpsApp, Layer, OperatorChoice, ViewMode};
 use eps_studio::backend::BackendChoice;
 use eps_studio::photo::{self, RgbImage, SaveFormat, SaveImage};
 use eps_studio::restore::{Models, Prior};
@@ -225,7 +225,7 @@ fn paint_restore_resample_undo_compare_export() {
         &mut h,
         &[(20.0, 30.0), (40.0, 31.0), (60.0, 32.0), (75.0, 32.0)],
     );
-    let painted = h.state().mask.as_ref().unwrap().count();
+    let painted = h.state().masks.as_ref().unwrap().hole().count();
     assert!(painted > 200, "the stroke paints the mask ({painted} px)");
 
     // Restore: two samples, streamed live, then in the gallery.
@@ -237,7 +237,7 @@ fn paint_restore_resample_undo_compare_export() {
     });
     let results = h.state().results.as_ref().unwrap();
     assert_eq!(results.samples.len(), 2);
-    let fill = h.state().mask.as_ref().unwrap().fill().to_vec();
+    let fill = h.state().masks.as_ref().unwrap().hole().fill().to_vec();
     let photo_rgb = h.state().photo.as_ref().unwrap().pixels.rgb();
     for s in &results.samples {
         let image = s.image.rgb();
@@ -296,7 +296,7 @@ fn paint_restore_resample_undo_compare_export() {
     // Undo removes the stroke and shows the mask again; redo brings it back.
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
     h.step();
-    assert_eq!(h.state().mask.as_ref().unwrap().count(), 0);
+    assert_eq!(h.state().masks.as_ref().unwrap().hole().count(), 0);
     assert!(
         h.state().mask_edited,
         "the mask is visible again after undo"
@@ -306,7 +306,7 @@ fn paint_restore_resample_undo_compare_export() {
         egui::Key::Z,
     );
     h.step();
-    assert_eq!(h.state().mask.as_ref().unwrap().count(), painted);
+    assert_eq!(h.state().masks.as_ref().unwrap().hole().count(), painted);
 
     // Compare: wipe and the residual view.
     h.get_by_label("A/B wipe (measurement | result)").click();
@@ -370,7 +370,7 @@ fn autosave_brings_the_mask_back() {
         h.step();
         h.state_mut().settings.brush_radius = 3.0;
         drag(&mut h, &[(10.0, 10.0), (30.0, 12.0)]);
-        assert!(h.state().mask.as_ref().unwrap().count() > 0);
+        assert!(h.state().masks.as_ref().unwrap().hole().count() > 0);
         // As after a crash: the autosave was written, nothing else.
         h.state_mut().write_autosave();
     }
@@ -382,7 +382,7 @@ fn autosave_brings_the_mask_back() {
         Some(photo_path)
     );
     assert!(
-        app.mask.as_ref().unwrap().count() > 0,
+        app.masks.as_ref().unwrap().hole().count() > 0,
         "the painted mask is back"
     );
 }
@@ -470,7 +470,7 @@ fn snapshot_of_a_finished_restoration() {
     });
     // The fill, against the pixels it replaced.
     let truth = photo::load(&photo_path).unwrap().pixels.rgb().into_owned();
-    let fill = h.state().mask.as_ref().unwrap().fill().to_vec();
+    let fill = h.state().masks.as_ref().unwrap().hole().fill().to_vec();
     let sample = h.state().results.as_ref().unwrap().samples[0]
         .image
         .rgb()
@@ -928,5 +928,246 @@ fn deblurring_runs_on_the_photos_own_patches_with_no_network() {
             .iter()
             .any(|n| n.text.contains("not ready")),
         "no message that the network is missing"
+    );
+}
+
+/// A 96×72 grey photo with texture and a red rectangle at `x0..x1 × y0..y1`, saved as PNG.
+fn grey_photo_with_red(dir: &Path, (x0, x1, y0, y1): (usize, usize, usize, usize)) -> PathBuf {
+    use rand::{Rng as _, SeedableRng as _};
+    let (w, h) = (96, 72);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let blobs: Vec<(f32, f32, f32, f32)> = (0..w * h / 30)
+        .map(|_| {
+            (
+                rng.random::<f32>() * w as f32,
+                rng.random::<f32>() * h as f32,
+                1.0 + 2.5 * rng.random::<f32>(),
+                (rng.random::<f32>() - 0.5) * 0.4,
+            )
+        })
+        .collect();
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let (fx, fy) = (x as f32, y as f32);
+            let mut grey =
+                0.5 + 0.2 * (0.7 * fx + 0.3 * fy).sin() + 0.1 * (1.3 * fx - 0.9 * fy).cos();
+            for &(bx, by, r, v) in &blobs {
+                if (fx - bx).powi(2) + (fy - by).powi(2) <= r * r {
+                    grey += v;
+                }
+            }
+            let grey = grey.clamp(0.0, 1.0);
+            if (x0..x1).contains(&x) && (y0..y1).contains(&y) {
+                let t = 0.3 * (grey - 0.5);
+                data.extend([0.85 + t, 0.12 + t, 0.12 + t]);
+            } else {
+                data.extend([grey; 3]);
+            }
+        }
+    }
+    let img = RgbImage::from_data(w, h, data).unwrap();
+    let path = dir.join("wall.png");
+    photo::save(&SaveImage::plain(&img), &path, SaveFormat::Png, false).unwrap();
+    path
+}
+
+/// Pixels of `hole` that are clearly red in `image`.
+fn red_in_hole(image: &RgbImage, hole: &[bool]) -> usize {
+    hole.iter()
+        .enumerate()
+        .filter(|&(i, &f)| {
+            let p = &image.data[i * 3..i * 3 + 3];
+            f && p[0] - 0.5 * (p[1] + p[2]) > 0.3
+        })
+        .count()
+}
+
+/// Drags a rectangle with the rectangle tool from `a` to `b` (image pixels).
+fn drag_rect(h: &mut Harness<'_, EpsApp>, a: (f32, f32), b: (f32, f32)) {
+    h.key_press(egui::Key::R);
+    h.step();
+    let steps: Vec<(f32, f32)> = (0..=4)
+        .map(|k| {
+            let t = k as f32 / 4.0;
+            (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+        })
+        .collect();
+    drag(h, &steps);
+    h.key_press(egui::Key::B);
+    h.step();
+}
+
+/// The keep-out area as a photographer paints it: its own mask (K; H goes back to the hole),
+/// drawn in its own colour, in one undo history with the hole, handed to the fill, which then
+/// copies nothing from it (and does without it), back after a crash, and named in the panel
+/// when the chosen method does not use it.
+#[test]
+fn a_keep_out_area_painted_in_the_app_is_never_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = (14, 42, 18, 54);
+    let photo_path = grey_photo_with_red(dir.path(), red);
+    let mut h = harness(options(dir.path(), Some(photo_path.clone())));
+    {
+        let s = &mut h.state_mut().settings;
+        s.prior = Prior::Patch;
+        s.steps = eps_studio::restore::MethodChoice::Eps.default_steps();
+        s.samples = 3;
+        s.seed = 1;
+    }
+    h.step();
+    let before = render(&mut h);
+
+    // The hole: a blob beside the red rectangle, reaching into it.
+    h.state_mut().settings.brush_radius = 6.0;
+    drag(
+        &mut h,
+        &[
+            (40.0, 30.0),
+            (46.0, 36.0),
+            (52.0, 42.0),
+            (46.0, 36.0),
+            (40.0, 42.0),
+            (52.0, 30.0),
+        ],
+    );
+    let hole = h.state().masks.as_ref().unwrap().hole().fill().to_vec();
+    let hole_px = hole.iter().filter(|&&f| f).count();
+    assert!(hole_px > 150, "{hole_px} px");
+    // Without a keep-out area the fill continues the red into the hole (so the test below
+    // can fail).
+    h.get_by_label("Restore").click();
+    run_until(&mut h, "the fill without a keep-out area", |a| {
+        a.running.is_none() && a.has_results()
+    });
+    let copied: usize = h
+        .state()
+        .results
+        .as_ref()
+        .unwrap()
+        .samples
+        .iter()
+        .map(|s| red_in_hole(&s.image.rgb(), &hole))
+        .sum();
+    assert!(
+        copied > 20,
+        "without a keep-out area the red is not continued: {copied}"
+    );
+
+    // K paints the keep-out area; the hole stays as it was.
+    h.key_press(egui::Key::K);
+    h.step();
+    assert_eq!(h.state().layer, Layer::KeepOut);
+    drag_rect(
+        &mut h,
+        (red.0 as f32, red.2 as f32),
+        (red.1 as f32, red.3 as f32),
+    );
+    let masks = h.state().masks.as_ref().unwrap();
+    assert!(
+        masks.hole().fill() == hole.as_slice(),
+        "the hole is untouched"
+    );
+    let keep_out = masks.keep_out().fill().to_vec();
+    let kept = keep_out.iter().filter(|&&k| k).count();
+    assert!(
+        kept >= 26 * 34,
+        "the rectangle paints the keep-out area ({kept} px)"
+    );
+    if let (Some(before), Some(after)) = (before, render(&mut h)) {
+        // Drawn in blue over the red rectangle, where no hole is painted: as an outline, since
+        // a fill is there to see.
+        let rect = h.state().image_rect(h.state().last_canvas).unwrap();
+        let (zoom, ppp) = (h.state().view.zoom, h.ctx.pixels_per_point());
+        let p = (rect.min + egui::vec2(14.5, 36.5) * zoom) * ppp;
+        let (b0, b1) = (
+            before.get_pixel(p.x as u32, p.y as u32),
+            after.get_pixel(p.x as u32, p.y as u32),
+        );
+        assert!(
+            i32::from(b1[2]) > i32::from(b0[2]) + 40,
+            "the keep-out area is not drawn in blue: {b0:?} → {b1:?}"
+        );
+    }
+
+    // The fill now copies nothing from it, and the run was handed exactly the painted area.
+    h.get_by_label("Restore").click();
+    run_until(&mut h, "the fill with a keep-out area", |a| {
+        a.running.is_none() && a.has_results() && !a.mask_edited
+    });
+    let results = h.state().results.as_ref().unwrap();
+    match &*results.problem.degradation {
+        eps_studio::restore::Degradation::Inpaint { fill, keep_out: k } => {
+            assert!(fill == &hole, "the run fills the painted hole");
+            assert!(k == &keep_out, "the run keeps out the painted area");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(results.samples.len(), 3);
+    for s in &results.samples {
+        assert_eq!(
+            red_in_hole(&s.image.rgb(), &hole),
+            0,
+            "red copied from the keep-out area"
+        );
+    }
+
+    // One undo history: the rectangle goes first, then the hole's stroke; redo brings both.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    let masks = h.state().masks.as_ref().unwrap();
+    assert!(masks.keep_out().is_empty());
+    assert!(masks.hole().fill() == hole.as_slice(), "the hole came back");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    assert!(h.state().masks.as_ref().unwrap().hole().is_empty());
+    for _ in 0..2 {
+        h.key_press_modifiers(
+            egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+            egui::Key::Z,
+        );
+        h.step();
+    }
+    let masks = h.state().masks.as_ref().unwrap();
+    assert!(
+        masks.hole().fill() == hole.as_slice() && masks.keep_out().fill() == keep_out.as_slice(),
+        "redo brings back both masks"
+    );
+
+    // A method that does not copy from the photo runs without the area, and the panel says so.
+    h.state_mut().settings.method = eps_studio::restore::MethodChoice::Ddnm;
+    h.step();
+    assert!(h.state().keep_out_ignored());
+    h.get_by_label_contains("The keep-out area is not used by");
+    h.state_mut().start(JobKind::Restore);
+    run_until(&mut h, "DDNM+ on the patches", |a| {
+        a.running.is_none() && a.has_results() && !a.mask_edited
+    });
+    let notices: Vec<&String> = h
+        .state()
+        .notices
+        .iter()
+        .filter(|n| n.error)
+        .map(|n| &n.text)
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+    let results = h.state().results.as_ref().unwrap();
+    assert!(
+        matches!(&*results.problem.degradation, eps_studio::restore::Degradation::Inpaint { keep_out, .. } if keep_out.is_empty())
+    );
+
+    // H paints the hole again; both masks come back after a crash.
+    h.key_press(egui::Key::H);
+    h.step();
+    assert_eq!(h.state().layer, Layer::Hole);
+    h.state_mut().write_autosave();
+    settle(&mut h);
+    drop(h);
+    let h = harness(options(dir.path(), None));
+    let masks = h.state().masks.as_ref().unwrap();
+    assert!(masks.hole().fill() == hole.as_slice(), "the hole came back");
+    assert!(
+        masks.keep_out().fill() == keep_out.as_slice(),
+        "the keep-out area came back"
     );
 }

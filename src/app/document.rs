@@ -1,5 +1,5 @@
-//! The open document: the photo, the painted mask with undo/redo, and the autosave that keeps
-//! painted work safe across a crash.
+//! The open document: the photo, the painted masks (the hole and the keep-out area) with one
+//! undo history, and the autosave that keeps painted work safe across a crash.
 
 use std::path::{Path, PathBuf};
 
@@ -305,6 +305,173 @@ impl MaskLayer {
         self.fill = fill;
         self.changed_everything();
     }
+
+    /// Forgets the redo steps (an edit of the document's other mask made them stale).
+    fn drop_redo(&mut self) {
+        self.redo.clear();
+    }
+}
+
+/// Which of a document's two masks the brush paints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layer {
+    /// What should go: the hole the fill paints over.
+    #[default]
+    Hole,
+    /// Where the fill must not copy from (a repeated object, say). Only fills made of the
+    /// photo's own patches copy from the photo, so only they use it.
+    KeepOut,
+}
+
+impl Layer {
+    /// The name in menus and messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hole => "hole",
+            Self::KeepOut => "keep-out area",
+        }
+    }
+}
+
+/// A document's two masks, the hole and the keep-out area, with one undo history across both:
+/// Ctrl+Z undoes the last edit, whichever mask it was on.
+///
+/// Every edit goes through [`Masks::checkpoint`] (or the whole-mask edits here), so the order
+/// of the edits is known.
+#[derive(Debug, Clone)]
+pub struct Masks {
+    hole: MaskLayer,
+    keep_out: MaskLayer,
+    /// The mask of each undo step, oldest first: only steps both masks can still go back
+    /// through, so every state undo reaches is one the user saw.
+    undo: Vec<Layer>,
+    /// The mask of each redo step, the next one last.
+    redo: Vec<Layer>,
+}
+
+impl Masks {
+    /// Two empty masks.
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            hole: MaskLayer::new(width, height),
+            keep_out: MaskLayer::new(width, height),
+            undo: Vec::new(),
+            redo: Vec::new(),
+        }
+    }
+
+    /// The hole (`true` = fill).
+    pub fn hole(&self) -> &MaskLayer {
+        &self.hole
+    }
+
+    /// The keep-out area (`true` = the fill copies nothing from here).
+    pub fn keep_out(&self) -> &MaskLayer {
+        &self.keep_out
+    }
+
+    /// One of the masks.
+    pub fn layer(&self, layer: Layer) -> &MaskLayer {
+        match layer {
+            Layer::Hole => &self.hole,
+            Layer::KeepOut => &self.keep_out,
+        }
+    }
+
+    /// One of the masks, to paint on after [`Self::checkpoint`] (and to refresh views of).
+    pub fn layer_mut(&mut self, layer: Layer) -> &mut MaskLayer {
+        match layer {
+            Layer::Hole => &mut self.hole,
+            Layer::KeepOut => &mut self.keep_out,
+        }
+    }
+
+    /// Bumped whenever either mask changes.
+    pub fn revision(&self) -> u64 {
+        self.hole.revision + self.keep_out.revision
+    }
+
+    /// Records an undo step of `layer` (call before an edit of it begins).
+    pub fn checkpoint(&mut self, layer: Layer) {
+        self.layer_mut(layer).checkpoint();
+        self.record(layer);
+    }
+
+    /// Notes that `layer` just took an undo step: the redo steps of both masks are stale now.
+    fn record(&mut self, layer: Layer) {
+        self.undo.push(layer);
+        self.redo.clear();
+        self.hole.drop_redo();
+        self.keep_out.drop_redo();
+        self.forget_unreachable();
+    }
+
+    /// A mask keeps its newest [`UNDO_DEPTH`] steps. Once one of them is forgotten, the steps
+    /// before it cannot be gone back through either (undoing the other mask alone would show
+    /// a state that never was): they are dropped from the history.
+    fn forget_unreachable(&mut self) {
+        let mut left = [self.hole.undo_steps(), self.keep_out.undo_steps()];
+        let mut reachable = 0;
+        for &layer in self.undo.iter().rev() {
+            let n = &mut left[layer as usize];
+            if *n == 0 {
+                break;
+            }
+            *n -= 1;
+            reachable += 1;
+        }
+        self.undo.drain(..self.undo.len() - reachable);
+    }
+
+    /// Whether there is something to undo.
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    /// Whether there is something to redo.
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    /// Undoes the last edit of either mask.
+    pub fn undo(&mut self) -> bool {
+        match self.undo.pop() {
+            Some(layer) if self.layer_mut(layer).undo() => {
+                self.redo.push(layer);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Re-applies the last undone edit.
+    pub fn redo(&mut self) -> bool {
+        match self.redo.pop() {
+            Some(layer) if self.layer_mut(layer).redo() => {
+                self.undo.push(layer);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Clears one mask (an undo step).
+    pub fn clear(&mut self, layer: Layer) {
+        self.layer_mut(layer).clear();
+        self.record(layer);
+    }
+
+    /// Inverts one mask (an undo step).
+    pub fn invert(&mut self, layer: Layer) {
+        self.layer_mut(layer).invert();
+        self.record(layer);
+    }
+
+    /// Replaces one mask (an undo step), e.g. after importing a mask file.
+    pub fn replace(&mut self, layer: Layer, fill: Vec<bool>) {
+        self.layer_mut(layer).replace(fill);
+        self.record(layer);
+    }
 }
 
 /// What autosave keeps: enough to reopen the document where it was left.
@@ -312,15 +479,35 @@ impl MaskLayer {
 pub struct AutosaveRecord {
     /// The photo's path.
     pub photo: PathBuf,
-    /// The mask file next to this record.
+    /// The hole's mask file next to this record.
     pub mask: Option<String>,
+    /// The keep-out area's mask file next to this record (records from before it had one
+    /// have none).
+    #[serde(default)]
+    pub keep_out: Option<String>,
 }
 
-/// Autosave files in `dir`: `document.json` and `mask.png`, each written atomically.
+/// A document as autosave brought it back.
+#[derive(Debug)]
+pub struct Reopened {
+    /// The photo.
+    pub photo: Photo,
+    /// The hole, when one was painted.
+    pub hole: Option<Vec<bool>>,
+    /// The keep-out area, when one was painted.
+    pub keep_out: Option<Vec<bool>>,
+}
+
+/// Autosave files in `dir`: `document.json`, `mask.png` and `keep-out.png`, each written
+/// atomically.
 #[derive(Debug, Clone)]
 pub struct Autosave {
     dir: PathBuf,
 }
+
+/// The file names next to the record.
+const HOLE_FILE: &str = "mask.png";
+const KEEP_OUT_FILE: &str = "keep-out.png";
 
 impl Autosave {
     /// Autosave into `dir`.
@@ -334,28 +521,38 @@ impl Autosave {
     }
 
     /// Saves the document.
-    pub fn save(&self, photo_path: &Path, mask: &MaskLayer) -> crate::Result<()> {
-        self.save_fill(photo_path, mask.fill(), mask.width, mask.height)
+    pub fn save(&self, photo_path: &Path, masks: &Masks) -> crate::Result<()> {
+        let (w, h) = (masks.hole().width, masks.hole().height);
+        self.save_fill(
+            photo_path,
+            masks.hole().fill(),
+            masks.keep_out().fill(),
+            w,
+            h,
+        )
     }
 
-    /// Saves the document from a copy of the mask's pixels (for the file thread).
+    /// Saves the document from copies of the masks' pixels (for the file thread).
     pub fn save_fill(
         &self,
         photo_path: &Path,
-        fill: &[bool],
+        hole: &[bool],
+        keep_out: &[bool],
         width: usize,
         height: usize,
     ) -> crate::Result<()> {
-        let mask_name = if !fill.iter().any(|&f| f) {
-            None
-        } else {
+        let write = |fill: &[bool], name: &str| -> crate::Result<Option<String>> {
+            if !fill.iter().any(|&f| f) {
+                return Ok(None);
+            }
             let png = photo::mask_png(fill, width, height)?;
-            crate::fsutil::write_atomic(&self.dir.join("mask.png"), &png)?;
-            Some("mask.png".to_owned())
+            crate::fsutil::write_atomic(&self.dir.join(name), &png)?;
+            Ok(Some(name.to_owned()))
         };
         let record = AutosaveRecord {
             photo: photo_path.to_owned(),
-            mask: mask_name,
+            mask: write(hole, HOLE_FILE)?,
+            keep_out: write(keep_out, KEEP_OUT_FILE)?,
         };
         let json = serde_json::to_vec_pretty(&record).map_err(|e| {
             crate::Error::Unsupported(format!("cannot write the autosave record: {e}"))
@@ -365,12 +562,14 @@ impl Autosave {
 
     /// Forgets the document (after the user closes it on purpose).
     pub fn clear(&self) {
-        let _ = std::fs::remove_file(self.dir.join("document.json"));
-        let _ = std::fs::remove_file(self.dir.join("mask.png"));
+        for name in ["document.json", HOLE_FILE, KEEP_OUT_FILE] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
     }
 
-    /// The saved document, if one exists and its photo still loads.
-    pub fn load(&self) -> Option<(Photo, Option<Vec<bool>>)> {
+    /// The saved document, if one exists and its photo still loads. A mask file that is
+    /// missing or damaged is left out; the photo and the other mask still come back.
+    pub fn load(&self) -> Option<Reopened> {
         let bytes = crate::fsutil::read_bounded(
             "autosave record",
             &self.dir.join("document.json"),
@@ -379,15 +578,24 @@ impl Autosave {
         .ok()?;
         let record: AutosaveRecord = serde_json::from_slice(&bytes).ok()?;
         let photo = photo::load(&record.photo).ok()?;
-        let mask = record
-            .mask
-            .and_then(|m| photo::load_mask(&self.dir.join(m), photo.width(), photo.height()).ok());
-        Some((photo, mask))
+        let mask = |name: Option<String>| {
+            name.and_then(|m| {
+                photo::load_mask(&self.dir.join(m), photo.width(), photo.height()).ok()
+            })
+        };
+        let (hole, keep_out) = (mask(record.mask), mask(record.keep_out));
+        Some(Reopened {
+            photo,
+            hole,
+            keep_out,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -407,6 +615,124 @@ mod tests {
         assert!(!m.undo());
         assert!(m.redo());
         assert_eq!(m.fill(), painted.as_slice());
+    }
+
+    /// One history across the hole and the keep-out area: undo walks back through the edits
+    /// in the order they were made, whichever mask each was on, and redo walks forward.
+    #[test]
+    fn one_undo_history_across_both_masks() {
+        let mut m = Masks::new(30, 20);
+        let stroke = |m: &mut Masks, layer, y: f32| {
+            m.checkpoint(layer);
+            m.layer_mut(layer)
+                .paint_segment((2.0, y), (20.0, y), 1.5, true);
+        };
+        stroke(&mut m, Layer::Hole, 3.0);
+        stroke(&mut m, Layer::KeepOut, 10.0);
+        stroke(&mut m, Layer::Hole, 16.0);
+        let counts = |m: &Masks| (m.hole().count(), m.keep_out().count());
+        let (h2, k1) = counts(&m);
+        assert!(h2 > 0 && k1 > 0);
+        let revision = m.revision();
+        assert!(m.undo());
+        assert!(m.revision() > revision, "an undo is a change views see");
+        let (h1, k) = counts(&m);
+        assert!(h1 < h2 && h1 > 0);
+        assert_eq!(k, k1, "the last edit was the hole's");
+        assert!(m.undo());
+        assert_eq!(counts(&m), (h1, 0), "then the keep-out stroke");
+        assert!(m.undo());
+        assert_eq!(counts(&m), (0, 0));
+        assert!(!m.undo() && !m.can_undo());
+        assert!(m.redo() && m.redo());
+        assert_eq!(counts(&m), (h1, k1));
+        // A new edit makes the redo steps of both masks stale.
+        m.clear(Layer::KeepOut);
+        assert!(!m.can_redo() && !m.redo());
+        assert_eq!(counts(&m), (h1, 0));
+        assert!(m.undo());
+        assert_eq!(counts(&m), (h1, k1), "clearing is one step");
+        m.invert(Layer::Hole);
+        assert_eq!(m.hole().count(), 30 * 20 - h1);
+        m.replace(Layer::KeepOut, vec![true; 600]);
+        assert!(m.undo() && m.undo());
+        assert_eq!(counts(&m), (h1, k1));
+    }
+
+    /// Beyond [`UNDO_DEPTH`] steps a mask forgets its oldest; undo then goes back through
+    /// exactly the states the user saw, in order, as far as both masks reach, and stops there.
+    #[test]
+    fn the_shared_history_stays_in_step_with_each_mask() {
+        let mut m = Masks::new(64, 8);
+        let mut expected = Vec::new();
+        for k in 0..(5 * UNDO_DEPTH) {
+            let layer = if k % 7 < 5 {
+                Layer::Hole
+            } else {
+                Layer::KeepOut
+            };
+            expected.push((m.hole().fill().to_vec(), m.keep_out().fill().to_vec()));
+            m.checkpoint(layer);
+            let x = (k % 60) as f32;
+            m.layer_mut(layer)
+                .paint_segment((x, 1.0), (x + 1.0, 6.0), 0.7, k % 3 != 0);
+        }
+        let held = m.undo.len();
+        assert!(
+            (UNDO_DEPTH..=2 * UNDO_DEPTH).contains(&held),
+            "{held} steps held"
+        );
+        for _ in 0..held {
+            let (hole, keep_out) = expected.pop().unwrap();
+            assert!(m.undo());
+            assert_eq!(m.hole().fill(), hole.as_slice());
+            assert_eq!(m.keep_out().fill(), keep_out.as_slice());
+        }
+        assert!(!m.undo() && !m.can_undo());
+    }
+
+    #[test]
+    fn autosave_keeps_both_masks_and_reads_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo_path = dir.path().join("p.png");
+        let img = crate::photo::RgbImage::from_data(8, 6, vec![0.5; 8 * 6 * 3]).unwrap();
+        photo::save(
+            &photo::SaveImage::plain(&img),
+            &photo_path,
+            photo::SaveFormat::Png,
+            false,
+        )
+        .unwrap();
+        let autosave = Autosave::new(dir.path().join("autosave"));
+        std::fs::create_dir_all(autosave.dir()).unwrap();
+        let mut m = Masks::new(8, 6);
+        m.layer_mut(Layer::Hole)
+            .fill_rect((1.0, 1.0), (3.0, 3.0), true);
+        autosave.save(&photo_path, &m).unwrap();
+        let back = autosave.load().unwrap();
+        assert_eq!(back.hole.as_deref(), Some(m.hole().fill()));
+        assert_eq!(back.keep_out, None, "no keep-out area painted");
+        m.layer_mut(Layer::KeepOut)
+            .fill_rect((5.0, 2.0), (8.0, 6.0), true);
+        autosave.save(&photo_path, &m).unwrap();
+        let back = autosave.load().unwrap();
+        assert_eq!(back.hole.as_deref(), Some(m.hole().fill()));
+        assert_eq!(back.keep_out.as_deref(), Some(m.keep_out().fill()));
+        // A record written before keep-out areas existed.
+        let old = format!(
+            r#"{{"photo": {:?}, "mask": "mask.png"}}"#,
+            photo_path.display().to_string()
+        );
+        std::fs::write(autosave.dir().join("document.json"), old).unwrap();
+        let back = autosave.load().unwrap();
+        assert_eq!(back.hole.as_deref(), Some(m.hole().fill()));
+        assert_eq!(back.keep_out, None);
+        // A damaged keep-out file loses that mask only.
+        autosave.save(&photo_path, &m).unwrap();
+        std::fs::write(autosave.dir().join(KEEP_OUT_FILE), b"not a png").unwrap();
+        let back = autosave.load().unwrap();
+        assert_eq!(back.hole.as_deref(), Some(m.hole().fill()));
+        assert_eq!(back.keep_out, None);
     }
 
     #[test]

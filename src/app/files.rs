@@ -35,7 +35,7 @@ pub enum FileDone {
     /// The autosave was written (or not).
     Autosaved(crate::Result<()>),
     /// Last session's document, read back at start-up (`None`: nothing to reopen).
-    Reopened(Option<(Photo, Option<Vec<bool>>)>),
+    Reopened(Option<super::document::Reopened>),
 }
 
 type Task = Box<dyn FnOnce() -> FileDone + Send>;

@@ -10,8 +10,8 @@ use eframe::egui;
 
 use super::overlay::{MaskOverlay, MaskStyle};
 use super::{
-    DISPLAY_MAX_SIDE, EpsApp, LargePhoto, MaskLayer, OperatorChoice, Problem, Results, Running,
-    SampleView, SaveChoice, Shown, ViewMode,
+    DISPLAY_MAX_SIDE, EpsApp, LargePhoto, Layer, MaskLayer, Masks, OperatorChoice, Problem,
+    Results, Running, SampleView, SaveChoice, Shown, ViewMode,
 };
 use crate::photo::{self, Photo, Pixels, Raster, RgbImage, SaveFormat, SaveImage};
 use crate::restore::MethodChoice;
@@ -98,10 +98,11 @@ impl EpsApp {
         });
     }
 
-    /// Makes `photo` the document, with an empty mask.
+    /// Makes `photo` the document, with empty masks; the tools paint the hole.
     pub fn set_photo(&mut self, photo: Photo) {
         self.cancel();
-        self.mask = Some(MaskLayer::new(photo.width(), photo.height()));
+        self.masks = Some(Masks::new(photo.width(), photo.height()));
+        self.layer = Layer::Hole;
         self.photo_texture = Some(shown(&self.ctx, "photo", &*photo.pixels));
         self.photo = Some(photo);
         self.results = None;
@@ -110,6 +111,7 @@ impl EpsApp {
         self.measurement_texture = None;
         self.truth_texture = None;
         self.mask_texture = None;
+        self.keep_out_texture = None;
         self.view.fit_pending = true;
         self.mode = ViewMode::Result;
         self.mask_edited = false;
@@ -173,7 +175,7 @@ impl EpsApp {
         if s.simulate {
             s.seed.hash(&mut h);
             if s.operator == OperatorChoice::Inpaint {
-                self.mask.as_ref().map(|m| m.revision).hash(&mut h);
+                self.masks.as_ref().map(|m| m.hole().revision).hash(&mut h);
             }
         }
         if let Some(p) = &self.photo {
@@ -193,11 +195,12 @@ impl EpsApp {
         let photo = self.photo.as_ref()?;
         let (y, truth) = if self.settings.simulate {
             let fill = self
-                .mask
+                .masks
                 .as_ref()
-                .map(|m| m.fill().to_vec())
+                .map(|m| m.hole().fill().to_vec())
                 .unwrap_or_default();
-            let d = self.settings.degradation(&fill);
+            // What is measured depends on the hole alone.
+            let d = self.settings.degradation(&fill, &[], self.settings.method);
             match restore::simulate(
                 &photo.pixels.rgb(),
                 &d,
@@ -258,38 +261,71 @@ impl EpsApp {
         }
     }
 
-    /// The mask overlay texture, brought up to date with the mask and [`Self::mask_style`].
-    pub fn mask_shown(&mut self) -> Option<&Shown> {
+    /// The overlay texture of one mask, brought up to date with it and [`Self::mask_style`].
+    pub fn mask_shown(&mut self, layer: Layer) -> Option<&Shown> {
         let style = self.mask_style();
-        let mask = self.mask.as_mut()?;
-        match &mut self.mask_texture {
+        let mask = self.masks.as_mut()?.layer_mut(layer);
+        let texture = match layer {
+            Layer::Hole => &mut self.mask_texture,
+            Layer::KeepOut => &mut self.keep_out_texture,
+        };
+        match texture {
             Some(overlay) => overlay.refresh(mask, style),
             None => {
-                let mut overlay = MaskOverlay::new(&self.ctx, mask);
+                let mut overlay = MaskOverlay::new(&self.ctx, mask, layer);
                 overlay.refresh(mask, style);
-                self.mask_texture = Some(overlay);
+                *texture = Some(overlay);
             }
         }
-        self.mask_texture.as_ref().map(|o| &o.shown)
+        texture.as_ref().map(|o| &o.shown)
     }
 
-    /// The degradation for the current settings, or a message saying what is missing.
-    pub fn degradation(&self) -> Result<Degradation, String> {
+    /// The method a job of `kind` runs: the instant preview is always the one-call mean.
+    fn job_method(&self, kind: JobKind) -> MethodChoice {
+        if kind == JobKind::Preview {
+            MethodChoice::EpsMean
+        } else {
+            self.settings.method
+        }
+    }
+
+    /// Whether a keep-out area is painted that the chosen method and prior do not use (only
+    /// fills made of the photo's own patches copy from the photo): the panel says so.
+    pub fn keep_out_ignored(&self) -> bool {
+        self.settings.operator == OperatorChoice::Inpaint
+            && self
+                .masks
+                .as_ref()
+                .is_some_and(|m| !m.keep_out().is_empty())
+            && !self
+                .settings
+                .restore_settings(self.settings.method)
+                .copies_from_photo()
+    }
+
+    /// The degradation `method` solves with the current settings, or a message saying what is
+    /// missing.
+    pub fn degradation(&self, method: MethodChoice) -> Result<Degradation, String> {
         if self.photo.is_none() {
             return Err(
                 "Open a photo first (File > Open, Ctrl+O, or drop it on the window).".into(),
             );
         }
-        let fill = match (&self.settings.operator, &self.mask) {
+        match (&self.settings.operator, &self.masks) {
             (OperatorChoice::Inpaint, Some(m)) => {
-                if m.is_empty() {
-                    return Err("Paint over what should go first (brush B, rectangle R).".into());
+                if m.hole().is_empty() {
+                    return Err(if m.keep_out().is_empty() {
+                        "Paint over what should go first (brush B, rectangle R).".into()
+                    } else {
+                        "Paint over what should go first: press H for the hole (red), then the brush B or rectangle R. The blue keep-out area only says where the fill must not copy from.".into()
+                    });
                 }
-                m.fill().to_vec()
+                Ok(self
+                    .settings
+                    .degradation(m.hole().fill(), m.keep_out().fill(), method))
             }
-            _ => Vec::new(),
-        };
-        Ok(self.settings.degradation(&fill))
+            _ => Ok(self.settings.degradation(&[], &[], method)),
+        }
     }
 
     /// Starts a restoration (`JobKind::Restore`) or draws more samples (`JobKind::Resample`).
@@ -347,7 +383,7 @@ impl EpsApp {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
             self.problem_key(),
-            self.mask.as_ref().map(|m| m.revision),
+            self.masks.as_ref().map(Masks::revision),
             format!("{restore_settings:?}"),
             self.settings.samples,
         )
@@ -361,7 +397,7 @@ impl EpsApp {
         {
             return *e;
         }
-        let estimate = self.degradation().ok().and_then(|degradation| {
+        let estimate = self.degradation(method).ok().and_then(|degradation| {
             let photo = self.photo.as_ref()?;
             let (w, h) = (photo.width(), photo.height());
             let (size, depth) = match (&degradation, self.settings.simulate) {
@@ -389,11 +425,7 @@ impl EpsApp {
     /// Whether a job of `kind` on `degradation` needs the networks (a fill on the photo's own
     /// patches does not).
     fn needs_network(&self, kind: JobKind, degradation: &Degradation) -> bool {
-        let method = if kind == JobKind::Preview {
-            MethodChoice::EpsMean
-        } else {
-            self.settings.method
-        };
+        let method = self.job_method(kind);
         restore::Settings {
             preview: kind == JobKind::Preview,
             ..self.settings.restore_settings(method)
@@ -404,7 +436,8 @@ impl EpsApp {
     fn start_job(&mut self, kind: JobKind, confirmed: bool) {
         // Typed or remembered values outside their controls' ranges never reach a run.
         self.settings.sanitize();
-        let degradation = match self.degradation() {
+        let method = self.job_method(kind);
+        let degradation = match self.degradation(method) {
             Ok(d) => d,
             Err(msg) => {
                 self.error(msg);
@@ -428,11 +461,6 @@ impl EpsApp {
         };
         let previous_seed = self.next_seed;
         self.next_seed = first + n as u64;
-        let method = if kind == JobKind::Preview {
-            MethodChoice::EpsMean
-        } else {
-            self.settings.method
-        };
         let seeds = if kind == JobKind::Preview {
             vec![self.settings.seed]
         } else {
@@ -617,21 +645,34 @@ impl EpsApp {
                 FileDone::Autosaved(Err(e)) => self.error(format!(
                     "Autosave failed ({e}); your work is still open — save the mask with File > Export mask."
                 )),
-                FileDone::Reopened(Some((photo, mask))) => {
+                FileDone::Reopened(Some(reopened)) => {
                     // Only if the user has not opened something meanwhile.
                     if self.photo.is_none() && self.opening.is_none() {
-                        let name = photo
+                        let name = reopened
+                            .photo
                             .path
                             .as_ref()
                             .map(|p| p.display().to_string())
                             .unwrap_or_default();
-                        self.set_photo(photo);
-                        if let (Some(fill), Some(layer)) = (mask, self.mask.as_mut()) {
-                            layer.replace(fill);
+                        self.set_photo(reopened.photo);
+                        let with_keep_out = reopened.keep_out.is_some();
+                        if let Some(masks) = self.masks.as_mut() {
+                            for (layer, fill) in [
+                                (Layer::Hole, reopened.hole),
+                                (Layer::KeepOut, reopened.keep_out),
+                            ] {
+                                if let Some(fill) = fill {
+                                    masks.replace(layer, fill);
+                                }
+                            }
                         }
-                        self.info(format!(
-                            "Reopened {name} with its mask from your last session."
-                        ));
+                        self.info(if with_keep_out {
+                            format!(
+                                "Reopened {name} with its mask and keep-out area from your last session."
+                            )
+                        } else {
+                            format!("Reopened {name} with its mask from your last session.")
+                        });
                     }
                 }
                 FileDone::Reopened(None) => {}
@@ -801,7 +842,7 @@ impl EpsApp {
     pub(super) fn tick(&mut self, ctx: &egui::Context) {
         let now = Instant::now();
         // Mask edits and problem changes schedule the instant preview.
-        let revision = self.mask.as_ref().map_or(0, |m| m.revision);
+        let revision = self.masks.as_ref().map_or(0, Masks::revision);
         let key = self.problem_key();
         if revision != self.seen_revision || key != self.settings_key {
             let problem_changed = key != self.settings_key && self.settings_key != 0;
@@ -824,7 +865,7 @@ impl EpsApp {
             if now >= due && !painting {
                 self.preview_due = None;
                 let ready = self
-                    .degradation()
+                    .degradation(self.job_method(JobKind::Preview))
                     .is_ok_and(|d| self.models_ready || !self.needs_network(JobKind::Preview, &d));
                 if !self.is_restoring() && ready {
                     self.start(JobKind::Preview);
@@ -858,22 +899,31 @@ impl EpsApp {
 
     /// Writes the autosave now.
     pub fn write_autosave(&mut self) {
-        let (Some(a), Some(photo), Some(mask)) = (&self.autosave, &self.photo, &self.mask) else {
+        let (Some(a), Some(photo), Some(masks)) = (&self.autosave, &self.photo, &self.masks) else {
             return;
         };
         let Some(path) = photo.path.clone() else {
             return;
         };
-        let (a, fill, w, h) = (a.clone(), mask.fill().to_vec(), mask.width, mask.height);
+        let (hole, keep_out) = (masks.hole(), masks.keep_out());
+        let (w, h) = (hole.width, hole.height);
+        let (a, hole, keep_out) = (a.clone(), hole.fill().to_vec(), keep_out.fill().to_vec());
         self.files
-            .run(move || FileDone::Autosaved(a.save_fill(&path, &fill, w, h)));
+            .run(move || FileDone::Autosaved(a.save_fill(&path, &hole, &keep_out, w, h)));
     }
 
-    /// Records a mask edit start (undo step).
+    /// Records the start of an edit of the mask being painted (an undo step).
     pub fn begin_edit(&mut self) {
-        if let Some(m) = self.mask.as_mut() {
-            m.checkpoint();
+        let layer = self.layer;
+        if let Some(m) = self.masks.as_mut() {
+            m.checkpoint(layer);
         }
+    }
+
+    /// The mask the tools paint on.
+    pub fn painted_mut(&mut self) -> Option<&mut MaskLayer> {
+        let layer = self.layer;
+        self.masks.as_mut().map(|m| m.layer_mut(layer))
     }
 
     /// Marks the stroke state (the canvas calls this).
@@ -1056,7 +1106,8 @@ impl EpsApp {
             .is_some_and(|original| original == path || crate::fsutil::is_same_file(original, path))
     }
 
-    /// Writes the mask as a PNG (white = fill) on the file thread; `true` when queued.
+    /// Writes the mask being painted (the hole or the keep-out area) as a PNG (white = the
+    /// mask) on the file thread; `true` when queued.
     pub fn export_mask(&mut self, path: &Path) -> bool {
         if self.is_the_photo(path) {
             self.error(
@@ -1064,7 +1115,7 @@ impl EpsApp {
             );
             return false;
         }
-        let Some(m) = &self.mask else {
+        let Some(m) = self.masks.as_ref().map(|m| m.layer(self.layer)) else {
             return false;
         };
         let (fill, w, h) = (m.fill().to_vec(), m.width, m.height);
@@ -1085,15 +1136,18 @@ impl EpsApp {
         true
     }
 
-    /// Reads a mask PNG of the photo's size (white = fill); one undo step.
+    /// Reads a mask PNG of the photo's size (white = the mask) into the mask being painted
+    /// (the hole or the keep-out area); one undo step.
     pub fn import_mask(&mut self, path: &Path) -> bool {
-        let Some(m) = &mut self.mask else {
+        let layer = self.layer;
+        let Some(m) = &mut self.masks else {
             self.error("Open a photo before importing a mask.");
             return false;
         };
-        match photo::load_mask(path, m.width, m.height) {
+        let (w, h) = (m.hole().width, m.hole().height);
+        match photo::load_mask(path, w, h) {
             Ok(fill) => {
-                m.replace(fill);
+                m.replace(layer, fill);
                 self.settings.operator = OperatorChoice::Inpaint;
                 true
             }

@@ -17,9 +17,9 @@ use crate::photo::{Photo, Pixels};
 use crate::restore::{self, Degradation, Models, Residual, StepCount};
 use crate::worker::{JobKind, Worker};
 
-pub use document::{Autosave, MaskLayer};
+pub use document::{Autosave, Layer, MaskLayer, Masks};
 pub use logic::LARGE_SIDE;
-pub use overlay::{MaskEditingCosts, MaskStyle, bench_mask_editing};
+pub use overlay::{MaskEditingCosts, MaskStyle, bench_mask_editing, layer_colour};
 pub use settings::{AppSettings, BlurKind, OperatorChoice, SaveChoice};
 
 /// Textures are kept at most this many pixels on a side (the photo itself keeps full resolution).
@@ -193,8 +193,10 @@ pub struct EpsApp {
     pub settings: AppSettings,
     /// The open photo.
     pub photo: Option<Photo>,
-    /// The mask (inpainting).
-    pub mask: Option<MaskLayer>,
+    /// The masks (inpainting): the hole and the keep-out area.
+    pub masks: Option<Masks>,
+    /// The mask the tools paint on.
+    pub layer: Layer,
     /// Current tool.
     pub tool: Tool,
     /// Canvas view.
@@ -257,6 +259,7 @@ pub struct EpsApp {
     measurement_texture: Option<(u64, Shown)>,
     truth_texture: Option<(u64, Shown)>,
     mask_texture: Option<overlay::MaskOverlay>,
+    keep_out_texture: Option<overlay::MaskOverlay>,
     preview_due: Option<Instant>,
     autosave_due: Option<Instant>,
     stroke_last: Option<egui::Pos2>,
@@ -302,7 +305,8 @@ impl EpsApp {
         let mut app = Self {
             settings,
             photo: None,
-            mask: None,
+            masks: None,
+            layer: Layer::Hole,
             tool: Tool::Brush,
             view: View {
                 zoom: 1.0,
@@ -343,6 +347,7 @@ impl EpsApp {
             measurement_texture: None,
             truth_texture: None,
             mask_texture: None,
+            keep_out_texture: None,
             mask_outline: true,
             preview_due: None,
             autosave_due: None,

@@ -5,7 +5,7 @@
 
 use eframe::egui;
 
-use super::document::{MaskChange, MaskLayer, PixelRect};
+use super::document::{Layer, MaskChange, MaskLayer, PixelRect};
 use super::logic::display_size;
 use super::{DISPLAY_MAX_SIDE, Shown};
 
@@ -19,14 +19,19 @@ pub enum MaskStyle {
     Outline,
 }
 
-/// The overlay's colour where the mask fills.
-fn fill_colour() -> egui::Color32 {
-    egui::Color32::from_rgba_unmultiplied(255, 40, 90, 120)
+/// The colour a mask is drawn in (its outline; its fill is this, translucent): the hole red,
+/// the keep-out area blue.
+pub fn layer_colour(layer: Layer) -> egui::Color32 {
+    match layer {
+        Layer::Hole => egui::Color32::from_rgb(255, 40, 90),
+        Layer::KeepOut => egui::Color32::from_rgb(40, 150, 255),
+    }
 }
 
-/// The outline's colour.
-fn outline_colour() -> egui::Color32 {
-    egui::Color32::from_rgb(255, 40, 90)
+/// The overlay's colour where the mask fills.
+fn fill_colour(layer: Layer) -> egui::Color32 {
+    let c = layer_colour(layer);
+    egui::Color32::from_rgba_unmultiplied(c.r(), c.g(), c.b(), 120)
 }
 
 /// Texture pixels within this distance (in texture pixels, square neighbourhood) of an unmasked
@@ -37,6 +42,7 @@ const OUTLINE_WIDTH: usize = 2;
 /// shows the mask pixel its top-left corner falls on.
 fn overlay_pixels(
     mask: &MaskLayer,
+    layer: Layer,
     size: [usize; 2],
     rect: PixelRect,
     style: MaskStyle,
@@ -53,7 +59,7 @@ fn overlay_pixels(
                 continue;
             }
             *px = match style {
-                MaskStyle::Fill => fill_colour(),
+                MaskStyle::Fill => fill_colour(layer),
                 MaskStyle::Outline => {
                     let r = OUTLINE_WIDTH;
                     let edge = x < r
@@ -62,7 +68,7 @@ fn overlay_pixels(
                         || y + r >= dh
                         || (y - r..=y + r).any(|yy| (x - r..=x + r).any(|xx| !sample(xx, yy)));
                     if edge {
-                        outline_colour()
+                        layer_colour(layer)
                     } else {
                         continue;
                     }
@@ -90,23 +96,29 @@ fn texture_rect(r: PixelRect, (w, h): (usize, usize), [dw, dh]: [usize; 2]) -> O
 pub struct MaskOverlay {
     /// The texture, for drawing.
     pub shown: Shown,
+    layer: Layer,
     size: [usize; 2],
     style: MaskStyle,
 }
 
 impl MaskOverlay {
-    /// Uploads the whole mask.
-    pub fn new(ctx: &egui::Context, mask: &mut MaskLayer) -> Self {
+    /// Uploads the whole mask, drawn in `layer`'s colour.
+    pub fn new(ctx: &egui::Context, mask: &mut MaskLayer, layer: Layer) -> Self {
         mask.take_changed();
         let (size, _) = display_size(mask.width, mask.height, DISPLAY_MAX_SIDE);
         let style = MaskStyle::default();
-        let image = overlay_pixels(mask, size, Self::whole(size), style);
+        let image = overlay_pixels(mask, layer, size, Self::whole(size), style);
+        let name = match layer {
+            Layer::Hole => "mask",
+            Layer::KeepOut => "keep-out",
+        };
         Self {
             shown: Shown {
-                texture: ctx.load_texture("mask", image, egui::TextureOptions::NEAREST),
+                texture: ctx.load_texture(name, image, egui::TextureOptions::NEAREST),
                 width: mask.width,
                 height: mask.height,
             },
+            layer,
             size,
             style,
         }
@@ -154,7 +166,7 @@ impl MaskOverlay {
                             y1: (rect.y1 + OUTLINE_WIDTH).min(self.size[1]),
                         },
                     };
-                    let patch = overlay_pixels(mask, self.size, rect, style);
+                    let patch = overlay_pixels(mask, self.layer, self.size, rect, style);
                     self.shown.texture.set_partial(
                         [rect.x0, rect.y0],
                         patch,
@@ -168,7 +180,13 @@ impl MaskOverlay {
 
     /// Uploads the whole texture again.
     fn rebuild(&mut self, mask: &MaskLayer) {
-        let image = overlay_pixels(mask, self.size, Self::whole(self.size), self.style);
+        let image = overlay_pixels(
+            mask,
+            self.layer,
+            self.size,
+            Self::whole(self.size),
+            self.style,
+        );
         self.shown.texture.set(image, egui::TextureOptions::NEAREST);
     }
 }
@@ -206,7 +224,7 @@ pub fn bench_mask_editing(width: usize, height: usize, repeats: usize) -> MaskEd
     };
     let ctx = egui::Context::default();
     let mut mask = MaskLayer::new(width, height);
-    let mut overlay = MaskOverlay::new(&ctx, &mut mask);
+    let mut overlay = MaskOverlay::new(&ctx, &mut mask, Layer::Hole);
     ctx.tex_manager().write().take_delta().clear(); // the first, whole upload
     let (w, h) = (width as f32, height as f32);
     let radius = w.max(h) / 150.0;
@@ -318,7 +336,7 @@ mod tests {
         ] {
             let ctx = egui::Context::default();
             let mut mask = MaskLayer::new(w, h);
-            let mut overlay = MaskOverlay::new(&ctx, &mut mask);
+            let mut overlay = MaskOverlay::new(&ctx, &mut mask, Layer::Hole);
             let mut shown = None;
             let full = apply_uploads(&ctx, &overlay, &mut shown);
             assert_eq!(full, overlay.size[0] * overlay.size[1]);
@@ -350,8 +368,13 @@ mod tests {
                 if !matches!(k, 20 | 21) {
                     assert!(uploaded < full, "stroke {k} uploaded the whole texture");
                 }
-                let expected =
-                    overlay_pixels(&mask, overlay.size, MaskOverlay::whole(overlay.size), style);
+                let expected = overlay_pixels(
+                    &mask,
+                    Layer::Hole,
+                    overlay.size,
+                    MaskOverlay::whole(overlay.size),
+                    style,
+                );
                 assert!(
                     shown.as_ref().unwrap().pixels == expected.pixels,
                     "{w}×{h} {style:?}: the texture differs from the mask after edit {k}"
@@ -370,15 +393,25 @@ mod tests {
         let mut mask = MaskLayer::new(100, 80);
         mask.fill_rect((20.0, 20.0), (60.0, 50.0), true);
         let size = [100, 80];
-        let img = overlay_pixels(&mask, size, MaskOverlay::whole(size), MaskStyle::Outline);
+        let whole = MaskOverlay::whole(size);
+        let img = overlay_pixels(&mask, Layer::KeepOut, size, whole, MaskStyle::Outline);
         let at = |x: usize, y: usize| img.pixels[y * 100 + x];
         assert_eq!(at(40, 35), egui::Color32::TRANSPARENT, "inside");
         assert_eq!(at(5, 5), egui::Color32::TRANSPARENT, "outside");
         let fill = mask.fill();
         let first = (0..100 * 80).find(|&i| fill[i]).unwrap_or(0);
-        assert_eq!(at(first % 100, first / 100), outline_colour(), "edge");
-        let filled = overlay_pixels(&mask, size, MaskOverlay::whole(size), MaskStyle::Fill);
-        assert_eq!(filled.pixels[35 * 100 + 40], fill_colour());
+        assert_eq!(
+            at(first % 100, first / 100),
+            layer_colour(Layer::KeepOut),
+            "edge"
+        );
+        let filled = overlay_pixels(&mask, Layer::Hole, size, whole, MaskStyle::Fill);
+        assert_eq!(filled.pixels[35 * 100 + 40], fill_colour(Layer::Hole));
+        assert_ne!(
+            layer_colour(Layer::Hole),
+            layer_colour(Layer::KeepOut),
+            "the two masks are told apart on screen"
+        );
     }
 
     #[test]

@@ -154,10 +154,26 @@ impl AppSettings {
         }
     }
 
-    /// The degradation for a photo with the given fill mask (inpainting only).
-    pub fn degradation(&self, fill: &[bool]) -> Degradation {
+    /// The degradation `method` solves for a photo with the given hole and keep-out area
+    /// (inpainting only). The keep-out area goes along only where the fill copies from the
+    /// photo ([`Settings::copies_from_photo`]); the other fills do not need it.
+    pub fn degradation(
+        &self,
+        hole: &[bool],
+        keep_out: &[bool],
+        method: MethodChoice,
+    ) -> Degradation {
         match self.operator {
-            OperatorChoice::Inpaint => Degradation::inpaint(fill.to_vec()),
+            OperatorChoice::Inpaint => Degradation::Inpaint {
+                fill: hole.to_vec(),
+                keep_out: if keep_out.iter().any(|&k| k)
+                    && self.restore_settings(method).copies_from_photo()
+                {
+                    keep_out.to_vec()
+                } else {
+                    Vec::new()
+                },
+            },
             OperatorChoice::Deblur => Degradation::Deblur(self.blur()),
             OperatorChoice::SuperRes => Degradation::SuperRes {
                 factor: self.sr_factor,

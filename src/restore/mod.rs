@@ -230,6 +230,13 @@ impl Settings {
             && !self.preview
     }
 
+    /// Whether a fill with these settings copies from the photo, so that a keep-out area
+    /// applies: EPS (or its one-call mean) with a prior made of the photo's own patches.
+    pub fn copies_from_photo(&self) -> bool {
+        self.prior.uses_patches()
+            && matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean)
+    }
+
     /// Refuses a `w × h` photo these settings cannot restore `degradation` on beyond
     /// [`Degradation::validate`]: one too small for a deblurring bank of its own patches, or a
     /// keep-out area with a prior or method that does not copy from the photo.
@@ -241,8 +248,7 @@ impl Settings {
         }
         if let Degradation::Inpaint { keep_out, .. } = degradation
             && keep_out.iter().any(|&k| k)
-            && !(self.prior.uses_patches()
-                && matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean))
+            && !self.copies_from_photo()
         {
             return Err(Error::invalid(
                 "keep-out area",

@@ -3,7 +3,7 @@
 
 use eframe::egui;
 
-use crate::app::{EpsApp, OperatorChoice, Tool, ViewMode};
+use crate::app::{EpsApp, Layer, OperatorChoice, Tool, ViewMode, layer_colour};
 use crate::worker::JobKind;
 
 /// The canvas with its toolbar.
@@ -34,8 +34,18 @@ pub fn canvas_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
 }
 
 fn toolbar_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
-    ui.horizontal(|ui| {
+    // Wrapped: a narrow window puts the view controls on a second row rather than widening
+    // the canvas past the window.
+    ui.horizontal_wrapped(|ui| {
         if app.settings.operator == OperatorChoice::Inpaint {
+            ui.selectable_value(&mut app.layer, Layer::Hole, "Hole (H)")
+                .on_hover_text("What should go: the fill paints over it (red).");
+            ui.selectable_value(&mut app.layer, Layer::KeepOut, "Keep-out (K)")
+                .on_hover_text(
+                    "Where the fill must not copy from (blue): a repeated object, a face, a logo. \
+                     Used by EPS on the photo's own patches; these pixels stay as they are.",
+                );
+            ui.separator();
             ui.selectable_value(&mut app.tool, Tool::Brush, "Brush (B)");
             ui.selectable_value(&mut app.tool, Tool::Eraser, "Eraser (E)");
             ui.selectable_value(&mut app.tool, Tool::Rectangle, "Rectangle (R)");
@@ -74,7 +84,7 @@ fn navigate(ui: &egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui
 }
 
 fn paint_input(ui: &egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui::Response) {
-    if app.settings.operator != OperatorChoice::Inpaint || app.mask.is_none() {
+    if app.settings.operator != OperatorChoice::Inpaint || app.masks.is_none() {
         return;
     }
     let space = ui.input(|i| i.key_down(egui::Key::Space));
@@ -91,10 +101,13 @@ fn paint_input(ui: &egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &e
     match app.tool {
         Tool::Rectangle if !secondary => {
             if primary && rect_start.is_none() {
-                app.set_stroke(None, pointer);
+                // A drag is recognised only after the pointer moved a little: the rectangle's
+                // corner is where the button went down.
+                let origin = ui.input(|i| i.pointer.press_origin());
+                app.set_stroke(None, origin.or(pointer));
             } else if !primary && let (Some(a), Some(b)) = (rect_start, pointer) {
                 app.begin_edit();
-                if let Some(m) = app.mask.as_mut() {
+                if let Some(m) = app.painted_mut() {
                     m.fill_rect(to_image(a), to_image(b), true);
                 }
                 app.set_stroke(None, None);
@@ -115,7 +128,7 @@ fn paint_input(ui: &egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &e
                             ui.input(|i| i.pointer.press_origin()).unwrap_or(p)
                         }
                     };
-                    if let Some(m) = app.mask.as_mut() {
+                    if let Some(m) = app.painted_mut() {
                         m.paint_segment(to_image(from), to_image(p), radius, !erase);
                     }
                     app.set_stroke(if clicked && !down { None } else { Some(p) }, None);
@@ -193,14 +206,25 @@ fn draw(ui: &mut egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui
     let show_mask = app.settings.operator == OperatorChoice::Inpaint
         && (mode == ViewMode::Measurement || !app.has_results() || app.mask_edited)
         && !app.is_restoring();
-    if show_mask && let Some(mask) = app.mask_shown() {
-        painter.image(mask.texture.id(), rect, uv, egui::Color32::WHITE);
+    if show_mask {
+        // The keep-out area under the hole: where both are painted, the hole wins.
+        for layer in [Layer::KeepOut, Layer::Hole] {
+            let painted = app
+                .masks
+                .as_ref()
+                .is_some_and(|m| !m.layer(layer).is_empty());
+            if (painted || layer == Layer::Hole)
+                && let Some(mask) = app.mask_shown(layer)
+            {
+                painter.image(mask.texture.id(), rect, uv, egui::Color32::WHITE);
+            }
+        }
     }
     if let (Some(a), Some(b)) = (app.stroke().1, response.hover_pos()) {
         painter.rect_stroke(
             egui::Rect::from_two_pos(a, b),
             0.0,
-            egui::Stroke::new(1.5, egui::Color32::from_rgb(255, 60, 90)),
+            egui::Stroke::new(1.5, layer_colour(app.layer)),
             egui::StrokeKind::Middle,
         );
     }
@@ -210,7 +234,12 @@ fn draw(ui: &mut egui::Ui, app: &mut EpsApp, canvas: egui::Rect, response: &egui
     {
         let r = app.settings.brush_radius * app.view.zoom;
         painter.circle_stroke(p, r, egui::Stroke::new(1.5, egui::Color32::BLACK));
-        painter.circle_stroke(p, r, egui::Stroke::new(0.75, egui::Color32::WHITE));
+        // The inner ring in the colour of the mask being painted.
+        let inner = match app.layer {
+            Layer::Hole => egui::Color32::WHITE,
+            Layer::KeepOut => layer_colour(Layer::KeepOut),
+        };
+        painter.circle_stroke(p, r, egui::Stroke::new(0.75, inner));
     }
 }
 

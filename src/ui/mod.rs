@@ -5,7 +5,7 @@ mod panels;
 
 use eframe::egui;
 
-use crate::app::{EpsApp, Tool, ViewMode};
+use crate::app::{EpsApp, Layer, Tool, ViewMode};
 use crate::worker::JobKind;
 
 pub use canvas::canvas_ui;
@@ -42,12 +42,12 @@ fn shortcuts(ctx: &egui::Context, app: &mut EpsApp) {
     let pressed =
         |m: Modifiers, k: Key| ctx.input_mut(|i| i.consume_shortcut(&KeyboardShortcut::new(m, k)));
     if pressed(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
-        && let Some(m) = app.mask.as_mut()
+        && let Some(m) = app.masks.as_mut()
     {
         m.redo();
     }
     if pressed(Modifiers::COMMAND, Key::Z)
-        && let Some(m) = app.mask.as_mut()
+        && let Some(m) = app.masks.as_mut()
     {
         m.undo();
     }
@@ -77,6 +77,12 @@ fn shortcuts(ctx: &egui::Context, app: &mut EpsApp) {
     }
     if pressed(Modifiers::NONE, Key::R) {
         app.tool = Tool::Rectangle;
+    }
+    if pressed(Modifiers::NONE, Key::H) {
+        app.layer = Layer::Hole;
+    }
+    if pressed(Modifiers::NONE, Key::K) {
+        app.layer = Layer::KeepOut;
     }
     if pressed(Modifiers::NONE, Key::OpenBracket) {
         app.settings.brush_radius = (app.settings.brush_radius / 1.25).max(1.0);
@@ -186,8 +192,16 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 app.save_all();
             }
             ui.separator();
+            // On the mask being painted.
+            let (which, file_name) = match app.layer {
+                Layer::Hole => ("mask", "mask.png"),
+                Layer::KeepOut => ("keep-out mask", "keep-out.png"),
+            };
             if ui
-                .add_enabled(app.mask.is_some(), egui::Button::new("Import mask…"))
+                .add_enabled(
+                    app.masks.is_some(),
+                    egui::Button::new(format!("Import {which}…")),
+                )
                 .clicked()
                 && let Some(path) = rfd::FileDialog::new()
                     .add_filter("Mask", &["png"])
@@ -196,11 +210,14 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 app.import_mask(&path);
             }
             if ui
-                .add_enabled(app.mask.is_some(), egui::Button::new("Export mask…"))
+                .add_enabled(
+                    app.masks.is_some(),
+                    egui::Button::new(format!("Export {which}…")),
+                )
                 .clicked()
                 && let Some(path) = rfd::FileDialog::new()
                     .add_filter("PNG", &["png"])
-                    .set_file_name("mask.png")
+                    .set_file_name(file_name)
                     .save_file()
             {
                 app.export_mask(&path);
@@ -212,37 +229,45 @@ fn menu_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
         });
         ui.menu_button("Edit", |ui| {
             let (can_undo, can_redo) = app
-                .mask
+                .masks
                 .as_ref()
                 .map_or((false, false), |m| (m.can_undo(), m.can_redo()));
             if ui
                 .add_enabled(can_undo, egui::Button::new("Undo  (Ctrl+Z)"))
                 .clicked()
-                && let Some(m) = app.mask.as_mut()
+                && let Some(m) = app.masks.as_mut()
             {
                 m.undo();
             }
             if ui
                 .add_enabled(can_redo, egui::Button::new("Redo  (Ctrl+Shift+Z)"))
                 .clicked()
-                && let Some(m) = app.mask.as_mut()
+                && let Some(m) = app.masks.as_mut()
             {
                 m.redo();
             }
             ui.separator();
+            // On the mask being painted.
+            let layer = app.layer;
             if ui
-                .add_enabled(app.mask.is_some(), egui::Button::new("Clear mask"))
+                .add_enabled(
+                    app.masks.is_some(),
+                    egui::Button::new(format!("Clear {}", layer.label())),
+                )
                 .clicked()
-                && let Some(m) = app.mask.as_mut()
+                && let Some(m) = app.masks.as_mut()
             {
-                m.clear();
+                m.clear(layer);
             }
             if ui
-                .add_enabled(app.mask.is_some(), egui::Button::new("Invert mask"))
+                .add_enabled(
+                    app.masks.is_some(),
+                    egui::Button::new(format!("Invert {}", layer.label())),
+                )
                 .clicked()
-                && let Some(m) = app.mask.as_mut()
+                && let Some(m) = app.masks.as_mut()
             {
-                m.invert();
+                m.invert(layer);
             }
         });
         ui.menu_button("View", |ui| {

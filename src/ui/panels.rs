@@ -9,6 +9,7 @@ use crate::worker::JobKind;
 /// The problem, the method and the buttons that run them.
 pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     ui.heading("Problem");
+    let keep_out_ignored = app.keep_out_ignored();
     let s = &mut app.settings;
     ui.horizontal_wrapped(|ui| {
         ui.selectable_value(&mut s.operator, OperatorChoice::Inpaint, "Inpaint");
@@ -21,7 +22,7 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     });
     match s.operator {
         OperatorChoice::Inpaint => {
-            ui.label("Paint over what should go: brush (B), eraser (E), rectangle (R); [ and ] change the size.");
+            ui.label("Paint over what should go: brush (B), eraser (E), rectangle (R); [ and ] change the size. K paints a keep-out area the fill must not copy from, H the hole again.");
             ui.add(
                 egui::Slider::new(&mut s.brush_radius, 1.0..=300.0)
                     .logarithmic(true)
@@ -111,6 +112,16 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                  and sharp, slower, on the CPU. The trained network: faster, with more grain. \
                  The instant preview is the network's either way.",
             );
+    }
+    if keep_out_ignored {
+        ui.label(
+            egui::RichText::new(format!(
+                "The keep-out area is not used by {} with {}: only EPS on the photo's own patches copies from the photo.",
+                s.method.label(),
+                s.prior.label()
+            ))
+            .color(ui.visuals().warn_fg_color),
+        );
     }
     if s.method != MethodChoice::EpsMean {
         ui.add(
@@ -353,8 +364,12 @@ pub fn progress_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ));
-            if let Some(m) = &app.mask {
-                ui.label(format!("mask {} px", m.count()));
+            if let Some(m) = &app.masks {
+                ui.label(format!("mask {} px", m.hole().count()));
+                let kept = m.keep_out().count();
+                if kept > 0 {
+                    ui.label(format!("keep-out {kept} px"));
+                }
             }
         } else {
             ui.label("Open a photo: File > Open (Ctrl+O) or drop it on the window.");
