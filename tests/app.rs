@@ -999,9 +999,9 @@ fn drag_rect(h: &mut Harness<'_, EpsApp>, a: (f32, f32), b: (f32, f32)) {
 }
 
 /// The keep-out area as a photographer paints it: its own mask (K; H goes back to the hole),
-/// drawn in its own colour, in one undo history with the hole, handed to the fill, which then
-/// copies nothing from it (and does without it), back after a crash, and named in the panel
-/// when the chosen method does not use it.
+/// drawn in its own colour, in one undo history with the hole, handed to the fill (EPS and
+/// DDNM+ on the patches), which then copies nothing from it (and does without it), back after
+/// a crash, and named in the panel when the chosen prior does not use it.
 #[test]
 fn a_keep_out_area_painted_in_the_app_is_never_copied() {
     let dir = tempfile::tempdir().unwrap();
@@ -1134,14 +1134,47 @@ fn a_keep_out_area_painted_in_the_app_is_never_copied() {
         "redo brings back both masks"
     );
 
-    // A method that does not copy from the photo runs without the area, and the panel says so.
+    // DDNM+ on the same patches takes the area too, so the comparison stays on one bank.
     h.state_mut().settings.method = eps_studio::restore::MethodChoice::Ddnm;
+    h.step();
+    assert!(!h.state().keep_out_ignored());
+    assert!(
+        h.query_by_label_contains("The keep-out area is not used by")
+            .is_none()
+    );
+    h.state_mut().start(JobKind::Restore);
+    run_until(&mut h, "DDNM+ on the patches", |a| {
+        a.running.is_none()
+            && a.results
+                .as_ref()
+                .is_some_and(|r| r.problem.method.contains("DDNM"))
+    });
+    let results = h.state().results.as_ref().unwrap();
+    assert!(
+        matches!(&*results.problem.degradation, eps_studio::restore::Degradation::Inpaint { keep_out: k, .. } if *k == keep_out)
+    );
+    for s in &results.samples {
+        assert_eq!(
+            red_in_hole(&s.image.rgb(), &hole),
+            0,
+            "DDNM+ copied red from the keep-out area"
+        );
+    }
+
+    // The network prior does not take one: the run goes ahead without it, and the panel says so.
+    {
+        let s = &mut h.state_mut().settings;
+        s.method = eps_studio::restore::MethodChoice::Eps;
+        s.prior = Prior::Network;
+        s.steps = 4;
+        s.samples = 1;
+    }
     h.step();
     assert!(h.state().keep_out_ignored());
     h.get_by_label_contains("The keep-out area is not used by");
     h.state_mut().start(JobKind::Restore);
-    run_until(&mut h, "DDNM+ on the patches", |a| {
-        a.running.is_none() && a.has_results() && !a.mask_edited
+    run_until(&mut h, "EPS on the network", |a| {
+        a.running.is_none() && a.results.as_ref().is_some_and(|r| r.samples.len() == 1)
     });
     let notices: Vec<&String> = h
         .state()

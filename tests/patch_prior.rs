@@ -1197,7 +1197,7 @@ fn the_keep_out_area_grows_with_the_halving() {
 
 /// Bad keep-out areas are refused before any work, saying what to do: one of another size,
 /// one that leaves too few windows to copy from, and one with a prior or method that does not
-/// copy from the photo.
+/// take one.
 #[test]
 fn bad_keep_out_areas_are_refused() {
     let (w, h) = (96, 72);
@@ -1241,12 +1241,78 @@ fn bad_keep_out_areas_are_refused() {
         network.contains("keep-out area") && network.contains("network"),
         "{network}"
     );
-    let ddnm = try_with(
-        some,
-        Settings {
-            method: restore::MethodChoice::Ddnm,
-            ..patch_settings()
-        },
-    );
-    assert!(ddnm.contains("keep-out area"), "{ddnm}");
+    // DDNM+ with a hybrid prior, and DPS, run on the network.
+    for (method, prior) in [
+        (restore::MethodChoice::Ddnm, Prior::NetworkThenPatch),
+        (restore::MethodChoice::Dps, Prior::Patch),
+    ] {
+        let refused = try_with(
+            some.clone(),
+            Settings {
+                method,
+                prior,
+                ..Settings::default()
+            },
+        );
+        assert!(refused.contains("keep-out area"), "{method:?}: {refused}");
+    }
+}
+
+/// DDNM+ and DiffPIR on the patch prior take the keep-out area too, so the comparison with
+/// EPS stays on the same bank: neither carries the red rectangle into the hole with the area
+/// over it, and both do without it.
+#[test]
+fn the_baselines_on_patches_keep_out_too() {
+    let (w, h) = (96, 72);
+    let rect = (14, 42, 18, 54);
+    let y = grey_with_red(w, h, rect);
+    let fill = blob(w, h, (46.0, 36.0), 11.0);
+    let keep_out: Vec<bool> = (0..w * h)
+        .map(|i| (rect.0..rect.1).contains(&(i % w)) && (rect.2..rect.3).contains(&(i / w)))
+        .collect();
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    for method in [restore::MethodChoice::Ddnm, restore::MethodChoice::Diffpir] {
+        let run = |keep_out: Vec<bool>| {
+            restore::restore(
+                &models,
+                None,
+                &y,
+                &Degradation::Inpaint {
+                    fill: fill.clone(),
+                    keep_out,
+                },
+                &Settings {
+                    method,
+                    ..patch_settings()
+                },
+                &[1, 2, 3],
+                &mut |_| Flow::Continue,
+            )
+            .unwrap()
+        };
+        let red = |r: &restore::Restoration| -> usize {
+            r.samples.iter().map(|s| red_in_hole(&s.rgb(), &fill)).sum()
+        };
+        let copied = red(&run(Vec::new()));
+        eprintln!("{method:?}: {copied} red pixels in the hole without a keep-out area");
+        assert!(
+            copied > 20,
+            "{method:?}: without a keep-out area the red is not continued: {copied}"
+        );
+        let kept = run(keep_out.clone());
+        assert_eq!(
+            red(&kept),
+            0,
+            "{method:?}: red copied from the keep-out area"
+        );
+        for s in &kept.samples {
+            for (i, &f) in fill.iter().enumerate() {
+                if !f {
+                    for c in 0..3 {
+                        assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
+                    }
+                }
+            }
+        }
+    }
 }

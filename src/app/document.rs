@@ -319,7 +319,7 @@ pub enum Layer {
     #[default]
     Hole,
     /// Where the fill must not copy from (a repeated object, say). Only fills made of the
-    /// photo's own patches copy from the photo, so only they use it.
+    /// photo's own patches use it.
     KeepOut,
 }
 
@@ -413,7 +413,10 @@ impl Masks {
         let mut left = [self.hole.undo_steps(), self.keep_out.undo_steps()];
         let mut reachable = 0;
         for &layer in self.undo.iter().rev() {
-            let n = &mut left[layer as usize];
+            let n = match layer {
+                Layer::Hole => &mut left[0],
+                Layer::KeepOut => &mut left[1],
+            };
             if *n == 0 {
                 break;
             }

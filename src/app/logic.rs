@@ -290,7 +290,7 @@ impl EpsApp {
     }
 
     /// Whether a keep-out area is painted that the chosen method and prior do not use (only
-    /// fills made of the photo's own patches copy from the photo): the panel says so.
+    /// fills made of the photo's own patches take one): the panel says so.
     pub fn keep_out_ignored(&self) -> bool {
         self.settings.operator == OperatorChoice::Inpaint
             && self
@@ -300,7 +300,7 @@ impl EpsApp {
             && !self
                 .settings
                 .restore_settings(self.settings.method)
-                .copies_from_photo()
+                .takes_keep_out()
     }
 
     /// The degradation `method` solves with the current settings, or a message saying what is

@@ -155,8 +155,8 @@ impl AppSettings {
     }
 
     /// The degradation `method` solves for a photo with the given hole and keep-out area
-    /// (inpainting only). The keep-out area goes along only where the fill copies from the
-    /// photo ([`Settings::copies_from_photo`]); the other fills do not need it.
+    /// (inpainting only). The keep-out area goes along only where the fill takes one
+    /// ([`Settings::takes_keep_out`]); the others run without it.
     pub fn degradation(
         &self,
         hole: &[bool],
@@ -167,7 +167,7 @@ impl AppSettings {
             OperatorChoice::Inpaint => Degradation::Inpaint {
                 fill: hole.to_vec(),
                 keep_out: if keep_out.iter().any(|&k| k)
-                    && self.restore_settings(method).copies_from_photo()
+                    && self.restore_settings(method).takes_keep_out()
                 {
                     keep_out.to_vec()
                 } else {

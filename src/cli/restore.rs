@@ -23,7 +23,8 @@ pub struct RestoreArgs {
     pub mask: Option<PathBuf>,
     /// Inpaint: a second mask of the same size, white where the fill must not copy from (a
     /// distinctive object next to the hole that should not be repeated). Its pixels still
-    /// guide the fill at the hole's edge. Needs a prior with patches and EPS or its mean.
+    /// guide the fill at the hole's edge. Needs a fill made of the photo's patches: EPS or its
+    /// mean with a patch prior, or DDNM+ or DiffPIR with `--prior patch`.
     #[arg(long)]
     pub keep_out: Option<PathBuf>,
     /// Deblur: gaussian:SIGMA or motion:LENGTH,ANGLE (pixels, degrees).

@@ -230,16 +230,21 @@ impl Settings {
             && !self.preview
     }
 
-    /// Whether a fill with these settings copies from the photo, so that a keep-out area
-    /// applies: EPS (or its one-call mean) with a prior made of the photo's own patches.
-    pub fn copies_from_photo(&self) -> bool {
+    /// Whether these settings fill from the photo's own patches, so that a keep-out area
+    /// applies: EPS (or its one-call mean) with any prior made of them, and DDNM+ and DiffPIR
+    /// on the patches alone (with a hybrid prior they run on the network).
+    pub fn takes_keep_out(&self) -> bool {
         self.prior.uses_patches()
-            && matches!(self.method, MethodChoice::Eps | MethodChoice::EpsMean)
+            && match self.method {
+                MethodChoice::Eps | MethodChoice::EpsMean => true,
+                MethodChoice::Ddnm | MethodChoice::Diffpir => !self.prior.uses_network(),
+                MethodChoice::Dps | MethodChoice::Pigdm => false,
+            }
     }
 
     /// Refuses a `w × h` photo these settings cannot restore `degradation` on beyond
     /// [`Degradation::validate`]: one too small for a deblurring bank of its own patches, or a
-    /// keep-out area with a prior or method that does not copy from the photo.
+    /// keep-out area with a prior or method that does not take one.
     pub fn check_size(&self, (w, h): (usize, usize), degradation: &Degradation) -> Result<()> {
         if self.deblurs_on_patches(degradation)
             && let (Degradation::Deblur(spec), Some(cfg)) = (degradation, self.deblur_on_patches)
@@ -248,7 +253,7 @@ impl Settings {
         }
         if let Degradation::Inpaint { keep_out, .. } = degradation
             && keep_out.iter().any(|&k| k)
-            && !self.copies_from_photo()
+            && !self.takes_keep_out()
         {
             return Err(Error::invalid(
                 "keep-out area",
@@ -257,7 +262,7 @@ impl Settings {
                     self.prior.name(),
                     self.method.label()
                 ),
-                "only EPS fills on the photo's own patches copy from the photo (prior patch, patch-layout or network-patch; method eps or eps-mean); drop the keep-out mask or choose one of those",
+                "only fills made of the photo's own patches take a keep-out area (method eps or eps-mean with prior patch, patch-layout or network-patch; ddnm or diffpir with prior patch); drop the keep-out mask or choose one of those",
             ));
         }
         Ok(())

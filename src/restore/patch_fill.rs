@@ -130,7 +130,7 @@ fn residual(patch: &RgbImage, y: &dyn Raster, region: Rect) -> Vec<f32> {
 /// the comparison stays same-backbone).
 fn baseline(
     y: &dyn Raster,
-    fill: &[bool],
+    FillMasks { fill, keep_out }: FillMasks<'_>,
     settings: &Settings,
     method: &Method,
     seeds: &[u64],
@@ -138,7 +138,7 @@ fn baseline(
 ) -> Result<Restoration> {
     let cfg = settings.patch;
     let (w, h) = (y.width(), y.height());
-    let regions = checked_regions(fill, &[], w, h, &cfg)?;
+    let regions = checked_regions(fill, keep_out, w, h, &cfg)?;
     let n_regions = regions.len();
     let mut acc: Vec<Accumulator> = seeds
         .iter()
@@ -154,7 +154,8 @@ fn baseline(
             sigma_y: settings.sigma_y,
         };
         let noise = crate::prior::patch::clean::estimate_noise(&level.y, &level.hole);
-        let d = pyramid::level_denoiser(&level, &cfg, noise)?;
+        let area = region_keep_out(keep_out, w, *region);
+        let d = pyramid::level_denoiser(&level, area.as_deref(), &cfg, noise)?;
         let problem = pyramid::level_problem(&level, &candle_core::Device::Cpu)?;
         let denoisers = crate::sampler::Denoisers {
             prior: Some(&d),
@@ -254,7 +255,7 @@ pub(super) fn restore(
         Method::PosteriorMean(_) if settings.preview => settings.patch.for_preview(),
         Method::PosteriorMean(_) => settings.patch.for_mean(),
         Method::Ddnm(_) | Method::Diffpir(_) => {
-            return baseline(y, fill, settings, method, seeds, observer);
+            return baseline(y, masks, settings, method, seeds, observer);
         }
         other => {
             return Err(Error::Unsupported(format!(

@@ -116,7 +116,7 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     if keep_out_ignored {
         ui.label(
             egui::RichText::new(format!(
-                "The keep-out area is not used by {} with {}: only EPS on the photo's own patches copies from the photo.",
+                "The keep-out area is not used by {} with {}: only fills made of the photo's own patches take one.",
                 s.method.label(),
                 s.prior.label()
             ))

@@ -755,18 +755,32 @@ pub fn level_problem(level: &Level, device: &Device) -> Result<Problem> {
 /// Noise (in `[-1, 1]` units; half an 8-bit level) below which the bank is used as it is.
 pub const CLEAN_BELOW: f64 = 0.004;
 
-/// The patch denoiser of one level: its bank from the level's known pixels, its queries the
-/// windows touching the hole.
+/// The patch denoiser of one level: its bank from the level's known pixels outside any
+/// keep-out area (`keep_out`, the level's size), its queries the windows touching the hole.
 ///
 /// `noise` is the noise level of the level's known pixels: above [`CLEAN_BELOW`] they are
 /// denoised before they become the bank ([`super::clean`]).
-pub fn level_denoiser(level: &Level, cfg: &PyramidConfig, noise: f64) -> Result<PatchDenoiser> {
-    denoiser_on(
-        level,
-        &Arc::new(bank_source(level, cfg, noise)),
-        &level.hole,
-        cfg,
-    )
+pub fn level_denoiser(
+    level: &Level,
+    keep_out: Option<&[bool]>,
+    cfg: &PyramidConfig,
+    noise: f64,
+) -> Result<PatchDenoiser> {
+    let source = Arc::new(bank_source(level, cfg, noise));
+    match keep_out {
+        Some(area) => {
+            if area.len() != level.hole.len() {
+                return Err(Error::invalid(
+                    "keep-out mask",
+                    format!("{} pixels", area.len()),
+                    format!("the level has {} pixels", level.hole.len()),
+                ));
+            }
+            let banned: Vec<bool> = level.hole.iter().zip(area).map(|(&h, &k)| h || k).collect();
+            denoiser_on(level, &source, &banned, cfg)
+        }
+        None => denoiser_on(level, &source, &level.hole, cfg),
+    }
 }
 
 /// The pixels a level's bank is made of: its known pixels, denoised when `noise` is above
