@@ -1204,3 +1204,50 @@ fn a_keep_out_area_painted_in_the_app_is_never_copied() {
         "the keep-out area came back"
     );
 }
+
+/// A keep-out area that leaves too few windows to copy from stops the instant preview with a
+/// message saying what to do, shown once however many strokes follow.
+#[test]
+fn a_keep_out_area_that_leaves_too_little_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(options(dir.path(), Some(test_photo(dir.path()))));
+    h.state_mut().settings.live_preview = true;
+    h.state_mut().settings.brush_radius = 4.0;
+    drag(&mut h, &[(20.0, 30.0), (50.0, 32.0)]);
+    run_until(&mut h, "the preview", |a| {
+        a.preview.is_some() && a.running.is_none()
+    });
+    h.key_press(egui::Key::K);
+    h.step();
+    drag_rect(&mut h, (0.0, 0.0), (96.0, 64.0));
+    let says_what_to_do = |a: &EpsApp| {
+        a.notices
+            .iter()
+            .filter(|n| n.error && n.text.contains("smaller keep-out area"))
+            .count()
+    };
+    run_until(&mut h, "the preview's refusal", |a| says_what_to_do(a) > 0);
+    assert!(
+        h.state().preview.is_none(),
+        "no preview of a fill that cannot be made"
+    );
+    // Another stroke of the hole: the same refusal again, not a second message.
+    h.key_press(egui::Key::H);
+    h.step();
+    drag(&mut h, &[(60.0, 15.0), (70.0, 15.0)]);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(800) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_until(&mut h, "the second preview", |a| a.running.is_none());
+    assert_eq!(says_what_to_do(h.state()), 1, "{:?}", h.state().notices);
+    assert!(
+        h.state()
+            .notices
+            .last()
+            .unwrap()
+            .text
+            .starts_with("The preview failed")
+    );
+}

@@ -26,6 +26,9 @@ pub const LARGE_SIDE: usize = 6000;
 /// Debounce of the instant preview after an edit.
 const PREVIEW_DELAY: Duration = Duration::from_millis(300);
 
+/// How the message of a failed instant preview begins.
+const PREVIEW_FAILED: &str = "The preview failed: ";
+
 /// Updates handled per frame at most, so a burst never stalls the UI.
 const UPDATES_PER_FRAME: usize = 16;
 
@@ -734,8 +737,18 @@ impl EpsApp {
                 }
             }
             Update::Failed { id, message } if Some(id) == current => {
-                self.running = None;
-                self.error(format!("Restoration failed: {message}"));
+                let preview = self
+                    .running
+                    .take()
+                    .is_some_and(|r| r.kind == JobKind::Preview);
+                if preview {
+                    // Only the latest preview's failure matters: it replaces the one before
+                    // rather than pushing every other message away, stroke after stroke.
+                    self.notices.retain(|n| !n.text.starts_with(PREVIEW_FAILED));
+                    self.error(format!("{PREVIEW_FAILED}{message}"));
+                } else {
+                    self.error(format!("Restoration failed: {message}"));
+                }
             }
             // Updates of jobs that were cancelled or replaced.
             Update::Step { .. } | Update::Finished { .. } | Update::Failed { .. } => {}

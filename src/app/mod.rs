@@ -377,23 +377,26 @@ impl EpsApp {
 
     /// Adds an informational message.
     pub fn info(&mut self, text: impl Into<String>) {
-        self.notices.push(Notice {
+        self.notify(Notice {
             text: text.into(),
             error: false,
         });
-        self.trim_notices();
     }
 
     /// Adds an error message.
     pub fn error(&mut self, text: impl Into<String>) {
-        self.notices.push(Notice {
+        self.notify(Notice {
             text: text.into(),
             error: true,
         });
-        self.trim_notices();
     }
 
-    fn trim_notices(&mut self) {
+    /// Shows `notice`, unless it is already the last one shown.
+    fn notify(&mut self, notice: Notice) {
+        if self.notices.last() == Some(&notice) {
+            return;
+        }
+        self.notices.push(notice);
         if self.notices.len() > 4 {
             self.notices.remove(0);
         }
