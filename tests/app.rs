@@ -1251,3 +1251,24 @@ fn a_keep_out_area_that_leaves_too_little_says_so_once() {
             .starts_with("The preview failed")
     );
 }
+
+/// Asking for a restoration again (Restore, Ctrl+Enter) with nothing painted repeats no
+/// message: the one that says what to do stays, once, and the older messages are not pushed
+/// away by copies of it.
+#[test]
+fn the_same_message_is_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(options(dir.path(), Some(test_photo(dir.path()))));
+    h.state_mut().info("an earlier message");
+    for _ in 0..5 {
+        h.state_mut().start(JobKind::Restore);
+        h.step();
+    }
+    let texts: Vec<&str> = h.state().notices.iter().map(|n| n.text.as_str()).collect();
+    assert_eq!(
+        texts.iter().filter(|t| t.starts_with("Paint over")).count(),
+        1,
+        "{texts:?}"
+    );
+    assert!(texts.contains(&"an earlier message"), "{texts:?}");
+}

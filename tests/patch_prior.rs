@@ -1095,63 +1095,94 @@ fn red_in_hole(image: &RgbImage, fill: &[bool]) -> usize {
         .count()
 }
 
+/// The keep-out tests' photo: grey texture with a red rectangle, a blob-shaped hole beside it
+/// that reaches into it, and the rectangle as the keep-out area.
+struct RedRectangle {
+    y: RgbImage,
+    fill: Vec<bool>,
+    keep_out: Vec<bool>,
+}
+
+impl RedRectangle {
+    fn new() -> Self {
+        let (w, h) = (96, 72);
+        let rect = (14, 42, 18, 54);
+        let keep_out = (0..w * h)
+            .map(|i| (rect.0..rect.1).contains(&(i % w)) && (rect.2..rect.3).contains(&(i / w)))
+            .collect();
+        Self {
+            y: grey_with_red(w, h, rect),
+            fill: blob(w, h, (46.0, 36.0), 11.0),
+            keep_out,
+        }
+    }
+
+    /// The fill with `settings` and `keep_out` (empty: none).
+    fn restore(
+        &self,
+        keep_out: Vec<bool>,
+        settings: &Settings,
+        seeds: &[u64],
+    ) -> eps_studio::Result<restore::Restoration> {
+        let models = Models::new(None, None, candle_core::Device::Cpu);
+        restore::restore(
+            &models,
+            None,
+            &self.y,
+            &Degradation::Inpaint {
+                fill: self.fill.clone(),
+                keep_out,
+            },
+            settings,
+            seeds,
+            &mut |_| Flow::Continue,
+        )
+    }
+
+    /// Checks that the fill with `settings` continues the red into the hole without the
+    /// keep-out area (so the check can fail), and with it has no red pixel in the hole while
+    /// the unmasked pixels stay the photo's own, bit for bit.
+    fn assert_kept_out(&self, settings: &Settings, what: &str) {
+        let seeds = [1, 2, 3];
+        let (y, fill) = (&self.y, &self.fill);
+        let free = self.restore(Vec::new(), settings, &seeds).unwrap();
+        let copied: usize = free
+            .samples
+            .iter()
+            .map(|s| red_in_hole(&s.rgb(), fill))
+            .sum();
+        eprintln!("{what}: {copied} red pixels in the hole without a keep-out area");
+        assert!(
+            copied > 20,
+            "{what}: without a keep-out area the red is not continued: {copied}"
+        );
+        let kept = self
+            .restore(self.keep_out.clone(), settings, &seeds)
+            .unwrap();
+        for s in &kept.samples {
+            assert_eq!(
+                red_in_hole(&s.rgb(), fill),
+                0,
+                "{what}: red copied from the keep-out area"
+            );
+            for (i, &f) in fill.iter().enumerate() {
+                if !f {
+                    for c in 0..3 {
+                        assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
+                    }
+                }
+            }
+            assert!(s.all_finite());
+        }
+    }
+}
+
 /// The keep-out area: the fill copies nothing from it, while its pixels stay the photo's own.
 /// A red rectangle beside the hole is continued into it without the area (so the test can
 /// fail), and never with the area over the rectangle.
 #[test]
 fn a_keep_out_area_is_never_copied_into_the_hole() {
-    let (w, h) = (96, 72);
-    let rect = (14, 42, 18, 54);
-    let y = grey_with_red(w, h, rect);
-    let fill = blob(w, h, (46.0, 36.0), 11.0);
-    let keep_out: Vec<bool> = (0..w * h)
-        .map(|i| {
-            let (x, yy) = (i % w, i / w);
-            (rect.0..rect.1).contains(&x) && (rect.2..rect.3).contains(&yy)
-        })
-        .collect();
-    let models = Models::new(None, None, candle_core::Device::Cpu);
-    let run = |keep_out: Vec<bool>| {
-        restore::restore(
-            &models,
-            None,
-            &y,
-            &Degradation::Inpaint {
-                fill: fill.clone(),
-                keep_out,
-            },
-            &patch_settings(),
-            &[1, 2, 3],
-            &mut |_| Flow::Continue,
-        )
-        .unwrap()
-    };
-    let free = run(Vec::new());
-    let copied: usize = free
-        .samples
-        .iter()
-        .map(|s| red_in_hole(&s.rgb(), &fill))
-        .sum();
-    assert!(
-        copied > 20,
-        "without a keep-out area the red is not continued: {copied}"
-    );
-    let kept = run(keep_out.clone());
-    for s in &kept.samples {
-        assert_eq!(
-            red_in_hole(&s.rgb(), &fill),
-            0,
-            "red copied from the keep-out area"
-        );
-        for (i, &f) in fill.iter().enumerate() {
-            if !f {
-                for c in 0..3 {
-                    assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
-                }
-            }
-        }
-        assert!(s.all_finite());
-    }
+    RedRectangle::new().assert_kept_out(&patch_settings(), "EPS");
 }
 
 /// The pyramid's banned pixels: at every level the hole and every pixel with any keep-out
@@ -1200,26 +1231,13 @@ fn the_keep_out_area_grows_with_the_halving() {
 /// take one.
 #[test]
 fn bad_keep_out_areas_are_refused() {
-    let (w, h) = (96, 72);
-    let y = grey_with_red(w, h, (14, 42, 18, 54));
-    let fill = blob(w, h, (46.0, 36.0), 11.0);
-    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let case = RedRectangle::new();
+    let (w, h, fill) = (case.y.width, case.y.height, &case.fill);
     let try_with = |keep_out: Vec<bool>, settings: Settings| {
-        restore::restore(
-            &models,
-            None,
-            &y,
-            &Degradation::Inpaint {
-                fill: fill.clone(),
-                keep_out,
-            },
-            &settings,
-            &[1],
-            &mut |_| Flow::Continue,
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
+        case.restore(keep_out, &settings, &[1])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     };
     let wrong_size = try_with(vec![false; 10], patch_settings());
     assert!(wrong_size.contains("keep-out mask"), "{wrong_size}");
@@ -1263,56 +1281,12 @@ fn bad_keep_out_areas_are_refused() {
 /// over it, and both do without it.
 #[test]
 fn the_baselines_on_patches_keep_out_too() {
-    let (w, h) = (96, 72);
-    let rect = (14, 42, 18, 54);
-    let y = grey_with_red(w, h, rect);
-    let fill = blob(w, h, (46.0, 36.0), 11.0);
-    let keep_out: Vec<bool> = (0..w * h)
-        .map(|i| (rect.0..rect.1).contains(&(i % w)) && (rect.2..rect.3).contains(&(i / w)))
-        .collect();
-    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let case = RedRectangle::new();
     for method in [restore::MethodChoice::Ddnm, restore::MethodChoice::Diffpir] {
-        let run = |keep_out: Vec<bool>| {
-            restore::restore(
-                &models,
-                None,
-                &y,
-                &Degradation::Inpaint {
-                    fill: fill.clone(),
-                    keep_out,
-                },
-                &Settings {
-                    method,
-                    ..patch_settings()
-                },
-                &[1, 2, 3],
-                &mut |_| Flow::Continue,
-            )
-            .unwrap()
+        let settings = Settings {
+            method,
+            ..patch_settings()
         };
-        let red = |r: &restore::Restoration| -> usize {
-            r.samples.iter().map(|s| red_in_hole(&s.rgb(), &fill)).sum()
-        };
-        let copied = red(&run(Vec::new()));
-        eprintln!("{method:?}: {copied} red pixels in the hole without a keep-out area");
-        assert!(
-            copied > 20,
-            "{method:?}: without a keep-out area the red is not continued: {copied}"
-        );
-        let kept = run(keep_out.clone());
-        assert_eq!(
-            red(&kept),
-            0,
-            "{method:?}: red copied from the keep-out area"
-        );
-        for s in &kept.samples {
-            for (i, &f) in fill.iter().enumerate() {
-                if !f {
-                    for c in 0..3 {
-                        assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
-                    }
-                }
-            }
-        }
+        case.assert_kept_out(&settings, &format!("{method:?}"));
     }
 }
