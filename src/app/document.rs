@@ -130,6 +130,9 @@ pub struct MaskLayer {
     /// Height in photo pixels.
     pub height: usize,
     fill: Vec<bool>,
+    /// Pixels of `fill` that are set, kept up to date by every edit: the panels ask for it
+    /// every frame, and a 24-megapixel mask should not be counted that often.
+    painted: usize,
     undo: Vec<Snapshot>,
     redo: Vec<Snapshot>,
     /// Bumped on every change, so views know when to refresh.
@@ -144,6 +147,7 @@ impl MaskLayer {
             width,
             height,
             fill: vec![false; width * height],
+            painted: 0,
             undo: Vec::new(),
             redo: Vec::new(),
             revision: 0,
@@ -158,12 +162,12 @@ impl MaskLayer {
 
     /// Number of pixels to fill.
     pub fn count(&self) -> usize {
-        self.fill.iter().filter(|&&f| f).count()
+        self.painted
     }
 
     /// Whether nothing is painted.
     pub fn is_empty(&self) -> bool {
-        !self.fill.iter().any(|&f| f)
+        self.painted == 0
     }
 
     /// What changed since the last call (a new mask counts as [`MaskChange::Everything`]), so a
@@ -173,6 +177,7 @@ impl MaskLayer {
     }
 
     fn changed_everything(&mut self) {
+        self.painted = self.fill.iter().filter(|&&f| f).count();
         self.changed = MaskChange::Everything;
         self.revision += 1;
     }
@@ -241,7 +246,7 @@ impl MaskLayer {
     pub fn paint_segment(&mut self, a: (f32, f32), b: (f32, f32), radius: f32, value: bool) {
         // The rasteriser puts pixel centres at integer coordinates.
         let centre = |p: (f32, f32)| (f64::from(p.0) - 0.5, f64::from(p.1) - 0.5);
-        let (fill, w) = (&mut self.fill, self.width);
+        let (fill, w, painted) = (&mut self.fill, self.width, &mut self.painted);
         let mut touched: Option<PixelRect> = None;
         crate::inverse::masks::segment_pixels(
             self.height,
@@ -252,6 +257,11 @@ impl MaskLayer {
             |i| {
                 if fill[i] != value {
                     fill[i] = value;
+                    if value {
+                        *painted += 1;
+                    } else {
+                        *painted -= 1;
+                    }
                     let (x, y) = (i % w, i / w);
                     let px = PixelRect {
                         x0: x,
@@ -276,7 +286,10 @@ impl MaskLayer {
         let (x0, x1) = (clamp_x(a.0.min(b.0)), clamp_x(a.0.max(b.0).ceil()));
         let (y0, y1) = (clamp_y(a.1.min(b.1)), clamp_y(a.1.max(b.1).ceil()));
         for y in y0..y1 {
-            self.fill[y * self.width + x0..y * self.width + x1].fill(value);
+            let row = &mut self.fill[y * self.width + x0..y * self.width + x1];
+            let set = row.iter().filter(|&&f| f).count();
+            self.painted = self.painted - set + if value { row.len() } else { 0 };
+            row.fill(value);
         }
         if x0 < x1 && y0 < y1 {
             self.changed.add(PixelRect { x0, y0, x1, y1 });
@@ -736,6 +749,37 @@ mod tests {
         let back = autosave.load().unwrap();
         assert_eq!(back.hole.as_deref(), Some(m.hole().fill()));
         assert_eq!(back.keep_out, None);
+    }
+
+    /// The painted count the panels show every frame follows every kind of edit.
+    #[test]
+    fn the_painted_count_follows_every_edit() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut m = MaskLayer::new(57, 43);
+        for k in 0..200 {
+            let mut point = || (rng.random_range(-5.0..62.0), rng.random_range(-5.0..48.0));
+            let (a, b) = (point(), point());
+            match k % 9 {
+                0 => m.fill_rect(a, b, true),
+                1 => m.fill_rect(a, b, false),
+                2 => m.invert(),
+                3 => {
+                    m.undo();
+                }
+                4 => {
+                    m.redo();
+                }
+                5 if k % 5 == 0 => m.clear(),
+                _ => {
+                    m.checkpoint();
+                    m.paint_segment(a, b, rng.random_range(0.5..6.0), k % 3 != 0);
+                }
+            }
+            let truth = m.fill().iter().filter(|&&f| f).count();
+            assert_eq!(m.count(), truth, "after edit {k}");
+            assert_eq!(m.is_empty(), truth == 0);
+        }
     }
 
     #[test]
