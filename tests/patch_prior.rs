@@ -165,6 +165,7 @@ fn the_denoiser_equals_a_brute_force_computation() {
                     k: n,
                     sweeps: 1,
                     random_draws: 0,
+                    radius: None,
                 }),
             ] {
                 let cfg = PatchConfig {
@@ -348,6 +349,74 @@ fn the_field_finds_the_nearest_windows() {
     assert!(
         exact > 0.75 && close > 0.95,
         "the field holds the nearest window for {exact:.3} of the queries, a close one for {close:.3}"
+    );
+}
+
+/// A field searched locally (a finer level refining its coarser level's matches) stays in the
+/// part of the bank it starts in, even where the far part holds exact copies of the queries,
+/// which the whole-bank search finds.
+#[test]
+fn a_local_field_stays_near_its_start() {
+    let (w, h, p) = (96, 32, 5);
+    let u = texture(w, h, 4);
+    // The bank's right half copies the queries' half, 48 px to the right; its left half is
+    // another texture.
+    let other = texture(w, h, 11);
+    let mut b = other.clone();
+    for y in 0..h {
+        for x in 48..w {
+            for c in 0..3 {
+                b.data[(y * w + x) * 3 + c] = u.data[(y * w + x - 48) * 3 + c];
+            }
+        }
+    }
+    let bank = Bank::new(&b, &vec![false; w * h], p, Transforms { mirror: false }).unwrap();
+    let roi = blob(w, h, (20.0, 16.0), 7.0);
+    let queries = Queries::new(w, h, p, Some(&roi));
+    let lambda = vec![1.0_f32; w * h];
+    let exact_share = |search: &FieldSearch| {
+        let mut field = Field::random(&queries, &bank, search.k, 1);
+        // Every query starts among the bank's left windows.
+        let left: Vec<_> = bank.entries.iter().filter(|e| e.x < 30).copied().collect();
+        for (i, e) in field.entries.iter_mut().enumerate() {
+            *e = left[(i * 7919) % left.len()];
+        }
+        for call in 0..4 {
+            field.search_and_weigh(
+                &u,
+                Precision::per_pixel(&lambda, w, 3),
+                &queries,
+                &bank,
+                search,
+                call,
+            );
+        }
+        let found = queries
+            .corners
+            .iter()
+            .enumerate()
+            .filter(|&(qi, &q)| distance(&u, q, &bank, field.entries[qi * field.k]) < 1e-6)
+            .count();
+        let far = field.entries.iter().filter(|e| e.x >= 40).count();
+        (
+            found as f64 / queries.len() as f64,
+            far as f64 / field.entries.len() as f64,
+        )
+    };
+    let global = FieldSearch::default();
+    let (found, _) = exact_share(&global);
+    assert!(
+        found > 0.9,
+        "the whole-bank search finds the exact copies for {found:.2} of the queries"
+    );
+    let local = match Search::Field(global).local(2) {
+        Search::Field(f) => f,
+        other => panic!("a local field search became {other:?}"),
+    };
+    let (found, far) = exact_share(&local);
+    assert!(
+        found == 0.0 && far == 0.0,
+        "the local search reached the far copies: {found:.2} of the queries found them, {far:.2} of the entries lie there"
     );
 }
 
@@ -562,24 +631,24 @@ fn the_ring_tau_follows_the_contrast_next_to_the_hole() {
     let mut cfg = PyramidConfig::default();
     let tau = cfg.patch.tau;
     assert_eq!(
-        level_patch_config(&cfg, 1, &level, 3).tau,
+        level_patch_config(&cfg, 1, 3, &level, 3).tau,
         tau,
         "off by default"
     );
     cfg.ring_tau = 0.1;
     assert_eq!(
-        level_patch_config(&cfg, 0, &level, 3).tau,
+        level_patch_config(&cfg, 0, 3, &level, 3).tau,
         tau,
         "the finest level keeps τ"
     );
-    let coarse = level_patch_config(&cfg, 1, &level, 3).tau;
+    let coarse = level_patch_config(&cfg, 1, 3, &level, 3).tau;
     assert!(
         (coarse - 0.05).abs() < 1e-9,
         "coarser level: τ {coarse}, expected 0.1 × 0.5"
     );
     cfg.ring_tau = 0.001;
     assert_eq!(
-        level_patch_config(&cfg, 2, &level, 3).tau,
+        level_patch_config(&cfg, 2, 3, &level, 3).tau,
         tau,
         "never below τ"
     );
@@ -592,6 +661,48 @@ fn the_ring_tau_follows_the_contrast_next_to_the_hole() {
             "ring τ {bad} must be refused"
         );
     }
+}
+
+/// The coarsest level lays out the hole from the whole bank; every finer level searches near
+/// the matches it starts with, within `fine_radius` and without draws from the whole bank;
+/// `fine_radius = 0` searches the whole bank everywhere.
+#[test]
+fn finer_levels_search_near_their_coarser_matches() {
+    use eps_studio::prior::patch::pyramid::{Level, level_patch_config};
+    let (w, h) = (24, 24);
+    let level = Level {
+        y: texture(w, h, 3),
+        hole: blob(w, h, (12.0, 12.0), 4.0),
+        sigma_y: 0.05,
+    };
+    let field = |s: Search| match s {
+        Search::Auto { field, .. } | Search::Field(field) => field,
+        Search::Exact => panic!("the default search has a field"),
+    };
+    let mut cfg = PyramidConfig::default();
+    assert!(cfg.fine_radius > 0, "on by default");
+    let whole = field(cfg.patch.search);
+    assert_eq!(whole.radius, None);
+    assert!(whole.random_draws > 0);
+    let coarsest = field(level_patch_config(&cfg, 2, 3, &level, 3).search);
+    assert_eq!(
+        coarsest, whole,
+        "the coarsest level searches the whole bank"
+    );
+    for index in [0, 1] {
+        let finer = field(level_patch_config(&cfg, index, 3, &level, 3).search);
+        assert_eq!(finer.radius, Some(cfg.fine_radius), "level {index}");
+        assert_eq!(finer.random_draws, 0, "level {index}");
+        assert_eq!((finer.k, finer.sweeps), (whole.k, whole.sweeps));
+    }
+    let single = field(level_patch_config(&cfg, 0, 1, &level, 3).search);
+    assert_eq!(
+        single, whole,
+        "a one-level fill lays out from the whole bank"
+    );
+    cfg.fine_radius = 0;
+    let off = field(level_patch_config(&cfg, 0, 3, &level, 3).search);
+    assert_eq!(off, whole, "0 searches the whole bank");
 }
 
 /// Draws made from one prepared crop (levels and cleaned banks made once) equal draws that

@@ -319,6 +319,10 @@ pub struct PatchArgs {
     /// around the hole, where larger (0 to 1; 0, the default, keeps τ at every level).
     #[arg(long)]
     pub ring_tau: Option<f64>,
+    /// Patch prior: how far (pixels) each finer level's field searches around the finer
+    /// versions of the coarser level's matches (0: the whole bank).
+    #[arg(long)]
+    pub fine_radius: Option<usize>,
     /// Patch prior: sampler steps of each finer level.
     #[arg(long)]
     pub fine_steps: Option<usize>,
@@ -394,6 +398,9 @@ impl PatchArgs {
         }
         if let Some(r) = self.ring_tau {
             cfg.ring_tau = r;
+        }
+        if let Some(r) = self.fine_radius {
+            cfg.fine_radius = r;
         }
         if let Some(n) = self.fine_steps {
             cfg.fine.steps = n;

@@ -90,6 +90,7 @@ fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
                 k: 1,
                 sweeps: 2,
                 random_draws: 2,
+                radius: None,
             }),
         },
         ..PyramidConfig::default()

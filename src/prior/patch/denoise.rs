@@ -51,6 +51,32 @@ pub enum Search {
     },
 }
 
+impl Search {
+    /// The same search with its field kept near where it starts: random search within
+    /// `radius` pixels of each query's best match and no draws from the whole bank
+    /// ([`FieldSearch::radius`]). Exact sums stay exact.
+    pub fn local(self, radius: usize) -> Self {
+        let near = |f: FieldSearch| FieldSearch {
+            radius: Some(radius),
+            random_draws: 0,
+            ..f
+        };
+        match self {
+            Self::Exact => Self::Exact,
+            Self::Field(f) => Self::Field(near(f)),
+            Self::Auto {
+                field,
+                exact_above,
+                exact_budget,
+            } => Self::Auto {
+                field: near(field),
+                exact_above,
+                exact_budget,
+            },
+        }
+    }
+}
+
 /// The patch prior's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PatchConfig {

@@ -436,6 +436,11 @@ pub struct FieldSearch {
     pub sweeps: usize,
     /// Uniform draws from the whole bank per query and sweep.
     pub random_draws: usize,
+    /// Largest offset of the random search around each query's best match: `None` starts at
+    /// the bank's whole extent and halves down to a pixel (PatchMatch), `Some(r)` starts at
+    /// `r` pixels, so the field only moves near where it already is (a finer level refining
+    /// the matches its coarser level chose).
+    pub radius: Option<usize>,
 }
 
 impl Default for FieldSearch {
@@ -444,6 +449,7 @@ impl Default for FieldSearch {
             k: 16,
             sweeps: 2,
             random_draws: 2,
+            radius: None,
         }
     }
 }
@@ -580,6 +586,10 @@ impl Field {
             .map(|s| s.cols.max(s.rows))
             .max()
             .unwrap_or(1) as isize;
+        let max_radius = match search.radius {
+            Some(r) => max_radius.min(r as isize),
+            None => max_radius,
+        };
         for sweep in 0..search.sweeps {
             let forward = sweep % 2 == 0;
             let snapshot = self.entries.clone();
