@@ -881,6 +881,58 @@ fn patch_fills_keep_the_photo_and_differ_by_seed() {
     }
 }
 
+/// Every draw reports, per pyramid level, how many bank windows its posterior weighed (what
+/// `diagnose` tabulates): each level of each draw once, coarsest first, from its highest noise
+/// level to its lowest. The posterior sharpens as the noise falls: at every level at least as
+/// many query windows copy a single bank window at the last call as at the first, and the
+/// finest level ends copying in most of them (at its last noise level the KDE's τ is smaller
+/// than the distance between windows).
+#[test]
+fn every_level_reports_its_effective_sample_size() {
+    let (w, h) = (192, 144);
+    let y = photo(w, h, 12);
+    let fill = blob(w, h, (96.0, 72.0), 20.0);
+    let out = fill_with(&y, &fill, &[4, 5]).unwrap();
+    let ess = &out.patch_ess;
+    assert!(!ess.is_empty(), "no effective sample sizes reported");
+    let levels = ess[0].levels;
+    assert!(levels >= 2, "{levels} levels");
+    assert_eq!(ess.len(), 2 * levels, "one summary per level and draw");
+    for draw in ess.chunks(levels) {
+        let order: Vec<usize> = draw.iter().map(|l| l.level).collect();
+        assert_eq!(order, (0..levels).rev().collect::<Vec<_>>());
+        for l in draw {
+            assert!(l.calls >= 2, "level {}: {} calls", l.level, l.calls);
+            assert!(l.first.sigma > l.last.sigma, "{l:?}");
+            for r in [l.first, l.last] {
+                assert!(
+                    r.median >= 1.0 - 1e-4,
+                    "an effective sample size below 1: {r:?}"
+                );
+                assert!((0.0..=1.0).contains(&r.copying), "{r:?}");
+            }
+        }
+        for l in draw {
+            assert!(
+                l.last.copying >= l.first.copying,
+                "level {}: fewer windows copy one bank window as the noise falls: {l:?}",
+                l.level
+            );
+        }
+        let finest = &draw[levels - 1];
+        assert!(
+            finest.last.copying > finest.first.copying && finest.last.copying > 0.5,
+            "the finest level ends copying in only {:.2} of its windows (first call {:.2})",
+            finest.last.copying,
+            finest.first.copying
+        );
+    }
+    // The diagnostic's table averages them per level, over both draws.
+    let rows = eps_studio::eval::diagnose::ess_by_level(ess);
+    assert_eq!(rows.len(), levels);
+    assert!(rows.iter().all(|r| r.draws == 2));
+}
+
 /// A big hole in a thin ring of context (a large hole in a large photo, whose context is
 /// capped) is laid out at the coarsest level whose bank still holds enough windows, not at a
 /// level whose few hundred windows knew too few layouts (it raised a meadow into the hole).

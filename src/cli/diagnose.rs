@@ -484,6 +484,15 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         )?;
         let table = dg::fill_markdown(&rows);
         println!("{table}");
+        let ess = dg::ess_markdown(&rows);
+        let ess = if ess.is_empty() {
+            ess
+        } else {
+            println!("{ess}");
+            format!(
+                "\nHow many bank windows the patch posterior weighs, per pyramid level (0: the crop's own size, each next level half as big), averaged over holes and draws: per call the median over query windows of the effective sample size `1 / Σ w²` (1: the window copies one bank window; the field weighs its 16 nearest, exact sums the whole bank). A flat posterior at the first call and about 1 at the last is a sampler that starts from a blend and ends copying.\n\n{ess}"
+            )
+        };
         write(
             &args.out.join("fills.png"),
             &dg::fill_picture(&cases, args.tile.clamp(32, 1024))?,
@@ -513,7 +522,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
                     args.sigma_y
                 ),
                 &format!(
-                    "{table}\n![fills: {}](fills.png)\n\nColumns: {}.\n",
+                    "{table}{ess}\n![fills: {}](fills.png)\n\nColumns: {}.\n",
                     columns.join(", "),
                     columns.join(" · ")
                 ),

@@ -416,6 +416,9 @@ pub struct FillRow {
     pub diverged: usize,
     /// Cases run.
     pub cases: usize,
+    /// The patch posterior's effective sample size per pyramid level of every region and draw
+    /// (empty for contenders without a patch prior).
+    pub ess: Vec<crate::restore::LevelEss>,
 }
 
 /// RMS difference in the hole between every pair of `results`, averaged over pairs; NaN for
@@ -521,6 +524,7 @@ pub fn fill_suite(
     let mut timings = vec![0.0; contenders.len()];
     let mut counts = vec![0usize; contenders.len()];
     let mut diverged = vec![0usize; contenders.len()];
+    let mut ess: Vec<Vec<crate::restore::LevelEss>> = vec![Vec::new(); contenders.len()];
     // Photos left out keep their index, so the others get the masks of a full run.
     for (p, (name, photo)) in photos.iter().enumerate() {
         if !keep(name) {
@@ -561,7 +565,17 @@ pub fn fill_suite(
                         match restore(models, None, &sim.y, &deg, &settings, &seeds, &mut |_| {
                             sampler::Flow::Continue
                         }) {
-                            Ok(r) => r.samples.into_iter().map(Pixels::into_rgb).collect(),
+                            Ok(r) => {
+                                if !r.patch_ess.is_empty() {
+                                    on_case(&format!(
+                                        "{name} #{k}: {} ESS per level, first → last call: {}",
+                                        c.label(suite),
+                                        ess_line(&r.patch_ess)
+                                    ));
+                                }
+                                ess[ci].extend(r.patch_ess);
+                                r.samples.into_iter().map(Pixels::into_rgb).collect()
+                            }
                             // A diverging method is a result to report, not the end of the run.
                             Err(e @ crate::Error::NonFinite { .. }) => {
                                 on_case(&format!("{name} #{k}: {} diverged ({e})", c.label(suite)));
@@ -658,6 +672,7 @@ pub fn fill_suite(
             secs: timings[ci] / counts[ci].max(1) as f64,
             diverged: diverged[ci],
             cases: cases.len(),
+            ess: std::mem::take(&mut ess[ci]),
         });
     }
     Ok((rows, cases))
@@ -669,6 +684,103 @@ fn context_region(fill: &[bool], w: usize, h: usize) -> Rect {
         .into_iter()
         .reduce(|a, b| a.union(&b))
         .unwrap_or(Rect::new(0, 0, w, h))
+}
+
+/// One restoration's effective sample sizes per level, coarsest first, averaged over its
+/// regions and draws: `L3 σ 1.000 → 0.010: 14.2 → 1.0`.
+fn ess_line(records: &[crate::restore::LevelEss]) -> String {
+    ess_by_level(records)
+        .iter()
+        .rev()
+        .map(|l| {
+            format!(
+                "L{} σ {:.3} → {:.3}: {:.1} → {:.1}",
+                l.level, l.sigma_first, l.sigma_last, l.first, l.last
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The effective sample sizes of one pyramid level, averaged over the regions and draws that
+/// reached it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EssByLevel {
+    /// Level (0: the crop's own size).
+    pub level: usize,
+    /// Draws (times regions) that sampled the level.
+    pub draws: usize,
+    /// Mean calls of the patch denoiser per draw.
+    pub calls: f64,
+    /// Mean noise level of the first call.
+    pub sigma_first: f64,
+    /// Mean noise level of the last call.
+    pub sigma_last: f64,
+    /// Mean of the first call's median effective sample size.
+    pub first: f64,
+    /// Mean of the last call's median effective sample size.
+    pub last: f64,
+    /// Mean share of query windows at the last call that copy one bank window (ESS < 1.5).
+    pub copying: f64,
+    /// Share of the first calls that summed the whole bank.
+    pub exact_first: f64,
+}
+
+/// [`EssByLevel`] for every level in `records`, finest first.
+pub fn ess_by_level(records: &[crate::restore::LevelEss]) -> Vec<EssByLevel> {
+    let top = records.iter().map(|r| r.level).max().map_or(0, |m| m + 1);
+    (0..top)
+        .filter_map(|level| {
+            let at: Vec<_> = records.iter().filter(|r| r.level == level).collect();
+            if at.is_empty() {
+                return None;
+            }
+            let n = at.len() as f64;
+            let mean = |f: &dyn Fn(&crate::restore::LevelEss) -> f64| {
+                at.iter().map(|r| f(r)).sum::<f64>() / n
+            };
+            Some(EssByLevel {
+                level,
+                draws: at.len(),
+                calls: mean(&|r| r.calls as f64),
+                sigma_first: mean(&|r| r.first.sigma),
+                sigma_last: mean(&|r| r.last.sigma),
+                first: mean(&|r| f64::from(r.first.median)),
+                last: mean(&|r| f64::from(r.last.median)),
+                copying: mean(&|r| f64::from(r.last.copying)),
+                exact_first: mean(&|r| if r.first.exact { 1.0 } else { 0.0 }),
+            })
+        })
+        .collect()
+}
+
+/// The effective-sample-size table of the rows that ran a patch prior, as markdown (empty
+/// when none did).
+pub fn ess_markdown(rows: &[FillRow]) -> String {
+    let mut s = String::new();
+    for r in rows.iter().filter(|r| !r.ess.is_empty()) {
+        if s.is_empty() {
+            s.push_str(
+                "| method | level | draws | calls | σ, first → last call | median ESS, first call | median ESS, last call | windows copying one, last call | first call exact |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n",
+            );
+        }
+        for l in ess_by_level(&r.ess).iter().rev() {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.3} → {:.3} | {:.1} | {:.2} | {:.0}% | {:.0}% |\n",
+                r.label,
+                l.level,
+                l.draws,
+                l.calls,
+                l.sigma_first,
+                l.sigma_last,
+                l.first,
+                l.last,
+                100.0 * l.copying,
+                100.0 * l.exact_first
+            ));
+        }
+    }
+    s
 }
 
 /// The fill table as markdown.

@@ -475,6 +475,55 @@ pub struct Restoration {
     /// uncertainty map then shows ([`mean_and_uncertainty`]); `None`: the map is the spread
     /// between the samples.
     pub variance: Option<VarianceMap>,
+    /// How many bank windows the patch posterior spread its weight over, per pyramid level of
+    /// every region and draw ([`LevelEss`]); empty when no patch prior ran.
+    pub patch_ess: Vec<LevelEss>,
+}
+
+/// The effective sample size of the patch posterior over one pyramid level of one draw: per
+/// call, the median over query windows of `1 / Σ w²` (1: the window copies one bank window;
+/// the number of windows weighed, 16 for the field, the whole bank for exact sums: a blur of
+/// them all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelEss {
+    /// Level (0: the crop's own size, each next one half as big).
+    pub level: usize,
+    /// Levels of that draw.
+    pub levels: usize,
+    /// The level's first call (its highest noise level).
+    pub first: crate::prior::patch::EssRecord,
+    /// The level's last call (its lowest noise level).
+    pub last: crate::prior::patch::EssRecord,
+    /// Calls of the patch denoiser at the level.
+    pub calls: usize,
+}
+
+impl LevelEss {
+    /// One summary per level from a draw's records in call order (`(level, record)`, each
+    /// level's calls together, as [`crate::prior::patch::pyramid::FillOutput::ess`] holds
+    /// them), given the draw's number of levels.
+    pub fn per_level(
+        records: &[(usize, crate::prior::patch::EssRecord)],
+        levels: usize,
+    ) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        for &(level, r) in records {
+            match out.last_mut() {
+                Some(l) if l.level == level => {
+                    l.last = r;
+                    l.calls += 1;
+                }
+                _ => out.push(Self {
+                    level,
+                    levels,
+                    first: r,
+                    last: r,
+                    calls: 1,
+                }),
+            }
+        }
+        out
+    }
 }
 
 /// What a restoration will cost, estimated from its sizes before any work.
@@ -1023,6 +1072,7 @@ fn restore_on(
         lpips: Vec::new(),
         notices,
         variance: None,
+        patch_ess: Vec::new(),
     })
 }
 

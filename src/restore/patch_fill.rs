@@ -145,6 +145,7 @@ fn baseline(
         .map(|_| Accumulator::new(w, h, y, &Degradation::inpaint(Vec::new())))
         .collect();
     let mut nfe = 0;
+    let mut patch_ess = Vec::new();
     for (index, region) in regions.iter().enumerate() {
         let plane = crop_plane(y, *region);
         let hole = region_hole(fill, w, *region);
@@ -179,6 +180,8 @@ fn baseline(
         let out = crate::sampler::sample(method, denoisers, &problem, seeds, &mut observe)?;
         crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
         nfe = out.nfe;
+        let records: Vec<_> = d.ess_log().into_iter().map(|r| (0, r)).collect();
+        patch_ess.extend(super::LevelEss::per_level(&records, 1));
         for (b, a) in acc.iter_mut().enumerate() {
             let patch = image(&out.samples, b)?;
             a.add_hole(&patch, &residual(&patch, y, *region), fill, *region);
@@ -197,6 +200,7 @@ fn baseline(
         fell_back_to_cpu: false,
         lpips: Vec::new(),
         variance: None,
+        patch_ess,
     })
 }
 
@@ -283,6 +287,7 @@ pub(super) fn restore(
         .map(|_| Accumulator::new(w, h, y, &degradation))
         .collect();
     let mut calls = 0;
+    let mut patch_ess = Vec::new();
     let mut variance = Some(VarianceMap {
         width: w,
         height: h,
@@ -381,6 +386,7 @@ pub(super) fn restore(
             let out = pyramid::fill_prepared(&prepared, chunk, &guide, &mut observe_chunk)?;
             crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
             calls = out.calls;
+            patch_ess.extend(super::LevelEss::per_level(&out.ess, out.queries.len()));
             // The variance map needs every draw's first call (the law of total variance).
             match out.first_call {
                 Some(c) => first_calls.push(c),
@@ -435,6 +441,7 @@ pub(super) fn restore(
         fell_back_to_cpu: false,
         lpips: Vec::new(),
         variance,
+        patch_ess,
     })
 }
 
