@@ -1258,3 +1258,107 @@ pub fn hole_curve_markdown(rows: &[HoleCurveRow]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prior::patch::EssRecord;
+    use crate::restore::LevelEss;
+
+    fn record(sigma: f64, median: f32, copying: f32, exact: bool) -> EssRecord {
+        EssRecord {
+            sigma,
+            median,
+            copying,
+            exact,
+        }
+    }
+
+    fn level(level: usize, first: EssRecord, last: EssRecord, calls: usize) -> LevelEss {
+        LevelEss {
+            level,
+            levels: 2,
+            first,
+            last,
+            calls,
+        }
+    }
+
+    fn row(label: &str, ess: Vec<LevelEss>) -> FillRow {
+        FillRow {
+            label: label.into(),
+            hole: HoleScores {
+                psnr: 20.0,
+                ssim: 0.6,
+                lpips: None,
+                texture_ratio: 1.0,
+                ring_ratio: 1.0,
+            },
+            hole_crps: 0.1,
+            spread: f64::NAN,
+            crop_psnr: 25.0,
+            secs: 1.0,
+            diverged: 0,
+            cases: 1,
+            ess,
+        }
+    }
+
+    /// Each level is averaged over the draws that reached it; the table has one row per level
+    /// of each method that ran a patch prior, coarsest first, and leaves the others out.
+    #[test]
+    fn the_ess_table_averages_each_level_over_its_draws() {
+        let draws = vec![
+            level(
+                1,
+                record(1.4, 3.0, 0.2, true),
+                record(0.003, 1.0, 1.0, false),
+                10,
+            ),
+            level(
+                0,
+                record(0.28, 6.0, 0.4, false),
+                record(0.014, 1.0, 0.9, false),
+                8,
+            ),
+            level(
+                1,
+                record(1.4, 5.0, 0.1, true),
+                record(0.003, 1.0, 1.0, false),
+                10,
+            ),
+            level(
+                0,
+                record(0.28, 2.0, 0.5, false),
+                record(0.014, 3.0, 0.7, false),
+                6,
+            ),
+        ];
+        let by = ess_by_level(&draws);
+        assert_eq!(by.len(), 2);
+        let (finest, coarsest) = (by[0], by[1]);
+        assert_eq!((finest.level, coarsest.level), (0, 1));
+        assert_eq!((finest.draws, coarsest.draws), (2, 2));
+        assert!((coarsest.first - 4.0).abs() < 1e-9);
+        assert!((coarsest.exact_first - 1.0).abs() < 1e-9);
+        assert!((finest.last - 2.0).abs() < 1e-9);
+        assert!((finest.copying - 0.8).abs() < 1e-6);
+        assert!((finest.calls - 7.0).abs() < 1e-9);
+        let table = ess_markdown(&[row("patches", draws), row("network", Vec::new())]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[2].starts_with(
+                "| patches | 1 | 2 | 10.0 | 1.400 → 0.003 | 4.0 | 1.00 | 100% | 100% |"
+            ),
+            "{table}"
+        );
+        assert!(
+            lines[3]
+                .starts_with("| patches | 0 | 2 | 7.0 | 0.280 → 0.014 | 4.0 | 2.00 | 80% | 0% |"),
+            "{table}"
+        );
+        assert!(!table.contains("network"));
+        assert!(ess_markdown(&[row("network", Vec::new())]).is_empty());
+    }
+}
