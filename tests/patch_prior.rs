@@ -303,6 +303,28 @@ fn distance(u: &Plane, q: (u32, u32), bank: &Bank, e: eps_studio::prior::patch::
 
 /// PatchMatch finds the nearest window for nearly every query, from random matches, in a few
 /// calls (propagation and random search, the field kept between calls).
+/// `calls` denoiser calls' worth of search on `field` (seeds 0, 1, …), one precision per pixel.
+fn search_calls(
+    field: &mut Field,
+    u: &Plane,
+    lambda: &[f32],
+    queries: &Queries,
+    bank: &Bank,
+    search: &FieldSearch,
+    calls: u64,
+) {
+    for call in 0..calls {
+        field.search_and_weigh(
+            u,
+            Precision::per_pixel(lambda, u.width, 3),
+            queries,
+            bank,
+            search,
+            call,
+        );
+    }
+}
+
 #[test]
 fn the_field_finds_the_nearest_windows() {
     let (w, h, p) = (48, 40, 5);
@@ -318,16 +340,7 @@ fn the_field_finds_the_nearest_windows() {
     let lambda = vec![1.0_f32; w * h];
     let search = FieldSearch::default();
     let mut field = Field::random(&queries, &bank, search.k, 1);
-    for call in 0..6 {
-        field.search_and_weigh(
-            &u,
-            Precision::per_pixel(&lambda, w, 3),
-            &queries,
-            &bank,
-            &search,
-            call,
-        );
-    }
+    search_calls(&mut field, &u, &lambda, &queries, &bank, &search, 6);
     let (mut exact, mut close) = (0, 0);
     for (qi, &q) in queries.corners.iter().enumerate() {
         let all: Vec<f32> = bank
@@ -381,16 +394,7 @@ fn a_local_field_stays_near_its_start() {
         for (i, e) in field.entries.iter_mut().enumerate() {
             *e = left[(i * 7919) % left.len()];
         }
-        for call in 0..4 {
-            field.search_and_weigh(
-                &u,
-                Precision::per_pixel(&lambda, w, 3),
-                &queries,
-                &bank,
-                search,
-                call,
-            );
-        }
+        search_calls(&mut field, &u, &lambda, &queries, &bank, search, 4);
         let found = queries
             .corners
             .iter()
@@ -1003,6 +1007,14 @@ fn pyramid_settings_out_of_range_are_refused_with_their_range() {
             },
             "detail weight",
             "0 to 16",
+        ),
+        (
+            PyramidConfig {
+                fine_radius: 5000,
+                ..PyramidConfig::default()
+            },
+            "fine radius",
+            "0 to 1024",
         ),
     ] {
         let e = cfg.validate().unwrap_err().to_string();

@@ -1308,32 +1308,26 @@ mod tests {
     /// of each method that ran a patch prior, coarsest first, and leaves the others out.
     #[test]
     fn the_ess_table_averages_each_level_over_its_draws() {
-        let draws = vec![
-            level(
-                1,
-                record(1.4, 3.0, 0.2, true),
-                record(0.003, 1.0, 1.0, false),
-                10,
-            ),
-            level(
-                0,
-                record(0.28, 6.0, 0.4, false),
-                record(0.014, 1.0, 0.9, false),
-                8,
-            ),
-            level(
-                1,
-                record(1.4, 5.0, 0.1, true),
-                record(0.003, 1.0, 1.0, false),
-                10,
-            ),
-            level(
-                0,
-                record(0.28, 2.0, 0.5, false),
-                record(0.014, 3.0, 0.7, false),
-                6,
-            ),
-        ];
+        // (level, first: σ, median, copying, exact; last: median, copying; calls)
+        let draws: Vec<LevelEss> = [
+            (1, 1.4, 3.0, 0.2, true, 1.0, 1.0, 10),
+            (0, 0.28, 6.0, 0.4, false, 1.0, 0.9, 8),
+            (1, 1.4, 5.0, 0.1, true, 1.0, 1.0, 10),
+            (0, 0.28, 2.0, 0.5, false, 3.0, 0.7, 6),
+        ]
+        .into_iter()
+        .map(
+            |(l, sigma, median, copying, exact, last, last_copying, calls)| {
+                let end = if l == 1 { 0.003 } else { 0.014 };
+                level(
+                    l,
+                    record(sigma, median, copying, exact),
+                    record(end, last, last_copying, false),
+                    calls,
+                )
+            },
+        )
+        .collect();
         let by = ess_by_level(&draws);
         assert_eq!(by.len(), 2);
         let (finest, coarsest) = (by[0], by[1]);

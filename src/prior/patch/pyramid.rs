@@ -318,6 +318,15 @@ impl PyramidConfig {
                 "use more than 0 and at most 1 (1 is the default: any hole pixel below makes a coarser pixel a hole)",
             ));
         }
+        if self.fine_radius > MAX_FINE_RADIUS {
+            return Err(Error::invalid(
+                "fine radius",
+                self.fine_radius,
+                format!(
+                    "use 0 to {MAX_FINE_RADIUS} pixels (4 is the default; 0 searches the whole bank at every level)"
+                ),
+            ));
+        }
         if !(self.ring_tau.is_finite() && (0.0..=1.0).contains(&self.ring_tau)) {
             return Err(Error::invalid(
                 "ring τ",
@@ -587,6 +596,10 @@ pub fn level_patch_config(
     }
     patch
 }
+
+/// Largest [`PyramidConfig::fine_radius`]: beyond a few hundred pixels a finer level's search
+/// is the whole bank's anyway (0 says so directly).
+pub const MAX_FINE_RADIUS: usize = 1024;
 
 /// Fewest windows of known pixels a crop's bank may have ([`crate::restore`] refuses a mask
 /// that leaves fewer).

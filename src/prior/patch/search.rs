@@ -587,7 +587,7 @@ impl Field {
             .max()
             .unwrap_or(1) as isize;
         let max_radius = match search.radius {
-            Some(r) => max_radius.min(r as isize),
+            Some(r) => max_radius.min(isize::try_from(r).unwrap_or(isize::MAX)),
             None => max_radius,
         };
         for sweep in 0..search.sweeps {
