@@ -10,7 +10,7 @@ use eps_studio::prior::patch::search::{Field, FieldSearch, Precision, Queries};
 use eps_studio::prior::patch::{
     Bank, PatchConfig, PatchDenoiser, Plane, PyramidConfig, Search, Transforms,
 };
-use eps_studio::restore::{self, Degradation, Models, Prior, Settings};
+use eps_studio::restore::{self, Degradation, MethodChoice, Models, Prior, Settings};
 use eps_studio::sampler::Flow;
 use nalgebra::{DMatrix, DVector};
 use rand::rngs::StdRng;
@@ -935,6 +935,54 @@ fn every_level_reports_its_effective_sample_size() {
     let rows = eps_studio::eval::diagnose::ess_by_level(ess);
     assert_eq!(rows.len(), levels);
     assert!(rows.iter().all(|r| r.draws == 2));
+}
+
+/// The mean's draws restart every finer level from `MEAN_FINE_SIGMA` times the samples' noise
+/// (their average is nearer the posterior mean when they differ more), and a start the user
+/// sets (`--fine-sigma`) carries over to the mean; the coarsest level is the samples' own.
+#[test]
+fn the_mean_redraws_more_of_each_finer_level() {
+    let (w, h) = (192, 144);
+    let y = photo(w, h, 12);
+    let fill = blob(w, h, (96.0, 72.0), 20.0);
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let first_sigmas = |method: MethodChoice, fine_sigma: f64| {
+        let mut settings = patch_settings();
+        settings.method = method;
+        settings.patch.fine.schedule.sigma_max = fine_sigma;
+        let out = restore::restore(
+            &models,
+            None,
+            &y,
+            &Degradation::inpaint(fill.clone()),
+            &settings,
+            &[4],
+            &mut |_| Flow::Continue,
+        )
+        .unwrap();
+        let levels = out.patch_ess[0].levels;
+        assert!(levels >= 2, "{levels} levels");
+        // The first draw's levels, coarsest first.
+        out.patch_ess[..levels]
+            .iter()
+            .map(|l| l.first.sigma)
+            .collect::<Vec<f64>>()
+    };
+    for fine_sigma in [PyramidConfig::default().fine.schedule.sigma_max, 0.3] {
+        let sample = first_sigmas(MethodChoice::Eps, fine_sigma);
+        let mean = first_sigmas(MethodChoice::EpsMean, fine_sigma);
+        assert_eq!(sample.len(), mean.len());
+        assert!(
+            (mean[0] / sample[0] - 1.0).abs() < 0.05,
+            "the coarsest level starts alike: {sample:?} {mean:?}"
+        );
+        for (level, (s, m)) in sample.iter().zip(&mean).enumerate().skip(1) {
+            assert!(
+                (m / s - PyramidConfig::MEAN_FINE_SIGMA).abs() < 1e-6,
+                "--fine-sigma {fine_sigma}, level {level} below the coarsest: sample {s}, mean {m}"
+            );
+        }
+    }
 }
 
 /// A big hole in a thin ring of context (a large hole in a large photo, whose context is
