@@ -1039,6 +1039,11 @@ fn a_big_hole_in_a_thin_ring_is_laid_out_where_the_bank_is_large() {
 #[test]
 fn pyramid_settings_out_of_range_are_refused_with_their_range() {
     use eps_studio::prior::patch::pyramid::MIN_WINDOWS;
+    let fine_start = |sigma: f64| {
+        let mut cfg = PyramidConfig::default();
+        cfg.fine.schedule.sigma_max = sigma;
+        cfg
+    };
     for (cfg, what, range) in [
         (
             PyramidConfig {
@@ -1064,11 +1069,31 @@ fn pyramid_settings_out_of_range_are_refused_with_their_range() {
             "fine radius",
             "0 to 1024",
         ),
+        (fine_start(f64::NAN), "fine sigma", "at most 1"),
+        (
+            fine_start(0.005),
+            "fine sigma",
+            "more than the finer levels' last noise level 0.01",
+        ),
+        (fine_start(1e308), "fine sigma", "at most 1"),
     ] {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains(what) && e.contains(range), "{e}");
     }
     assert!(small_pyramid(4).validate().is_ok());
+    // The highest start is taken, by the samples and by the mean's draws (which start from
+    // twice the samples' noise, at most the highest).
+    let highest = fine_start(eps_studio::prior::patch::pyramid::MAX_FINE_SIGMA);
+    assert!(highest.validate().is_ok());
+    assert!(highest.for_mean().validate().is_ok());
+    assert!(highest.for_preview().validate().is_ok());
+    // The restoration's settings check them too (the app's path, not only the command line's).
+    let settings = Settings {
+        patch: fine_start(f64::NAN),
+        ..patch_settings()
+    };
+    let e = settings.validate().unwrap_err().to_string();
+    assert!(e.contains("fine sigma"), "{e}");
 }
 
 /// A mask that leaves too little known context for a bank is refused before any work with a

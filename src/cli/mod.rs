@@ -326,7 +326,8 @@ pub struct PatchArgs {
     /// Patch prior: sampler steps of each finer level.
     #[arg(long)]
     pub fine_steps: Option<usize>,
-    /// Patch prior: noise level each finer level starts from.
+    /// Patch prior: noise level each finer level starts from (above 0.01, at most 1; 0.2 by
+    /// default; the posterior mean's draws start from twice as much, at most 1).
     #[arg(long)]
     pub fine_sigma: Option<f64>,
     /// Patch prior: bank search, exact, field or auto (exact at high σ and on small banks).

@@ -152,11 +152,13 @@ impl Prior {
 }
 
 impl Settings {
-    /// Checks steps, the EPS sampler, working size and σ_y against [`crate::limits`].
+    /// Checks steps, the EPS sampler, working size and σ_y against [`crate::limits`], and the
+    /// patch prior's settings.
     pub fn validate(&self) -> Result<()> {
         if let Some(steps) = self.steps {
             crate::limits::steps(steps)?;
         }
+        self.patch.validate()?;
         if let Method::Eps(c) = self.method.method(&TaskSpec::BrushInpaint) {
             self.eps_overrides(c).validate()?;
         }

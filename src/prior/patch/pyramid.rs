@@ -123,7 +123,7 @@ impl PyramidConfig {
     /// The sampler whose draws are averaged into the posterior mean: fewer steps at the
     /// coarsest level and four per finer level (the finer levels mostly copy the finer
     /// versions of the coarse matches), each finer level started from
-    /// [`Self::MEAN_FINE_SIGMA`] times the samples' noise. Draws that redraw more of their
+    /// [`Self::MEAN_FINE_SIGMA`] times the samples' noise (at most [`MAX_FINE_SIGMA`]). Draws that redraw more of their
     /// detail differ more, and their average is nearer the posterior mean; the softness this
     /// costs a single draw, the average has anyway. 24 holes, hole PSNR / LPIPS: 19.90 / 0.248
     /// → 20.32 / 0.238 (24 other holes 19.38 / 0.269 → 19.73 / 0.263; three times: 20.41 /
@@ -132,7 +132,8 @@ impl PyramidConfig {
         let mut out = *self;
         out.coarse.steps = self.coarse.steps.min(6);
         out.fine.steps = self.fine.steps.min(4);
-        out.fine.schedule.sigma_max = self.fine.schedule.sigma_max * Self::MEAN_FINE_SIGMA;
+        out.fine.schedule.sigma_max =
+            (self.fine.schedule.sigma_max * Self::MEAN_FINE_SIGMA).min(MAX_FINE_SIGMA);
         out
     }
 
@@ -330,6 +331,21 @@ impl PyramidConfig {
                 "known fraction",
                 self.known_fraction,
                 "use more than 0 and at most 1 (1 is the default: any hole pixel below makes a coarser pixel a hole)",
+            ));
+        }
+        let (start, end) = (self.fine.schedule.sigma_max, self.fine.schedule.sigma_min);
+        if !(end > 0.0 && start > end && start <= MAX_FINE_SIGMA) {
+            return Err(Error::invalid(
+                "fine sigma",
+                if start.abs() < 1e6 {
+                    format!("{start}")
+                } else {
+                    format!("{start:e}")
+                },
+                format!(
+                    "use more than the finer levels' last noise level {end} and at most \
+                     {MAX_FINE_SIGMA} (0.2 is the default; the mean's draws start from twice as much)"
+                ),
             ));
         }
         if self.fine_radius > MAX_FINE_RADIUS {
@@ -610,6 +626,10 @@ pub fn level_patch_config(
     }
     patch
 }
+
+/// Largest start of the finer levels (`fine.schedule.sigma_max`): above it a finer level
+/// forgets its coarser sample (the coarsest level starts its layout from σ = 1).
+pub const MAX_FINE_SIGMA: f64 = 1.0;
 
 /// Largest [`PyramidConfig::fine_radius`]: beyond a few hundred pixels a finer level's search
 /// is the whole bank's anyway (0 says so directly).
