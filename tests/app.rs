@@ -88,7 +88,8 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
     while !done(h.state()) {
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}; notices: {:?}; job in flight (kind, step, steps, seconds): {:?}",
+            "timed out waiting for {what}; notices: {:?}; job in flight (kind, step, steps, seconds): {:?}; \
+             mask revision: {:?}; stroke (last point, rectangle corner): {:?}",
             h.state()
                 .notices
                 .iter()
@@ -99,7 +100,12 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
                 r.at.step,
                 r.at.n_steps,
                 r.started.elapsed().as_secs()
-            ))
+            )),
+            h.state()
+                .masks
+                .as_ref()
+                .map(eps_studio::app::Masks::revision),
+            h.state().stroke(),
         );
         h.step();
         std::thread::sleep(Duration::from_millis(20));
