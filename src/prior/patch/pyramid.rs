@@ -123,11 +123,11 @@ impl PyramidConfig {
     /// The sampler whose draws are averaged into the posterior mean: fewer steps at the
     /// coarsest level and four per finer level (the finer levels mostly copy the finer
     /// versions of the coarse matches), each finer level started from
-    /// [`Self::MEAN_FINE_SIGMA`] times the samples' noise (at most [`MAX_FINE_SIGMA`]). Draws that redraw more of their
-    /// detail differ more, and their average is nearer the posterior mean; the softness this
-    /// costs a single draw, the average has anyway. 24 holes, hole PSNR / LPIPS: 19.90 / 0.248
-    /// → 20.32 / 0.238 (24 other holes 19.38 / 0.269 → 19.73 / 0.263; three times: 20.41 /
-    /// 0.241 and 19.80 / 0.264).
+    /// [`Self::MEAN_FINE_SIGMA`] times the samples' noise (at most [`MAX_FINE_SIGMA`]). Draws
+    /// that redraw more of their detail differ more, and their average is nearer the posterior
+    /// mean; the softness this costs a single draw, the average has anyway. 24 holes, hole
+    /// PSNR / LPIPS: 19.90 / 0.248 → 20.32 / 0.238 (24 other holes 19.38 / 0.269 → 19.73 /
+    /// 0.263; three times: 20.41 / 0.241 and 19.80 / 0.264).
     pub fn for_mean(&self) -> Self {
         let mut out = *self;
         out.coarse.steps = self.coarse.steps.min(6);
@@ -344,7 +344,8 @@ impl PyramidConfig {
                 },
                 format!(
                     "use more than the finer levels' last noise level {end} and at most \
-                     {MAX_FINE_SIGMA} (0.2 is the default; the mean's draws start from twice as much)"
+                     {MAX_FINE_SIGMA} (0.2 is the default; the mean's draws start from twice \
+                     as much)"
                 ),
             ));
         }
