@@ -89,7 +89,7 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "timed out waiting for {what}; notices: {:?}; job in flight (kind, step, steps, seconds): {:?}; \
-             mask revision: {:?}; stroke (last point, rectangle corner): {:?}",
+             mask revision: {:?}; stroke (last point, rectangle corner): {:?}; the last drag, frame by frame:\n{}",
             h.state()
                 .notices
                 .iter()
@@ -106,6 +106,7 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
                 .as_ref()
                 .map(eps_studio::app::Masks::revision),
             h.state().stroke(),
+            DRAG_TRACE.with_borrow(|t| t.join("\n")),
         );
         h.step();
         std::thread::sleep(Duration::from_millis(20));
@@ -115,33 +116,63 @@ fn run_until(h: &mut Harness<'_, EpsApp>, what: &str, done: impl Fn(&EpsApp) -> 
 
 /// Drags the primary button across image pixels `points` (output coordinates).
 fn drag(h: &mut Harness<'_, EpsApp>, points: &[(f32, f32)]) {
+    DRAG_TRACE.with_borrow_mut(Vec::clear);
     let canvas = h.state().last_canvas;
     let rect = h.state().image_rect(canvas).unwrap();
     let zoom = h.state().view.zoom;
     let screen = |&(x, y): &(f32, f32)| rect.min + egui::vec2(x, y) * zoom;
     let first = screen(&points[0]);
-    h.event(egui::Event::PointerMoved(first));
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: first,
-        button: egui::PointerButton::Primary,
-        pressed: true,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    for p in points {
-        h.event(egui::Event::PointerMoved(screen(p)));
-        h.step();
-    }
     let last = screen(points.last().unwrap());
-    h.event(egui::Event::PointerButton {
+    let mut events = vec![
+        egui::Event::PointerMoved(first),
+        egui::Event::PointerButton {
+            pos: first,
+            button: egui::PointerButton::Primary,
+            pressed: true,
+            modifiers: egui::Modifiers::NONE,
+        },
+    ];
+    events.extend(points.iter().map(|p| egui::Event::PointerMoved(screen(p))));
+    events.push(egui::Event::PointerButton {
         pos: last,
         button: egui::PointerButton::Primary,
         pressed: false,
         modifiers: egui::Modifiers::NONE,
     });
+    trace_drag(h, "before");
+    for event in events {
+        let what = format!("{event:?}");
+        h.event(event);
+        h.step();
+        trace_drag(h, &what);
+    }
     h.step();
-    h.step();
+    trace_drag(h, "after");
+}
+
+thread_local! {
+    /// What the last `drag` saw frame by frame, for `run_until`'s timeout message.
+    static DRAG_TRACE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn trace_drag(h: &Harness<'_, EpsApp>, event: &str) {
+    let a = h.state();
+    let line = format!(
+        "{event} -> canvas {:?}, image {:?}, zoom {}, stroke {:?}, mask revision {:?}, \
+         dragged widget {:?}, pointer down {}, tool {:?}, layer {:?}, notices {}, backend {:?}",
+        a.last_canvas,
+        a.image_rect(a.last_canvas),
+        a.view.zoom,
+        a.stroke(),
+        a.masks.as_ref().map(eps_studio::app::Masks::revision),
+        h.ctx.dragged_id(),
+        h.ctx.input(|i| i.pointer.primary_down()),
+        a.tool,
+        a.layer,
+        a.notices.len(),
+        a.backend,
+    );
+    DRAG_TRACE.with_borrow_mut(|t| t.push(line));
 }
 
 /// Paints one short stroke, presses Restore and waits for the results.
@@ -855,7 +886,7 @@ fn photos_are_read_and_saved_off_the_ui_thread() {
 /// The app on the test photo, fresh settings, with a weights folder that does not exist.
 fn without_weights(dir: &Path) -> Harness<'static, EpsApp> {
     let photo_path = test_photo(dir);
-    let h = harness(AppOptions {
+    let mut h = harness(AppOptions {
         open: Some(photo_path),
         weights: Some(dir.join("no-weights-here")),
         autosave_dir: Some(dir.join("autosave")),
@@ -863,6 +894,12 @@ fn without_weights(dir: &Path) -> Harness<'static, EpsApp> {
         ..Default::default()
     });
     assert!(h.state().photo.is_some());
+    // The worker answers the backend's choice and the failed load on its own thread; their
+    // notice and status lines change the layout, so a stroke aimed before they arrive could
+    // land elsewhere.
+    run_until(&mut h, "the networks' load to answer", |a| {
+        !a.models_loading && !a.backend.ends_with('…')
+    });
     h
 }
 

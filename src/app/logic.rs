@@ -693,6 +693,7 @@ impl EpsApp {
         match update {
             Update::ModelsLoaded { folder, backend } => {
                 self.models_ready = true;
+                self.models_loading = false;
                 self.models_status = format!("networks from {folder}");
                 self.backend = backend;
             }
@@ -707,6 +708,7 @@ impl EpsApp {
             }
             Update::ModelsFailed(msg) => {
                 self.models_ready = false;
+                self.models_loading = false;
                 self.models_status = "networks missing".into();
                 self.error(format!(
                     "Could not load the networks: {msg}. The app keeps working for opening and masking photos; restoring needs the weights."

@@ -219,6 +219,8 @@ pub struct EpsApp {
     pub backend: String,
     /// Whether the networks are ready.
     pub models_ready: bool,
+    /// Whether the networks' load has not answered yet (ready or failed).
+    pub models_loading: bool,
     /// A photo too large to work on comfortably, waiting for the user's choice.
     pub large_photo: Option<LargePhoto>,
     /// A job estimated to take longer than [`LONG_JOB_SECS`], waiting for the user's go-ahead,
@@ -326,6 +328,7 @@ impl EpsApp {
             },
             backend: format!("{}…", backend.label()),
             models_ready: preloaded,
+            models_loading: !preloaded,
             large_photo: None,
             long_job: None,
             secs_per_megapixel: None,

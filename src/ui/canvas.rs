@@ -11,7 +11,14 @@ pub fn canvas_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
     toolbar_ui(ui, app);
     let canvas = ui.available_rect_before_wrap();
     app.last_canvas = canvas;
-    let response = ui.allocate_rect(canvas, egui::Sense::click_and_drag());
+    // A fixed id, not the next automatic one: a stroke stays with the canvas whatever the
+    // toolbar above it shows while the button is held.
+    ui.advance_cursor_after_rect(canvas);
+    let response = ui.interact(
+        canvas,
+        ui.scope_id().with("canvas"),
+        egui::Sense::click_and_drag(),
+    );
     let Some((w, h)) = app.output_size() else {
         ui.painter().text(
             canvas.center(),
