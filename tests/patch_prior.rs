@@ -940,6 +940,8 @@ fn every_level_reports_its_effective_sample_size() {
 /// The mean's draws restart every finer level from `MEAN_FINE_SIGMA` times the samples' noise
 /// (their average is nearer the posterior mean when they differ more), and a start the user
 /// sets (`--fine-sigma`) carries over to the mean; the coarsest level is the samples' own.
+/// Every finer level starts from the fine sigma here (`fine_detail = 0`); with the starts that
+/// follow each level's detail, see `finer_levels_with_strong_detail_restart_from_more_noise`.
 #[test]
 fn the_mean_redraws_more_of_each_finer_level() {
     let (w, h) = (192, 144);
@@ -950,6 +952,7 @@ fn the_mean_redraws_more_of_each_finer_level() {
         let mut settings = patch_settings();
         settings.method = method;
         settings.patch.fine.schedule.sigma_max = fine_sigma;
+        settings.patch.fine_detail = 0.0;
         let out = restore::restore(
             &models,
             None,
@@ -983,6 +986,146 @@ fn the_mean_redraws_more_of_each_finer_level() {
             );
         }
     }
+}
+
+/// A finer level restarts from more noise where it carries more detail of its own: a photo of
+/// strong texture starts its finer levels above the fine sigma (at most twice it), a smooth
+/// one at it, and `fine_detail = 0` starts every finer level at it; the coarsest level is the
+/// same either way. The mean's draws start each finer level from twice the samples' start.
+#[test]
+fn finer_levels_with_strong_detail_restart_from_more_noise() {
+    let (w, h) = (192, 144);
+    let fill = blob(w, h, (96.0, 72.0), 20.0);
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let first_sigmas = |y: &RgbImage, fine_detail: f64, method: MethodChoice| {
+        let mut settings = patch_settings();
+        settings.method = method;
+        settings.patch.fine_detail = fine_detail;
+        let out = restore::restore(
+            &models,
+            None,
+            y,
+            &Degradation::inpaint(fill.clone()),
+            &settings,
+            &[4],
+            &mut |_| Flow::Continue,
+        )
+        .unwrap();
+        let levels = out.patch_ess[0].levels;
+        assert!(levels >= 2, "{levels} levels");
+        out.patch_ess[..levels]
+            .iter()
+            .map(|l| l.first.sigma)
+            .collect::<Vec<f64>>()
+    };
+    let textured = photo(w, h, 12);
+    // A smooth photo: a gentle gradient in each channel.
+    let smooth = RgbImage::from_data(
+        w,
+        h,
+        (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = ((i % w) as f32 / w as f32, (i / w) as f32 / h as f32);
+                [0.3 + 0.2 * x, 0.4 + 0.1 * y, 0.5 - 0.1 * x * y]
+            })
+            .collect(),
+    )
+    .unwrap();
+    let default = PyramidConfig::default().fine_detail;
+    for (name, y, raised) in [("textured", &textured, true), ("smooth", &smooth, false)] {
+        let fixed = first_sigmas(y, 0.0, MethodChoice::Eps);
+        let adaptive = first_sigmas(y, default, MethodChoice::Eps);
+        let mean = first_sigmas(y, default, MethodChoice::EpsMean);
+        for (level, (s, m)) in adaptive.iter().zip(&mean).enumerate().skip(1) {
+            assert!(
+                (m / s - PyramidConfig::MEAN_FINE_SIGMA).abs() < 1e-6,
+                "{name}, level {level}: sample {s}, mean {m}"
+            );
+        }
+        assert_eq!(fixed.len(), adaptive.len());
+        assert!(
+            (adaptive[0] / fixed[0] - 1.0).abs() < 1e-9,
+            "{name}: the coarsest level starts alike: {fixed:?} {adaptive:?}"
+        );
+        let ratios: Vec<f64> = fixed
+            .iter()
+            .zip(&adaptive)
+            .skip(1)
+            .map(|(f, a)| a / f)
+            .collect();
+        assert!(
+            ratios
+                .iter()
+                .all(|&r| (1.0 - 1e-9..=2.0 + 1e-9).contains(&r)),
+            "{name}: {ratios:?}"
+        );
+        if raised {
+            assert!(ratios.iter().any(|&r| r > 1.2), "{name}: {ratios:?}");
+        } else {
+            assert!(
+                ratios.iter().all(|&r| (r - 1.0).abs() < 1e-9),
+                "{name}: {ratios:?}"
+            );
+        }
+    }
+}
+
+/// The start of a finer level: the fine sigma up to the detail threshold, in proportion above
+/// it, at most twice the fine sigma and at most the highest start; a level's detail is what it
+/// adds to its coarser level over its known pixels only.
+#[test]
+fn a_finer_levels_start_follows_its_own_detail() {
+    use eps_studio::prior::patch::pyramid::{MAX_FINE_SIGMA, level_detail};
+    let cfg = PyramidConfig {
+        fine_detail: 0.05,
+        ..PyramidConfig::default()
+    };
+    let base = cfg.fine.schedule.sigma_max;
+    for (detail, start) in [
+        (0.0, base),
+        (0.05, base),
+        (0.075, 1.5 * base),
+        (0.1, 2.0 * base),
+        (3.0, 2.0 * base),
+        (f64::NAN, base),
+    ] {
+        assert!(
+            (cfg.fine_start(detail) - start).abs() < 1e-12,
+            "detail {detail}: {} against {start}",
+            cfg.fine_start(detail)
+        );
+    }
+    let off = PyramidConfig {
+        fine_detail: 0.0,
+        ..cfg
+    };
+    assert_eq!(off.fine_start(3.0), base);
+    let mut high = cfg;
+    high.fine.schedule.sigma_max = 0.8;
+    assert_eq!(high.fine_start(3.0), MAX_FINE_SIGMA);
+
+    // A finer level that is its coarser level upsampled adds nothing; one with a checkerboard
+    // on top adds the checkerboard; hole pixels do not count.
+    let (w, h) = (32, 24);
+    let coarse = texture(w / 2, h / 2, 5);
+    let flat = eps_studio::prior::patch::pyramid::upsample(&coarse, w, h);
+    let none = vec![false; w * h];
+    assert!(level_detail(&flat, &coarse, &none) < 1e-6);
+    let mut checked = flat.clone();
+    let mut hole = none.clone();
+    for (i, px) in checked.data.chunks_mut(3).enumerate() {
+        let (x, y) = (i % w, i / w);
+        if x < 4 {
+            // Inside the hole: anything.
+            hole[i] = true;
+            px.iter_mut().for_each(|v| *v = 100.0);
+        } else {
+            let s = if (x + y) % 2 == 0 { 0.1 } else { -0.1 };
+            px.iter_mut().for_each(|v| *v += s);
+        }
+    }
+    let d = level_detail(&checked, &coarse, &hole);
+    assert!((d - 0.1).abs() < 1e-4, "{d}");
 }
 
 /// A big hole in a thin ring of context (a large hole in a large photo, whose context is
@@ -1076,11 +1219,34 @@ fn pyramid_settings_out_of_range_are_refused_with_their_range() {
             "more than the finer levels' last noise level 0.01",
         ),
         (fine_start(1e308), "fine sigma", "at most 1"),
+        (
+            PyramidConfig {
+                fine_detail: f64::NAN,
+                ..PyramidConfig::default()
+            },
+            "fine detail",
+            "0 to 1",
+        ),
+        (
+            PyramidConfig {
+                fine_detail: -0.01,
+                ..PyramidConfig::default()
+            },
+            "fine detail",
+            "0 to 1",
+        ),
     ] {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains(what) && e.contains(range), "{e}");
     }
     assert!(small_pyramid(4).validate().is_ok());
+    for fine_detail in [0.0, 1.0] {
+        let cfg = PyramidConfig {
+            fine_detail,
+            ..PyramidConfig::default()
+        };
+        assert!(cfg.validate().is_ok(), "fine detail {fine_detail}");
+    }
     // The highest start is taken, by the samples and by the mean's draws (which start from
     // twice the samples' noise, at most the highest).
     let highest = fine_start(eps_studio::prior::patch::pyramid::MAX_FINE_SIGMA);

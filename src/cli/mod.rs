@@ -327,9 +327,15 @@ pub struct PatchArgs {
     #[arg(long)]
     pub fine_steps: Option<usize>,
     /// Patch prior: noise level each finer level starts from (above 0.01, at most 1; 0.2 by
-    /// default; the posterior mean's draws start from twice as much, at most 1).
+    /// default; a level with strong detail of its own from up to twice it, see
+    /// --fine-detail; the posterior mean's draws from twice as much again, at most 1).
     #[arg(long)]
     pub fine_sigma: Option<f64>,
+    /// Patch prior: a finer level whose own detail (RMS of what it adds to its coarser level)
+    /// is above this starts from proportionally more noise, at most twice the fine sigma
+    /// (0 to 1; 0.054 by default; 0: every finer level starts from the fine sigma).
+    #[arg(long)]
+    pub fine_detail: Option<f64>,
     /// Patch prior: bank search, exact, field or auto (exact at high σ and on small banks).
     #[arg(long)]
     pub search: Option<String>,
@@ -408,6 +414,9 @@ impl PatchArgs {
         }
         if let Some(s) = self.fine_sigma {
             cfg.fine.schedule.sigma_max = s;
+        }
+        if let Some(d) = self.fine_detail {
+            cfg.fine_detail = d;
         }
         let field = |k: Option<usize>| FieldSearch {
             k: k.unwrap_or(FieldSearch::default().k),
