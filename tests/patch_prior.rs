@@ -937,6 +937,28 @@ fn every_level_reports_its_effective_sample_size() {
     assert!(rows.iter().all(|r| r.draws == 2));
 }
 
+/// The noise level of the first call at every pyramid level of one draw (seed 4) filling
+/// `fill` in `y` with `settings`, coarsest level first; at least two levels.
+fn first_call_sigmas(y: &RgbImage, fill: &[bool], settings: &Settings) -> Vec<f64> {
+    let models = Models::new(None, None, candle_core::Device::Cpu);
+    let out = restore::restore(
+        &models,
+        None,
+        y,
+        &Degradation::inpaint(fill.to_vec()),
+        settings,
+        &[4],
+        &mut |_| Flow::Continue,
+    )
+    .unwrap();
+    let levels = out.patch_ess[0].levels;
+    assert!(levels >= 2, "{levels} levels");
+    out.patch_ess[..levels]
+        .iter()
+        .map(|l| l.first.sigma)
+        .collect()
+}
+
 /// The mean's draws restart every finer level from `MEAN_FINE_SIGMA` times the samples' noise
 /// (their average is nearer the posterior mean when they differ more), and a start the user
 /// sets (`--fine-sigma`) carries over to the mean; the coarsest level is the samples' own.
@@ -947,29 +969,12 @@ fn the_mean_redraws_more_of_each_finer_level() {
     let (w, h) = (192, 144);
     let y = photo(w, h, 12);
     let fill = blob(w, h, (96.0, 72.0), 20.0);
-    let models = Models::new(None, None, candle_core::Device::Cpu);
     let first_sigmas = |method: MethodChoice, fine_sigma: f64| {
         let mut settings = patch_settings();
         settings.method = method;
         settings.patch.fine.schedule.sigma_max = fine_sigma;
         settings.patch.fine_detail = 0.0;
-        let out = restore::restore(
-            &models,
-            None,
-            &y,
-            &Degradation::inpaint(fill.clone()),
-            &settings,
-            &[4],
-            &mut |_| Flow::Continue,
-        )
-        .unwrap();
-        let levels = out.patch_ess[0].levels;
-        assert!(levels >= 2, "{levels} levels");
-        // The first draw's levels, coarsest first.
-        out.patch_ess[..levels]
-            .iter()
-            .map(|l| l.first.sigma)
-            .collect::<Vec<f64>>()
+        first_call_sigmas(&y, &fill, &settings)
     };
     for fine_sigma in [PyramidConfig::default().fine.schedule.sigma_max, 0.3] {
         let sample = first_sigmas(MethodChoice::Eps, fine_sigma);
@@ -996,27 +1001,11 @@ fn the_mean_redraws_more_of_each_finer_level() {
 fn finer_levels_with_strong_detail_restart_from_more_noise() {
     let (w, h) = (192, 144);
     let fill = blob(w, h, (96.0, 72.0), 20.0);
-    let models = Models::new(None, None, candle_core::Device::Cpu);
     let first_sigmas = |y: &RgbImage, fine_detail: f64, method: MethodChoice| {
         let mut settings = patch_settings();
         settings.method = method;
         settings.patch.fine_detail = fine_detail;
-        let out = restore::restore(
-            &models,
-            None,
-            y,
-            &Degradation::inpaint(fill.clone()),
-            &settings,
-            &[4],
-            &mut |_| Flow::Continue,
-        )
-        .unwrap();
-        let levels = out.patch_ess[0].levels;
-        assert!(levels >= 2, "{levels} levels");
-        out.patch_ess[..levels]
-            .iter()
-            .map(|l| l.first.sigma)
-            .collect::<Vec<f64>>()
+        first_call_sigmas(y, &fill, &settings)
     };
     let textured = photo(w, h, 12);
     // A smooth photo: a gentle gradient in each channel.
