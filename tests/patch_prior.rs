@@ -772,6 +772,179 @@ fn draws_from_one_prepared_crop_equal_draws_made_alone() {
     }
 }
 
+/// A dark ellipse (noisy) across the middle of a light, shaded background, in `[-1, 1]`.
+fn ellipse(w: usize, h: usize, seed: u64) -> Plane {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let dx = (x as f64 - w as f64 / 2.0) / (w as f64 * 0.35);
+            let dy = (y as f64 - h as f64 / 2.0) / (h as f64 * 0.18);
+            let base = if dx * dx + dy * dy <= 1.0 {
+                -0.6
+            } else {
+                0.6 - 0.3 * y as f64 / h as f64
+            };
+            for _ in 0..3 {
+                data.push((base + 0.04 * (rng.random::<f64>() - 0.5)) as f32);
+            }
+        }
+    }
+    Plane::from_data(w, h, 3, data).unwrap()
+}
+
+/// A round hole of radius `r` in the middle of a `w × h` image.
+fn middle_disc(w: usize, h: usize, r: f64) -> Vec<bool> {
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = ((i % w) as f64, (i / w) as f64);
+            (x - w as f64 / 2.0).powi(2) + (y - h as f64 / 2.0).powi(2) <= r * r
+        })
+        .collect()
+}
+
+/// A pyramid for the ellipse tests: 5 × 5 patches, levels down to an 8-pixel hole, short
+/// samplers.
+fn ellipse_pyramid() -> PyramidConfig {
+    let mut cfg = small_pyramid(8);
+    cfg.coarse.steps = 4;
+    cfg.fine.steps = 2;
+    cfg
+}
+
+/// With `choose_depth` (the default) each sample is, bit for bit, the deepest pyramid's sample
+/// or the sample laid out one level finer (a pyramid one level shallower, drawn with
+/// `shallow_seed`), whichever's finest windows over the hole lie nearer the bank; `depths`
+/// says which, and the instant preview's sampler lays out once.
+#[test]
+fn each_sample_keeps_the_more_coherent_of_two_depths() {
+    use eps_studio::prior::patch::pyramid::shallow_seed;
+    use eps_studio::prior::patch::{Guide, fill};
+    let (w, h) = (128, 96);
+    let y = ellipse(w, h, 3);
+    // A hole inside the ellipse: the two depths are about as coherent, and both are kept.
+    let hole = middle_disc(w, h, 16.0);
+    let cfg = ellipse_pyramid();
+    assert!(cfg.choose_depth, "the default lays out at two depths");
+    assert!(!cfg.for_preview().choose_depth);
+    let guide = Guide::patches();
+    let seeds = [1_u64, 2, 3, 4, 5, 6];
+    let run = |cfg: &PyramidConfig, seeds: &[u64]| {
+        let out = fill(&y, &hole, 0.05, seeds, cfg, &guide, &mut |_| Flow::Continue).unwrap();
+        let flat = out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (out, flat)
+    };
+    let (both, both_px) = run(&cfg, &seeds);
+    let n = both.queries.len();
+    assert!(n >= 3, "the test needs three levels, has {n}");
+    let one = PyramidConfig {
+        choose_depth: false,
+        ..cfg
+    };
+    let (deep, deep_px) = run(&one, &seeds);
+    assert_eq!(deep.depths, vec![n; seeds.len()]);
+    assert!(
+        deep.coherence
+            .iter()
+            .all(|c| c[0].is_some() && c[1].is_none())
+    );
+    let shallow_seeds: Vec<u64> = seeds.iter().map(|&s| shallow_seed(s)).collect();
+    let (shallow, shallow_px) = run(
+        &PyramidConfig {
+            max_levels: n - 1,
+            ..one
+        },
+        &shallow_seeds,
+    );
+    assert_eq!(shallow.depths, vec![n - 1; seeds.len()]);
+    let per = both_px.len() / seeds.len();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let mut kept = [0; 2];
+    for (i, seed) in seeds.iter().enumerate() {
+        let [Some(d), Some(s)] = both.coherence[i] else {
+            panic!(
+                "seed {seed}: both passes measured, got {:?}",
+                both.coherence[i]
+            );
+        };
+        assert_eq!(Some(d), deep.coherence[i][0], "seed {seed}: the deep pass");
+        assert_eq!(
+            Some(s),
+            shallow.coherence[i][0],
+            "seed {seed}: the shallow pass"
+        );
+        let px = &both_px[i * per..(i + 1) * per];
+        if s < d {
+            assert_eq!(both.depths[i], n - 1, "seed {seed}");
+            assert!(same(px, &shallow_px[i * per..(i + 1) * per]), "seed {seed}");
+            kept[1] += 1;
+        } else {
+            assert_eq!(both.depths[i], n, "seed {seed}");
+            assert!(same(px, &deep_px[i * per..(i + 1) * per]), "seed {seed}");
+            kept[0] += 1;
+        }
+    }
+    assert!(
+        kept[0] > 0 && kept[1] > 0,
+        "each depth kept for some seed here: {kept:?}"
+    );
+}
+
+/// A dark ellipse whose middle is hidden: at the deepest level its visible ends are slivers,
+/// and the deepest layout fills the middle with the light background; the layout one level
+/// finer continues the ellipse, and the fill keeps it. Every sample's hole error against the
+/// truth is below the deepest pass's for the same seed, and on average under half of it.
+#[test]
+fn a_shape_hidden_at_the_coarsest_level_is_continued() {
+    use eps_studio::prior::patch::{Guide, fill};
+    let (w, h) = (160, 120);
+    let y = ellipse(w, h, 3);
+    let hole = middle_disc(w, h, 24.0);
+    let cfg = ellipse_pyramid();
+    let seeds = [1_u64, 2, 3, 4];
+    let errors = |cfg: &PyramidConfig| -> (Vec<f64>, usize) {
+        let out = fill(&y, &hole, 0.05, &seeds, cfg, &Guide::patches(), &mut |_| {
+            Flow::Continue
+        })
+        .unwrap();
+        let v = out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let per = w * h * 3;
+        let e = (0..seeds.len())
+            .map(|b| {
+                let (mut sum, mut n) = (0.0_f64, 0);
+                for c in 0..3 {
+                    for (p, _) in hole.iter().enumerate().filter(|(_, f)| **f) {
+                        let d = v[b * per + c * w * h + p] - y.data[p * 3 + c];
+                        sum += f64::from(d * d);
+                        n += 1;
+                    }
+                }
+                sum / f64::from(n)
+            })
+            .collect();
+        (e, out.queries.len())
+    };
+    let (chosen, levels) = errors(&cfg);
+    assert!(levels >= 3, "{levels} levels");
+    let (deep, _) = errors(&PyramidConfig {
+        choose_depth: false,
+        ..cfg
+    });
+    for (s, (c, d)) in seeds.iter().zip(chosen.iter().zip(&deep)) {
+        assert!(
+            c < d,
+            "seed {s}: hole MSE {c:.4} against the deepest layout's {d:.4}"
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&chosen) < 0.5 * mean(&deep),
+        "hole MSE {:.4} against the deepest layout's {:.4}",
+        mean(&chosen),
+        mean(&deep)
+    );
+}
+
 /// A crop prepared with detail channels is refused, with a reason, by a guide whose network
 /// would read them as colours.
 #[test]
@@ -899,10 +1072,20 @@ fn every_level_reports_its_effective_sample_size() {
     let out = fill_with(&y, &fill, &[4, 5]).unwrap();
     let ess = &out.patch_ess;
     assert!(!ess.is_empty(), "no effective sample sizes reported");
-    let levels = ess[0].levels;
-    assert!(levels >= 2, "{levels} levels");
-    assert_eq!(ess.len(), 2 * levels, "one summary per level and draw");
-    for draw in ess.chunks(levels) {
+    // Each draw's levels: the layout's depth may differ between draws (`choose_depth`).
+    let mut draws = Vec::new();
+    let mut rest = &ess[..];
+    while let Some(first) = rest.first() {
+        let levels = first.levels;
+        assert!(levels >= 2 && levels <= rest.len(), "{levels} levels");
+        let (draw, more) = rest.split_at(levels);
+        draws.push(draw);
+        rest = more;
+    }
+    assert_eq!(draws.len(), 2, "one summary per level and draw");
+    for draw in draws.iter().copied() {
+        let levels = draw.len();
+        assert!(draw.iter().all(|l| l.levels == levels));
         let order: Vec<usize> = draw.iter().map(|l| l.level).collect();
         assert_eq!(order, (0..levels).rev().collect::<Vec<_>>());
         for l in draw {
@@ -933,8 +1116,12 @@ fn every_level_reports_its_effective_sample_size() {
     }
     // The diagnostic's table averages them per level, over both draws.
     let rows = eps_studio::eval::diagnose::ess_by_level(ess);
-    assert_eq!(rows.len(), levels);
-    assert!(rows.iter().all(|r| r.draws == 2));
+    let deepest = draws.iter().map(|d| d.len()).max().unwrap_or(0);
+    assert_eq!(rows.len(), deepest);
+    for r in &rows {
+        let expected = draws.iter().filter(|d| d.len() > r.level).count();
+        assert_eq!(r.draws, expected, "level {}", r.level);
+    }
 }
 
 /// The noise level of the first call at every pyramid level of one draw (seed 4) filling

@@ -366,6 +366,10 @@ pub struct PatchArgs {
     /// instead of the finer copies of its patches.
     #[arg(long)]
     pub bilinear: bool,
+    /// Patch prior: lay each sample out at the deepest level only, instead of also one level
+    /// finer and keeping the more coherent of the two (half the work).
+    #[arg(long)]
+    pub one_depth: bool,
 }
 
 impl PatchArgs {
@@ -437,6 +441,9 @@ impl PatchArgs {
             (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),
         }
         cfg.mirror = self.mirror;
+        if self.one_depth {
+            cfg.choose_depth = false;
+        }
         if let Some(c) = self.clean_strength {
             cfg.clean_strength = c;
         }

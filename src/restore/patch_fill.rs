@@ -386,7 +386,8 @@ pub(super) fn restore(
             let out = pyramid::fill_prepared(&prepared, chunk, &guide, &mut observe_chunk)?;
             crate::inverse::ensure_finite(&out.samples, "the patch fill")?;
             calls = out.calls;
-            patch_ess.extend(super::LevelEss::per_level(&out.ess, out.queries.len()));
+            let depth = out.depths.first().copied().unwrap_or(out.queries.len());
+            patch_ess.extend(super::LevelEss::per_level(&out.ess, depth));
             // The variance map needs every draw's first call (the law of total variance).
             match out.first_call {
                 Some(c) => first_calls.push(c),
