@@ -815,7 +815,8 @@ fn ellipse_pyramid() -> PyramidConfig {
 /// With `choose_depth` (the default) each sample is, bit for bit, the deepest pyramid's sample
 /// or the sample laid out one level finer (a pyramid one level shallower, drawn with
 /// `shallow_seed`), whichever's finest windows over the hole lie nearer the bank; `depths`
-/// says which, and the instant preview's sampler lays out once.
+/// says which, and the instant preview's sampler lays out once. A pyramid that stopped above
+/// its layout's scale for want of windows lays out once as well.
 #[test]
 fn each_sample_keeps_the_more_coherent_of_two_depths() {
     use eps_studio::prior::patch::pyramid::shallow_seed;
@@ -824,9 +825,6 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
     let y = ellipse(w, h, 3);
     // A hole inside the ellipse: the two depths are about as coherent, and both are kept.
     let hole = middle_disc(w, h, 16.0);
-    let cfg = ellipse_pyramid();
-    assert!(cfg.choose_depth, "the default lays out at two depths");
-    assert!(!cfg.for_preview().choose_depth);
     let guide = Guide::patches();
     let seeds = [1_u64, 2, 3, 4, 5, 6];
     let run = |cfg: &PyramidConfig, seeds: &[u64]| {
@@ -834,6 +832,22 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
         let flat = out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (out, flat)
     };
+    // Asked for an 8-pixel hole at the coarsest level, the pyramid stops one level short of
+    // it for want of windows: one layout, although it has levels enough for two.
+    let (stopped, _) = run(&ellipse_pyramid(), &seeds[..2]);
+    assert!(
+        stopped.queries.len() >= 3,
+        "{} levels",
+        stopped.queries.len()
+    );
+    assert_eq!(stopped.depths, vec![stopped.queries.len(); 2]);
+    assert!(stopped.coherence.iter().all(|c| c[1].is_none()));
+    let cfg = PyramidConfig {
+        coarse_hole: 10,
+        ..ellipse_pyramid()
+    };
+    assert!(cfg.choose_depth, "the default lays out at two depths");
+    assert!(!cfg.for_preview().choose_depth);
     let (both, both_px) = run(&cfg, &seeds);
     let n = both.queries.len();
     assert!(n >= 3, "the test needs three levels, has {n}");

@@ -134,10 +134,12 @@ pub struct PyramidConfig {
     /// bank's windows (Wexler's coherence). Which depth suits a hole cannot be told before
     /// sampling: a structure mostly hidden at the coarsest level (a shadow whose visible parts
     /// are slivers there) is kept one level finer, while bands crossing the whole hole need the
-    /// deepest layout. Only where the pyramid has three levels or more; about 1.75 times the
-    /// time of one pass. On by default: 24 holes of 512-pixel photos, hole PSNR / LPIPS / CRPS
-    /// 19.88 / 0.232 / 0.0682 → 20.36 / 0.228 / 0.0645 (24 other holes 19.17 / 0.272 / 0.0709
-    /// → 19.51 / 0.270 / 0.0619), the mean 20.54 → 21.04 dB, and a clock's shadow that the
+    /// deepest layout. Only where the pyramid has three levels or more and reached
+    /// [`Self::coarse_hole`] (not where it stopped above it for want of windows: a big hole in
+    /// a big photo, whose 6 MP fill had softer foliage with the second layout); about 1.75
+    /// times the time of one pass. On by default: 24 holes of 512-pixel photos, hole PSNR / LPIPS / CRPS
+    /// 19.88 / 0.232 / 0.0682 → 20.36 / 0.226 / 0.0646 (24 other holes 19.17 / 0.272 / 0.0709
+    /// → 19.58 / 0.267 / 0.0622), the mean 20.54 → 21.05 dB, and a clock's shadow that the
     /// deepest layout cut with a pale band is continued (docs/patch-prior.md). Off for the
     /// instant preview ([`Self::for_preview`]).
     pub choose_depth: bool,
@@ -1467,8 +1469,15 @@ pub fn fill_prepared(
     };
     let n_levels = levels.len();
     let colours = y.channels;
-    // A second layout one level finer: only where that level is itself coarser than the crop.
-    let choose = cfg.choose_depth && n_levels >= 3;
+    // A second layout one level finer: only where that level is itself coarser than the crop,
+    // and where the pyramid reached the layout's scale. Where it stopped above it for want of
+    // windows of known pixels (a big hole in a big photo), its coarsest level is already the
+    // finer layout.
+    let reached = levels.last().is_some_and(|l| {
+        let (w, h) = hole_extent(&l.hole, l.y.width);
+        w.max(h) <= cfg.coarse_hole
+    });
+    let choose = cfg.choose_depth && n_levels >= 3 && reached;
     let chain_steps = |top: usize| cfg.coarse.steps + top * cfg.fine.steps;
     let n_steps = chain_steps(n_levels - 1) + if choose { chain_steps(n_levels - 2) } else { 0 };
     let mut run = Run {
