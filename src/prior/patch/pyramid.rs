@@ -1158,7 +1158,6 @@ pub fn shallow_seed(seed: u64) -> u64 {
 
 /// Samples the levels from `top` (laid out there, from the layout or from noise) down to the
 /// finest. `chain` tells the passes' seeds apart (0 for the deepest, 1 for one level finer).
-#[allow(clippy::too_many_arguments)]
 fn run_levels(
     prepared: &Prepared,
     seeds: &[u64],
@@ -1399,8 +1398,8 @@ fn pick_coherent(deep: Chain, shallow: Chain) -> Result<Picked> {
         (Some((ma, va)), Some((mb, vb))) => {
             let variances = picks
                 .iter()
-                .enumerate()
-                .map(|(i, &p)| if p { vb[i].clone() } else { va[i].clone() })
+                .zip(va.into_iter().zip(vb))
+                .map(|(&p, (a, b))| if p { b } else { a })
                 .collect();
             Some((take(&ma, &mb)?, variances))
         }
