@@ -6,7 +6,7 @@
 
 use eps_studio::eval::posterior_check::PatchCheck;
 use eps_studio::photo::{Raster, RgbImage};
-use eps_studio::prior::patch::search::{Field, FieldSearch, Precision, Queries};
+use eps_studio::prior::patch::search::{Field, FieldSearch, Metric, Precision, Queries};
 use eps_studio::prior::patch::{
     Bank, PatchConfig, PatchDenoiser, Plane, PyramidConfig, Search, Transforms,
 };
@@ -52,8 +52,7 @@ fn brute_force(
     bank: &Bank,
     roi: &[bool],
     p: usize,
-    tau: f64,
-    window: f64,
+    (tau, window, shift): (f64, f64, f64),
 ) -> (Vec<f64>, Vec<f64>) {
     let (w, h, c) = (u.width, u.height, u.channels);
     let r = (p / 2) as f64;
@@ -76,32 +75,56 @@ fn brute_force(
             let uv = |dy: usize, dx: usize, ch: usize| {
                 f64::from(u.data[((qy + dy) * w + qx + dx) * c + ch])
             };
-            let logits: Vec<f64> = bank
+            // With a shift `o_c ~ N(0, shift²)` added to channel c of a bank window:
+            // `u − b − o = noise of precision λ`, so `o | u ~ N(R_c / P_c, 1 / P_c)` with
+            // `R_c = Σ λ (u − b)_c`, `P_c = 1/shift² + Σ λ`, and the window's weight gains
+            // `exp(½ R_c² / P_c)`.
+            let precision: f64 = (0..p)
+                .flat_map(|dy| (0..p).map(move |dx| (dy, dx)))
+                .map(|(dy, dx)| lam(dy, dx))
+                .sum::<f64>()
+                + if shift > 0.0 {
+                    1.0 / (shift * shift)
+                } else {
+                    0.0
+                };
+            let (logits, shifts): (Vec<f64>, Vec<Vec<f64>>) = bank
                 .entries
                 .iter()
                 .map(|&e| {
                     let b = bank.patch_values(e);
                     let mut l = 0.0;
+                    let mut r = vec![0.0; c];
                     for dy in 0..p {
                         for dx in 0..p {
                             for ch in 0..c {
                                 let bv = f64::from(b[(dy * p + dx) * c + ch]);
                                 l += lam(dy, dx) * (uv(dy, dx, ch) * bv - 0.5 * bv * bv);
+                                r[ch] += lam(dy, dx) * (uv(dy, dx, ch) - bv);
                             }
                         }
                     }
-                    l
+                    if shift == 0.0 {
+                        return (l, vec![0.0; c]);
+                    }
+                    let o: Vec<f64> = r.iter().map(|r| r / precision).collect();
+                    (
+                        l + 0.5 * r.iter().map(|r| r * r).sum::<f64>() / precision,
+                        o,
+                    )
                 })
-                .collect();
+                .unzip();
+            let shift_var = if shift > 0.0 { 1.0 / precision } else { 0.0 };
             let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
             let total: f64 = weights.iter().sum();
             let mut m = vec![0.0; p * p * c];
-            let mut m2 = vec![0.0; p * p * c];
-            for (&e, wt) in bank.entries.iter().zip(&weights) {
+            let mut m2 = vec![shift_var; p * p * c];
+            for ((&e, wt), o) in bank.entries.iter().zip(&weights).zip(&shifts) {
                 for (k, &bv) in bank.patch_values(e).iter().enumerate() {
-                    m[k] += wt / total * f64::from(bv);
-                    m2[k] += wt / total * f64::from(bv) * f64::from(bv);
+                    let v = f64::from(bv) + o[k % c];
+                    m[k] += wt / total * v;
+                    m2[k] += wt / total * v * v;
                 }
             }
             for dy in 0..p {
@@ -157,8 +180,13 @@ fn the_denoiser_equals_a_brute_force_computation() {
         for (i, v) in u.data.iter_mut().enumerate() {
             *v += (f64::from(s2[i / 3]).sqrt() * (rng.random::<f64>() - 0.5) * 3.4) as f32;
         }
-        for (tau, window) in [(0.05, 0.6), (0.02, f64::INFINITY)] {
-            let (want_mean, want_var) = brute_force(&u, &s2, &bank, &hole, p, tau, window);
+        for (tau, window, shift) in [
+            (0.05, 0.6, 0.0),
+            (0.02, f64::INFINITY, 0.0),
+            (0.05, 0.6, 0.1),
+            (0.02, f64::INFINITY, 0.3),
+        ] {
+            let (want_mean, want_var) = brute_force(&u, &s2, &bank, &hole, p, (tau, window, shift));
             for search in [
                 Search::Exact,
                 Search::Field(FieldSearch {
@@ -174,6 +202,7 @@ fn the_denoiser_equals_a_brute_force_computation() {
                     tau_per_sigma: 0.0,
                     window,
                     search,
+                    shift,
                 };
                 let d = PatchDenoiser::new(bank.clone(), cfg, (w, h), Some(&hole)).unwrap();
                 let est = d.estimate(&u, &s2, sigma, 0).unwrap();
@@ -190,7 +219,7 @@ fn the_denoiser_equals_a_brute_force_computation() {
                     .fold(0.0_f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
                 assert!(
                     dm < 2e-4 && dv < 2e-4,
-                    "σ {sigma} τ {tau} {search:?}: mean off by {dm}, variance by {dv}"
+                    "σ {sigma} τ {tau} shift {shift} {search:?}: mean off by {dm}, variance by {dv}"
                 );
             }
         }
@@ -202,7 +231,15 @@ fn the_denoiser_equals_a_brute_force_computation() {
 /// diagonal noise.
 #[test]
 fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
-    let check = PatchCheck::new(3, 5, 10, 0.15, 7).unwrap();
+    for shift in [0.0, 0.1] {
+        one_patch_posterior(shift);
+    }
+}
+
+/// The one-patch check with a window shift of standard deviation `shift` (each component's
+/// covariance then adds `shift²` within each colour channel).
+fn one_patch_posterior(shift: f64) {
+    let check = PatchCheck::new(3, 5, 10, 0.15, shift, 7).unwrap();
     let (c, p) = (3, 5);
     let mut rng = StdRng::seed_from_u64(11);
     for sigma in [5.0_f64, 0.5, 0.05] {
@@ -237,7 +274,7 @@ fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
         let exact = check.mixture.denoise_with_covariance(&u_col, &cov).unwrap();
         let ours = chw(&est.mean.data);
         let err = (0..c * p * p).fold(0.0_f64, |m, i| m.max((ours[i] - exact[(i, 0)]).abs()));
-        assert!(err < 1e-4, "σ {sigma}: {err}");
+        assert!(err < 1e-4, "σ {sigma}, shift {shift}: {err}");
         // The variance too: the exact posterior's per-pixel variance averaged over channels.
         let exact_var = check
             .mixture
@@ -248,7 +285,7 @@ fn a_one_patch_image_is_the_exact_mixture_posterior_mean() {
             let got = f64::from(est.variance[j]);
             assert!(
                 (got - want).abs() < 1e-4 * want.max(1.0),
-                "σ {sigma}, pixel {j}: variance {got} against the exact {want}"
+                "σ {sigma}, shift {shift}, pixel {j}: variance {got} against the exact {want}"
             );
         }
     }
@@ -316,7 +353,7 @@ fn search_calls(
     for call in 0..calls {
         field.search_and_weigh(
             u,
-            Precision::per_pixel(lambda, u.width, 3),
+            Metric::plain(Precision::per_pixel(lambda, u.width, 3)),
             queries,
             bank,
             search,
@@ -827,10 +864,29 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
     let hole = middle_disc(w, h, 16.0);
     let guide = Guide::patches();
     let seeds = [1_u64, 2, 3, 4, 5, 6];
+    // The live view's reports: which layout each step belongs to, and the step counts.
+    let reports = std::cell::RefCell::new(Vec::new());
     let run = |cfg: &PyramidConfig, seeds: &[u64]| {
-        let out = fill(&y, &hole, 0.05, seeds, cfg, &guide, &mut |_| Flow::Continue).unwrap();
+        reports.borrow_mut().clear();
+        let out = fill(&y, &hole, 0.05, seeds, cfg, &guide, &mut |st| {
+            reports.borrow_mut().push((st.layout, st.step, st.n_steps));
+            Flow::Continue
+        })
+        .unwrap();
         let flat = out.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (out, flat)
+    };
+    // Every step is reported once, in order, each with its layout (1-based) and how many.
+    let layouts_seen = || -> Vec<(usize, usize)> {
+        let r = reports.borrow();
+        let n_steps = r.first().map_or(0, |x| x.2);
+        assert_eq!(r.len(), n_steps, "one report per step");
+        for (i, &(_, step, n)) in r.iter().enumerate() {
+            assert_eq!((step, n), (i + 1, n_steps));
+        }
+        let mut seen: Vec<(usize, usize)> = r.iter().map(|x| x.0).collect();
+        seen.dedup();
+        seen
     };
     // Asked for an 8-pixel hole at the coarsest level, the pyramid stops one level short of
     // it for want of windows: one layout, although it has levels enough for two.
@@ -841,6 +897,7 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
         stopped.queries.len()
     );
     assert_eq!(stopped.depths, vec![stopped.queries.len(); 2]);
+    assert_eq!(layouts_seen(), vec![(1, 1)]);
     assert!(stopped.coherence.iter().all(|c| c[1].is_none()));
     let cfg = PyramidConfig {
         coarse_hole: 10,
@@ -849,6 +906,11 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
     assert!(cfg.choose_depth, "the default lays out at two depths");
     assert!(!cfg.for_preview().choose_depth);
     let (both, both_px) = run(&cfg, &seeds);
+    assert_eq!(
+        layouts_seen(),
+        vec![(1, 2), (2, 2)],
+        "the deep layout, then the shallow"
+    );
     let n = both.queries.len();
     assert!(n >= 3, "the test needs three levels, has {n}");
     let one = PyramidConfig {
@@ -857,6 +919,7 @@ fn each_sample_keeps_the_more_coherent_of_two_depths() {
     };
     let (deep, deep_px) = run(&one, &seeds);
     assert_eq!(deep.depths, vec![n; seeds.len()]);
+    assert_eq!(layouts_seen(), vec![(1, 1)]);
     assert!(
         deep.coherence
             .iter()
@@ -1377,7 +1440,15 @@ fn pyramid_settings_out_of_range_are_refused_with_their_range() {
         cfg.fine.schedule.sigma_max = sigma;
         cfg
     };
+    let shift = |shift: f64| {
+        let mut cfg = PyramidConfig::default();
+        cfg.patch.shift = shift;
+        cfg
+    };
     for (cfg, what, range) in [
+        (shift(-0.1), "window shift", "from 0 to 2"),
+        (shift(f64::NAN), "window shift", "from 0 to 2"),
+        (shift(3.0), "window shift", "from 0 to 2"),
         (
             PyramidConfig {
                 layout_windows: MIN_WINDOWS - 1,
@@ -1430,6 +1501,9 @@ fn pyramid_settings_out_of_range_are_refused_with_their_range() {
         assert!(e.contains(what) && e.contains(range), "{e}");
     }
     assert!(small_pyramid(4).validate().is_ok());
+    for s in [0.0, 0.05, 2.0] {
+        assert!(shift(s).validate().is_ok(), "shift {s}");
+    }
     for fine_detail in [0.0, 1.0] {
         let cfg = PyramidConfig {
             fine_detail,

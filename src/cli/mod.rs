@@ -336,6 +336,10 @@ pub struct PatchArgs {
     /// (0 to 1; 0.054 by default; 0: every finer level starts from the fine sigma).
     #[arg(long)]
     pub fine_detail: Option<f64>,
+    /// Patch prior: standard deviation of the constant the prior may add to each colour
+    /// channel of a window (a local change of brightness and colour, [-1, 1] units; 0: none).
+    #[arg(long)]
+    pub shift: Option<f64>,
     /// Patch prior: bank search, exact, field or auto (exact at high σ and on small banks).
     #[arg(long)]
     pub search: Option<String>,
@@ -388,6 +392,9 @@ impl PatchArgs {
         }
         if let Some(w) = self.window {
             cfg.patch.window = w;
+        }
+        if let Some(v) = self.shift {
+            cfg.patch.shift = v;
         }
         if let Some(s) = self.coarse_hole {
             cfg.coarse_hole = s;

@@ -92,6 +92,7 @@ fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
                 random_draws: 2,
                 radius: None,
             }),
+            shift: 0.0,
         },
         ..PyramidConfig::default()
     };

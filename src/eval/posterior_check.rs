@@ -447,7 +447,14 @@ impl PatchCheck {
     /// A bank of every `patch × patch` window (and its mirror image) of a seeded smooth
     /// `channels`-channel texture of `source × source` pixels, with KDE bandwidth `tau` held
     /// fixed (no annealing, so one prior at every noise level).
-    pub fn new(channels: usize, patch: usize, source: usize, tau: f64, seed: u64) -> Result<Self> {
+    pub fn new(
+        channels: usize,
+        patch: usize,
+        source: usize,
+        tau: f64,
+        shift: f64,
+        seed: u64,
+    ) -> Result<Self> {
         use crate::prior::patch::{Bank, PatchConfig, PatchDenoiser, Plane, Search, Transforms};
         let mut rng = StdRng::seed_from_u64(seed);
         let waves: Vec<(f64, f64, f64, f64)> = (0..4)
@@ -499,7 +506,7 @@ impl PatchCheck {
             (channels, patch, patch),
             vec![1.0; n],
             means,
-            vec![DMatrix::identity(d, d) * (tau * tau); n],
+            vec![shifted_covariance(channels, patch, tau, shift); n],
         )?);
         let cfg = PatchConfig {
             patch,
@@ -507,10 +514,30 @@ impl PatchCheck {
             tau_per_sigma: 0.0,
             window: 1.0,
             search: Search::Exact,
+            shift,
         };
         let denoiser = PatchDenoiser::new(bank, cfg, (patch, patch), None)?;
         Ok(Self { denoiser, mixture })
     }
+}
+
+/// The covariance of one component of the patch prior over `[C, H, W]` images: `τ² I` plus,
+/// with a shift of standard deviation `shift`, `shift²` between any two pixels of the same
+/// colour channel (at most three channels shift).
+pub fn shifted_covariance(channels: usize, patch: usize, tau: f64, shift: f64) -> DMatrix<f64> {
+    let n = patch * patch;
+    DMatrix::from_fn(channels * n, channels * n, |i, j| {
+        let (ci, cj) = (i / n, j / n);
+        let mut v = if ci == cj && ci < 3 {
+            shift * shift
+        } else {
+            0.0
+        };
+        if i == j {
+            v += tau * tau;
+        }
+        v
+    })
 }
 
 /// The check's rows for the patch prior on a mask hiding 60% of one patch: EPS with the patch
@@ -521,7 +548,7 @@ pub fn patch_prior_check(
     cfg: &CheckConfig,
     on_row: &mut dyn FnMut(&CheckRow),
 ) -> Result<(String, f64, Vec<CheckRow>)> {
-    let check = PatchCheck::new(1, 5, 12, 0.15, cfg.seed)?;
+    let check = PatchCheck::new(1, 5, 12, 0.15, 0.0, cfg.seed)?;
     let cfg = CheckConfig {
         chw: check.mixture.chw(),
         ..cfg.clone()

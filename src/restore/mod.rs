@@ -93,7 +93,9 @@ pub enum Prior {
     Network,
     /// The photo's own patches (inpainting only; training-free), coarse to fine up to the
     /// photo's resolution ([`crate::prior::patch`]), from the biharmonic layout. The default:
-    /// it wins on the fill table and the pictures (`docs/diagnose/fills.md`).
+    /// it leads the fill table against every method but the layout hybrid, which it matches
+    /// sample by sample, and where a hole hid an object it fills in the background instead
+    /// of growing the object back (`docs/patch-prior.md`, "Which prior is the default").
     #[default]
     Patch,
     /// The patches, with the network's one-call posterior mean as the coarse layout.
@@ -312,6 +314,10 @@ pub struct StepCount {
     pub step: usize,
     /// Steps per region.
     pub n_steps: usize,
+    /// Which of the region's layouts is being drawn (1-based) and how many: a fill from the
+    /// photo's patches may draw each sample twice, at two depths, and keep one; the live view
+    /// then starts again from a coarse layout.
+    pub layout: (usize, usize),
 }
 
 impl StepCount {
@@ -321,6 +327,7 @@ impl StepCount {
         regions: 1,
         step: 0,
         n_steps: 1,
+        layout: (1, 1),
     };
 
     /// Fraction done over all regions.
@@ -338,14 +345,11 @@ impl StepCount {
 
 impl std::fmt::Display for StepCount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "step {}/{} · region {}/{}",
-            self.step,
-            self.n_steps,
-            self.region + 1,
-            self.regions
-        )
+        write!(f, "step {}/{}", self.step, self.n_steps)?;
+        if self.layout.1 > 1 {
+            write!(f, " · layout {} of {}", self.layout.0, self.layout.1)?;
+        }
+        write!(f, " · region {}/{}", self.region + 1, self.regions)
     }
 }
 
@@ -989,6 +993,7 @@ fn restore_on(
                     regions: n_regions,
                     step: info.step,
                     n_steps: info.n_steps,
+                    layout: (1, 1),
                 },
                 rect: job.out_rect,
                 preview: &preview,
@@ -1767,10 +1772,16 @@ mod tests {
             regions: 3,
             step: 5,
             n_steps: 20,
+            layout: (1, 1),
         };
         assert!((at.fraction() - 1.25 / 3.0).abs() < 1e-12);
         assert_eq!(at.steps_left(), 20 + 15);
         assert_eq!(at.to_string(), "step 5/20 · region 2/3");
+        let second = StepCount {
+            layout: (2, 2),
+            ..at
+        };
+        assert_eq!(second.to_string(), "step 5/20 · layout 2 of 2 · region 2/3");
         let done = StepCount {
             region: 2,
             step: 20,

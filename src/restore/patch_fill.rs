@@ -172,6 +172,7 @@ fn baseline(
                     regions: n_regions,
                     step: info.step,
                     n_steps: info.n_steps,
+                    layout: (1, 1),
                 },
                 rect: *region,
                 preview: &preview,
@@ -307,6 +308,7 @@ pub(super) fn restore(
                     regions: n_regions,
                     step: step.step,
                     n_steps: step.n_steps,
+                    layout: step.layout,
                 },
                 rect: *region,
                 preview: &preview,
@@ -380,6 +382,7 @@ pub(super) fn restore(
                     levels: st.levels,
                     step: ci * st.n_steps + st.step,
                     n_steps: n_chunks * st.n_steps,
+                    layout: st.layout,
                     x0_hat: st.x0_hat,
                 })
             };

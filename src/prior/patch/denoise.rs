@@ -25,7 +25,8 @@ use candle_core::Tensor;
 
 use super::bank::{Bank, Entry, Plane};
 use super::search::{
-    BankMatrix, Field, FieldSearch, Precision, Queries, QueryMoments, SparseWeights, exact_moments,
+    BankMatrix, Field, FieldSearch, Metric, Precision, Queries, QueryMoments, Shift, SparseWeights,
+    exact_moments,
 };
 use crate::inverse::{Interpolant, Problem};
 use crate::sampler::{Denoiser, PosteriorDenoiser};
@@ -94,6 +95,10 @@ pub struct PatchConfig {
     pub window: f64,
     /// How the bank is searched.
     pub search: Search,
+    /// Standard deviation of a constant the prior may add to each colour channel of a window
+    /// (a local change of brightness and colour), in `[-1, 1]` units; 0: windows as they are.
+    /// Integrated out in closed form ([`super::search::Shift`]), so the denoiser stays exact.
+    pub shift: f64,
 }
 
 impl Default for PatchConfig {
@@ -108,6 +113,7 @@ impl Default for PatchConfig {
                 exact_above: 2.0,
                 exact_budget: 2_000_000,
             },
+            shift: 0.0,
         }
     }
 }
@@ -143,6 +149,13 @@ impl PatchConfig {
         }
         if self.window.is_nan() || self.window <= 0.0 {
             return Err(Error::invalid("window", self.window, "must be positive"));
+        }
+        if !(self.shift.is_finite() && (0.0..=2.0).contains(&self.shift)) {
+            return Err(Error::invalid(
+                "window shift",
+                self.shift,
+                "must be from 0 to 2 ([-1, 1] units)",
+            ));
         }
         Ok(())
     }
@@ -357,6 +370,8 @@ impl PatchDenoiser {
             }
         };
         let seed = hash_plane(u);
+        // The colours shift; a pyramid level's detail channel does not.
+        let shift = Shift::new(self.cfg.shift, c.min(3));
         let moments = if exact || self.queries.is_empty() {
             let matrix = match subsample {
                 Some(budget) => self.sample_matrix(budget)?,
@@ -364,7 +379,7 @@ impl PatchDenoiser {
             };
             let (m, top) = exact_moments(
                 u,
-                lambda,
+                Metric { lambda, shift },
                 &self.queries,
                 &self.bank,
                 matrix,
@@ -403,7 +418,7 @@ impl PatchDenoiser {
             });
             let m = field.search_and_weigh(
                 u,
-                lambda,
+                Metric { lambda, shift },
                 &self.queries,
                 &self.bank,
                 &search,
@@ -452,6 +467,9 @@ impl PatchDenoiser {
             entries: (0..n).map(|q| field.entries[q * k]).collect(),
             weights: vec![1.0; n],
             ess: vec![1.0; n],
+            channels: 0,
+            shifts: Vec::new(),
+            shift_var: Vec::new(),
         });
         let flat = vec![1.0; u.width * u.height];
         Ok(self.aggregate(u, &flat, 0.0, &moments).mean)

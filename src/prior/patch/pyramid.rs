@@ -757,6 +757,9 @@ pub struct FillStep<'a> {
     pub step: usize,
     /// Steps over all levels.
     pub n_steps: usize,
+    /// Which layout is being drawn, 1-based, and how many ([`PyramidConfig::choose_depth`]:
+    /// the second starts again from its coarse layout, one level finer).
+    pub layout: (usize, usize),
     /// The current estimate at this level, `[B, C, h, w]`.
     pub x0_hat: &'a Tensor,
 }
@@ -1130,6 +1133,8 @@ struct Run<'o> {
     done: usize,
     calls: usize,
     n_steps: usize,
+    /// Layouts drawn per sample (2 where the depth is chosen).
+    layouts: usize,
     queries: Vec<usize>,
     bank: Vec<usize>,
     seconds: Vec<f64>,
@@ -1216,6 +1221,7 @@ fn run_levels(
         let seeds_l = level_seeds(&chain_seeds, li);
         let done = run.done;
         let n_steps = run.n_steps;
+        let layout = (chain as usize + 1, run.layouts);
         let observer = &mut *run.observer;
         let mut observe = |info: &StepInfo<'_>| {
             if li == 0 && info.step == 1 {
@@ -1233,6 +1239,7 @@ fn run_levels(
                 levels: n_levels,
                 step: done + info.step,
                 n_steps,
+                layout,
                 x0_hat: shown.as_ref().unwrap_or(info.x0_hat),
             })
         };
@@ -1483,6 +1490,7 @@ pub fn fill_prepared(
         done: 0,
         calls: 0,
         n_steps,
+        layouts: if choose { 2 } else { 1 },
         queries: vec![0; n_levels],
         bank: vec![0; n_levels],
         seconds: vec![0.0; n_levels],

@@ -12,6 +12,10 @@
 //!   `Σ_j λ_j (u_j − b_ij)²`, kept from one denoiser call to the next, with exact weights over
 //!   its `k` patches. Where the weights are concentrated (low σ) the `k` best patches carry
 //!   nearly all the mass; where they are flat (high σ), the exact sums are used instead.
+//!
+//! Both take an optional [`Shift`] prior (each window may move by a constant per colour
+//! channel), integrated out in closed form: the exact sums add one product per channel for
+//! the shift's residuals and one for its share of the moments.
 
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -172,6 +176,9 @@ pub struct Moments {
     pub second: Vec<f32>,
     /// Per query, `1/Σ w²`.
     pub ess: Vec<f32>,
+    /// With a shift prior, per query and channel the posterior variance of a window's shift
+    /// (`Q × C`, the same for every bank patch); empty without one.
+    pub shift_var: Vec<f32>,
 }
 
 impl Moments {
@@ -181,8 +188,142 @@ impl Moments {
             mean: vec![0.0; q * dim],
             second: vec![0.0; q * dim],
             ess: vec![0.0; q],
+            shift_var: Vec::new(),
         }
     }
+}
+
+/// How a query window is compared with a bank patch: the query's precisions, and the shift
+/// prior if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric<'a> {
+    /// Per pixel or per value, `λ = 1/(s² + τ²)`.
+    pub lambda: Precision<'a>,
+    /// The shift prior (`None`: windows as they are).
+    pub shift: Option<Shift>,
+}
+
+impl<'a> Metric<'a> {
+    /// The distance `Σ_j λ_j (u_j − b_j)²`, with no shift.
+    pub fn plain(lambda: Precision<'a>) -> Self {
+        Self {
+            lambda,
+            shift: None,
+        }
+    }
+}
+
+/// Most channels a shifted window has ([`Shift`]).
+pub const SHIFT_CHANNELS: usize = 4;
+
+/// The shift prior: each window of the bank may be moved by a constant per channel, drawn from
+/// `N(0, s²)` (a local change of brightness and colour). For a query `u` with precisions `λ`
+/// and a bank patch `b`, integrating the shift out leaves the distance
+/// `Σ_j λ_j r_j² − Σ_c R_c² / P_c` with `r = u − b`, `R_c = Σ_{j ∈ c} λ_j r_j` and
+/// `P_c = 1/s² + Σ_{j ∈ c} λ_j`, and the shift's posterior `N(R_c / P_c, 1 / P_c)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shift {
+    /// `1/s²`.
+    inv_var: f32,
+    /// The leading channels that shift (the colours; a pyramid level's detail channel does
+    /// not), at most [`SHIFT_CHANNELS`].
+    channels: usize,
+}
+
+impl Shift {
+    /// The shift prior of standard deviation `s` on the first `channels` channels (`None`
+    /// when `s` is 0: windows as they are).
+    pub fn new(s: f64, channels: usize) -> Option<Self> {
+        (s > 0.0 && s.is_finite() && channels > 0).then(|| Self {
+            inv_var: (1.0 / (s * s)) as f32,
+            channels: channels.min(SHIFT_CHANNELS),
+        })
+    }
+
+    /// The channels that shift in an image of `c` channels.
+    fn shifted(self, c: usize) -> usize {
+        self.channels.min(c)
+    }
+
+    /// `P_c` of the query window at `(qx, qy)`.
+    fn precisions(
+        self,
+        lambda: Precision<'_>,
+        (qx, qy): (usize, usize),
+        p: usize,
+        c: usize,
+    ) -> [f32; SHIFT_CHANNELS] {
+        let cs = self.shifted(c);
+        let mut out = [0.0; SHIFT_CHANNELS];
+        for dy in 0..p {
+            let lr = lambda.row(qx, qy, dy, p);
+            for dx in 0..p {
+                for (ch, o) in out.iter_mut().enumerate().take(cs) {
+                    *o += lambda.at(lr, dx, ch);
+                }
+            }
+        }
+        for o in out.iter_mut().take(cs) {
+            *o += self.inv_var;
+        }
+        out
+    }
+}
+
+/// `Σ_j λ_j r_j²` and `R_c` (for the first `cs` channels) between the query window at
+/// `(qx, qy)` and bank entry `e`.
+#[inline]
+fn residual_sums(
+    u: &Plane,
+    lambda: Precision<'_>,
+    (qx, qy): (usize, usize),
+    bank: &Bank,
+    e: Entry,
+    cs: usize,
+) -> (f32, [f32; SHIFT_CHANNELS]) {
+    let (p, c) = (bank.patch, u.channels);
+    let mut sq = 0.0_f32;
+    let mut r = [0.0_f32; SHIFT_CHANNELS];
+    for dy in 0..p {
+        let ur = u.row(qx, qy, dy, p);
+        let br = bank.row(e, dy);
+        let lr = lambda.row(qx, qy, dy, p);
+        for dx in 0..p {
+            for ch in 0..c {
+                let l = lambda.at(lr, dx, ch);
+                let d = ur[dx * c + ch] - br[dx * c + ch];
+                sq += l * d * d;
+                if ch < cs {
+                    r[ch] += l * d;
+                }
+            }
+        }
+    }
+    (sq, r)
+}
+
+/// The distance of [`distance`] with the shift integrated out ([`Shift`]), and the shift's
+/// posterior mean per channel.
+#[inline]
+fn shifted_distance(
+    u: &Plane,
+    lambda: Precision<'_>,
+    q: (usize, usize),
+    bank: &Bank,
+    e: Entry,
+    shift: Shift,
+    precisions: &[f32; SHIFT_CHANNELS],
+) -> (f32, [f32; SHIFT_CHANNELS]) {
+    let cs = shift.shifted(u.channels);
+    let (sq, r) = residual_sums(u, lambda, q, bank, e, cs);
+    let mut d = sq;
+    let mut mean = [0.0; SHIFT_CHANNELS];
+    for ch in 0..cs {
+        d -= r[ch] * r[ch] / precisions[ch];
+        mean[ch] = r[ch] / precisions[ch];
+    }
+    // The subtraction can round below zero where the fit is perfect.
+    (d.max(0.0), mean)
 }
 
 /// The bank (or a subset of it) as the rows `[b_i, b_i ⊙ b_i]` of the matrix products, in
@@ -269,19 +410,80 @@ fn query_rows(
     out
 }
 
+/// What the exact sums need of a block of queries under a shift prior.
+struct ShiftRows {
+    /// `(n · C) × d`: row `(i, c)` holds `λ` on channel `c` of query `i`'s window, 0 elsewhere.
+    rows: Tensor,
+    /// `n × C`: `Σ_{j ∈ c} λ_j u_j`.
+    sums: Vec<f32>,
+    /// `n × C`: `P_c`.
+    precisions: Vec<f32>,
+}
+
+fn shift_rows(
+    u: &Plane,
+    lambda: Precision<'_>,
+    queries: &Queries,
+    range: std::ops::Range<usize>,
+    shift: Shift,
+) -> Result<ShiftRows> {
+    let (p, c) = (queries.patch, u.channels);
+    let cs = shift.shifted(c);
+    let d = p * p * c;
+    let n = range.len();
+    let mut rows = vec![0.0_f32; n * cs * d];
+    let mut sums = vec![0.0_f32; n * cs];
+    let mut precisions = vec![0.0_f32; n * cs];
+    rows.par_chunks_mut(cs * d)
+        .zip(sums.par_chunks_mut(cs))
+        .zip(precisions.par_chunks_mut(cs))
+        .zip(&queries.corners[range])
+        .for_each(|(((r, a), pr), &(qx, qy))| {
+            let (qx, qy) = (qx as usize, qy as usize);
+            let mut k = 0;
+            for dy in 0..p {
+                let ur = u.row(qx, qy, dy, p);
+                let lr = lambda.row(qx, qy, dy, p);
+                for dx in 0..p {
+                    for ch in 0..c {
+                        if ch < cs {
+                            let l = lambda.at(lr, dx, ch);
+                            r[ch * d + k] = l;
+                            a[ch] += l * ur[dx * c + ch];
+                        }
+                        k += 1;
+                    }
+                }
+            }
+            let ps = shift.precisions(lambda, (qx, qy), p, c);
+            pr.copy_from_slice(&ps[..cs]);
+        });
+    Ok(ShiftRows {
+        rows: Tensor::from_vec(rows, (n * cs, d), &Device::Cpu)?,
+        sums,
+        precisions,
+    })
+}
+
 /// Weighted moments of the whole bank for every query (the exact sums), and with `top_k`, each
 /// query's `k` highest-weighted bank entries (`Q × k`, best first).
 pub fn exact_moments(
     u: &Plane,
-    lambda: Precision<'_>,
+    metric: Metric<'_>,
     queries: &Queries,
     bank: &Bank,
     matrix: &BankMatrix,
     top_k: Option<usize>,
 ) -> Result<(Moments, Option<Vec<Entry>>)> {
+    let Metric { lambda, shift } = metric;
     let d = bank.dim();
     let q = queries.len();
+    let c = u.channels;
+    let cs = shift.map_or(0, |sh| sh.shifted(c));
     let mut out = Moments::zeros(q, d);
+    if shift.is_some() {
+        out.shift_var = vec![0.0; q * c];
+    }
     let k = top_k.map(|k| k.min(matrix.len()).max(1));
     let mut tops: Vec<(f32, u32)> = vec![(f32::NEG_INFINITY, 0); k.unwrap_or(0) * q];
     let mut start = 0;
@@ -296,10 +498,48 @@ pub fn exact_moments(
         let mut sum = vec![0.0_f32; n];
         let mut sum_sq = vec![0.0_f32; n];
         let mut acc = vec![0.0_f32; n * 2 * d];
+        // With a shift: per query and channel `Σ λ u` and `P_c`, the rows that weigh one
+        // channel of a patch by `λ` (so a product gives `Σ λ b` per bank patch), and the sums
+        // `Σ w ô`, `Σ w ô²` and `Σ w ô b` (per value).
+        let shifted = shift
+            .map(|sh| shift_rows(u, lambda, queries, start..start + n, sh))
+            .transpose()?;
+        let mut acc_shift = vec![0.0_f32; n * cs * 2];
+        let mut acc_cross = vec![0.0_f32; if shift.is_some() { n * d } else { 0 }];
         let mut offset = 0;
         for chunk in &matrix.chunks {
             let nc = chunk.dim(0)?;
-            let logits = a.matmul(&chunk.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut logits = a.matmul(&chunk.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            // The shift's posterior mean per (query, channel) and bank patch, and its share of
+            // the logits: `+½ R_c² / P_c = ½ ô² P_c` (the logits are `−½` the distance).
+            let shift_means = match &shifted {
+                Some(sr) => {
+                    let b = sr
+                        .rows
+                        .matmul(&chunk.narrow(1, 0, d)?.t()?)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let mut means = b;
+                    means
+                        .par_chunks_mut(nc * cs)
+                        .zip(logits.par_chunks_mut(nc))
+                        .enumerate()
+                        .for_each(|(i, (m, l))| {
+                            for ch in 0..cs {
+                                let (a_c, p_c) = (sr.sums[i * cs + ch], sr.precisions[i * cs + ch]);
+                                for (mv, lv) in
+                                    m[ch * nc..(ch + 1) * nc].iter_mut().zip(l.iter_mut())
+                                {
+                                    let o = (a_c - *mv) / p_c;
+                                    *mv = o;
+                                    *lv += 0.5 * o * o * p_c;
+                                }
+                            }
+                        });
+                    Some(means)
+                }
+                None => None,
+            };
             if let Some(k) = k {
                 tops[start * k..(start + n) * k]
                     .par_chunks_mut(k)
@@ -344,6 +584,42 @@ pub fn exact_moments(
                     scale
                 })
                 .collect();
+            if let Some(mut means) = shift_means {
+                // `Σ w ô` and `Σ w ô²` per (query, channel); then `w ⊙ ô` for the products.
+                means
+                    .par_chunks_mut(nc * cs)
+                    .zip(e.par_chunks(nc))
+                    .zip(acc_shift.par_chunks_mut(2 * cs))
+                    .zip(scales.par_iter())
+                    .for_each(|(((m, w), acc), &scale)| {
+                        for ch in 0..cs {
+                            let (mut s1, mut s2) = (0.0_f32, 0.0_f32);
+                            for (mv, &wv) in m[ch * nc..(ch + 1) * nc].iter_mut().zip(w) {
+                                s1 += wv * *mv;
+                                s2 += wv * *mv * *mv;
+                                *mv *= wv;
+                            }
+                            acc[2 * ch] = acc[2 * ch] * scale + s1;
+                            acc[2 * ch + 1] = acc[2 * ch + 1] * scale + s2;
+                        }
+                    });
+                let wo = Tensor::from_vec(means, (n * cs, nc), &Device::Cpu)?;
+                let cross = wo
+                    .matmul(&chunk.narrow(1, 0, d)?)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                acc_cross
+                    .par_chunks_mut(d)
+                    .zip(cross.par_chunks(d * cs))
+                    .zip(scales.par_iter())
+                    .for_each(|((a, rows), &scale)| {
+                        for (j, x) in a.iter_mut().enumerate() {
+                            if j % c < cs {
+                                *x = *x * scale + rows[(j % c) * d + j];
+                            }
+                        }
+                    });
+            }
             let w = Tensor::from_vec(e, (n, nc), &Device::Cpu)?;
             let part = w.matmul(chunk)?.flatten_all()?.to_vec1::<f32>()?;
             acc.par_chunks_mut(2 * d)
@@ -362,6 +638,22 @@ pub fn exact_moments(
             for k in 0..d {
                 out.mean[o + k] = row[k] * inv;
                 out.second[o + k] = row[d + k] * inv;
+            }
+            if let Some(sr) = &shifted {
+                // The moments of `b + ô`: `Σ w (b + ô)` and `Σ w (b + ô)²`.
+                let sh = &acc_shift[i * 2 * cs..(i + 1) * 2 * cs];
+                let cross = &acc_cross[i * d..(i + 1) * d];
+                for (k, &cr) in cross.iter().enumerate() {
+                    let ch = k % c;
+                    if ch < cs {
+                        out.mean[o + k] += sh[2 * ch] * inv;
+                        out.second[o + k] += (2.0 * cr + sh[2 * ch + 1]) * inv;
+                    }
+                }
+                // Channels that do not shift keep a variance of 0.
+                for ch in 0..cs {
+                    out.shift_var[(start + i) * c + ch] = 1.0 / sr.precisions[i * cs + ch];
+                }
             }
             out.ess[start + i] = sum[i] * sum[i] / sum_sq[i];
         }
@@ -560,22 +852,42 @@ impl Field {
     pub fn search_and_weigh(
         &mut self,
         u: &Plane,
-        lambda: Precision<'_>,
+        metric: Metric<'_>,
         queries: &Queries,
         bank: &Bank,
         search: &FieldSearch,
         seed: u64,
     ) -> SparseWeights {
+        let Metric { lambda, shift } = metric;
         let k = self.k;
+        let c = u.channels;
+        // With a shift, each query's `P_c`; the shifted distance is not a growing partial sum,
+        // so it is computed whole.
+        let precisions: Vec<[f32; SHIFT_CHANNELS]> = match shift {
+            Some(sh) => queries
+                .corners
+                .par_iter()
+                .map(|&(qx, qy)| {
+                    sh.precisions(lambda, (qx as usize, qy as usize), queries.patch, c)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let dist = |qi: usize, q: (usize, usize), e: Entry, bound: f32| -> f32 {
+            match (shift, precisions.get(qi)) {
+                (Some(sh), Some(pr)) => shifted_distance(u, lambda, q, bank, e, sh, pr).0,
+                _ => distance(u, lambda, q, bank, e, bound),
+            }
+        };
         // Distances under the new u and λ, sorted.
         self.entries
             .par_chunks_mut(k)
             .zip(self.dist.par_chunks_mut(k))
-            .zip(queries.corners.par_iter())
-            .for_each(|((es, ds), &(qx, qy))| {
+            .zip(queries.corners.par_iter().enumerate())
+            .for_each(|((es, ds), (qi, &(qx, qy)))| {
                 let q = (qx as usize, qy as usize);
                 for (e, d) in es.iter().zip(ds.iter_mut()) {
-                    *d = distance(u, lambda, q, bank, *e, f32::INFINITY);
+                    *d = dist(qi, q, *e, f32::INFINITY);
                 }
                 sort_pairs(es, ds);
             });
@@ -662,7 +974,7 @@ impl Field {
                                 return;
                             }
                             let worst = mine_d[k - 1];
-                            let d = distance(u, lambda, q, bank, e, worst);
+                            let d = dist(qi, q, e, worst);
                             if d < worst {
                                 insert_sorted(mine_e, mine_d, e, d);
                             }
@@ -695,7 +1007,31 @@ impl Field {
                     }
                 });
         }
-        self.weigh()
+        let mut weights = self.weigh();
+        if let Some(sh) = shift {
+            // Each entry's shift: its posterior mean, and per query its posterior variance
+            // (channels that do not shift keep zeros).
+            let cs = sh.shifted(c);
+            let mut shifts = vec![0.0_f32; self.entries.len() * c];
+            shifts
+                .par_chunks_mut(k * c)
+                .zip(self.entries.par_chunks(k))
+                .zip(queries.corners.par_iter().zip(&precisions))
+                .for_each(|((out, es), (&(qx, qy), pr))| {
+                    let q = (qx as usize, qy as usize);
+                    for (o, &e) in out.chunks_exact_mut(c).zip(es) {
+                        let mean = shifted_distance(u, lambda, q, bank, e, sh, pr).1;
+                        o[..cs].copy_from_slice(&mean[..cs]);
+                    }
+                });
+            weights.shifts = shifts;
+            weights.shift_var = precisions
+                .iter()
+                .flat_map(|pr| (0..c).map(move |ch| if ch < cs { 1.0 / pr[ch] } else { 0.0 }))
+                .collect();
+            weights.channels = c;
+        }
+        weights
     }
 
     /// Softmax weights of each query's `k` entries from their distances (`Q × k`, normalised)
@@ -730,6 +1066,9 @@ impl Field {
             entries: self.entries.clone(),
             weights,
             ess,
+            channels: 0,
+            shifts: Vec::new(),
+            shift_var: Vec::new(),
         }
     }
 }
@@ -746,6 +1085,13 @@ pub struct SparseWeights {
     pub weights: Vec<f32>,
     /// Per query, `1/Σ w²`.
     pub ess: Vec<f32>,
+    /// Channels of [`Self::shifts`] and [`Self::shift_var`] (0 without a shift prior).
+    pub channels: usize,
+    /// With a shift prior, per entry its shift's posterior mean per channel (`Q × k × C`);
+    /// empty without one.
+    pub shifts: Vec<f32>,
+    /// With a shift prior, per query and channel the shift's posterior variance (`Q × C`).
+    pub shift_var: Vec<f32>,
 }
 
 /// What the aggregation reads per query: dense moments (the exact sums) or sparse weights
@@ -776,21 +1122,53 @@ impl QueryMoments {
                 let o = qi * m.dim + dy * n;
                 mean.copy_from_slice(&m.mean[o..o + n]);
                 second.copy_from_slice(&m.second[o..o + n]);
+                if !m.shift_var.is_empty() {
+                    let c = m.shift_var.len() / m.ess.len().max(1);
+                    let var = &m.shift_var[qi * c..(qi + 1) * c];
+                    for (k, q) in second.iter_mut().enumerate() {
+                        *q += var[k % c];
+                    }
+                }
             }
             Self::Sparse(s) => {
                 mean.iter_mut().for_each(|v| *v = 0.0);
                 second.iter_mut().for_each(|v| *v = 0.0);
                 let es = &s.entries[qi * s.k..(qi + 1) * s.k];
                 let ws = &s.weights[qi * s.k..(qi + 1) * s.k];
-                for (&e, &w) in es.iter().zip(ws) {
+                if s.shifts.is_empty() {
+                    for (&e, &w) in es.iter().zip(ws) {
+                        if w == 0.0 {
+                            continue;
+                        }
+                        for ((m, q), &b) in
+                            mean.iter_mut().zip(second.iter_mut()).zip(bank.row(e, dy))
+                        {
+                            *m += w * b;
+                            *q += w * b * b;
+                        }
+                    }
+                    return;
+                }
+                let c = s.channels;
+                let shifts = &s.shifts[qi * s.k * c..(qi + 1) * s.k * c];
+                for ((&e, &w), o) in es.iter().zip(ws).zip(shifts.chunks_exact(c)) {
                     if w == 0.0 {
                         continue;
                     }
-                    for ((m, q), &b) in mean.iter_mut().zip(second.iter_mut()).zip(bank.row(e, dy))
+                    for (j, ((m, q), &b)) in mean
+                        .iter_mut()
+                        .zip(second.iter_mut())
+                        .zip(bank.row(e, dy))
+                        .enumerate()
                     {
-                        *m += w * b;
-                        *q += w * b * b;
+                        let v = b + o[j % c];
+                        *m += w * v;
+                        *q += w * v * v;
                     }
+                }
+                let var = &s.shift_var[qi * c..(qi + 1) * c];
+                for (j, q) in second.iter_mut().enumerate() {
+                    *q += var[j % c];
                 }
             }
         }
