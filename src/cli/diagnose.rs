@@ -482,7 +482,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             &contenders,
             &mut |what| eprintln!("fill: {what}"),
         )?;
-        let table = dg::fill_markdown(&rows);
+        let mut table = dg::fill_markdown(&rows);
+        let paired = dg::paired_markdown(&rows);
+        if !paired.is_empty() {
+            table = format!("{table}\n{paired}");
+        }
         println!("{table}");
         let ess = dg::ess_markdown(&rows);
         let ess = if ess.is_empty() {
