@@ -1043,6 +1043,7 @@ fn a_crop_prepared_for_patches_refuses_a_network_guide() {
     let guide = Guide {
         layout: Layout::Biharmonic,
         above: Some((&stand_in, 0.5)),
+        fuse: None,
     };
     let err = fill_prepared(&prepared, &[1], &guide, &mut |_| Flow::Continue).unwrap_err();
     assert!(
@@ -1133,6 +1134,50 @@ fn patch_fills_keep_the_photo_and_differ_by_seed() {
     for s in &out.samples {
         assert!(s.all_finite());
     }
+}
+
+/// The prior that fuses the network's and the patches' estimates by their variances, through
+/// the restoration path with the shipped network: the unmasked pixels stay the photo's own, bit
+/// for bit; the fill is finite; and the network moves it (the same seed on the patches alone
+/// gives another fill).
+#[test]
+fn fused_fills_keep_the_photo_and_take_the_network_in() {
+    let (w, h) = (96, 72);
+    let y = photo(w, h, 12);
+    let fill = blob(w, h, (48.0, 36.0), 12.0);
+    let folder = Models::locate(None).unwrap();
+    let models = Models::load(&folder, &candle_core::Device::Cpu).unwrap();
+    let run = |prior: Prior| {
+        restore::restore(
+            &models,
+            None,
+            &y,
+            &Degradation::inpaint(fill.clone()),
+            &Settings {
+                prior,
+                ..Settings::default()
+            },
+            &[4],
+            &mut |_| Flow::Continue,
+        )
+        .unwrap()
+    };
+    let fused = run(Prior::Fused);
+    let s = &fused.samples[0];
+    assert!(s.all_finite());
+    for (i, &f) in fill.iter().enumerate() {
+        if !f {
+            for c in 0..3 {
+                assert_eq!(s.value(i * 3 + c).to_bits(), y.value(i * 3 + c).to_bits());
+            }
+        }
+    }
+    let patches = run(Prior::Patch);
+    let moved = eps_studio::eval::diagnose::pairwise_hole_distance(
+        &[s.rgb().into_owned(), patches.samples[0].rgb().into_owned()],
+        &fill,
+    );
+    assert!(moved > 0.005, "the network changed nothing: {moved}");
 }
 
 /// Every draw reports, per pyramid level, how many bank windows its posterior weighed (what

@@ -50,7 +50,7 @@ pub struct DiagnoseArgs {
     pub photos: Option<String>,
     /// Contenders of the fill part (comma-separated: eps, eps-mean, ddnm, pigdm, diffpir, dps,
     /// biharmonic, exemplar; PRIOR:METHOD runs a method on another prior, e.g. patch:eps,
-    /// patch:eps-mean, patch-layout:eps, network-patch:eps; patch:preview is the app's instant
+    /// patch:eps-mean, patch-layout:eps, network-patch:eps, fused:eps; patch:preview is the app's instant
     /// preview while painting).
     #[arg(long, default_value = "eps,eps-mean,ddnm,pigdm,biharmonic")]
     pub fill_methods: String,
@@ -159,7 +159,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             other if other.contains(':') => {
                 let (p, m) = other.split_once(':').unwrap_or_default();
                 let prior = crate::restore::Prior::parse(p).ok_or_else(|| {
-                    anyhow::anyhow!("unknown prior '{p}'; use network, patch, patch-layout or network-patch")
+                    anyhow::anyhow!("unknown prior '{p}'; use network, patch, patch-layout, network-patch or fused")
                 })?;
                 if m == "preview" {
                     anyhow::ensure!(

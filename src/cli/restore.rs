@@ -42,8 +42,9 @@ pub struct RestoreArgs {
     /// The prior EPS fills holes and deblurs with: patch (the photo's own patches, at the photo's
     /// resolution, no network; for deblurring a copy of the photo shrunk until the blur is under
     /// a pixel, on the CPU), network (the trained EPS network), patch-layout (patches on the
-    /// network's one-call mean) or network-patch (the network at high noise, patches below);
-    /// the two hybrids deblur on the patches alone. DDNM+ and DiffPIR fill with it too;
+    /// network's one-call mean), network-patch (the network at high noise, patches below) or
+    /// fused (the network's and the patches' estimates fused by their variances at the coarsest
+    /// level); the hybrids deblur on the patches alone. DDNM+ and DiffPIR fill with it too;
     /// super-resolution and the other methods always use the network.
     #[arg(long, default_value = "patch")]
     pub prior: String,
@@ -141,7 +142,7 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
     })?;
     let prior = restore::Prior::parse(&args.prior).with_context(|| {
         format!(
-            "unknown prior '{}'; use patch, network, patch-layout or network-patch",
+            "unknown prior '{}'; use patch, network, patch-layout, network-patch or fused",
             args.prior
         )
     })?;

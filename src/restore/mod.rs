@@ -103,18 +103,23 @@ pub enum Prior {
     /// The network at the coarsest level above [`crate::prior::patch::PyramidConfig::switch_sigma`],
     /// the patches below it and at every finer level.
     NetworkThenPatch,
+    /// The network's and the patches' estimates fused pixel by pixel by their posterior
+    /// variances at the coarsest level ([`crate::prior::patch::fuse`]), the patches alone at
+    /// the finer levels.
+    Fused,
 }
 
 impl Prior {
     /// Every prior, default first.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Patch,
         Self::Network,
         Self::PatchOnNetworkMean,
         Self::NetworkThenPatch,
+        Self::Fused,
     ];
 
-    /// Parses `network`, `patch`, `patch-layout` or `network-patch`.
+    /// Parses `network`, `patch`, `patch-layout`, `network-patch` or `fused`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name() == s)
     }
@@ -126,6 +131,7 @@ impl Prior {
             Self::Patch => "patch",
             Self::PatchOnNetworkMean => "patch-layout",
             Self::NetworkThenPatch => "network-patch",
+            Self::Fused => "fused",
         }
     }
 
@@ -136,6 +142,7 @@ impl Prior {
             Self::Patch => "photo's own patches",
             Self::PatchOnNetworkMean => "patches on the network's layout",
             Self::NetworkThenPatch => "network, then patches",
+            Self::Fused => "network and patches fused by their variances",
         }
     }
 
@@ -148,7 +155,7 @@ impl Prior {
     pub fn uses_network(self) -> bool {
         matches!(
             self,
-            Self::Network | Self::PatchOnNetworkMean | Self::NetworkThenPatch
+            Self::Network | Self::PatchOnNetworkMean | Self::NetworkThenPatch | Self::Fused
         )
     }
 }
@@ -266,7 +273,7 @@ impl Settings {
                     self.prior.name(),
                     self.method.label()
                 ),
-                "only fills made of the photo's own patches take a keep-out area (method eps or eps-mean with prior patch, patch-layout or network-patch; ddnm or diffpir with prior patch); drop the keep-out mask or choose one of those",
+                "only fills made of the photo's own patches take a keep-out area (method eps or eps-mean with prior patch, patch-layout, network-patch or fused; ddnm or diffpir with prior patch); drop the keep-out mask or choose one of those",
             ));
         }
         Ok(())

@@ -318,10 +318,17 @@ pub(super) fn restore(
             (Prior::PatchOnNetworkMean, Some(net)) => pyramid::Guide {
                 layout: pyramid::Layout::Image(network_mean(net, y, fill, settings, *region)?),
                 above: None,
+                fuse: None,
             },
             (Prior::NetworkThenPatch, Some(net)) => pyramid::Guide {
                 layout: pyramid::Layout::Biharmonic,
                 above: Some((net as &dyn PosteriorDenoiser, cfg.switch_sigma)),
+                fuse: None,
+            },
+            (Prior::Fused, Some(net)) => pyramid::Guide {
+                layout: pyramid::Layout::Biharmonic,
+                above: None,
+                fuse: Some(net as &dyn PosteriorDenoiser),
             },
             _ => pyramid::Guide::patches(),
         };

@@ -86,7 +86,8 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                 "What the fill is made of. The photo's own patches: its grain, colour and texture, \
                  sampled exactly with no network, at the photo's own resolution. The trained \
                  network: a prior learned from other photos, at the working size. The hybrids use \
-                 the network for the layout and the patches for the detail.",
+                 the network for the layout and the patches for the detail, or fuse the two \
+                 pixel by pixel where each is surer.",
             );
     } else if s.operator == OperatorChoice::Deblur && eps {
         // The hybrids are a fill's layout: a deblur with them runs on the patches alone.

@@ -9,6 +9,8 @@
 //!   k-nearest-neighbour field kept across calls.
 //! - [`denoise`]: the denoiser (posterior mean and variance, window-weighted aggregation), as
 //!   both the EPS posterior denoiser and the unconditional one.
+//! - [`fuse`]: two denoisers fused pixel by pixel by their posterior variances (the patches and
+//!   the network, whose variance comes from its Jacobian).
 //! - [`pyramid`]: coarse-to-fine fills up to the photo's own resolution.
 //! - [`superres`]: super-resolution from a cross-scale bank, exact in a block basis where the
 //!   pivot's noise is diagonal.
@@ -20,6 +22,7 @@ pub mod bank;
 pub mod clean;
 pub mod deblur;
 pub mod denoise;
+pub mod fuse;
 pub mod pyramid;
 pub mod search;
 pub mod superres;

@@ -223,6 +223,10 @@ pub struct Guide<'a> {
     /// Another posterior denoiser (the EPS network) that denoises the coarsest level at noise
     /// levels above the given σ, the patches below it.
     pub above: Option<(&'a dyn PosteriorDenoiser, f64)>,
+    /// Another posterior denoiser (the EPS network) whose estimate is fused with the patches'
+    /// at every noise level of the coarsest level, pixel by pixel by their posterior variances
+    /// ([`super::fuse`]); the finer levels use the patches alone.
+    pub fuse: Option<&'a dyn PosteriorDenoiser>,
 }
 
 impl Guide<'_> {
@@ -231,9 +235,20 @@ impl Guide<'_> {
         Self {
             layout: Layout::Biharmonic,
             above: None,
+            fuse: None,
         }
     }
+
+    /// Whether a network reads the levels (it reads colours only, so they carry no detail
+    /// channel).
+    pub fn uses_network(&self) -> bool {
+        self.above.is_some() || self.fuse.is_some()
+    }
 }
+
+/// Hutchinson probes per call for the network's variance in a fused prior (each costs one
+/// more network call).
+pub const FUSE_PROBES: usize = 1;
 
 /// The network above a noise level, the patches below.
 struct Switch<'a> {
@@ -1104,7 +1119,7 @@ impl Prepared {
             })
             .collect();
         // The network guide sees colours only.
-        let detail = cfg.detail_weight > 0.0 && guide.above.is_none() && n_levels > 1;
+        let detail = cfg.detail_weight > 0.0 && !guide.uses_network() && n_levels > 1;
         if detail {
             let channels =
                 detail_channels(&sources[0], &levels[0].hole, n_levels, cfg.known_fraction);
@@ -1198,6 +1213,28 @@ fn run_levels(
             ..*cfg
         };
         let d = denoiser_on(level, &sources[li], &banned[li], &level_cfg)?;
+        // The fused prior fuses at the coarsest level, where the layout is made; the finer
+        // levels refine it from the patches alone.
+        let network_variance =
+            guide
+                .fuse
+                .filter(|_| x.is_none())
+                .map(|net| super::fuse::JacobianVariance {
+                    inner: net,
+                    probes: FUSE_PROBES,
+                    seeds: chain_seeds
+                        .iter()
+                        .map(|s| s ^ (li as u64).wrapping_mul(0x9E37))
+                        .collect(),
+                });
+        let fused = network_variance
+            .as_ref()
+            .map(|nv| super::fuse::Fused::new(&d, nv));
+        // The denoiser every call of this level goes through.
+        let level_d: &dyn PosteriorDenoiser = match &fused {
+            Some(f) => f,
+            None => &d,
+        };
         run.queries[li] = d.queries().len();
         run.bank[li] = d.bank().len();
         if let Some(prev) = &previous {
@@ -1225,8 +1262,12 @@ fn run_levels(
         let observer = &mut *run.observer;
         let mut observe = |info: &StepInfo<'_>| {
             if li == 0 && info.step == 1 {
-                let v: Option<Vec<Vec<f32>>> =
-                    (0..seeds.len()).map(|slot| d.last_variance(slot)).collect();
+                let v: Option<Vec<Vec<f32>>> = (0..seeds.len())
+                    .map(|slot| match &fused {
+                        Some(f) => f.last_variance(slot),
+                        None => d.last_variance(slot),
+                    })
+                    .collect();
                 first_call = v.map(|v| (info.x0_hat.clone(), v));
             }
             // The observer sees the colours, not the detail channel.
@@ -1250,7 +1291,7 @@ fn run_levels(
         });
         let coarse: &dyn PosteriorDenoiser = match &switch {
             Some(s) => s,
-            None => &d,
+            None => level_d,
         };
         let out = match (&x, cfg.coarse_start) {
             (None, None) => eps::sample(coarse, &problem, &seeds_l, &cfg.coarse, &mut observe)?,
@@ -1304,7 +1345,7 @@ fn run_levels(
                 let start = Tensor::from_vec(up, (b, c, h, w), &device)?;
                 let mut fine = cfg.fine;
                 fine.schedule.sigma_max = cfg.fine_start(level_detail[li]);
-                eps::sample_from(&d, &problem, &start, &seeds_l, &fine, &mut observe)?
+                eps::sample_from(level_d, &problem, &start, &seeds_l, &fine, &mut observe)?
             }
         };
         run.done += out.steps;
@@ -1459,10 +1500,10 @@ pub fn fill_prepared(
     guide: &Guide<'_>,
     observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
 ) -> Result<FillOutput> {
-    if prepared.detail && guide.above.is_some() {
+    if prepared.detail && guide.uses_network() {
         return Err(Error::invalid(
             "pyramid guide",
-            "the network above a noise level",
+            "a network",
             "the crop was prepared with detail channels, which the network does not read; prepare it with this guide",
         ));
     }
