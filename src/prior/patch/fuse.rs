@@ -471,6 +471,6 @@ mod tests {
         assert!((out[24] - 1.0).abs() < 1e-12);
         assert_eq!(out[0], 0.0);
         assert_eq!(out[24 + 3], 0.0);
-        assert!((out[24 + 2] - 1.0).abs() < 1e-12);
+        assert!((out[24 + 1] - 1.0).abs() < 1e-12);
     }
 }
