@@ -72,6 +72,8 @@ pub struct JacobianVariance<'a> {
     /// Seed of the probes per batch element (mixed with the noise level, so each call draws
     /// its own), so that an image's probes do not depend on the batch it is in.
     pub seeds: Vec<u64>,
+    /// The leading channels the variance is averaged over (`None`: all).
+    pub channels: Option<usize>,
 }
 
 impl VarianceDenoiser for JacobianVariance<'_> {
@@ -87,7 +89,16 @@ impl VarianceDenoiser for JacobianVariance<'_> {
             .iter()
             .map(|s| s ^ sigma.to_bits().rotate_left(17))
             .collect();
-        let var = jacobian_variance(self.inner, mu, &mean, problem, sigma, self.probes, &seeds)?;
+        let var = jacobian_variance(
+            self.inner,
+            mu,
+            &mean,
+            problem,
+            sigma,
+            self.probes,
+            &seeds,
+            self.channels,
+        )?;
         Ok((mean, var))
     }
 }
@@ -99,7 +110,8 @@ impl VarianceDenoiser for JacobianVariance<'_> {
 /// `(2·2+1)²` box, and clipped to `[0, s_j²]` (a denoiser's Jacobian diagonal lies in `[0, 1]`
 /// for a log-concave prior, and a noisier estimate than the input means nothing). `mean` is
 /// `d`'s estimate at `mu`; batch element `i` draws its probes from `seeds[i]` (the last seed
-/// for elements past the end).
+/// for elements past the end). `channels` (`None`: all) are the leading channels averaged over.
+#[allow(clippy::too_many_arguments)]
 pub fn jacobian_variance(
     d: &dyn PosteriorDenoiser,
     mu: &Tensor,
@@ -108,8 +120,10 @@ pub fn jacobian_variance(
     sigma: f64,
     probes: usize,
     seeds: &[u64],
+    channels: Option<usize>,
 ) -> Result<Vec<Vec<f32>>> {
     let (b, c, h, w) = mu.dims4()?;
+    let read = channels.unwrap_or(c).clamp(1, c);
     let s2_t = problem.pivot_variance(Interpolant::edm(sigma))?;
     let s2_batch = s2_t.dim(0)?;
     let s2: Vec<f32> = s2_t
@@ -157,11 +171,14 @@ pub fn jacobian_variance(
             .to_vec1()?;
         for (k, (&m1, &m0)) in moved.iter().zip(&base).enumerate() {
             let (i, pix) = (k / (c * n), k % n);
+            if (k / n) % c >= read {
+                continue;
+            }
             let s = f64::from(s2[(if s2_batch == 1 { 0 } else { i }) * n + pix].max(0.0)).sqrt();
             acc[i * n + pix] += s * f64::from(v[k]) * f64::from(m1 - m0) / PROBE_STEP;
         }
     }
-    let scale = 1.0 / (probes * c) as f64;
+    let scale = 1.0 / (probes * read) as f64;
     Ok((0..b)
         .map(|i| {
             let raw: Vec<f64> = acc[i * n..(i + 1) * n].iter().map(|a| a * scale).collect();
@@ -207,6 +224,9 @@ pub struct Fused<'a> {
     pub a: &'a dyn VarianceDenoiser,
     /// The second (the network, with its Jacobian's variance).
     pub b: &'a dyn VarianceDenoiser,
+    /// The leading channels that are fused (`None`: all); the others are `a`'s alone (the
+    /// patches' detail channel, which the network does not model).
+    pub fused_channels: Option<usize>,
     last: Mutex<Vec<Vec<f32>>>,
     share: Mutex<Vec<(f64, f64)>>,
 }
@@ -217,6 +237,7 @@ impl<'a> Fused<'a> {
         Self {
             a,
             b,
+            fused_channels: None,
             last: Mutex::new(Vec::new()),
             share: Mutex::new(Vec::new()),
         }
@@ -293,6 +314,10 @@ impl PosteriorDenoiser for Fused<'_> {
                 let (a_var, b_var) = (va[i][pix], vb[i][pix]);
                 for ch in 0..c {
                     let k = (i * c + ch) * n + pix;
+                    if ch >= self.fused_channels.unwrap_or(c) {
+                        out[k] = da[k];
+                        continue;
+                    }
                     let (m, v) = fuse_pixel(da[k], a_var, db[k], b_var);
                     out[k] = m;
                     if ch == 0 {
@@ -368,7 +393,8 @@ mod tests {
         for sigma in [0.05, 0.7, 3.0] {
             let mu = Tensor::rand(-1.0_f32, 1.0, (2, C, H, W), &Device::Cpu).unwrap();
             let mean = shrink.denoise(&mu, &problem, sigma).unwrap();
-            let var = jacobian_variance(&shrink, &mu, &mean, &problem, sigma, 1, &[7, 8]).unwrap();
+            let var =
+                jacobian_variance(&shrink, &mu, &mean, &problem, sigma, 1, &[7, 8], None).unwrap();
             let s2_obs = 1.0 / (1.0 / (sigma * sigma) + 1.0 / 0.0025);
             for v in &var {
                 for y in 0..H {
@@ -383,6 +409,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A channel past `channels` (the patches' detail channel, which the colour network passes
+    /// through unchanged, Jacobian 1) does not enter the variance.
+    #[test]
+    fn the_jacobian_variance_reads_only_the_channels_asked_for() {
+        struct PassLast(Shrink);
+        impl PosteriorDenoiser for PassLast {
+            fn denoise(&self, mu: &Tensor, problem: &Problem, sigma: f64) -> Result<Tensor> {
+                let shrunk = self.0.denoise(mu, problem, sigma)?;
+                Ok(Tensor::cat(
+                    &[&shrunk.narrow(1, 0, C - 1)?, &mu.narrow(1, C - 1, 1)?],
+                    1,
+                )?)
+            }
+        }
+        let problem = half_observed();
+        let d = PassLast(Shrink { m: 0.1, c2: 0.09 });
+        let sigma = 0.7;
+        let mu = Tensor::rand(-1.0_f32, 1.0, (1, C, H, W), &Device::Cpu).unwrap();
+        let mean = d.denoise(&mu, &problem, sigma).unwrap();
+        let colours =
+            jacobian_variance(&d, &mu, &mean, &problem, sigma, 1, &[3], Some(C - 1)).unwrap();
+        let all = jacobian_variance(&d, &mu, &mean, &problem, sigma, 1, &[3], None).unwrap();
+        let s2 = sigma * sigma;
+        let want = s2 * 0.09 / (0.09 + s2);
+        let got = f64::from(colours[0][5 * W + W - 2]);
+        assert!((got - want).abs() <= 2e-3 * want, "{got} against {want}");
+        // With the passed-through channel its Jacobian of 1 is averaged in.
+        let mixed = f64::from(all[0][5 * W + W - 2]);
+        let want_mixed = ((C - 1) as f64 * want + s2) / C as f64;
+        assert!(
+            (mixed - want_mixed).abs() <= 2e-3 * want_mixed,
+            "{mixed} against {want_mixed}"
+        );
     }
 
     #[test]
@@ -459,6 +520,22 @@ mod tests {
             "{} against {want}",
             log[0].1
         );
+
+        // Channels past the fused ones (the patches' detail channel) are the first
+        // denoiser's alone.
+        let mut colours_only = Fused::new(&a, &b);
+        colours_only.fused_channels = Some(2);
+        let out = colours_only.denoise(&mu, &problem, 0.8).unwrap();
+        let out: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        for (k, &o) in out.iter().enumerate() {
+            if (k / (W * H)) % C == 2 {
+                assert_eq!(o, -0.4, "value {k}");
+            } else {
+                let pix = k % (W * H);
+                let (va, vb) = (a.var[pix], b.var[pix]);
+                assert!((o - (vb * -0.4 + va * 0.5) / (va + vb)).abs() < 1e-6);
+            }
+        }
     }
 
     #[test]

@@ -238,17 +238,34 @@ impl Guide<'_> {
             fuse: None,
         }
     }
-
-    /// Whether a network reads the levels (it reads colours only, so they carry no detail
-    /// channel).
-    pub fn uses_network(&self) -> bool {
-        self.above.is_some() || self.fuse.is_some()
-    }
 }
 
 /// Hutchinson probes per call for the network's variance in a fused prior (each costs one
 /// more network call).
 pub const FUSE_PROBES: usize = 1;
+
+/// A denoiser of colours on a level that also carries the detail channel: it denoises the
+/// leading `colours` channels under its own problem (the level's colours) and passes the
+/// others through unchanged.
+struct ColoursOnly<'a> {
+    inner: &'a dyn PosteriorDenoiser,
+    problem: Problem,
+    colours: usize,
+}
+
+impl PosteriorDenoiser for ColoursOnly<'_> {
+    fn denoise(&self, mu: &Tensor, _: &Problem, sigma: f64) -> Result<Tensor> {
+        let c = mu.dim(1)?;
+        if c <= self.colours {
+            return self.inner.denoise(mu, &self.problem, sigma);
+        }
+        let colours = self
+            .inner
+            .denoise(&mu.narrow(1, 0, self.colours)?, &self.problem, sigma)?;
+        let rest = mu.narrow(1, self.colours, c - self.colours)?;
+        Ok(Tensor::cat(&[&colours, &rest], 1)?)
+    }
+}
 
 /// The network above a noise level, the patches below.
 struct Switch<'a> {
@@ -1119,7 +1136,9 @@ impl Prepared {
             })
             .collect();
         // The network guide sees colours only.
-        let detail = cfg.detail_weight > 0.0 && !guide.uses_network() && n_levels > 1;
+        // The network that denoises whole levels above a σ reads colours only; a fused one
+        // is given the colours and leaves the detail channel to the patches.
+        let detail = cfg.detail_weight > 0.0 && guide.above.is_none() && n_levels > 1;
         if detail {
             let channels =
                 detail_channels(&sources[0], &levels[0].hole, n_levels, cfg.known_fraction);
@@ -1215,21 +1234,37 @@ fn run_levels(
         let d = denoiser_on(level, &sources[li], &banned[li], &level_cfg)?;
         // The fused prior fuses at the coarsest level, where the layout is made; the finer
         // levels refine it from the patches alone.
-        let network_variance =
-            guide
-                .fuse
-                .filter(|_| x.is_none())
-                .map(|net| super::fuse::JacobianVariance {
+        let net_colours = match guide.fuse.filter(|_| x.is_none()) {
+            Some(net) => {
+                let colour_level = Level {
+                    y: leading_channels(&level.y, colours),
+                    hole: level.hole.clone(),
+                    sigma_y: level.sigma_y,
+                };
+                Some(ColoursOnly {
                     inner: net,
-                    probes: FUSE_PROBES,
-                    seeds: chain_seeds
-                        .iter()
-                        .map(|s| s ^ (li as u64).wrapping_mul(0x9E37))
-                        .collect(),
-                });
-        let fused = network_variance
+                    problem: level_problem(&colour_level, &device)?,
+                    colours,
+                })
+            }
+            None => None,
+        };
+        let network_variance = net_colours
             .as_ref()
-            .map(|nv| super::fuse::Fused::new(&d, nv));
+            .map(|net| super::fuse::JacobianVariance {
+                inner: net,
+                probes: FUSE_PROBES,
+                seeds: chain_seeds
+                    .iter()
+                    .map(|s| s ^ (li as u64).wrapping_mul(0x9E37))
+                    .collect(),
+                channels: Some(colours),
+            });
+        let fused = network_variance.as_ref().map(|nv| {
+            let mut f = super::fuse::Fused::new(&d, nv);
+            f.fused_channels = Some(colours);
+            f
+        });
         // The denoiser every call of this level goes through.
         let level_d: &dyn PosteriorDenoiser = match &fused {
             Some(f) => f,
@@ -1500,10 +1535,10 @@ pub fn fill_prepared(
     guide: &Guide<'_>,
     observer: &mut dyn FnMut(&FillStep<'_>) -> Flow,
 ) -> Result<FillOutput> {
-    if prepared.detail && guide.uses_network() {
+    if prepared.detail && guide.above.is_some() {
         return Err(Error::invalid(
             "pyramid guide",
-            "a network",
+            "the network above a noise level",
             "the crop was prepared with detail channels, which the network does not read; prepare it with this guide",
         ));
     }
