@@ -12,7 +12,7 @@
 //! overlapping windows, so it is large on a seam). A network gives only its mean; its variance
 //! follows from Tweedie's formula for anisotropic noise, `Cov[x0 | u] = Σ ∂D/∂u`, whose diagonal
 //! `s_j² ∂D_j/∂u_j` is estimated by Hutchinson's probe with finite differences
-//! ([`jacobian_variance`]).
+//! ([`JacobianVariance::variance`]).
 
 use std::sync::Mutex;
 
@@ -62,7 +62,7 @@ impl VarianceDenoiser for super::PatchDenoiser {
     }
 }
 
-/// A posterior denoiser with its variance estimated from its Jacobian ([`jacobian_variance`]):
+/// A posterior denoiser with its variance estimated from its Jacobian ([`Self::variance`]):
 /// `probes + 1` calls of the denoiser per call.
 pub struct JacobianVariance<'a> {
     /// The denoiser.
@@ -84,114 +84,102 @@ impl VarianceDenoiser for JacobianVariance<'_> {
         sigma: f64,
     ) -> Result<(Tensor, Vec<Vec<f32>>)> {
         let mean = self.inner.denoise(mu, problem, sigma)?;
-        let seeds: Vec<u64> = self
-            .seeds
-            .iter()
-            .map(|s| s ^ sigma.to_bits().rotate_left(17))
-            .collect();
-        let var = jacobian_variance(
-            self.inner,
-            mu,
-            &mean,
-            problem,
-            sigma,
-            self.probes,
-            &seeds,
-            self.channels,
-        )?;
+        let var = self.variance(mu, &mean, problem, sigma)?;
         Ok((mean, var))
     }
 }
 
-/// `Var[x0_j | μ*] = s_j² ∂D_j/∂μ*_j` per pixel (Tweedie's formula for the pivot's diagonal
-/// noise `s_j² = diag(Σ*)_j`), with the Jacobian's diagonal from `probes` Rademacher probes
-/// `v`: `s_j v_j (D(μ* + ε s ⊙ v) − D(μ*))_j / ε`, whose mean is `s_j² ∂D_j/∂μ*_j` (the cross
-/// terms `s_j s_k ∂D_j/∂μ*_k v_j v_k` average out). Averaged over channels and over a
-/// `(2·2+1)²` box, and clipped to `[0, s_j²]` (a denoiser's Jacobian diagonal lies in `[0, 1]`
-/// for a log-concave prior, and a noisier estimate than the input means nothing). `mean` is
-/// `d`'s estimate at `mu`; batch element `i` draws its probes from `seeds[i]` (the last seed
-/// for elements past the end). `channels` (`None`: all) are the leading channels averaged over.
-#[allow(clippy::too_many_arguments)]
-pub fn jacobian_variance(
-    d: &dyn PosteriorDenoiser,
-    mu: &Tensor,
-    mean: &Tensor,
-    problem: &Problem,
-    sigma: f64,
-    probes: usize,
-    seeds: &[u64],
-    channels: Option<usize>,
-) -> Result<Vec<Vec<f32>>> {
-    let (b, c, h, w) = mu.dims4()?;
-    let read = channels.unwrap_or(c).clamp(1, c);
-    let s2_t = problem.pivot_variance(Interpolant::edm(sigma))?;
-    let s2_batch = s2_t.dim(0)?;
-    let s2: Vec<f32> = s2_t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    if s2.len() != s2_batch * h * w {
-        return Err(Error::shape("pivot variance", s2_batch * h * w, s2.len()));
-    }
-    let n = h * w;
-    let mut rngs: Vec<StdRng> = (0..b)
-        .map(|i| StdRng::seed_from_u64(seeds.get(i).or(seeds.last()).copied().unwrap_or(0)))
-        .collect();
-    let base: Vec<f32> = mean
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    let mut acc = vec![0.0_f64; b * n];
-    let probes = probes.max(1);
-    for _ in 0..probes {
-        let v: Vec<f32> = rngs
-            .iter_mut()
-            .flat_map(|rng| {
-                (0..c * n)
-                    .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-                    .collect::<Vec<f32>>()
-            })
-            .collect();
-        let delta: Vec<f32> = v
-            .iter()
-            .enumerate()
-            .map(|(k, &vk)| {
-                let (i, pix) = (k / (c * n), k % n);
-                let s = s2[(if s2_batch == 1 { 0 } else { i }) * n + pix]
-                    .max(0.0)
-                    .sqrt();
-                (PROBE_STEP as f32) * s * vk
-            })
-            .collect();
-        let delta = Tensor::from_vec(delta, (b, c, h, w), mu.device())?.to_dtype(mu.dtype())?;
-        let moved: Vec<f32> = d
-            .denoise(&(mu + delta)?, problem, sigma)?
+impl JacobianVariance<'_> {
+    /// `Var[x0_j | μ*] = s_j² ∂D_j/∂μ*_j` per pixel (Tweedie's formula for the pivot's
+    /// diagonal noise `s_j² = diag(Σ*)_j`), with the Jacobian's diagonal from
+    /// [`Self::probes`] Rademacher probes `v`: `s_j v_j (D(μ* + ε s ⊙ v) − D(μ*))_j / ε`, whose
+    /// mean is `s_j² ∂D_j/∂μ*_j` (the cross terms `s_j s_k ∂D_j/∂μ*_k v_j v_k` average out).
+    /// Averaged over [`Self::channels`] and over a `(2·2+1)²` box, and clipped to `[0, s_j²]`
+    /// (a denoiser's Jacobian diagonal lies in `[0, 1]` for a log-concave prior, and a noisier
+    /// estimate than the input means nothing). `mean` is the denoiser's estimate at `mu`; batch
+    /// element `i` draws its probes from `seeds[i]` (the last seed for elements past the end)
+    /// mixed with `sigma`.
+    pub fn variance(
+        &self,
+        mu: &Tensor,
+        mean: &Tensor,
+        problem: &Problem,
+        sigma: f64,
+    ) -> Result<Vec<Vec<f32>>> {
+        let (b, c, h, w) = mu.dims4()?;
+        let n = h * w;
+        let read = self.channels.unwrap_or(c).clamp(1, c);
+        let s2_t = problem.pivot_variance(Interpolant::edm(sigma))?;
+        let s2_batch = s2_t.dim(0)?;
+        let s2: Vec<f32> = s2_t
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        for (k, (&m1, &m0)) in moved.iter().zip(&base).enumerate() {
-            let (i, pix) = (k / (c * n), k % n);
-            if (k / n) % c >= read {
-                continue;
-            }
-            let s = f64::from(s2[(if s2_batch == 1 { 0 } else { i }) * n + pix].max(0.0)).sqrt();
-            acc[i * n + pix] += s * f64::from(v[k]) * f64::from(m1 - m0) / PROBE_STEP;
+        if s2.len() != s2_batch * n {
+            return Err(Error::shape("pivot variance", s2_batch * n, s2.len()));
         }
-    }
-    let scale = 1.0 / (probes * read) as f64;
-    Ok((0..b)
-        .map(|i| {
-            let raw: Vec<f64> = acc[i * n..(i + 1) * n].iter().map(|a| a * scale).collect();
-            box_mean(&raw, w, h, PROBE_RADIUS)
-                .into_iter()
-                .enumerate()
-                .map(|(pix, v)| {
-                    let s2 = f64::from(s2[(if s2_batch == 1 { 0 } else { i }) * n + pix].max(0.0));
-                    v.clamp(0.0, s2) as f32
+        // `s_j²` and `s_j` per batch element and pixel.
+        let var_in: Vec<f64> = (0..b * n)
+            .map(|k| {
+                let (i, pix) = (k / n, k % n);
+                f64::from(s2[(if s2_batch == 1 { 0 } else { i }) * n + pix].max(0.0))
+            })
+            .collect();
+        let sd: Vec<f64> = var_in.iter().map(|v| v.sqrt()).collect();
+        let mix = sigma.to_bits().rotate_left(17);
+        let mut rngs: Vec<StdRng> = (0..b)
+            .map(|i| {
+                let seed = self.seeds.get(i).or(self.seeds.last()).copied();
+                StdRng::seed_from_u64(seed.unwrap_or(0) ^ mix)
+            })
+            .collect();
+        let base: Vec<f32> = mean
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut acc = vec![0.0_f64; b * n];
+        let probes = self.probes.max(1);
+        for _ in 0..probes {
+            let v: Vec<f32> = rngs
+                .iter_mut()
+                .flat_map(|rng| {
+                    (0..c * n)
+                        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+                        .collect::<Vec<f32>>()
                 })
-                .collect()
-        })
-        .collect())
+                .collect();
+            // Value k is channel (k / n) % c of pixel k % n of batch element k / (c n).
+            let at = |k: usize| (k / (c * n)) * n + k % n;
+            let delta: Vec<f32> = v
+                .iter()
+                .enumerate()
+                .map(|(k, &vk)| (PROBE_STEP as f32) * (var_in[at(k)] as f32).sqrt() * vk)
+                .collect();
+            let delta = Tensor::from_vec(delta, (b, c, h, w), mu.device())?.to_dtype(mu.dtype())?;
+            let moved: Vec<f32> = self
+                .inner
+                .denoise(&(mu + delta)?, problem, sigma)?
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (k, (&m1, &m0)) in moved.iter().zip(&base).enumerate() {
+                if (k / n) % c < read {
+                    acc[at(k)] += sd[at(k)] * f64::from(v[k]) * f64::from(m1 - m0) / PROBE_STEP;
+                }
+            }
+        }
+        let scale = 1.0 / (probes * read) as f64;
+        Ok((0..b)
+            .map(|i| {
+                let raw: Vec<f64> = acc[i * n..(i + 1) * n].iter().map(|a| a * scale).collect();
+                box_mean(&raw, w, h, PROBE_RADIUS)
+                    .into_iter()
+                    .zip(&var_in[i * n..(i + 1) * n])
+                    .map(|(v, &s2)| v.clamp(0.0, s2) as f32)
+                    .collect()
+            })
+            .collect())
+    }
 }
 
 /// The mean of `values` (`w × h`) over the `(2r+1)²` box around each pixel, clipped to the image.
@@ -393,8 +381,13 @@ mod tests {
         for sigma in [0.05, 0.7, 3.0] {
             let mu = Tensor::rand(-1.0_f32, 1.0, (2, C, H, W), &Device::Cpu).unwrap();
             let mean = shrink.denoise(&mu, &problem, sigma).unwrap();
-            let var =
-                jacobian_variance(&shrink, &mu, &mean, &problem, sigma, 1, &[7, 8], None).unwrap();
+            let probe = JacobianVariance {
+                inner: &shrink,
+                probes: 1,
+                seeds: vec![7, 8],
+                channels: None,
+            };
+            let var = probe.variance(&mu, &mean, &problem, sigma).unwrap();
             let s2_obs = 1.0 / (1.0 / (sigma * sigma) + 1.0 / 0.0025);
             for v in &var {
                 for y in 0..H {
@@ -430,9 +423,16 @@ mod tests {
         let sigma = 0.7;
         let mu = Tensor::rand(-1.0_f32, 1.0, (1, C, H, W), &Device::Cpu).unwrap();
         let mean = d.denoise(&mu, &problem, sigma).unwrap();
-        let colours =
-            jacobian_variance(&d, &mu, &mean, &problem, sigma, 1, &[3], Some(C - 1)).unwrap();
-        let all = jacobian_variance(&d, &mu, &mean, &problem, sigma, 1, &[3], None).unwrap();
+        let probe = |channels| JacobianVariance {
+            inner: &d,
+            probes: 1,
+            seeds: vec![3],
+            channels,
+        };
+        let colours = probe(Some(C - 1))
+            .variance(&mu, &mean, &problem, sigma)
+            .unwrap();
+        let all = probe(None).variance(&mu, &mean, &problem, sigma).unwrap();
         let s2 = sigma * sigma;
         let want = s2 * 0.09 / (0.09 + s2);
         let got = f64::from(colours[0][5 * W + W - 2]);
