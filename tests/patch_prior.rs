@@ -167,7 +167,16 @@ fn the_denoiser_equals_a_brute_force_computation() {
     let (w, h, p) = (15, 12, 3);
     let y = texture(w, h, 1);
     let hole = blob(w, h, (7.0, 6.0), 3.0);
-    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let bank = Bank::new(
+        &y,
+        &hole,
+        p,
+        Transforms {
+            mirror: true,
+            turn: false,
+        },
+    )
+    .unwrap();
     let n = bank.len();
     assert!(n > 20, "{n}");
     let mut rng = StdRng::seed_from_u64(3);
@@ -298,7 +307,16 @@ fn no_bank_window_holds_a_hole_pixel() {
     let (w, h, p) = (23, 17, 5);
     let y = texture(w, h, 4);
     let hole = blob(w, h, (9.0, 8.0), 4.5);
-    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let bank = Bank::new(
+        &y,
+        &hole,
+        p,
+        Transforms {
+            mirror: true,
+            turn: false,
+        },
+    )
+    .unwrap();
     let mut expected = 0;
     for by in 0..=h - p {
         for bx in 0..=w - p {
@@ -367,7 +385,16 @@ fn the_field_finds_the_nearest_windows() {
     let (w, h, p) = (48, 40, 5);
     let y = texture(w, h, 9);
     let hole = blob(w, h, (24.0, 20.0), 9.0);
-    let bank = Bank::new(&y, &hole, p, Transforms { mirror: true }).unwrap();
+    let bank = Bank::new(
+        &y,
+        &hole,
+        p,
+        Transforms {
+            mirror: true,
+            turn: false,
+        },
+    )
+    .unwrap();
     let queries = Queries::new(w, h, p, Some(&hole));
     let mut u = y.clone();
     let mut rng = StdRng::seed_from_u64(5);
@@ -420,7 +447,7 @@ fn a_local_field_stays_near_its_start() {
             }
         }
     }
-    let bank = Bank::new(&b, &vec![false; w * h], p, Transforms { mirror: false }).unwrap();
+    let bank = Bank::new(&b, &vec![false; w * h], p, Transforms::NONE).unwrap();
     let roi = blob(w, h, (20.0, 16.0), 7.0);
     let queries = Queries::new(w, h, p, Some(&roi));
     let lambda = vec![1.0_f32; w * h];
@@ -461,11 +488,128 @@ fn a_local_field_stays_near_its_start() {
     );
 }
 
+/// The turned source holds every window of the photo's known pixels turned by 180° (rows and
+/// columns reversed), and only those.
+#[test]
+fn turned_windows_are_the_photos_own_upside_down() {
+    let (w, h, p) = (24, 18, 5);
+    let y = texture(w, h, 4);
+    let hole = blob(w, h, (9.0, 7.0), 3.5);
+    let plain = Bank::new(&y, &hole, p, Transforms::NONE).unwrap();
+    let both = Bank::new(
+        &y,
+        &hole,
+        p,
+        Transforms {
+            mirror: false,
+            turn: true,
+        },
+    )
+    .unwrap();
+    let turned: Vec<_> = both
+        .entries
+        .iter()
+        .filter(|e| both.sources[usize::from(e.source)].turned)
+        .collect();
+    assert_eq!(both.len(), 2 * plain.len());
+    assert_eq!(turned.len(), plain.len());
+    let c = y.channels;
+    for &&e in &turned {
+        let src = &both.sources[usize::from(e.source)];
+        let own = eps_studio::prior::patch::Entry {
+            source: 0,
+            x: (src.cols - 1 - usize::from(e.x)) as u16,
+            y: (src.rows - 1 - usize::from(e.y)) as u16,
+        };
+        assert!(
+            plain.is_valid(own),
+            "{e:?} turns {own:?}, which touches the hole"
+        );
+        let (a, b) = (both.patch_values(e), plain.patch_values(own));
+        for dy in 0..p {
+            for dx in 0..p {
+                for ch in 0..c {
+                    assert_eq!(
+                        a[(dy * p + dx) * c + ch],
+                        b[((p - 1 - dy) * p + p - 1 - dx) * c + ch]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `Turn::Auto` takes the turned windows where the photo looks alike either way up around
+/// the hole (a shadow's ellipse, whose other end is the hidden one turned), and leaves them
+/// out where it has an up and a down (bands shaded from light at the bottom to dark at the
+/// top, turned: dark at the bottom).
+#[test]
+fn turned_windows_where_the_photo_looks_alike_either_way_up() {
+    use eps_studio::prior::patch::pyramid::{TURN_BELOW, Turn, turn_ratio};
+    let (w, h) = (96, 64);
+    let mut cfg = small_pyramid(12);
+    cfg.turn = Turn::Auto;
+    use eps_studio::prior::patch::{Guide, Prepared};
+    let prepare = |y: &Plane, hole: &[bool], cfg: &PyramidConfig| {
+        Prepared::new(y, hole, 0.02, cfg, &Guide::patches()).unwrap()
+    };
+    // Grain of ±0.05, so that no window matches another exactly.
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut grain = move || 0.1 * (rng.random::<f32>() - 0.5);
+    // A dark tilted ellipse on a light floor, its left end in the hole.
+    let mut shadow = Plane::zeros(w, h, 3);
+    for (i, px) in shadow.data.chunks_exact_mut(3).enumerate() {
+        let (x, y) = ((i % w) as f64 - 48.0, (i / w) as f64 - 32.0);
+        let (u, v) = (0.9 * x + 0.45 * y, -0.45 * x + 0.9 * y);
+        let inside = (u / 30.0).powi(2) + (v / 12.0).powi(2) <= 1.0;
+        let g = grain();
+        px.fill(if inside { -0.4 } else { 0.5 } + g);
+    }
+    let hole = blob(w, h, (24.0, 22.0), 9.0);
+    let prepared = prepare(&shadow, &hole, &cfg);
+    let ratio = prepared
+        .turn_ratio()
+        .expect("the hole has known windows around it");
+    assert!(
+        ratio < TURN_BELOW && prepared.turned(),
+        "the shadow's ratio {ratio:.3}"
+    );
+    // Horizontal bands 8 pixels tall, each from dark at its top to light at its bottom.
+    let mut bands = Plane::zeros(w, h, 3);
+    for (i, px) in bands.data.chunks_exact_mut(3).enumerate() {
+        px.fill(-0.8 + 1.6 * ((i / w) % 8) as f32 / 7.0 + grain());
+    }
+    let hole = blob(w, h, (48.0, 32.0), 9.0);
+    let prepared = prepare(&bands, &hole, &cfg);
+    let ratio = prepared
+        .turn_ratio()
+        .expect("the hole has known windows around it");
+    assert!(
+        ratio > 2.0 * TURN_BELOW && !prepared.turned(),
+        "the bands' ratio {ratio:.3}"
+    );
+    // The fixed choices are taken as they are, without the ratio.
+    for (turn, turned) in [(Turn::Always, true), (Turn::Never, false)] {
+        cfg.turn = turn;
+        let prepared = prepare(&bands, &hole, &cfg);
+        assert_eq!((prepared.turned(), prepared.turn_ratio()), (turned, None));
+    }
+    // Nothing known around the hole, or no window beside it: no ratio.
+    assert_eq!(turn_ratio(&bands, &vec![true; w * h], 5, 3), None);
+    assert_eq!(turn_ratio(&bands, &vec![false; w * h], 5, 3), None);
+    assert!(
+        matches!("sideways".parse::<Turn>(), Err(e) if e.to_string().contains("auto, never or always"))
+    );
+}
+
 /// A coarse match moves to the finer copy of the same place: its centre doubled (plus the
-/// query's own half-pixel), in the photo's own columns for mirrored sources too.
+/// query's own half-pixel), in the photo's own columns and rows for mirrored and turned
+/// sources too.
 #[test]
 fn the_coarse_field_moves_to_the_same_places() {
-    let (w, h) = (64, 48);
+    // Odd sides: the coarser level's last column and row then cover one finer pixel, and a
+    // reversed source's windows do not line up with the doubled ones in its own coordinates.
+    let (w, h) = (63, 47);
     let fine = texture(w, h, 2);
     let hole = blob(w, h, (32.0, 24.0), 8.0);
     let cfg = small_pyramid(4);
@@ -473,7 +617,10 @@ fn the_coarse_field_moves_to_the_same_places() {
     assert!(levels.len() >= 2);
     let (f, c) = (&levels[0], &levels[1]);
     let p = 5;
-    let t = Transforms { mirror: true };
+    let t = Transforms {
+        mirror: true,
+        turn: true,
+    };
     let (fb, cb) = (
         Bank::new(&f.y, &f.hole, p, t).unwrap(),
         Bank::new(&c.y, &c.hole, p, t).unwrap(),
@@ -487,14 +634,20 @@ fn the_coarse_field_moves_to_the_same_places() {
     let r = (p / 2) as isize;
     let photo_centre = |bank: &Bank, e: eps_studio::prior::patch::Entry| {
         let s = &bank.sources[usize::from(e.source)];
-        let x = e.x as isize + r;
-        let x = if s.mirrored {
+        let (x, y) = (e.x as isize + r, e.y as isize + r);
+        let x = if s.mirrored || s.turned {
             s.image.width as isize - 1 - x
         } else {
             x
         };
-        (x, e.y as isize + r)
+        let y = if s.turned {
+            s.image.height as isize - 1 - y
+        } else {
+            y
+        };
+        (x, y)
     };
+    let mut kinds = [0; 3];
     let mut checked = 0;
     for (qi, &(qx, qy)) in fq.corners.iter().enumerate() {
         let (fx, fy) = (qx as isize + r, qy as isize + r);
@@ -522,12 +675,18 @@ fn the_coarse_field_moves_to_the_same_places() {
         }
         // The query's own half-pixel picks which of the four.
         let (dx, dy) = (gx - 2 * px, gy - 2 * py);
-        assert_eq!(dy, fy % 2);
-        let mirrored = cb.sources[usize::from(ce.source)].mirrored;
-        assert_eq!(dx, if mirrored { 1 - fx % 2 } else { fx % 2 });
+        let src = &cb.sources[usize::from(ce.source)];
+        assert_eq!(dy, if src.turned { 1 - fy % 2 } else { fy % 2 });
+        let flipped = src.mirrored || src.turned;
+        assert_eq!(dx, if flipped { 1 - fx % 2 } else { fx % 2 });
+        kinds[usize::from(src.mirrored) + 2 * usize::from(src.turned)] += 1;
         checked += 1;
     }
     assert!(checked > 50, "{checked}");
+    assert!(
+        kinds.iter().all(|&n| n > 5),
+        "matches checked in the photo, its mirror image and turned: {kinds:?}"
+    );
 }
 
 /// The coarser levels' detail channel tells fine stripes from a flat area of the same mean
@@ -1034,7 +1193,7 @@ fn a_crop_prepared_for_patches_refuses_a_network_guide() {
     let prepared = Prepared::new(&y, &hole, 0.05, &cfg, &Guide::patches()).unwrap();
     // Any posterior denoiser stands in for the network here.
     let stand_in = PatchDenoiser::new(
-        Bank::new(&y, &hole, 5, Transforms { mirror: false }).unwrap(),
+        Bank::new(&y, &hole, 5, Transforms::NONE).unwrap(),
         cfg.patch,
         (w, h),
         Some(&hole),
@@ -1758,7 +1917,7 @@ fn per_value_variances_equal_per_pixel_ones() {
             ..PatchConfig::default()
         };
         let make = || {
-            let bank = Bank::new(&y, &hole, p, Transforms { mirror: false }).unwrap();
+            let bank = Bank::new(&y, &hole, p, Transforms::NONE).unwrap();
             PatchDenoiser::new(bank, cfg, (w, h), Some(&hole)).unwrap()
         };
         let (a, b) = (make(), make());

@@ -59,6 +59,8 @@ pub struct AppSettings {
     pub method: MethodChoice,
     /// The prior EPS fills holes with.
     pub prior: Prior,
+    /// Whether a fill from the photo's own patches may also use them turned by 180°.
+    pub turn: crate::prior::patch::pyramid::Turn,
     /// Sampler steps (NFE for EPS).
     pub steps: usize,
     /// Measurement noise σ_y.
@@ -95,6 +97,7 @@ impl Default for AppSettings {
             simulate: false,
             method: MethodChoice::Eps,
             prior: Prior::default(),
+            turn: Default::default(),
             steps: MethodChoice::Eps.default_steps(),
             sigma_y: 0.05,
             seed: 0,
@@ -183,7 +186,7 @@ impl AppSettings {
 
     /// Restoration settings for `method`.
     pub fn restore_settings(&self, method: MethodChoice) -> Settings {
-        Settings {
+        let mut settings = Settings {
             method,
             steps: (method == self.method && method != MethodChoice::EpsMean)
                 .then_some(self.steps.max(1)),
@@ -191,6 +194,8 @@ impl AppSettings {
             work_side: self.work_side,
             prior: self.prior,
             ..Settings::default()
-        }
+        };
+        settings.patch.turn = self.turn;
+        settings
     }
 }

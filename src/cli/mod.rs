@@ -352,6 +352,11 @@ pub struct PatchArgs {
     /// Patch prior: add the known windows' mirror images to the bank.
     #[arg(long)]
     pub mirror: bool,
+    /// Patch prior: add the photo turned by 180° to the bank: auto (where the windows around
+    /// the hole look alike either way up, e.g. a shadow or a blurred background), never or
+    /// always.
+    #[arg(long, value_name = "WHEN")]
+    pub turn: Option<String>,
     /// Patch prior: start the coarsest level from a smooth layout with this much noise
     /// instead of pure noise ("none": pure noise from σmax).
     #[arg(long)]
@@ -448,6 +453,9 @@ impl PatchArgs {
             (Some(other), _) => anyhow::bail!("unknown search '{other}'; use exact, field or auto"),
         }
         cfg.mirror = self.mirror;
+        if let Some(t) = &self.turn {
+            cfg.turn = t.parse()?;
+        }
         if self.one_depth {
             cfg.choose_depth = false;
         }

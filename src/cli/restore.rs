@@ -345,6 +345,9 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         "done in {:.1} s on {} ({} {calls} per region, {} region(s))",
         result.seconds, result.backend, result.nfe, result.regions
     );
+    for (i, turn) in result.patch_turns.iter().enumerate() {
+        eprintln!("region {}: {turn}", i + 1);
+    }
 
     // Room for ".measurement-NN.webp" after the photo's name.
     let stem = photo::stem_of(Some(&args.input));

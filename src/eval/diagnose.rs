@@ -666,8 +666,15 @@ pub fn fill_suite(
                         }) {
                             Ok(r) => {
                                 if !r.patch_ess.is_empty() {
+                                    let turns: Vec<String> =
+                                        r.patch_turns.iter().map(ToString::to_string).collect();
+                                    let turns = if turns.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; {}", turns.join(", "))
+                                    };
                                     on_case(&format!(
-                                        "{name} #{k}: {} ESS per level, first → last call: {}",
+                                        "{name} #{k}: {} ESS per level, first → last call: {}{turns}",
                                         c.label(suite),
                                         ess_line(&r.patch_ess)
                                     ));

@@ -107,7 +107,15 @@ fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
         } else {
             level.y.clone()
         };
-        let bank = Bank::new(&source, &level.hole, cfg.patch, Transforms { mirror: true })?;
+        let bank = Bank::new(
+            &source,
+            &level.hole,
+            cfg.patch,
+            Transforms {
+                mirror: true,
+                turn: false,
+            },
+        )?;
         let d = PatchDenoiser::new(
             bank,
             pcfg.patch,

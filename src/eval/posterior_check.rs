@@ -486,7 +486,10 @@ impl PatchCheck {
             &image,
             &vec![false; source * source],
             patch,
-            Transforms { mirror: true },
+            Transforms {
+                mirror: true,
+                turn: false,
+            },
         )?;
         let d = channels * patch * patch;
         let means: Vec<DVector<f64>> = bank

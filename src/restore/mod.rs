@@ -491,6 +491,34 @@ pub struct Restoration {
     /// How many bank windows the patch posterior spread its weight over, per pyramid level of
     /// every region and draw ([`LevelEss`]); empty when no patch prior ran.
     pub patch_ess: Vec<LevelEss>,
+    /// Per region of a patch fill, whether its banks held the photo turned by 180° too;
+    /// empty when no patch pyramid ran.
+    pub patch_turns: Vec<TurnChoice>,
+}
+
+/// Whether a region's patch banks held the photo's windows turned by 180° too
+/// ([`crate::prior::patch::pyramid::Turn`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnChoice {
+    /// Whether they did.
+    pub turned: bool,
+    /// The ratio the automatic choice judged by ([`crate::prior::patch::pyramid::turn_ratio`]),
+    /// where it ran.
+    pub ratio: Option<f64>,
+}
+
+impl std::fmt::Display for TurnChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.turned {
+            "turned windows"
+        } else {
+            "no turned windows"
+        })?;
+        if let Some(r) = self.ratio {
+            write!(f, " (ratio {r:.2})")?;
+        }
+        Ok(())
+    }
 }
 
 /// The effective sample size of the patch posterior over one pyramid level of one draw: per
@@ -1087,6 +1115,7 @@ fn restore_on(
         notices,
         variance: None,
         patch_ess: Vec::new(),
+        patch_turns: Vec::new(),
     })
 }
 

@@ -202,6 +202,7 @@ fn baseline(
         lpips: Vec::new(),
         variance: None,
         patch_ess,
+        patch_turns: Vec::new(),
     })
 }
 
@@ -289,6 +290,7 @@ pub(super) fn restore(
         .collect();
     let mut calls = 0;
     let mut patch_ess = Vec::new();
+    let mut patch_turns = Vec::new();
     let mut variance = Some(VarianceMap {
         width: w,
         height: h,
@@ -369,6 +371,10 @@ pub(super) fn restore(
             &cfg,
             &guide,
         )?;
+        patch_turns.push(super::TurnChoice {
+            turned: prepared.turned(),
+            ratio: prepared.turn_ratio(),
+        });
         // The draws go through the pyramid one at a time: each holds planes and a field at the
         // crop's size, so the peak does not grow with the samples asked for (the work inside a
         // draw is parallel already). The instant preview's draws stop at a small level and go
@@ -453,6 +459,7 @@ pub(super) fn restore(
         lpips: Vec::new(),
         variance,
         patch_ess,
+        patch_turns,
     })
 }
 

@@ -89,6 +89,24 @@ pub fn settings_ui(ui: &mut egui::Ui, app: &mut EpsApp) {
                  the network for the layout and the patches for the detail, or fuse the two \
                  pixel by pixel where each is surer.",
             );
+        if s.prior.uses_patches() {
+            use crate::prior::patch::pyramid::Turn;
+            egui::ComboBox::from_label("turned patches")
+                .selected_text(s.turn.name())
+                .show_ui(ui, |ui| {
+                    for t in Turn::ALL {
+                        ui.selectable_value(&mut s.turn, t, t.name());
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "Also use the photo's patches turned upside down: the other end of a shadow \
+                     or a round shape, where the hole hides one end. Auto uses them where the \
+                     photo around the hole looks alike either way up, and leaves them out where \
+                     it has an up and a down (light from above, sky over ground), which turned \
+                     patches would bring in the wrong way up.",
+                );
+        }
     } else if s.operator == OperatorChoice::Deblur && eps {
         // The hybrids are a fill's layout: a deblur with them runs on the patches alone.
         use crate::restore::Prior;

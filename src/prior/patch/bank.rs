@@ -1,7 +1,7 @@
 //! Images in the layout the patch prior reads (channels last) and the bank of known patches.
 //!
 //! A bank entry is a `p × p` window of one *source* image: the photo's known pixels, its mirror
-//! image, optionally a coarser copy. Every transform of the photo is stored as an image of its
+//! image, the photo turned by 180°, optionally a coarser copy. Every transform of the photo is stored as an image of its
 //! own, so a mirrored patch is an ordinary window of the mirrored image: distances always read
 //! rows of `p·C` contiguous floats, and a PatchMatch offset means the same in every source.
 
@@ -94,6 +94,21 @@ impl Plane {
         out
     }
 
+    /// The image turned by 180° (rows and columns reversed).
+    pub fn turned(&self) -> Self {
+        let c = self.channels;
+        let n = self.width * self.height;
+        let mut data = vec![0.0; self.data.len()];
+        for (i, px) in self.data.chunks_exact(c).enumerate() {
+            let d = (n - 1 - i) * c;
+            data[d..d + c].copy_from_slice(px);
+        }
+        Self {
+            data,
+            ..self.clone()
+        }
+    }
+
     /// The mirror image (columns reversed).
     pub fn mirrored(&self) -> Self {
         let (w, c) = (self.width, self.channels);
@@ -144,6 +159,8 @@ pub struct Source {
     pub rows: usize,
     /// Whether the image is the mirror image of the photo (columns reversed).
     pub mirrored: bool,
+    /// Whether the image is the photo turned by 180° (rows and columns reversed).
+    pub turned: bool,
 }
 
 impl Source {
@@ -175,6 +192,17 @@ pub struct Bank {
 pub struct Transforms {
     /// Also the mirror image (columns reversed).
     pub mirror: bool,
+    /// Also the image turned by 180° (rows and columns reversed): the other end of a
+    /// symmetric shape (an ellipse's, a shadow's) as a window the photo does not hold.
+    pub turn: bool,
+}
+
+impl Transforms {
+    /// The photo's windows as they are.
+    pub const NONE: Self = Self {
+        mirror: false,
+        turn: false,
+    };
 }
 
 impl Bank {
@@ -241,6 +269,7 @@ impl Bank {
                 cols,
                 rows,
                 mirrored: false,
+                turned: false,
             });
             if transforms.mirror {
                 // Position x of the mirror is position cols − 1 − x of the image.
@@ -253,6 +282,19 @@ impl Bank {
                     cols,
                     rows,
                     mirrored: true,
+                    turned: false,
+                });
+            }
+            if transforms.turn {
+                // Position (x, y) of the turned image is position (cols − 1 − x, rows − 1 − y).
+                let turned: Vec<bool> = valid.iter().rev().copied().collect();
+                sources.push(Source {
+                    image: Arc::new(image.turned()),
+                    valid: turned,
+                    cols,
+                    rows,
+                    mirrored: false,
+                    turned: true,
                 });
             }
         }

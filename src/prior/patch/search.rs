@@ -778,9 +778,9 @@ impl Field {
 
     /// A field for `queries` from `coarse`, the field of the same bank sources at half the
     /// resolution (the patch size may differ): each match moves to the finer copy of the same
-    /// place — window centres doubled, plus the query's own sub-position, mirrored where the
-    /// source is a mirror image — and an entry that lands outside the finer bank is replaced by
-    /// a random one.
+    /// place — window centres doubled, plus the query's own sub-position, reversed where the
+    /// source is a mirror image or turned — and an entry that lands outside the finer bank is
+    /// replaced by a random one.
     pub fn upsampled(
         coarse: &Self,
         coarse_queries: &Queries,
@@ -816,17 +816,23 @@ impl Field {
                 ) else {
                     continue;
                 };
-                // Centre of the match in the photo's own (unmirrored) columns.
+                // Centre of the match in the photo's own columns and rows (a mirrored source
+                // reverses the columns, a turned one both), doubled, with the query's own
+                // half-pixel (reversed with them), and back into the source's.
                 let (wc, wf) = (src_c.image.width as isize, src_f.image.width as isize);
-                let centre_x = e.x as isize + rc;
-                let fine_x = if src_c.mirrored {
-                    let photo_x = wc - 1 - centre_x;
-                    let fine_photo_x = 2 * photo_x + (1 - sx);
-                    wf - 1 - fine_photo_x
+                let (hc, hf) = (src_c.image.height as isize, src_f.image.height as isize);
+                let (centre_x, centre_y) = (e.x as isize + rc, e.y as isize + rc);
+                let flip_x = src_c.mirrored || src_c.turned;
+                let fine_x = if flip_x {
+                    wf - 1 - (2 * (wc - 1 - centre_x) + (1 - sx))
                 } else {
                     2 * centre_x + sx
                 };
-                let fine_y = 2 * (e.y as isize + rc) + sy;
+                let fine_y = if src_c.turned {
+                    hf - 1 - (2 * (hc - 1 - centre_y) + (1 - sy))
+                } else {
+                    2 * centre_y + sy
+                };
                 let (x, y) = (fine_x - rf, fine_y - rf);
                 if x < 0 || y < 0 {
                     continue;

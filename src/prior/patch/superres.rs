@@ -168,7 +168,7 @@ pub fn cross_scale_bank(exemplars: &Plane, s: usize, patch: usize) -> Result<Ban
         .zip(&holes)
         .map(|(p, h)| (p, h.as_slice()))
         .collect();
-    let bank = Bank::from_sources(&sources, patch, Transforms { mirror: false })?;
+    let bank = Bank::from_sources(&sources, patch, Transforms::NONE)?;
     if bank.is_empty() {
         return Err(Error::invalid(
             "photo size for super-resolution from its own patches",
