@@ -602,6 +602,69 @@ fn turned_windows_where_the_photo_looks_alike_either_way_up() {
     );
 }
 
+/// The ratio's nearest-window searches (sorted by mean, stopping early) find what a search of
+/// every window finds.
+#[test]
+fn the_turn_ratio_equals_brute_force() {
+    use eps_studio::prior::patch::pyramid::turn_ratio;
+    let (w, h, p) = (40, 30, 5);
+    let y = texture(w, h, 6);
+    let hole = blob(w, h, (18.0, 14.0), 6.0);
+    let window = |x: usize, yy: usize, turned: bool| -> Vec<f32> {
+        let mut v = Vec::new();
+        for dy in 0..p {
+            for dx in 0..p {
+                let (sy, sx) = if turned {
+                    (yy + p - 1 - dy, x + p - 1 - dx)
+                } else {
+                    (yy + dy, x + dx)
+                };
+                v.extend_from_slice(&y.data[(sy * w + sx) * 3..][..3]);
+            }
+        }
+        v
+    };
+    let known =
+        |x: usize, yy: usize| (0..p).all(|dy| (0..p).all(|dx| !hole[(yy + dy) * w + x + dx]));
+    let near_hole = |x: usize, yy: usize| {
+        let (cx, cy) = ((x + p / 2) as isize, (yy + p / 2) as isize);
+        (0..w * h).any(|i| {
+            hole[i]
+                && ((i % w) as isize - cx).abs() <= p as isize
+                && ((i / w) as isize - cy).abs() <= p as isize
+        })
+    };
+    let windows: Vec<(usize, usize)> = (0..=h - p)
+        .flat_map(|yy| (0..=w - p).map(move |x| (x, yy)))
+        .filter(|&(x, yy)| known(x, yy))
+        .collect();
+    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    let mut ratios: Vec<f64> = windows
+        .iter()
+        .filter(|&&(x, yy)| near_hole(x, yy))
+        .map(|&(x, yy)| {
+            let a = window(x, yy, false);
+            let (mut plain, mut turned) = (f32::INFINITY, f32::INFINITY);
+            for &(bx, by) in &windows {
+                if bx.abs_diff(x) < p && by.abs_diff(yy) < p {
+                    continue;
+                }
+                plain = plain.min(dist(&a, &window(bx, by, false)));
+                turned = turned.min(dist(&a, &window(bx, by, true)));
+            }
+            f64::from((turned + 1e-4) / (plain + 1e-4))
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let brute = ratios[ratios.len() / 2];
+    let fast = turn_ratio(&y, &hole, p, 3).unwrap();
+    assert!(
+        (fast - brute).abs() <= 1e-4 * brute,
+        "turn_ratio {fast} against brute force {brute} over {} windows",
+        ratios.len()
+    );
+}
+
 /// A coarse match moves to the finer copy of the same place: its centre doubled (plus the
 /// query's own half-pixel), in the photo's own columns and rows for mirrored and turned
 /// sources too.

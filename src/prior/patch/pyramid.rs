@@ -267,54 +267,103 @@ pub fn turn_ratio(source: &Plane, banned: &[bool], patch: usize, colours: usize)
     use rayon::prelude::*;
     let (w, h, c) = (source.width, source.height, source.channels);
     let colours = colours.min(c);
-    if w < patch || h < patch || banned.len() != w * h {
+    if w < patch || h < patch || banned.len() != w * h || colours == 0 {
         return None;
     }
     let valid = super::bank::valid_windows(banned, w, h, patch);
     let (cols, rows) = (w - patch + 1, h - patch + 1);
     let near = crate::inverse::masks::dilate(banned, w, h, patch);
     let r = patch / 2;
-    let windows: Vec<(usize, usize)> = (0..rows * cols)
+    let corners: Vec<(usize, usize)> = (0..rows * cols)
         .filter(|&i| valid[i])
         .map(|i| (i % cols, i / cols))
         .collect();
-    // The squared distance between the window at `a` and the one at `b`, turned or not.
-    let distance = |a: (usize, usize), b: (usize, usize), turned: bool| -> f32 {
-        let mut acc = 0.0_f32;
+    // Every window's colours as one contiguous vector, row by row, and the same window turned
+    // (its pixels in reverse order): distances then read two runs of memory.
+    let row_len = patch * colours;
+    let dim = patch * row_len;
+    let mut plain = vec![0.0_f32; corners.len() * dim];
+    for (v, &(x, y)) in plain.chunks_exact_mut(dim).zip(&corners) {
         for dy in 0..patch {
             for dx in 0..patch {
-                let i = ((a.1 + dy) * w + a.0 + dx) * c;
-                let (sy, sx) = if turned {
-                    (b.1 + patch - 1 - dy, b.0 + patch - 1 - dx)
-                } else {
-                    (b.1 + dy, b.0 + dx)
-                };
-                let j = (sy * w + sx) * c;
-                for k in 0..colours {
-                    let d = source.data[i + k] - source.data[j + k];
-                    acc += d * d;
-                }
+                let s = ((y + dy) * w + x + dx) * c;
+                let d = (dy * patch + dx) * colours;
+                v[d..d + colours].copy_from_slice(&source.data[s..s + colours]);
+            }
+        }
+    }
+    let turned: Vec<f32> = plain
+        .chunks_exact(dim)
+        .flat_map(|v| v.chunks_exact(colours).rev().flatten().copied())
+        .collect();
+    // The squared distance between `a` and `b`, or some value above `bound` once it is passed.
+    let distance = |a: &[f32], b: &[f32], bound: f32| -> f32 {
+        let mut acc = 0.0_f32;
+        for (ra, rb) in a.chunks_exact(row_len).zip(b.chunks_exact(row_len)) {
+            acc += ra
+                .iter()
+                .zip(rb)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>();
+            if acc > bound {
+                break;
             }
         }
         acc
     };
-    let mut ratios: Vec<f64> = windows
-        .par_iter()
-        .filter(|&&(x, y)| near[(y + r) * w + x + r])
-        .filter_map(|&q| {
-            let (mut plain, mut turned) = (f32::INFINITY, f32::INFINITY);
-            for &b in &windows {
+    // The windows sorted by their mean value, which turning leaves alone: `dim (ā − b̄)²` is at
+    // most `|a − b|²`, so a query's search walks out from its own mean in both directions and
+    // stops where that bound passes both of its best distances (an exact search).
+    let means: Vec<f32> = plain
+        .chunks_exact(dim)
+        .map(|v| v.iter().sum::<f32>() / dim as f32)
+        .collect();
+    let mut order: Vec<usize> = (0..corners.len()).collect();
+    order.sort_by(|&a, &b| means[a].total_cmp(&means[b]));
+    let sorted_means: Vec<f32> = order.iter().map(|&j| means[j]).collect();
+    let mut ratios: Vec<f64> = (0..corners.len())
+        .into_par_iter()
+        .filter(|&i| {
+            let (x, y) = corners[i];
+            near[(y + r) * w + x + r]
+        })
+        .filter_map(|i| {
+            let q = corners[i];
+            let a = &plain[i * dim..(i + 1) * dim];
+            let (mut best, mut best_turned) = (f32::INFINITY, f32::INFINITY);
+            let visit = |j: usize, best: &mut f32, best_turned: &mut f32| {
+                let b = corners[j];
                 if b.0.abs_diff(q.0) < patch && b.1.abs_diff(q.1) < patch {
-                    continue;
+                    return;
                 }
-                plain = plain.min(distance(q, b, false));
-                turned = turned.min(distance(q, b, true));
+                *best = best.min(distance(a, &plain[j * dim..(j + 1) * dim], *best));
+                *best_turned =
+                    best_turned.min(distance(a, &turned[j * dim..(j + 1) * dim], *best_turned));
+            };
+            let start = sorted_means.partition_point(|&m| m < means[i]);
+            let (mut down, mut up) = (start, start);
+            loop {
+                let bound = |k: usize| dim as f32 * (sorted_means[k] - means[i]).powi(2);
+                // Slightly below the bound, so that rounding never ends a walk too soon.
+                let limit = best.max(best_turned) * 1.0001 + 1e-6;
+                let go_down = down > 0 && bound(down - 1) <= limit;
+                let go_up = up < order.len() && bound(up) <= limit;
+                if !go_down && !go_up {
+                    break;
+                }
+                if go_up {
+                    visit(order[up], &mut best, &mut best_turned);
+                    up += 1;
+                }
+                if go_down {
+                    down -= 1;
+                    visit(order[down], &mut best, &mut best_turned);
+                }
             }
             // A floor of 1e-4 (a hundredth of a level per value, squared, over a window) keeps
             // flat windows, which match both ways almost exactly, at a ratio near 1.
-            plain
-                .is_finite()
-                .then(|| f64::from((turned + 1e-4) / (plain + 1e-4)))
+            best.is_finite()
+                .then(|| f64::from((best_turned + 1e-4) / (best + 1e-4)))
         })
         .collect();
     if ratios.is_empty() {
