@@ -29,7 +29,7 @@ for y in 385 405 425 445; do
 done
 sleep 1
 # The Restore button (a bare X server has no window manager to give the window keyboard focus).
-xdotool mousemove 38 419 click 1
+xdotool mousemove 38 442 click 1
 # Wait for the restoration (the progress bar disappears when it is done).
 sleep "${WAIT_SECS:-40}"
 xdotool mousemove 1200 720
