@@ -167,16 +167,7 @@ fn the_denoiser_equals_a_brute_force_computation() {
     let (w, h, p) = (15, 12, 3);
     let y = texture(w, h, 1);
     let hole = blob(w, h, (7.0, 6.0), 3.0);
-    let bank = Bank::new(
-        &y,
-        &hole,
-        p,
-        Transforms {
-            mirror: true,
-            turn: false,
-        },
-    )
-    .unwrap();
+    let bank = Bank::new(&y, &hole, p, Transforms::MIRROR).unwrap();
     let n = bank.len();
     assert!(n > 20, "{n}");
     let mut rng = StdRng::seed_from_u64(3);
@@ -307,16 +298,7 @@ fn no_bank_window_holds_a_hole_pixel() {
     let (w, h, p) = (23, 17, 5);
     let y = texture(w, h, 4);
     let hole = blob(w, h, (9.0, 8.0), 4.5);
-    let bank = Bank::new(
-        &y,
-        &hole,
-        p,
-        Transforms {
-            mirror: true,
-            turn: false,
-        },
-    )
-    .unwrap();
+    let bank = Bank::new(&y, &hole, p, Transforms::MIRROR).unwrap();
     let mut expected = 0;
     for by in 0..=h - p {
         for bx in 0..=w - p {
@@ -385,16 +367,7 @@ fn the_field_finds_the_nearest_windows() {
     let (w, h, p) = (48, 40, 5);
     let y = texture(w, h, 9);
     let hole = blob(w, h, (24.0, 20.0), 9.0);
-    let bank = Bank::new(
-        &y,
-        &hole,
-        p,
-        Transforms {
-            mirror: true,
-            turn: false,
-        },
-    )
-    .unwrap();
+    let bank = Bank::new(&y, &hole, p, Transforms::MIRROR).unwrap();
     let queries = Queries::new(w, h, p, Some(&hole));
     let mut u = y.clone();
     let mut rng = StdRng::seed_from_u64(5);

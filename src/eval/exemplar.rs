@@ -107,15 +107,7 @@ fn fill_crop(y: &Plane, hole: &[bool], cfg: &ExemplarConfig) -> Result<Plane> {
         } else {
             level.y.clone()
         };
-        let bank = Bank::new(
-            &source,
-            &level.hole,
-            cfg.patch,
-            Transforms {
-                mirror: true,
-                turn: false,
-            },
-        )?;
+        let bank = Bank::new(&source, &level.hole, cfg.patch, Transforms::MIRROR)?;
         let d = PatchDenoiser::new(
             bank,
             pcfg.patch,

@@ -486,10 +486,7 @@ impl PatchCheck {
             &image,
             &vec![false; source * source],
             patch,
-            Transforms {
-                mirror: true,
-                turn: false,
-            },
+            Transforms::MIRROR,
         )?;
         let d = channels * patch * patch;
         let means: Vec<DVector<f64>> = bank

@@ -203,6 +203,12 @@ impl Transforms {
         mirror: false,
         turn: false,
     };
+
+    /// The photo's windows and their mirror images.
+    pub const MIRROR: Self = Self {
+        mirror: true,
+        turn: false,
+    };
 }
 
 impl Bank {
