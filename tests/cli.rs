@@ -108,6 +108,20 @@ fn bad_arguments_fail_with_a_message() {
         !out.status.success() && err.contains("use auto, never or always") && !out_dir.exists(),
         "{err}"
     );
+    let out = eps_studio()
+        .args(["restore", "--input"])
+        .arg(sample_photo("ladybird.jpg"))
+        .arg("--mask")
+        .arg(&mask)
+        .args(["--layout", "straight", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("use transport or biharmonic") && !out_dir.exists(),
+        "{err}"
+    );
 }
 
 /// The number in `column` of the first sample's row of `eps-studio restore`'s table

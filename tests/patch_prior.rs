@@ -1236,7 +1236,7 @@ fn a_crop_prepared_for_patches_refuses_a_network_guide() {
     )
     .unwrap();
     let guide = Guide {
-        layout: Layout::Biharmonic,
+        layout: Layout::Smooth,
         above: Some((&stand_in, 0.5)),
         fuse: None,
     };
@@ -1244,6 +1244,37 @@ fn a_crop_prepared_for_patches_refuses_a_network_guide() {
     assert!(
         err.to_string().contains("prepare it with this guide"),
         "{err}"
+    );
+}
+
+/// Coherence transport leaves every known pixel bit-exact and every value finite, on a hole
+/// that touches the borders, and returns a plane with nothing known (or no hole) as it is.
+#[test]
+fn coherence_transport_keeps_the_known_pixels() {
+    use eps_studio::prior::patch::transport::{TransportConfig, coherence_transport};
+    let (w, h) = (37, 29);
+    let y = texture(w, h, 4);
+    let hole: Vec<bool> = (0..w * h)
+        .map(|i| (i % w) < 9 || (i / w) + 3 > h || ((i % w) as i64 - 20).abs() < 4)
+        .collect();
+    let out = coherence_transport(&y, &hole, 3, &TransportConfig::default());
+    for (i, m) in hole.iter().enumerate() {
+        let (a, b) = (&out.data[i * 3..i * 3 + 3], &y.data[i * 3..i * 3 + 3]);
+        if *m {
+            assert!(a.iter().all(|v| v.is_finite() && v.abs() <= 1.5), "{a:?}");
+        } else {
+            assert_eq!(a, b, "known pixel {i} changed");
+        }
+    }
+    let all = vec![true; w * h];
+    assert_eq!(
+        coherence_transport(&y, &all, 3, &TransportConfig::default()).data,
+        y.data
+    );
+    let none = vec![false; w * h];
+    assert_eq!(
+        coherence_transport(&y, &none, 3, &TransportConfig::default()).data,
+        y.data
     );
 }
 

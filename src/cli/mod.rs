@@ -361,6 +361,11 @@ pub struct PatchArgs {
     /// instead of pure noise ("none": pure noise from σmax).
     #[arg(long)]
     pub coarse_start: Option<String>,
+    /// Patch prior: how the coarsest level's first guess continues the hole's surroundings:
+    /// biharmonic (smooth; the default) or transport (coherence transport along the edges
+    /// around it).
+    #[arg(long, value_name = "HOW")]
+    pub layout: Option<String>,
     /// Patch prior: sampler steps of the coarsest level.
     #[arg(long)]
     pub coarse_steps: Option<usize>,
@@ -455,6 +460,9 @@ impl PatchArgs {
         cfg.mirror = self.mirror;
         if let Some(t) = &self.turn {
             cfg.turn = t.parse()?;
+        }
+        if let Some(l) = &self.layout {
+            cfg.smooth = l.parse()?;
         }
         if self.one_depth {
             cfg.choose_depth = false;

@@ -323,12 +323,12 @@ pub(super) fn restore(
                 fuse: None,
             },
             (Prior::NetworkThenPatch, Some(net)) => pyramid::Guide {
-                layout: pyramid::Layout::Biharmonic,
+                layout: pyramid::Layout::Smooth,
                 above: Some((net as &dyn PosteriorDenoiser, cfg.switch_sigma)),
                 fuse: None,
             },
             (Prior::Fused, Some(net)) => pyramid::Guide {
-                layout: pyramid::Layout::Biharmonic,
+                layout: pyramid::Layout::Smooth,
                 above: None,
                 fuse: Some(net as &dyn PosteriorDenoiser),
             },

@@ -12,6 +12,8 @@
 //! - [`fuse`]: two denoisers fused pixel by pixel by their posterior variances (the patches and
 //!   the network, whose variance comes from its Jacobian).
 //! - [`pyramid`]: coarse-to-fine fills up to the photo's own resolution.
+//! - [`transport`]: coherence transport, the first guess that carries the hole's surroundings
+//!   in along their edges.
 //! - [`superres`]: super-resolution from a cross-scale bank, exact in a block basis where the
 //!   pivot's noise is diagonal.
 //! - [`deblur`]: deblurring from a cross-scale bank, each window under its dense share of the
@@ -26,6 +28,7 @@ pub mod fuse;
 pub mod pyramid;
 pub mod search;
 pub mod superres;
+pub mod transport;
 
 pub use bank::{Bank, Entry, Plane, Transforms};
 pub use deblur::{DeblurConfig, PatchDeblur};
