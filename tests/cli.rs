@@ -89,39 +89,31 @@ fn bad_arguments_fail_with_a_message() {
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains("--samples 1: use 2 to")
     );
-    // A bad choice of turned windows is refused before anything is read or written.
+    // A bad choice of turned windows or of the first guess is refused, with the choices named,
+    // before anything is read or written.
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     let mask = dir.path().join("mask.png");
     box_mask(&mask, 384, 240, 150, 90, 200, 130);
-    let out = eps_studio()
-        .args(["restore", "--input"])
-        .arg(sample_photo("ladybird.jpg"))
-        .arg("--mask")
-        .arg(&mask)
-        .args(["--turn", "sideways", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("use auto, never or always") && !out_dir.exists(),
-        "{err}"
-    );
-    let out = eps_studio()
-        .args(["restore", "--input"])
-        .arg(sample_photo("ladybird.jpg"))
-        .arg("--mask")
-        .arg(&mask)
-        .args(["--layout", "straight", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("use transport or biharmonic") && !out_dir.exists(),
-        "{err}"
-    );
+    for (flag, value, choices) in [
+        ("--turn", "sideways", "use auto, never or always"),
+        ("--layout", "straight", "use biharmonic or transport"),
+    ] {
+        let out = eps_studio()
+            .args(["restore", "--input"])
+            .arg(sample_photo("ladybird.jpg"))
+            .arg("--mask")
+            .arg(&mask)
+            .args([flag, value, "--out"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(choices) && !out_dir.exists(),
+            "{flag} {value}: {err}"
+        );
+    }
 }
 
 /// The number in `column` of the first sample's row of `eps-studio restore`'s table

@@ -288,7 +288,7 @@ impl std::str::FromStr for Smooth {
         Self::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| Error::invalid("layout", s, "use transport or biharmonic"))
+            .ok_or_else(|| Error::invalid("layout", s, "use biharmonic or transport"))
     }
 }
 
