@@ -97,7 +97,7 @@ fn bad_arguments_fail_with_a_message() {
     box_mask(&mask, 384, 240, 150, 90, 200, 130);
     for (flag, value, choices) in [
         ("--turn", "sideways", "use auto, never or always"),
-        ("--layout", "straight", "use biharmonic or transport"),
+        ("--layout", "straight", "use transport or biharmonic"),
     ] {
         let out = eps_studio()
             .args(["restore", "--input"])

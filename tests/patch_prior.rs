@@ -1278,6 +1278,76 @@ fn coherence_transport_keeps_the_known_pixels() {
     );
 }
 
+/// A straight 30° edge between two colours (a faint vertical ramp and noise on both), and a
+/// bright 4-pixel stripe at 20° on grey, each across a round hole: coherence transport
+/// continues them straight through the hole, where a biharmonic fill blurs them into a ramp.
+#[test]
+fn coherence_transport_continues_a_straight_edge() {
+    use eps_studio::prior::patch::pyramid::biharmonic;
+    use eps_studio::prior::patch::transport::{TransportConfig, coherence_transport};
+    let (w, h) = (41usize, 33usize);
+    let (cx, cy) = (20.0, 16.0);
+    let scene = |seed: u64, paint: &dyn Fn(f64, f64) -> [f64; 3]| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut data = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                for v in paint(x as f64 - cx, y as f64 - cy) {
+                    data.push((v + 0.01 * y as f64 + rng.random_range(-0.02..0.02)) as f32);
+                }
+            }
+        }
+        Plane::from_data(w, h, 3, data).unwrap()
+    };
+    let across = |x: f64, y: f64, deg: f64| {
+        let (s, c) = f64::to_radians(deg).sin_cos();
+        -x * s + y * c
+    };
+    let edge = scene(1, &|x, y| {
+        if across(x, y, 30.0) > 0.0 {
+            [0.6, 0.2, -0.3]
+        } else {
+            [-0.5, -0.2, 0.1]
+        }
+    });
+    let stripe = scene(2, &|x, y| {
+        if across(x, y, 20.0).abs() < 2.0 {
+            [0.7; 3]
+        } else {
+            [-0.4; 3]
+        }
+    });
+    let hole: Vec<bool> = (0..w * h)
+        .map(|i| ((i % w) as f64 - cx).powi(2) + ((i / w) as f64 - cy).powi(2) <= 64.0)
+        .collect();
+    // Root-mean-square error over the hole, and the share of hole pixels within 0.25 of the
+    // truth in every channel (on the right side of the edge).
+    let score = |out: &Plane, truth: &Plane| {
+        let (mut se, mut n, mut close) = (0.0f64, 0.0f64, 0.0f64);
+        for i in (0..w * h).filter(|&i| hole[i]) {
+            let d: Vec<f64> = (0..3)
+                .map(|c| f64::from(out.data[i * 3 + c] - truth.data[i * 3 + c]))
+                .collect();
+            se += d.iter().map(|d| d * d).sum::<f64>();
+            n += 1.0;
+            close += f64::from(u8::from(d.iter().all(|d| d.abs() < 0.25)));
+        }
+        ((se / (3.0 * n)).sqrt(), close / n)
+    };
+    for (name, truth) in [("edge", &edge), ("stripe", &stripe)] {
+        let (rmse, close) = score(
+            &coherence_transport(truth, &hole, 3, &TransportConfig::default()),
+            truth,
+        );
+        let (smooth, _) = score(&biharmonic(truth, &hole), truth);
+        assert!(
+            rmse < smooth && close > 0.85,
+            "{name}: transport RMSE {rmse:.3} (biharmonic {smooth:.3}), {:.0}% of the hole right",
+            100.0 * close
+        );
+    }
+}
+
 /// A photo-like texture with random structure (leaves, gravel): its posterior in a hole is
 /// wide, so samples must differ.
 fn photo(w: usize, h: usize, seed: u64) -> RgbImage {

@@ -362,8 +362,8 @@ pub struct PatchArgs {
     #[arg(long)]
     pub coarse_start: Option<String>,
     /// Patch prior: how the coarsest level's first guess continues the hole's surroundings:
-    /// biharmonic (smooth; the default) or transport (coherence transport along the edges
-    /// around it).
+    /// transport (coherence transport along the edges around it; the default) or biharmonic
+    /// (smooth).
     #[arg(long, value_name = "HOW")]
     pub layout: Option<String>,
     /// Patch prior: sampler steps of the coarsest level.

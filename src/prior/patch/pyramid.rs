@@ -2,8 +2,8 @@
 //!
 //! The hole's crop is halved until the hole's long side is at most `coarse_hole` pixels, or
 //! until a coarser level would hold fewer than `layout_windows` windows of known pixels. At the
-//! coarsest level the EPS sampler starts from a layout (the biharmonic fill, or the network's
-//! one-call mean) with noise `coarse_start` added, or from pure noise at σmax; at every finer
+//! coarsest level the EPS sampler starts from a layout (the hole's surroundings carried in
+//! along their edges, or the network's one-call mean) with noise `coarse_start` added, or from pure noise at σmax; at every finer
 //! level it starts from the coarser sample, upsampled through its PatchMatch field (each query
 //! window takes the finer version of its match), with noise `fine.schedule.sigma_max` added,
 //! and runs down to `sigma_min` with the finer bank. Each level is an ordinary EPS run on that
@@ -107,11 +107,13 @@ pub struct PyramidConfig {
     /// layout ([`Layout`]) with noise σ added, sampling from σ down.
     pub coarse_start: Option<f64>,
     /// How the patches' own layout ([`Layout::Smooth`]) continues the hole's surroundings.
-    /// The biharmonic fill by default. Coherence transport from σ = 0.3 scored better
-    /// (hole PSNR / LPIPS on 8 holes 21.12 / 0.245 → 21.69 / 0.232, on three sets of 24 holes
-    /// LPIPS 0.2463 → 0.2437 on average), but on a synthetic straight edge across a round hole
-    /// it bends the edge (its structure tensor reads the pixels it has filled itself), so it
-    /// stays an option until it carries edges straight (docs/patch-prior.md).
+    /// Coherence transport by default (with [`Self::coarse_start`] 0.5): it carries a straight
+    /// edge that the hole hides straight through it, where the biharmonic fill blends it into a
+    /// ramp that the patches then bend. On the fill tables it ties with the biharmonic fill
+    /// (144 paired results on three sets of 24 holes: LPIPS +0.004 ± 0.003; 8 holes: −0.008 ±
+    /// 0.006, lower on 14 of 16), and on the two holes where the biharmonic start went wrong it
+    /// wins: the bamboo trunk's edge has a bump in 3–4 of 16 samples against about 9 (LPIPS
+    /// 0.208 → 0.186), the stripes a grey blob in 1 of 16 against 3 (docs/patch-prior.md).
     pub smooth: Smooth,
     /// How a finer level's starting image is made from the coarser sample.
     pub upsampling: Upsampling,
@@ -260,17 +262,17 @@ impl std::str::FromStr for Turn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Smooth {
     /// The biharmonic fill: smooth, edges blended into their neighbours.
-    #[default]
     Biharmonic,
-    /// Coherence transport ([`super::transport`]): every hole pixel averages the pixels
-    /// around it along the local edge direction read from the pixels known or filled before
-    /// it.
+    /// Coherence transport ([`super::transport`]): every hole pixel averages the known and
+    /// already filled pixels around it along the edge direction read from the known pixels
+    /// nearby. The default ([`PyramidConfig::smooth`]).
+    #[default]
     Transport,
 }
 
 impl Smooth {
     /// The choices, for messages.
-    pub const ALL: [Self; 2] = [Self::Biharmonic, Self::Transport];
+    pub const ALL: [Self; 2] = [Self::Transport, Self::Biharmonic];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -288,7 +290,7 @@ impl std::str::FromStr for Smooth {
         Self::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| Error::invalid("layout", s, "use biharmonic or transport"))
+            .ok_or_else(|| Error::invalid("layout", s, "use transport or biharmonic"))
     }
 }
 
@@ -578,7 +580,7 @@ impl Default for PyramidConfig {
             turn: Turn::default(),
             clean_strength: 0.85,
             clean_bank: true,
-            coarse_start: Some(1.0),
+            coarse_start: Some(0.5),
             smooth: Smooth::default(),
             upsampling: Upsampling::Field,
             switch_sigma: 0.5,
