@@ -22,6 +22,7 @@ error, and on how many pairs B is lower.
 
 import argparse
 import math
+import os
 import re
 import sys
 
@@ -70,6 +71,9 @@ def main():
     parser.add_argument("--b-method", help="the method to take from B's logs")
     args = parser.parse_args()
     a_paths, b_paths = args.a.split(","), args.b.split(",")
+    missing = [p for p in a_paths + b_paths if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"no such log: {', '.join(missing)} (save a run's log with `diagnose ... 2> run.log`)")
     if len(a_paths) != len(b_paths):
         sys.exit("give as many logs for B as for A (one per seed, in the same order)")
     a, b = load(a_paths, args.a_method), load(b_paths, args.b_method)

@@ -93,10 +93,9 @@ pub enum Prior {
     Network,
     /// The photo's own patches (inpainting only; training-free), coarse to fine up to the
     /// photo's resolution ([`crate::prior::patch`]), from the hole's surroundings carried in
-    /// along their edges. The default:
-    /// it leads the fill table against every method but the layout hybrid, which it matches
-    /// sample by sample, and where a hole hid an object it fills in the background instead
-    /// of growing the object back (`docs/patch-prior.md`, "Which prior is the default").
+    /// along their edges. The default: it leads the fill table against every method but the
+    /// layout hybrid, which it matches sample by sample, and where a hole hid an object it
+    /// fills in the background instead of growing the object back (`docs/patch-prior.md`, "Which prior is the default").
     #[default]
     Patch,
     /// The patches, with the network's one-call posterior mean as the coarse layout.

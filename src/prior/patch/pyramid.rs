@@ -3,17 +3,17 @@
 //! The hole's crop is halved until the hole's long side is at most `coarse_hole` pixels, or
 //! until a coarser level would hold fewer than `layout_windows` windows of known pixels. At the
 //! coarsest level the EPS sampler starts from a layout (the hole's surroundings carried in
-//! along their edges, or the network's one-call mean) with noise `coarse_start` added, or from pure noise at σmax; at every finer
-//! level it starts from the coarser sample, upsampled through its PatchMatch field (each query
-//! window takes the finer version of its match), with noise `fine.schedule.sigma_max` added,
-//! and runs down to `sigma_min` with the finer bank. Each level is an ordinary EPS run on that
-//! level's mask problem (its `y` the area-averaged photo, its `σ_y` halved per level as
-//! averaging four pixels halves independent noise), so the pivot and the sampler are the
-//! product's own. The field of each sample goes down the levels with it (Qiu, Kutulakos,
-//! Lindell 2026; Wexler, Shechtman, Irani 2007); below the coarsest level it only searches near
-//! the matches it brought ([`PyramidConfig::fine_radius`]). Every level but the finest carries one more
-//! channel, the spread of the finest pixels under each of its pixels ([`detail_channels`]), so
-//! that a coarse match also says what detail lies below it.
+//! along their edges, or the network's one-call mean) with noise `coarse_start` added, or from
+//! pure noise at σmax; at every finer level it starts from the coarser sample, upsampled
+//! through its PatchMatch field (each query window takes the finer version of its match), with
+//! noise `fine.schedule.sigma_max` added, and runs down to `sigma_min` with the finer bank.
+//! Each level is an ordinary EPS run on that level's mask problem (its `y` the area-averaged
+//! photo, its `σ_y` halved per level as averaging four pixels halves independent noise), so the
+//! pivot and the sampler are the product's own. The field of each sample goes down the levels
+//! with it (Qiu, Kutulakos, Lindell 2026; Wexler, Shechtman, Irani 2007); below the coarsest
+//! level it only searches near the matches it brought ([`PyramidConfig::fine_radius`]). Every
+//! level but the finest carries one more channel, the spread of the finest pixels under each of
+//! its pixels ([`detail_channels`]), so that a coarse match also says what detail lies below it.
 
 use std::sync::Arc;
 
@@ -250,11 +250,26 @@ impl std::str::FromStr for Turn {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| Error::invalid("turned windows", s, "use auto, never or always"))
+        by_name(&Self::ALL, Self::name, "turned windows", s)
     }
+}
+
+/// The choice among `all` whose `name` is `s`, or an error for the parameter `what` that
+/// lists the names (in the order of `all`, the default first).
+fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &'static str,
+    s: &str,
+) -> Result<T> {
+    all.iter().copied().find(|&t| name(t) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&t| name(t)).collect();
+        let list = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.concat(),
+        };
+        Error::invalid(what, s, format!("use {list}"))
+    })
 }
 
 /// How the coarsest level's first guess continues the hole's surroundings into it
@@ -287,10 +302,7 @@ impl std::str::FromStr for Smooth {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| Error::invalid("layout", s, "use transport or biharmonic"))
+        by_name(&Self::ALL, Self::name, "layout", s)
     }
 }
 
